@@ -1,0 +1,1 @@
+//! Blocking clients for scripts: TCP, TLS, UDP, Unix, Unix datagram and WebSocket.

@@ -1,0 +1,70 @@
+//! The crate's one error type, with a sub-enum per domain.
+
+use std::fmt;
+use std::io;
+
+/// Result alias used across sockloop.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in sockloop.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O error; the affected connection (if any) was closed.
+    Io(io::Error),
+    /// A TLS failure (handshake, certificate, or configuration).
+    Tls(crate::tls::TlsError),
+    /// A WebSocket protocol or handshake failure.
+    WebSocket(crate::ws::WsError),
+    /// Invalid configuration, detected when a server or client was built.
+    Config(String),
+    /// The operation did not finish before its deadline.
+    Timeout,
+    /// The connection or runtime is closed.
+    Closed,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "i/o error: {e}"),
+            Error::Tls(e) => write!(f, "tls error: {e}"),
+            Error::WebSocket(e) => write!(f, "websocket error: {e}"),
+            Error::Config(m) => write!(f, "configuration error: {m}"),
+            Error::Timeout => f.write_str("timed out"),
+            Error::Closed => f.write_str("closed"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            Error::Tls(e) => Some(e),
+            Error::WebSocket(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) {
+            return Error::Timeout;
+        }
+        Error::Io(e)
+    }
+}
+
+impl From<crate::tls::TlsError> for Error {
+    fn from(e: crate::tls::TlsError) -> Self {
+        Error::Tls(e)
+    }
+}
+
+impl From<crate::ws::WsError> for Error {
+    fn from(e: crate::ws::WsError) -> Self {
+        Error::WebSocket(e)
+    }
+}

@@ -1,0 +1,1 @@
+//! Supervision: processes with mailboxes, supervisors, links and monitors.
