@@ -22,6 +22,16 @@ pub enum Error {
     Timeout,
     /// The connection or runtime is closed.
     Closed,
+    /// A datagram larger than the configured maximum arrived; it was dropped and the socket
+    /// keeps serving.
+    DatagramTooLarge {
+        /// Bytes received (at least `limit + 1`: the rest was truncated by the kernel).
+        received: usize,
+        /// The configured `max_datagram_size`.
+        limit: usize,
+    },
+    /// A handler panicked (with the panic message). Only its own connection was closed.
+    HandlerPanic(String),
 }
 
 impl fmt::Display for Error {
@@ -33,6 +43,13 @@ impl fmt::Display for Error {
             Error::Config(m) => write!(f, "configuration error: {m}"),
             Error::Timeout => f.write_str("timed out"),
             Error::Closed => f.write_str("closed"),
+            Error::DatagramTooLarge { received, limit } => {
+                write!(
+                    f,
+                    "datagram of {received}+ bytes exceeds the {limit}-byte limit; dropped"
+                )
+            }
+            Error::HandlerPanic(m) => write!(f, "handler panicked: {m}"),
         }
     }
 }
@@ -50,7 +67,10 @@ impl std::error::Error for Error {
 
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
-        if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) {
+        if matches!(
+            e.kind(),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+        ) {
             return Error::Timeout;
         }
         Error::Io(e)

@@ -19,3 +19,23 @@ impl fmt::Display for TlsError {
 }
 
 impl std::error::Error for TlsError {}
+
+/// TEMPORARY stand-in until the TLS configuration module lands.
+#[derive(Clone)]
+pub struct TlsServerConfig {
+    cfg: std::sync::Arc<rustls::ServerConfig>,
+}
+
+impl TlsServerConfig {
+    /// Wraps a rustls configuration.
+    pub fn from_rustls(cfg: std::sync::Arc<rustls::ServerConfig>) -> Self {
+        TlsServerConfig { cfg }
+    }
+    pub(crate) fn server_config(&self) -> std::sync::Arc<rustls::ServerConfig> {
+        self.cfg.clone()
+    }
+    /// Handshake timeout.
+    pub fn handshake_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(10)
+    }
+}

@@ -1,0 +1,145 @@
+//! Server configuration: limits, queue bounds, drop policies and where handlers run.
+
+use std::time::Duration;
+
+/// What happens when a connection's outbound queue would exceed its byte bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DropPolicy {
+    /// The new message is refused: `send` returns [`SendStatus::Dropped`](crate::SendStatus::Dropped)
+    /// and the queue keeps what it had. The default: a slow reader loses the newest data, never
+    /// a partial message, and nobody else is affected.
+    #[default]
+    DropNewest,
+    /// The new message is queued and the oldest whole messages not yet started on the wire are
+    /// dropped until the queue fits again (each counted as dropped).
+    DropOldest,
+    /// The connection is closed with [`CloseReason::QueueOverflow`](crate::CloseReason::QueueOverflow);
+    /// `send` returns `Dropped`.
+    Disconnect,
+}
+
+/// Where a server's handler code runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dispatch {
+    /// On the runtime's handler threads (the default): a handler that blocks or panics never
+    /// stops I/O for other connections. Each connection's events are handled in order, always
+    /// on the same handler thread.
+    #[default]
+    Threads,
+    /// Directly on the poller thread that owns the connection: the fast path, for handlers
+    /// that never block (echo servers, relays). A panic still closes only its connection.
+    Inline,
+}
+
+/// Limits and policies of one server. Every default is listed on its setter and in the README.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub(crate) max_connections: usize,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) max_read_per_turn: usize,
+    pub(crate) max_queued_bytes: usize,
+    pub(crate) drop_policy: DropPolicy,
+    pub(crate) dispatch: Dispatch,
+    pub(crate) max_inbound_pending: usize,
+    pub(crate) max_datagram_size: usize,
+    pub(crate) backlog: i32,
+    pub(crate) nodelay: bool,
+    pub(crate) close_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_connections: 100_000,
+            idle_timeout: None,
+            max_read_per_turn: 256 << 10,
+            max_queued_bytes: 4 << 20,
+            drop_policy: DropPolicy::DropNewest,
+            dispatch: Dispatch::Threads,
+            max_inbound_pending: 1 << 20,
+            max_datagram_size: 64 << 10,
+            backlog: 1024,
+            nodelay: true,
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// A configuration with every default.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Maximum open connections (default 100,000). Connections past it are accepted, closed
+    /// at once and counted in [`ServerStats::rejected`](crate::ServerStats::rejected).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Close a connection with no inbound bytes for this long (default: no idle timeout).
+    pub fn idle_timeout(mut self, d: Option<Duration>) -> Self {
+        self.idle_timeout = d;
+        self
+    }
+
+    /// Bytes read from one connection per readiness event before the poller moves on to
+    /// others (default 256 KiB). The rest is read on the next loop turn.
+    pub fn max_read_per_turn(mut self, n: usize) -> Self {
+        self.max_read_per_turn = n.max(1);
+        self
+    }
+
+    /// Bound of each connection's outbound queue in bytes (default 4 MiB).
+    pub fn max_queued_bytes(mut self, n: usize) -> Self {
+        self.max_queued_bytes = n;
+        self
+    }
+
+    /// What happens when the outbound queue is full (default [`DropPolicy::DropNewest`]).
+    pub fn drop_policy(mut self, p: DropPolicy) -> Self {
+        self.drop_policy = p;
+        self
+    }
+
+    /// Where handlers run (default [`Dispatch::Threads`]).
+    pub fn dispatch(mut self, d: Dispatch) -> Self {
+        self.dispatch = d;
+        self
+    }
+
+    /// With [`Dispatch::Threads`]: inbound bytes handed to the handler thread but not yet
+    /// handled, per connection, above which the poller stops reading that connection until
+    /// the handler catches up (default 1 MiB). Bounds memory against a fast sender.
+    pub fn max_inbound_pending(mut self, n: usize) -> Self {
+        self.max_inbound_pending = n.max(1);
+        self
+    }
+
+    /// Largest datagram accepted (default 64 KiB). A larger one is dropped and reported as
+    /// [`Error::DatagramTooLarge`](crate::Error::DatagramTooLarge); the server keeps serving.
+    pub fn max_datagram_size(mut self, n: usize) -> Self {
+        self.max_datagram_size = n.clamp(1, 1 << 20);
+        self
+    }
+
+    /// Listen backlog (default 1024).
+    pub fn backlog(mut self, n: i32) -> Self {
+        self.backlog = n;
+        self
+    }
+
+    /// TCP_NODELAY on accepted TCP connections (default true).
+    pub fn nodelay(mut self, on: bool) -> Self {
+        self.nodelay = on;
+        self
+    }
+
+    /// How long a closing connection may take to flush its queued output before it is
+    /// force-closed (default 5 s).
+    pub fn close_timeout(mut self, d: Duration) -> Self {
+        self.close_timeout = d;
+        self
+    }
+}

@@ -1,0 +1,291 @@
+//! Cloneable connection handles: send, close, addresses. Safe to keep after the connection
+//! is gone.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::config::DropPolicy;
+use crate::reactor::{local, Command, PollerShared};
+use crate::server::ServerShared;
+
+/// What happened to a message handed to `send`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum SendStatus {
+    /// Queued for the connection; it leaves in order.
+    Queued,
+    /// Refused by the drop policy (the queue was full); counted in the server's stats.
+    Dropped,
+    /// The connection is closing or closed; nothing was queued.
+    Closed,
+}
+
+/// Why a connection closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// Closed by this side (`close()` or the handler).
+    Local,
+    /// The peer closed its side (end of stream) after everything queued was flushed.
+    PeerClosed,
+    /// The peer reset the connection or an I/O error occurred (the message says which).
+    Reset(String),
+    /// No inbound bytes within the idle timeout.
+    IdleTimeout,
+    /// The TLS (or WebSocket) handshake did not finish within its timeout.
+    HandshakeTimeout,
+    /// A TLS handshake or protocol failure (the message says which).
+    Protocol(String),
+    /// The outbound queue overflowed under [`DropPolicy::Disconnect`].
+    QueueOverflow,
+    /// The server is at its connection limit; the connection was closed on accept.
+    ServerFull,
+    /// The server shut down.
+    Shutdown,
+    /// The handler panicked (with the panic message); only this connection was closed.
+    HandlerPanic(String),
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::Local => f.write_str("closed locally"),
+            CloseReason::PeerClosed => f.write_str("closed by peer"),
+            CloseReason::Reset(m) => write!(f, "reset: {m}"),
+            CloseReason::IdleTimeout => f.write_str("idle timeout"),
+            CloseReason::HandshakeTimeout => f.write_str("handshake timeout"),
+            CloseReason::Protocol(m) => write!(f, "protocol error: {m}"),
+            CloseReason::QueueOverflow => f.write_str("outbound queue overflow"),
+            CloseReason::ServerFull => f.write_str("server full"),
+            CloseReason::Shutdown => f.write_str("server shutdown"),
+            CloseReason::HandlerPanic(m) => write!(f, "handler panicked: {m}"),
+        }
+    }
+}
+
+/// A socket address of either family sockloop serves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Addr {
+    /// An IP address and port.
+    Inet(SocketAddr),
+    /// A Unix socket path (`None` for an unnamed socket).
+    Unix(Option<PathBuf>),
+}
+
+impl Addr {
+    /// The IP address, if this is one.
+    pub fn as_inet(&self) -> Option<SocketAddr> {
+        match self {
+            Addr::Inet(a) => Some(*a),
+            Addr::Unix(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Addr::Inet(a) => write!(f, "{a}"),
+            Addr::Unix(Some(p)) => write!(f, "{}", p.display()),
+            Addr::Unix(None) => f.write_str("(unnamed)"),
+        }
+    }
+}
+
+/// Credentials of the process at the other end of a Unix stream connection (SO_PEERCRED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCred {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Process id.
+    pub pid: i32,
+}
+
+/// Process-unique connection id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+pub(crate) const STATE_OPEN: u8 = 0;
+pub(crate) const STATE_CLOSING: u8 = 1;
+pub(crate) const STATE_CLOSED: u8 = 2;
+
+pub(crate) struct ConnShared {
+    pub(crate) id: ConnId,
+    pub(crate) poller: Arc<PollerShared>,
+    pub(crate) slot: u32,
+    pub(crate) gen: u32,
+    pub(crate) server: Arc<ServerShared>,
+    pub(crate) queued: AtomicUsize,
+    pub(crate) state: AtomicU8,
+    pub(crate) peer: Addr,
+    pub(crate) local: Addr,
+    pub(crate) cred: Option<PeerCred>,
+    /// Inbound bytes handed to a handler thread and not yet handled.
+    pub(crate) inbound: AtomicUsize,
+    /// The poller stopped reading until the handler thread catches up.
+    pub(crate) paused: AtomicBool,
+}
+
+/// A cloneable, `Send + Sync` handle to one stream connection.
+///
+/// Handles are cheap to clone and may outlive the connection: on a closed connection `send`
+/// returns [`SendStatus::Closed`] and `close` does nothing.
+#[derive(Clone)]
+pub struct Conn {
+    pub(crate) inner: Arc<ConnShared>,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("id", &self.inner.id)
+            .field("peer", &self.inner.peer)
+            .finish()
+    }
+}
+
+impl Conn {
+    /// The connection's process-unique id.
+    pub fn id(&self) -> ConnId {
+        self.inner.id
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> &Addr {
+        &self.inner.peer
+    }
+
+    /// The local address the connection arrived on.
+    pub fn local_addr(&self) -> &Addr {
+        &self.inner.local
+    }
+
+    /// Peer credentials, for Unix stream connections.
+    pub fn peer_cred(&self) -> Option<PeerCred> {
+        self.inner.cred
+    }
+
+    /// Whether the connection is still open (not closing or closed).
+    pub fn is_open(&self) -> bool {
+        self.inner.state.load(Ordering::Acquire) == STATE_OPEN
+    }
+
+    /// Bytes queued for this connection and not yet written to the socket.
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.queued.load(Ordering::Relaxed)
+    }
+
+    /// Queues `data` for the connection, applying the server's bound and drop policy.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # fn f(conn: &sockloop::Conn) {
+    /// match conn.send(b"hello\n") {
+    ///     sockloop::SendStatus::Queued => {}
+    ///     other => eprintln!("not sent: {other:?}"),
+    /// }
+    /// # }
+    /// ```
+    pub fn send(&self, data: &[u8]) -> SendStatus {
+        match self.admit(data.len()) {
+            SendStatus::Queued => {}
+            other => return other,
+        }
+        if !local::try_send_local(&self.inner, data) {
+            self.inner.poller.command(Command::Send {
+                conn: self.inner.clone(),
+                data: crate::reactor::Payload::Owned(data.to_vec()),
+            });
+        }
+        SendStatus::Queued
+    }
+
+    /// Queues an owned buffer without copying it (same semantics as [`send`](Self::send)).
+    pub fn send_vec(&self, data: Vec<u8>) -> SendStatus {
+        match self.admit(data.len()) {
+            SendStatus::Queued => {}
+            other => return other,
+        }
+        self.inner.poller.command(Command::Send {
+            conn: self.inner.clone(),
+            data: crate::reactor::Payload::Owned(data),
+        });
+        SendStatus::Queued
+    }
+
+    /// Queues shared bytes (a broadcast frame encoded once) without copying them.
+    pub fn send_shared(&self, data: Arc<[u8]>) -> SendStatus {
+        match self.admit(data.len()) {
+            SendStatus::Queued => {}
+            other => return other,
+        }
+        self.inner.poller.command(Command::Send {
+            conn: self.inner.clone(),
+            data: crate::reactor::Payload::Shared(data),
+        });
+        SendStatus::Queued
+    }
+
+    /// Closes the connection gracefully: queued output is flushed (within the server's close
+    /// timeout), then the socket is shut down. Harmless on a closed connection.
+    pub fn close(&self) {
+        self.close_with(CloseReason::Local);
+    }
+
+    pub(crate) fn close_with(&self, reason: CloseReason) {
+        let prev = self.inner.state.compare_exchange(
+            STATE_OPEN,
+            STATE_CLOSING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        if prev.is_ok() {
+            self.inner.poller.command(Command::Close {
+                conn: self.inner.clone(),
+                reason,
+            });
+        }
+    }
+
+    /// Accounts `len` bytes against the queue bound; decides the status.
+    fn admit(&self, len: usize) -> SendStatus {
+        let inner = &self.inner;
+        if inner.state.load(Ordering::Acquire) != STATE_OPEN {
+            return SendStatus::Closed;
+        }
+        let limit = inner.server.config.max_queued_bytes;
+        let before = inner.queued.fetch_add(len, Ordering::AcqRel);
+        if before + len <= limit || before == 0 {
+            inner.server.stats.add_queued(len);
+            return SendStatus::Queued;
+        }
+        match inner.server.config.drop_policy {
+            DropPolicy::DropOldest => {
+                inner.server.stats.add_queued(len);
+                SendStatus::Queued
+            }
+            DropPolicy::DropNewest => {
+                inner.queued.fetch_sub(len, Ordering::AcqRel);
+                inner.server.stats.dropped(1);
+                SendStatus::Dropped
+            }
+            DropPolicy::Disconnect => {
+                inner.queued.fetch_sub(len, Ordering::AcqRel);
+                inner.server.stats.dropped(1);
+                self.close_with(CloseReason::QueueOverflow);
+                SendStatus::Dropped
+            }
+        }
+    }
+}

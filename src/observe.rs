@@ -1,0 +1,129 @@
+//! Observers (errors, connection states, server lifecycle) and statistics.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::handle::{Addr, CloseReason, ConnId};
+use crate::Error;
+
+/// A connection's state change, as reported to [`Observer::on_conn_state`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ConnState {
+    /// A connection was accepted (before any handshake).
+    Accepted,
+    /// The connection started closing; queued output is being flushed.
+    Closing,
+    /// The connection is closed and its resources are released.
+    Closed(CloseReason),
+}
+
+/// A server's lifecycle step.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Lifecycle {
+    /// Listening on this address.
+    Listening(Addr),
+    /// Shutdown started: no more accepts; connections drain.
+    Draining,
+    /// Every connection is closed and the listener is gone.
+    Stopped,
+}
+
+/// Receives a server's errors, connection state changes and lifecycle steps.
+///
+/// Called from poller threads: implementations must be quick and must not block.
+/// Every method has an empty default.
+pub trait Observer: Send + Sync + 'static {
+    /// An error, with the connection it concerns (if any). The library already acted on it
+    /// (the error's documentation says how).
+    fn on_error(&self, conn: Option<ConnId>, error: &Error) {
+        let _ = (conn, error);
+    }
+    /// A connection changed state.
+    fn on_conn_state(&self, conn: ConnId, peer: &Addr, state: &ConnState) {
+        let _ = (conn, peer, state);
+    }
+    /// The server moved to a new lifecycle step.
+    fn on_lifecycle(&self, step: &Lifecycle) {
+        let _ = step;
+    }
+}
+
+/// The observer used when none is given: logs through the `log` facade.
+#[derive(Debug, Default)]
+pub struct LogObserver;
+
+impl Observer for LogObserver {
+    fn on_error(&self, conn: Option<ConnId>, error: &Error) {
+        match conn {
+            Some(c) => log::debug!("conn={c} error: {error}"),
+            None => log::warn!("server error: {error}"),
+        }
+    }
+    fn on_lifecycle(&self, step: &Lifecycle) {
+        log::info!("server {step:?}");
+    }
+}
+
+/// A snapshot of a server's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Connections accepted (including rejected ones).
+    pub accepted: u64,
+    /// Connections closed at once because the server was at `max_connections`.
+    pub rejected: u64,
+    /// Connections closed.
+    pub closed: u64,
+    /// Bytes read from peers.
+    pub bytes_in: u64,
+    /// Bytes written to peers.
+    pub bytes_out: u64,
+    /// Messages dropped by the drop policy.
+    pub dropped: u64,
+    /// Bytes queued for peers right now.
+    pub queued_bytes: u64,
+    /// Datagrams received (datagram servers).
+    pub datagrams_in: u64,
+    /// Datagrams sent (datagram servers).
+    pub datagrams_out: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) accepted: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+    pub(crate) closed: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) queued: AtomicUsize,
+    pub(crate) open: AtomicUsize,
+    pub(crate) datagrams_in: AtomicU64,
+    pub(crate) datagrams_out: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn add_queued(&self, n: usize) {
+        self.queued.fetch_add(n, Ordering::Relaxed);
+    }
+    pub(crate) fn sub_queued(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+    }
+    pub(crate) fn dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+    pub(crate) fn snapshot(&self) -> ServerStats {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ServerStats {
+            accepted: g(&self.accepted),
+            rejected: g(&self.rejected),
+            closed: g(&self.closed),
+            bytes_in: g(&self.bytes_in),
+            bytes_out: g(&self.bytes_out),
+            dropped: g(&self.dropped),
+            queued_bytes: self.queued.load(Ordering::Relaxed) as u64,
+            datagrams_in: g(&self.datagrams_in),
+            datagrams_out: g(&self.datagrams_out),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! A connection's outbound queue: whole messages in order, bounded in bytes by the caller.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::sync::Arc;
+
+/// Bytes to send: owned, or shared between many recipients (a broadcast frame).
+pub(crate) enum Payload {
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl Payload {
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::Owned(v) => v,
+            Payload::Shared(a) => a,
+        }
+    }
+}
+
+struct Chunk {
+    data: Payload,
+    off: usize,
+    /// Whether this chunk is one accounted message (false for appended protocol bytes).
+    counted: bool,
+}
+
+/// Pending output of one connection. Empty queues hold no heap memory.
+#[derive(Default)]
+pub(crate) struct OutQueue {
+    chunks: VecDeque<Chunk>,
+    bytes: usize,
+}
+
+/// Most iovecs handed to one `writev`.
+const MAX_IOV: usize = 64;
+
+impl OutQueue {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.bytes
+    }
+
+    /// Appends bytes. With `keep_boundary` false they are coalesced into an owned tail
+    /// chunk (fewer allocations and iovecs); with true they form their own droppable message.
+    pub(crate) fn push_bytes(&mut self, data: &[u8], keep_boundary: bool) {
+        if data.is_empty() {
+            return;
+        }
+        self.bytes += data.len();
+        if !keep_boundary {
+            if let Some(Chunk {
+                data: Payload::Owned(v),
+                counted: false,
+                ..
+            }) = self.chunks.back_mut()
+            {
+                v.extend_from_slice(data);
+                return;
+            }
+        }
+        let mut v = Vec::with_capacity(if keep_boundary {
+            data.len()
+        } else {
+            data.len().max(2048)
+        });
+        v.extend_from_slice(data);
+        self.chunks.push_back(Chunk {
+            data: Payload::Owned(v),
+            off: 0,
+            counted: keep_boundary,
+        });
+    }
+
+    /// Appends a whole payload without copying.
+    pub(crate) fn push(&mut self, data: Payload, counted: bool) {
+        let n = data.as_slice().len();
+        if n == 0 {
+            return;
+        }
+        self.bytes += n;
+        self.chunks.push_back(Chunk {
+            data,
+            off: 0,
+            counted,
+        });
+    }
+
+    /// Drops the oldest whole counted messages not yet started on the wire until the queue
+    /// holds at most `limit` bytes. Returns (messages dropped, bytes dropped).
+    pub(crate) fn drop_oldest(&mut self, limit: usize) -> (u64, usize) {
+        let mut dropped = (0, 0);
+        let mut i = 0;
+        while self.bytes > limit && i < self.chunks.len() {
+            let c = &self.chunks[i];
+            if c.off == 0 && c.counted && i + 1 < self.chunks.len() {
+                let n = c.data.as_slice().len();
+                self.chunks.remove(i);
+                self.bytes -= n;
+                dropped.0 += 1;
+                dropped.1 += n;
+            } else {
+                i += 1;
+            }
+        }
+        dropped
+    }
+
+    /// Writes as much as the writer takes, with vectored writes. Returns bytes written;
+    /// stops at `WouldBlock` (returned as Ok with what was written before it).
+    pub(crate) fn flush_to<W: Write>(&mut self, w: &mut W) -> io::Result<usize> {
+        let mut total = 0;
+        while !self.chunks.is_empty() {
+            let n = match self.write_once(w) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            total += n;
+            self.consume(n);
+        }
+        if self.chunks.is_empty() {
+            self.chunks = VecDeque::new();
+        }
+        Ok(total)
+    }
+
+    fn write_once<W: Write>(&self, w: &mut W) -> io::Result<usize> {
+        if self.chunks.len() == 1 {
+            let c = &self.chunks[0];
+            return w.write(&c.data.as_slice()[c.off..]);
+        }
+        let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+        let mut n = 0;
+        for c in self.chunks.iter().take(MAX_IOV) {
+            iov[n] = IoSlice::new(&c.data.as_slice()[c.off..]);
+            n += 1;
+        }
+        w.write_vectored(&iov[..n])
+    }
+
+    /// Removes `n` written bytes from the front.
+    pub(crate) fn consume(&mut self, mut n: usize) {
+        self.bytes -= n;
+        while n > 0 {
+            let c = self.chunks.front_mut().expect("consume past queue end");
+            let left = c.data.as_slice().len() - c.off;
+            if n < left {
+                c.off += n;
+                return;
+            }
+            n -= left;
+            self.chunks.pop_front();
+        }
+    }
+
+    /// The front chunk's unsent bytes (for writers that are not vectored, e.g. TLS).
+    pub(crate) fn front(&self) -> Option<&[u8]> {
+        self.chunks.front().map(|c| &c.data.as_slice()[c.off..])
+    }
+
+    /// Drops everything; returns the bytes dropped.
+    pub(crate) fn clear(&mut self) -> usize {
+        let n = self.bytes;
+        self.chunks = VecDeque::new();
+        self.bytes = 0;
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Limited {
+        out: Vec<u8>,
+        cap: usize,
+    }
+    impl Write for Limited {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            if self.cap == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = b.len().min(self.cap);
+            self.cap -= n;
+            self.out.extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn partial_writes_keep_order() {
+        let mut q = OutQueue::default();
+        q.push_bytes(b"hello ", true);
+        q.push(Payload::Shared(Arc::from(&b"world"[..])), true);
+        q.push_bytes(b"!", false);
+        let mut w = Limited {
+            out: vec![],
+            cap: 3,
+        };
+        assert_eq!(q.flush_to(&mut w).unwrap(), 3);
+        assert_eq!(q.len(), 9);
+        w.cap = 100;
+        q.flush_to(&mut w).unwrap();
+        assert_eq!(w.out, b"hello world!");
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn drop_oldest_skips_started_and_last() {
+        let mut q = OutQueue::default();
+        for m in [&b"aaaa"[..], b"bbbb", b"cccc", b"dddd"] {
+            q.push_bytes(m, true);
+        }
+        q.consume(1);
+        let (n, bytes) = q.drop_oldest(8);
+        assert_eq!((n, bytes), (2, 8));
+        let mut w = Limited {
+            out: vec![],
+            cap: 100,
+        };
+        q.flush_to(&mut w).unwrap();
+        assert_eq!(w.out, b"aaadddd");
+    }
+}

@@ -1,0 +1,236 @@
+//! Handler threads: where user code runs by default. Each connection (or datagram socket)
+//! is bound to one thread, so its events are handled in order; a panic closes only that
+//! connection.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::stream::describe_panic;
+use super::Command;
+use crate::handle::{Addr, CloseReason, Conn, ConnId};
+use crate::handler::{
+    DatagramFactory, DatagramHandler, DatagramSender, StreamFactory, StreamHandler,
+};
+use crate::Error;
+
+/// Work for a handler thread.
+pub(crate) enum Job {
+    Open {
+        conn: Conn,
+        factory: Arc<dyn StreamFactory>,
+    },
+    Data {
+        conn: Conn,
+        data: Vec<u8>,
+    },
+    Drained {
+        conn: Conn,
+    },
+    Error {
+        conn: Conn,
+        error: Error,
+    },
+    Close {
+        conn: Conn,
+        reason: CloseReason,
+    },
+    /// Reply `HandlerCaughtUp` to the poller once every earlier event was handled.
+    CatchUp {
+        conn: Conn,
+    },
+    Datagram {
+        sender: DatagramSender,
+        factory: Arc<dyn DatagramFactory>,
+        peer: Addr,
+        data: Vec<u8>,
+    },
+    DatagramError {
+        sender: DatagramSender,
+        factory: Arc<dyn DatagramFactory>,
+        error: Error,
+    },
+    /// Run a closure on the handler thread (used by higher layers and tests).
+    Run(Box<dyn FnOnce() + Send>),
+    Stop,
+}
+
+/// The fixed pool of handler threads.
+pub(crate) struct HandlerPool {
+    workers: Vec<Sender<Job>>,
+    joins: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl HandlerPool {
+    pub(crate) fn new(threads: usize, name: &str) -> std::io::Result<Arc<HandlerPool>> {
+        let mut workers = Vec::new();
+        let mut joins = Vec::new();
+        for i in 0..threads.max(1) {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            workers.push(tx);
+            let j = std::thread::Builder::new()
+                .name(format!("{name}-handler-{i}"))
+                .spawn(move || Worker::default().run(rx))?;
+            joins.push(j);
+        }
+        Ok(Arc::new(HandlerPool {
+            workers,
+            joins: Mutex::new(joins),
+        }))
+    }
+
+    /// Sends a job to the thread that owns `key` (a connection or socket id).
+    pub(crate) fn dispatch(&self, key: u64, job: Job) {
+        let i = (key % self.workers.len() as u64) as usize;
+        let _ = self.workers[i].send(job);
+    }
+
+    /// Stops every thread after the jobs already queued, and joins them.
+    pub(crate) fn stop(&self) {
+        for w in &self.workers {
+            let _ = w.send(Job::Stop);
+        }
+        let joins = std::mem::take(&mut *self.joins.lock().unwrap_or_else(|e| e.into_inner()));
+        for j in joins {
+            let _ = j.join();
+        }
+    }
+
+    /// Waits until every job queued so far on every thread has run.
+    pub(crate) fn barrier(&self) {
+        let (tx, rx) = crossbeam_channel::bounded(self.workers.len());
+        for w in &self.workers {
+            let tx = tx.clone();
+            let _ = w.send(Job::Run(Box::new(move || {
+                let _ = tx.send(());
+            })));
+        }
+        drop(tx);
+        while rx.recv().is_ok() {}
+    }
+}
+
+#[derive(Default)]
+struct Worker {
+    streams: HashMap<ConnId, Box<dyn StreamHandler>>,
+    datagrams: HashMap<u64, Box<dyn DatagramHandler>>,
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<Job>) {
+        while let Ok(job) = rx.recv() {
+            if let Job::Stop = job {
+                return;
+            }
+            self.handle(job);
+        }
+    }
+
+    fn handle(&mut self, job: Job) {
+        match job {
+            Job::Open { conn, factory } => self.open(conn, factory),
+            Job::Data { conn, data } => {
+                self.call(&conn, |h, c| h.on_data(c, &data));
+                consumed(&conn, data.len());
+            }
+            Job::Drained { conn } => self.call(&conn, |h, c| h.on_drained(c)),
+            Job::Error { conn, error } => self.call(&conn, |h, c| h.on_error(c, &error)),
+            Job::Close { conn, reason } => {
+                self.call(&conn, |h, c| h.on_close(c, &reason));
+                self.streams.remove(&conn.id());
+            }
+            Job::CatchUp { conn } => {
+                let (slot, gen) = (conn.inner.slot, conn.inner.gen);
+                conn.inner
+                    .poller
+                    .command(Command::HandlerCaughtUp { slot, gen });
+            }
+            Job::Datagram {
+                sender,
+                factory,
+                peer,
+                data,
+            } => self.datagram(&sender, factory, |h, s| h.on_datagram(s, &peer, &data)),
+            Job::DatagramError {
+                sender,
+                factory,
+                error,
+            } => self.datagram(&sender, factory, |h, _| h.on_error(&error)),
+            Job::Run(f) => {
+                if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
+                    log::error!("handler-thread job panicked: {}", describe_panic(&*p));
+                }
+            }
+            Job::Stop => {}
+        }
+    }
+
+    fn open(&mut self, conn: Conn, factory: Arc<dyn StreamFactory>) {
+        match catch_unwind(AssertUnwindSafe(|| factory.create(&conn))) {
+            Ok(h) => {
+                self.streams.insert(conn.id(), h);
+                self.call(&conn, |h, c| h.on_open(c));
+            }
+            Err(p) => panicked(&conn, describe_panic(&*p)),
+        }
+    }
+
+    /// Runs a handler method; a panic drops the handler and closes the connection.
+    fn call(&mut self, conn: &Conn, f: impl FnOnce(&mut dyn StreamHandler, &Conn)) {
+        let Some(h) = self.streams.get_mut(&conn.id()) else {
+            return;
+        };
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(h.as_mut(), conn))) {
+            self.streams.remove(&conn.id());
+            panicked(conn, describe_panic(&*p));
+        }
+    }
+
+    fn datagram(
+        &mut self,
+        sender: &DatagramSender,
+        factory: Arc<dyn DatagramFactory>,
+        f: impl FnOnce(&mut dyn DatagramHandler, &DatagramSender),
+    ) {
+        let key = sender.inner.key;
+        let h = self
+            .datagrams
+            .entry(key)
+            .or_insert_with(|| factory.create());
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(h.as_mut(), sender))) {
+            let msg = describe_panic(&*p);
+            log::error!("datagram handler panicked: {msg}");
+            let server = &sender.inner.server;
+            server.observer.on_error(None, &Error::HandlerPanic(msg));
+        }
+    }
+}
+
+fn panicked(conn: &Conn, msg: String) {
+    log::error!("conn={} handler panicked: {msg}", conn.id());
+    let server = &conn.inner.server;
+    server
+        .observer
+        .on_error(Some(conn.id()), &Error::HandlerPanic(msg.clone()));
+    conn.close_with(CloseReason::HandlerPanic(msg));
+}
+
+/// The handler consumed `n` inbound bytes: resume a paused reader once it caught up.
+fn consumed(conn: &Conn, n: usize) {
+    let sh = &conn.inner;
+    let left = sh.inbound.fetch_sub(n, Ordering::SeqCst) - n;
+    let max = sh.server.config.max_inbound_pending;
+    if left <= max / 2
+        && sh.paused.load(Ordering::SeqCst)
+        && sh.paused.swap(false, Ordering::SeqCst)
+    {
+        sh.poller.command(Command::Resume {
+            slot: sh.slot,
+            gen: sh.gen,
+        });
+    }
+}

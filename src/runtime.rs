@@ -1,0 +1,218 @@
+//! The runtime: a fixed pool of poller threads and handler threads, on which servers run.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::reactor::poller::{new_poller, Poller};
+use crate::reactor::pool::HandlerPool;
+use crate::reactor::{Command, PollerShared};
+use crate::server::{shutdown_server, Listen, ServerBuilder, ServerShared};
+use crate::Result;
+
+/// Configures and starts a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct RuntimeBuilder {
+    pollers: usize,
+    handler_threads: usize,
+    name: String,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        RuntimeBuilder {
+            pollers: cores(),
+            handler_threads: cores(),
+            name: "sockloop".into(),
+        }
+    }
+}
+
+impl RuntimeBuilder {
+    /// Number of poller threads (default: available cores).
+    pub fn pollers(mut self, n: usize) -> Self {
+        self.pollers = n.max(1);
+        self
+    }
+
+    /// Number of handler threads for [`Dispatch::Threads`](crate::Dispatch::Threads)
+    /// (default: available cores).
+    pub fn handler_threads(mut self, n: usize) -> Self {
+        self.handler_threads = n.max(1);
+        self
+    }
+
+    /// Thread name prefix (default "sockloop").
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Starts the threads.
+    ///
+    /// # Errors
+    /// `Error::Io` when a poll instance or a thread cannot be created.
+    pub fn build(self) -> Result<Runtime> {
+        let pool = HandlerPool::new(self.handler_threads, &self.name)?;
+        let mut pollers = Vec::new();
+        let mut shareds = Vec::new();
+        for i in 0..self.pollers {
+            let (p, s) = new_poller(i, pool.clone())?;
+            pollers.push(p);
+            shareds.push(s);
+        }
+        let mut threads = Vec::new();
+        for (i, p) in pollers.into_iter().enumerate() {
+            let siblings = shareds.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("{}-poller-{i}", self.name))
+                .spawn(move || Poller::run(p, siblings))?;
+            threads.push(t);
+        }
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner {
+                pollers: shareds,
+                threads: Mutex::new(threads),
+                pool,
+                servers: Mutex::new(Vec::new()),
+                stopped: AtomicBool::new(false),
+                rr: AtomicUsize::new(0),
+            }),
+        })
+    }
+}
+
+pub(crate) struct RuntimeInner {
+    pub(crate) pollers: Vec<Arc<PollerShared>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    pub(crate) pool: Arc<HandlerPool>,
+    servers: Mutex<Vec<Arc<ServerShared>>>,
+    stopped: AtomicBool,
+    rr: AtomicUsize,
+}
+
+impl RuntimeInner {
+    pub(crate) fn add_server(&self, s: Arc<ServerShared>) {
+        self.servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(s);
+    }
+
+    /// A poller index, round robin (spreads single-socket servers).
+    pub(crate) fn next_poller(&self) -> usize {
+        self.rr.fetch_add(1, Ordering::Relaxed) % self.pollers.len()
+    }
+
+    /// Runs `f` on every poller and waits until all ran it.
+    pub(crate) fn on_pollers(
+        &self,
+        server: &Arc<ServerShared>,
+        f: fn(&mut Poller, &Arc<ServerShared>),
+    ) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for p in &self.pollers {
+            let (s, tx) = (server.clone(), tx.clone());
+            p.run(move |poller| {
+                f(poller, &s);
+                let _ = tx.send(());
+            });
+        }
+        drop(tx);
+        while rx.recv_timeout(Duration::from_secs(5)).is_ok() {}
+    }
+
+    fn stop_threads(&self) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for p in &self.pollers {
+            p.command(Command::Stop);
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let me = std::thread::current().id();
+        for t in threads {
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
+        }
+        self.pool.stop();
+    }
+}
+
+/// A fixed pool of poller threads (each with its own `mio::Poll`) and handler threads, on
+/// which any number of servers run.
+///
+/// # Examples
+/// ```
+/// use sockloop::{Dispatch, Listen, Runtime, ServerConfig};
+///
+/// let rt = Runtime::builder().pollers(2).build()?;
+/// let server = rt
+///     .serve(Listen::tcp("127.0.0.1:0"))
+///     .config(ServerConfig::new().dispatch(Dispatch::Inline))
+///     .stream(sockloop::handler::on_data(|conn: &sockloop::Conn, data: &[u8]| {
+///         let _ = conn.send(data);
+///     }))?;
+/// println!("echo on {}", server.local_addr());
+/// rt.shutdown(std::time::Duration::from_secs(1));
+/// # Ok::<(), sockloop::Error>(())
+/// ```
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("pollers", &self.inner.pollers.len())
+            .finish()
+    }
+}
+
+impl Runtime {
+    /// A runtime with the default configuration.
+    ///
+    /// # Errors
+    /// As [`RuntimeBuilder::build`].
+    pub fn new() -> Result<Runtime> {
+        RuntimeBuilder::default().build()
+    }
+
+    /// A builder for a runtime.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    /// Number of poller threads.
+    pub fn pollers(&self) -> usize {
+        self.inner.pollers.len()
+    }
+
+    /// Starts building a server listening on `listen`.
+    pub fn serve(&self, listen: Listen) -> ServerBuilder<'_> {
+        ServerBuilder::new(&self.inner, listen)
+    }
+
+    /// Shuts every server down gracefully (each within `deadline`), then stops and joins the
+    /// poller and handler threads.
+    pub fn shutdown(&self, deadline: Duration) {
+        let servers =
+            std::mem::take(&mut *self.inner.servers.lock().unwrap_or_else(|e| e.into_inner()));
+        for s in &servers {
+            shutdown_server(&self.inner, s, deadline);
+        }
+        self.inner.stop_threads();
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.inner.stop_threads();
+    }
+}

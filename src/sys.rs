@@ -1,0 +1,170 @@
+//! Socket options and OS calls that std and mio do not offer (SO_REUSEPORT listeners,
+//! SO_PEERCRED, socket file ownership).
+
+use std::ffi::CString;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::handle::PeerCred;
+
+/// A non-blocking TCP listener with SO_REUSEADDR and SO_REUSEPORT, so each poller can own one.
+pub(crate) fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(backlog)?;
+    Ok(s.into())
+}
+
+/// A non-blocking UDP socket with SO_REUSEPORT (one per poller) and a large receive buffer.
+pub(crate) fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// Credentials of the peer of a Unix stream socket.
+pub(crate) fn peer_cred(fd: RawFd) -> Option<PeerCred> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut libc::ucred as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(PeerCred {
+        uid: cred.uid,
+        gid: cred.gid,
+        pid: cred.pid,
+    })
+}
+
+/// Removes a stale socket file at `path`: only when it is a socket nobody listens on.
+/// Errors with `AddrInUse` when a server answers there, and leaves other files alone.
+pub(crate) fn clear_stale_socket(path: &Path, datagram: bool) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not a socket", path.display()),
+        ));
+    }
+    let live = if datagram {
+        let probe = std::os::unix::net::UnixDatagram::unbound()?;
+        probe.connect(path).is_ok()
+    } else {
+        std::os::unix::net::UnixStream::connect(path).is_ok()
+    };
+    if live {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("a server is listening on {}", path.display()),
+        ));
+    }
+    std::fs::remove_file(path)
+}
+
+/// Applies the file mode and group of a socket file.
+pub(crate) fn set_socket_owner(
+    path: &Path,
+    mode: Option<u32>,
+    group: Option<&str>,
+) -> io::Result<()> {
+    if let Some(mode) = mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    if let Some(group) = group {
+        let gid = group_id(group)?;
+        std::os::unix::fs::chown(path, None, Some(gid))?;
+    }
+    Ok(())
+}
+
+/// Looks a group up by name (or takes a numeric id).
+fn group_id(name: &str) -> io::Result<u32> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(n);
+    }
+    let cname = CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 << 10];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the sizes given; `out` is checked before use.
+    let rc = unsafe {
+        libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        )
+    };
+    if rc != 0 || out.is_null() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no such group: {name}"),
+        ));
+    }
+    Ok(grp.gr_gid)
+}
+
+/// The raw fd of anything that has one.
+pub(crate) fn fd_of<T: AsRawFd>(t: &T) -> RawFd {
+    t.as_raw_fd()
+}
+
+/// A Unix stream listener with the given backlog.
+pub(crate) fn unix_listener(
+    path: &Path,
+    backlog: i32,
+) -> io::Result<std::os::unix::net::UnixListener> {
+    let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    s.set_nonblocking(true)?;
+    s.bind(&socket2::SockAddr::unix(path)?)?;
+    s.listen(backlog)?;
+    Ok(std::os::unix::net::UnixListener::from(
+        std::os::fd::OwnedFd::from(s),
+    ))
+}
+
+/// A bound, non-blocking Unix datagram socket with a large receive buffer.
+pub(crate) fn unix_datagram(path: &Path) -> io::Result<std::os::unix::net::UnixDatagram> {
+    let s = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&socket2::SockAddr::unix(path)?)?;
+    Ok(std::os::unix::net::UnixDatagram::from(
+        std::os::fd::OwnedFd::from(s),
+    ))
+}

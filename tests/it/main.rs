@@ -1,0 +1,4 @@
+//! The integration tests: one binary, a module per area, real sockets on port 0.
+
+mod transports;
+mod util;
