@@ -17,7 +17,7 @@ use super::{local, Command, PollerShared, MAX_COMMANDS_PER_TURN};
 
 const WAKER: Token = Token(usize::MAX);
 /// Size of the per-poller read buffer shared by all its connections.
-pub(crate) const READ_BUF: usize = 64 << 10;
+pub(crate) const READ_BUF: usize = 256 << 10;
 
 /// Everything a poller owns, one per slab slot.
 pub(crate) enum Entry {
@@ -167,9 +167,10 @@ impl Poller {
         match self.entries.get(slot) {
             Some(Entry::Listener(_)) => self.listener_ready(slot),
             Some(Entry::Stream(_)) => {
-                let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                let hangup = ev.is_read_closed() || ev.is_error();
+                let readable = ev.is_readable() || hangup;
                 let writable = ev.is_writable() || ev.is_write_closed();
-                self.stream_ready(slot as u32, gen, readable, writable)
+                self.stream_ready(slot as u32, gen, readable, writable, !hangup)
             }
             Some(Entry::Datagram(_)) => self.datagram_ready(slot as u32, gen, ev.is_writable()),
             None => {}
@@ -219,7 +220,7 @@ impl Poller {
             }
             match self.entries.get(slot as usize) {
                 Some(Entry::Listener(_)) => self.listener_ready(slot as usize),
-                Some(Entry::Stream(_)) => self.stream_ready(slot, gen, true, false),
+                Some(Entry::Stream(_)) => self.stream_ready(slot, gen, true, false, false),
                 Some(Entry::Datagram(_)) => self.datagram_ready(slot, gen, false),
                 None => {}
             }

@@ -404,7 +404,7 @@ impl Poller {
             self.open_handler(slot as u32, gen);
         }
         // Data may have arrived before registration (edge-triggered): read now.
-        self.stream_ready(slot as u32, gen, true, false);
+        self.stream_ready(slot as u32, gen, true, false, false);
     }
 
     /// Creates the handler and delivers the open event.
@@ -488,18 +488,30 @@ impl Poller {
         self.begin_close(slot, gen, CloseReason::HandlerPanic(msg));
     }
 
-    /// Readiness on a stream connection.
-    pub(crate) fn stream_ready(&mut self, slot: u32, gen: u32, readable: bool, writable: bool) {
+    /// Readiness on a stream connection. `short_ok`: the event carried no hang-up, so a
+    /// short plain read proves the socket drained (see [`read_stream`](Self::read_stream)).
+    pub(crate) fn stream_ready(
+        &mut self,
+        slot: u32,
+        gen: u32,
+        readable: bool,
+        writable: bool,
+        short_ok: bool,
+    ) {
         if writable {
             self.flush_stream(slot, gen);
         }
         if readable {
-            self.read_stream(slot, gen);
+            self.read_stream(slot, gen, short_ok);
         }
     }
 
     /// Reads until `WouldBlock`, end of stream or the per-turn budget.
-    fn read_stream(&mut self, slot: u32, gen: u32) {
+    ///
+    /// With `short_ok`, a plain read that returns less than the buffer stops the loop
+    /// without the extra `WouldBlock` read: epoll reports every later arrival as a new
+    /// edge, and a hang-up that came before this event is excluded by the caller.
+    fn read_stream(&mut self, slot: u32, gen: u32, short_ok: bool) {
         let mut total = 0usize;
         loop {
             let Poller {
@@ -515,6 +527,7 @@ impl Poller {
                 break;
             }
             let budget = c.server().config.max_read_per_turn;
+            let plain = c.tls.is_none();
             let outcome = c.read_some(read_buf);
             let was_handshaking = matches!(c.phase, Phase::Handshake { .. });
             if was_handshaking && c.tls.as_ref().is_some_and(|t| !t.is_handshaking()) {
@@ -525,7 +538,11 @@ impl Poller {
                 ReadOutcome::Data(0) => continue,
                 ReadOutcome::Data(n) => {
                     total += n;
+                    let short = short_ok && plain && n < self.read_buf.len();
                     self.on_data(slot, gen, n);
+                    if short {
+                        break;
+                    }
                     if total >= budget {
                         self.again.push((slot, gen));
                         break;
@@ -588,7 +605,7 @@ impl Poller {
     pub(crate) fn cmd_resume(&mut self, slot: u32, gen: u32) {
         if let Some(c) = self.stream_mut(slot, gen) {
             c.paused = false;
-            self.read_stream(slot, gen);
+            self.read_stream(slot, gen, false);
         }
     }
 
@@ -772,7 +789,7 @@ impl Poller {
         self.timers
             .add(Instant::now() + LINGER, slot, gen, TimerKind::CloseDeadline);
         // The peer's FIN (or more data to discard) may already be buffered.
-        self.read_stream(slot, gen);
+        self.read_stream(slot, gen, false);
     }
 
     /// The close deadline passed: drop whatever is left.
