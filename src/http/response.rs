@@ -1,0 +1,199 @@
+//! HTTP/1.1 responses built by handlers and serialised by the reactor.
+
+/// An HTTP response: status, headers and body.
+///
+/// `Content-Length` is always written from the body; a `Content-Length` header set by hand is
+/// ignored.
+///
+/// # Examples
+///
+/// ```
+/// use sockloop::http::Response;
+///
+/// let page = Response::html("<h1>hi</h1>").header("Cache-Control", "no-store");
+/// assert_eq!(page.status(), 200);
+/// let missing = Response::not_found();
+/// assert_eq!(missing.status(), 404);
+/// let health = Response::json(200, &serde_json::json!({"ok": true}));
+/// assert_eq!(health.body_bytes(), br#"{"ok":true}"#);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    /// An empty response with this status.
+    pub fn new(status: u16) -> Self {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    /// Adds a header (chainable).
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the body (chainable).
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// A `text/plain; charset=utf-8` response.
+    pub fn text(status: u16, text: impl Into<String>) -> Self {
+        Response::new(status)
+            .header("Content-Type", "text/plain; charset=utf-8")
+            .body(text.into())
+    }
+
+    /// A 200 `text/html; charset=utf-8` response.
+    pub fn html(html: impl Into<String>) -> Self {
+        Response::new(200)
+            .header("Content-Type", "text/html; charset=utf-8")
+            .body(html.into())
+    }
+
+    /// An `application/json` response with `value` serialised compactly.
+    pub fn json(status: u16, value: &serde_json::Value) -> Self {
+        Response::new(status)
+            .header("Content-Type", "application/json")
+            .body(value.to_string())
+    }
+
+    /// The default answer to a request nobody handles: 404 with a short text body.
+    pub fn not_found() -> Self {
+        Response::text(404, "Not Found\n")
+    }
+
+    /// The status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The headers set so far (without `Content-Length`, which is computed).
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// The body.
+    pub fn body_bytes(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Appends the serialised response (status line, headers, Content-Length, body) to `out`.
+    #[allow(dead_code)] // called by the reactor
+    pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        write_status_line(out, self.status);
+        for (k, v) in &self.headers {
+            if !k.eq_ignore_ascii_case("content-length") {
+                write_header(out, k, v);
+            }
+        }
+        write_header(out, "Content-Length", &self.body.len().to_string());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+    }
+}
+
+/// Appends `HTTP/1.1 <status> <reason>\r\n`.
+pub(crate) fn write_status_line(out: &mut Vec<u8>, status: u16) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `name: value\r\n`, dropping CR and LF from both (no header injection).
+pub(crate) fn write_header(out: &mut Vec<u8>, name: &str, value: &str) {
+    let clean = |b: &u8| *b != b'\r' && *b != b'\n';
+    out.extend(name.as_bytes().iter().filter(|b| clean(b)));
+    out.extend_from_slice(b": ");
+    out.extend(value.as_bytes().iter().filter(|b| clean(b)));
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The standard reason phrase for a status code ("Unknown" for unlisted codes).
+pub(crate) fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(r: &Response) -> String {
+        let mut out = Vec::new();
+        r.write_to(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn serialises_with_length_and_reason() {
+        let r = Response::text(200, "hi").header("X-A", "1");
+        assert_eq!(
+            written(&r),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nX-A: 1\r\nContent-Length: 2\r\n\r\nhi"
+        );
+    }
+
+    #[test]
+    fn content_length_is_always_computed() {
+        let r = Response::new(204).header("content-length", "99");
+        assert_eq!(
+            written(&r),
+            "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn header_injection_is_stripped() {
+        let r = Response::new(200).header("X\r\n", "a\r\nSet-Cookie: x");
+        assert!(written(&r).contains("X: aSet-Cookie: x\r\n"));
+    }
+
+    #[test]
+    fn constructors() {
+        assert_eq!(Response::not_found().status(), 404);
+        assert_eq!(
+            Response::html("x").headers()[0].1,
+            "text/html; charset=utf-8"
+        );
+        let j = Response::json(201, &serde_json::json!([1]));
+        assert_eq!(j.body_bytes(), b"[1]");
+        assert_eq!(reason_phrase(426), "Upgrade Required");
+        assert_eq!(reason_phrase(799), "Unknown");
+    }
+}
