@@ -4,13 +4,17 @@
 //! cargo run --release --example echo -- --transport tcp --addr 127.0.0.1:7000
 //! cargo run --release --example echo -- --transport unix --addr /tmp/echo.sock
 //! cargo run --release --example echo -- --transport tls   # prints a self-signed CA to trust
+//! cargo run --release --example echo -- --transport ws    # ws://127.0.0.1:9001
 //! ```
 //! SIGINT / SIGTERM drain gracefully (5 s deadline).
 
 use std::time::Duration;
 
 use sockloop::handler::{on_data, on_datagram};
-use sockloop::{Addr, Conn, DatagramSender, Dispatch, Listen, Runtime, ServerConfig};
+use sockloop::{
+    on_message, Addr, Conn, DatagramSender, Dispatch, Listen, Runtime, ServerConfig, WsConn,
+    WsMessage, WsServerConfig,
+};
 
 struct Args {
     transport: String,
@@ -54,7 +58,7 @@ fn usage(msg: &str) -> ! {
         eprintln!("echo: {msg}");
     }
     eprintln!(
-        "usage: echo [--transport tcp|tls|udp|unix|unixgram] [--addr HOST:PORT|PATH] \
+        "usage: echo [--transport tcp|tls|udp|unix|unixgram|ws|wss] [--addr HOST:PORT|PATH] \
          [--cert PEM --key PEM] [--pollers N]"
     );
     std::process::exit(2)
@@ -90,17 +94,31 @@ fn main() -> sockloop::Result<()> {
     let cfg = ServerConfig::new().dispatch(Dispatch::Inline);
     let default_inet = "127.0.0.1:7000".to_string();
     let default_path = "/tmp/sockloop-echo.sock".to_string();
+    let default_ws = "127.0.0.1:9001".to_string();
+    let websocket = matches!(args.transport.as_str(), "ws" | "wss");
     let listen = match args.transport.as_str() {
         "tcp" => Listen::tcp(args.addr.clone().unwrap_or(default_inet)),
         "tls" => Listen::tls(args.addr.clone().unwrap_or(default_inet), tls_config(&args)),
         "udp" => Listen::udp(args.addr.clone().unwrap_or(default_inet)),
         "unix" => Listen::unix(args.addr.clone().unwrap_or(default_path)),
         "unixgram" => Listen::unix_datagram(args.addr.clone().unwrap_or(default_path)),
+        "ws" => Listen::tcp(args.addr.clone().unwrap_or(default_ws)),
+        "wss" => Listen::tls(args.addr.clone().unwrap_or(default_ws), tls_config(&args)),
         other => usage(&format!("unknown transport {other}")),
     };
     let datagram = listen.transport().is_datagram();
     let server = rt.serve(listen).config(cfg);
-    let server = if datagram {
+    let server = if websocket {
+        server.websocket(
+            WsServerConfig::new(),
+            on_message(|ws: &WsConn, m: WsMessage<'_>| {
+                let _ = match m {
+                    WsMessage::Text(t) => ws.send_text(t),
+                    WsMessage::Binary(b) => ws.send_binary(b),
+                };
+            }),
+        )?
+    } else if datagram {
         server.datagram(on_datagram(|tx: &DatagramSender, peer: &Addr, d: &[u8]| {
             let _ = tx.send_to(d, peer);
         }))?

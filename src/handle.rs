@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::config::DropPolicy;
-use crate::reactor::{local, Command, PollerShared};
+use crate::reactor::local::{self, Kind};
+use crate::reactor::{Command, PollerShared};
 use crate::server::ServerShared;
 
 /// What happened to a message handed to `send`.
@@ -37,6 +38,8 @@ pub enum CloseReason {
     IdleTimeout,
     /// The TLS (or WebSocket) handshake did not finish within its timeout.
     HandshakeTimeout,
+    /// A WebSocket peer did not answer a ping within the pong timeout.
+    PongTimeout,
     /// A TLS handshake or protocol failure (the message says which).
     Protocol(String),
     /// The outbound queue overflowed under [`DropPolicy::Disconnect`].
@@ -57,6 +60,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Reset(m) => write!(f, "reset: {m}"),
             CloseReason::IdleTimeout => f.write_str("idle timeout"),
             CloseReason::HandshakeTimeout => f.write_str("handshake timeout"),
+            CloseReason::PongTimeout => f.write_str("pong timeout"),
             CloseReason::Protocol(m) => write!(f, "protocol error: {m}"),
             CloseReason::QueueOverflow => f.write_str("outbound queue overflow"),
             CloseReason::ServerFull => f.write_str("server full"),
@@ -135,6 +139,19 @@ pub(crate) struct ConnShared {
     pub(crate) inbound: AtomicUsize,
     /// The poller stopped reading until the handler thread catches up.
     pub(crate) paused: AtomicBool,
+    /// Set by the WebSocket authenticator at upgrade.
+    pub(crate) identity: std::sync::OnceLock<Box<crate::websocket::Identity>>,
+}
+
+/// Adjusts a connection's queued-byte count (and its server's) by `delta`.
+pub(crate) fn account(sh: &ConnShared, delta: isize) {
+    if delta >= 0 {
+        sh.queued.fetch_add(delta as usize, Ordering::AcqRel);
+        sh.server.stats.add_queued(delta as usize);
+    } else {
+        sh.queued.fetch_sub(delta.unsigned_abs(), Ordering::AcqRel);
+        sh.server.stats.sub_queued(delta.unsigned_abs());
+    }
 }
 
 /// A cloneable, `Send + Sync` handle to one stream connection.
@@ -198,17 +215,56 @@ impl Conn {
     /// # }
     /// ```
     pub fn send(&self, data: &[u8]) -> SendStatus {
+        self.send_op(Kind::Raw, data)
+    }
+
+    /// Admits and queues raw bytes or a WebSocket message (framed on the poller).
+    pub(crate) fn send_op(&self, kind: Kind, data: &[u8]) -> SendStatus {
         match self.admit(data.len()) {
             SendStatus::Queued => {}
             other => return other,
         }
-        if !local::try_send_local(&self.inner, data) {
-            self.inner.poller.command(Command::Send {
-                conn: self.inner.clone(),
-                data: crate::reactor::Payload::Owned(data.to_vec()),
+        if !local::try_send_local(&self.inner, kind, data) {
+            let conn = self.inner.clone();
+            self.inner.poller.command(match kind {
+                Kind::Raw => Command::Send {
+                    conn,
+                    data: crate::reactor::Payload::Owned(data.to_vec()),
+                },
+                Kind::Ws(op) => Command::WsSend {
+                    conn,
+                    op,
+                    data: data.to_vec(),
+                },
             });
         }
         SendStatus::Queued
+    }
+
+    /// Queues a message framed once for many recipients (a broadcast).
+    pub(crate) fn send_frames(&self, frames: &crate::ws::SharedFrames) -> SendStatus {
+        match self.admit(frames.plain.len()) {
+            SendStatus::Queued => {}
+            other => return other,
+        }
+        self.inner.poller.command(Command::SendFrames {
+            conn: self.inner.clone(),
+            frames: frames.clone(),
+        });
+        SendStatus::Queued
+    }
+
+    /// Moves the connection from open to closing; true for the caller that did it.
+    pub(crate) fn begin_closing(&self) -> bool {
+        self.inner
+            .state
+            .compare_exchange(
+                STATE_OPEN,
+                STATE_CLOSING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
     }
 
     /// Queues an owned buffer without copying it (same semantics as [`send`](Self::send)).
@@ -244,13 +300,7 @@ impl Conn {
     }
 
     pub(crate) fn close_with(&self, reason: CloseReason) {
-        let prev = self.inner.state.compare_exchange(
-            STATE_OPEN,
-            STATE_CLOSING,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
-        if prev.is_ok() {
+        if self.begin_closing() {
             self.inner.poller.command(Command::Close {
                 conn: self.inner.clone(),
                 reason,

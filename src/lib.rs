@@ -19,6 +19,7 @@ pub mod signal;
 pub mod supervise;
 mod sys;
 pub mod tls;
+mod websocket;
 pub mod ws;
 
 pub use config::{Dispatch, DropPolicy, ServerConfig};
@@ -29,3 +30,7 @@ pub use observe::{ConnState, Lifecycle, LogObserver, Observer, ServerStats};
 pub use reactor::{MAX_ACCEPTS_PER_TURN, MAX_COMMANDS_PER_TURN};
 pub use runtime::{Runtime, RuntimeBuilder};
 pub use server::{Listen, Server, ServerBuilder, Transport, UnixOptions};
+pub use websocket::{
+    on_message, Authenticator, HttpHook, Identity, Origins, Rejection, WsConn, WsFactory,
+    WsHandler, WsMessage, WsServerConfig,
+};

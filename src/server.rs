@@ -15,7 +15,10 @@ use crate::reactor::datagram::DgramSock;
 use crate::reactor::listener::{ListenSock, Listener};
 use crate::reactor::poller::Entry;
 use crate::runtime::RuntimeInner;
+use crate::websocket::{WsFactory, WsServerConfig};
 use crate::{Error, Result};
+use std::collections::HashMap;
+use std::net::IpAddr;
 
 /// The transports sockloop serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +154,11 @@ pub(crate) struct ServerShared {
     pub(crate) local: Addr,
     unix_path: Option<PathBuf>,
     done: (Mutex<()>, Condvar),
+    /// WebSocket servers: the upgrade configuration and the handler factory.
+    pub(crate) ws: Option<Arc<WsServerConfig>>,
+    pub(crate) ws_factory: Option<Arc<dyn WsFactory>>,
+    /// Open WebSockets per client IP, when a per-IP cap is set.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl ServerShared {
@@ -160,6 +168,35 @@ impl ServerShared {
         if before == 1 && self.draining.load(Ordering::Acquire) {
             let _g = self.done.0.lock();
             self.done.1.notify_all();
+        }
+    }
+
+    /// Counts a new WebSocket from `peer` against the per-IP cap; false when over it.
+    pub(crate) fn ws_admit(&self, peer: &Addr, cap: Option<usize>) -> bool {
+        let (Some(cap), Some(ip)) = (cap, peer.as_inet().map(|a| a.ip())) else {
+            return true;
+        };
+        let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= cap {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// A WebSocket from `peer` closed.
+    pub(crate) fn ws_conn_gone(&self, peer: &Addr) {
+        let Some(ws) = &self.ws else { return };
+        let (Some(_), Some(ip)) = (ws.max_per_ip, peer.as_inet().map(|a| a.ip())) else {
+            return;
+        };
+        let mut m = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&ip);
+            }
         }
     }
 
@@ -201,6 +238,7 @@ pub struct ServerBuilder<'a> {
     listen: Listen,
     config: ServerConfig,
     observer: Arc<dyn Observer>,
+    ws: Option<(Arc<WsServerConfig>, Arc<dyn WsFactory>)>,
 }
 
 impl<'a> ServerBuilder<'a> {
@@ -210,6 +248,7 @@ impl<'a> ServerBuilder<'a> {
             listen,
             config: ServerConfig::default(),
             observer: Arc::new(LogObserver),
+            ws: None,
         }
     }
 
@@ -238,6 +277,19 @@ impl<'a> ServerBuilder<'a> {
             )));
         }
         self.start(Arc::new(factory), None)
+    }
+
+    /// Starts a WebSocket server (ws:// over TCP or Unix, wss:// over TLS): the HTTP
+    /// upgrade per `config`, then handlers from `factory` on every connection.
+    ///
+    /// # Errors
+    /// `Error::Config` for a datagram transport; `Error::Io` when binding fails.
+    pub fn websocket(mut self, config: WsServerConfig, factory: impl WsFactory) -> Result<Server> {
+        if self.listen.transport.is_datagram() {
+            return Err(Error::Config("WebSocket needs a stream transport".into()));
+        }
+        self.ws = Some((Arc::new(config), Arc::new(factory)));
+        self.start(Arc::new(|_: &crate::Conn| NoStream), None)
     }
 
     /// Starts a datagram server (UDP or Unix datagram).
@@ -286,6 +338,9 @@ impl<'a> ServerBuilder<'a> {
             local: sockets.local.clone(),
             unix_path,
             done: (Mutex::new(()), Condvar::new()),
+            ws: self.ws.as_ref().map(|w| w.0.clone()),
+            ws_factory: self.ws.map(|w| w.1),
+            per_ip: Mutex::new(HashMap::new()),
         });
         install(self.rt, &shared, sockets)?;
         shared

@@ -6,7 +6,17 @@ use std::cell::RefCell;
 
 use crate::handle::ConnShared;
 
+/// What a local send carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// Raw stream bytes.
+    Raw,
+    /// A WebSocket message of this opcode, framed by the poller.
+    Ws(crate::ws::OpCode),
+}
+
 pub(crate) struct LocalOp {
+    pub(crate) kind: Kind,
     pub(crate) slot: u32,
     pub(crate) gen: u32,
     pub(crate) start: usize,
@@ -30,7 +40,7 @@ pub(crate) fn enter(poller: usize) {
 }
 
 /// Appends the send to the outbox if this thread is the connection's poller.
-pub(crate) fn try_send_local(conn: &ConnShared, data: &[u8]) -> bool {
+pub(crate) fn try_send_local(conn: &ConnShared, kind: Kind, data: &[u8]) -> bool {
     OUTBOX.with(|o| {
         let Ok(mut o) = o.try_borrow_mut() else {
             return false;
@@ -42,6 +52,7 @@ pub(crate) fn try_send_local(conn: &ConnShared, data: &[u8]) -> bool {
         o.bytes.extend_from_slice(data);
         let end = o.bytes.len();
         o.ops.push(LocalOp {
+            kind,
             slot: conn.slot,
             gen: conn.gen,
             start,
@@ -51,15 +62,16 @@ pub(crate) fn try_send_local(conn: &ConnShared, data: &[u8]) -> bool {
     })
 }
 
-/// Hands the outbox to `f` if it holds anything, then empties it (keeping its capacity).
-pub(crate) fn drain(mut f: impl FnMut(&Outbox)) {
+/// Swaps the outbox's contents with the caller's (empty) buffers. False when it was empty.
+pub(crate) fn swap(bytes: &mut Vec<u8>, ops: &mut Vec<LocalOp>) -> bool {
     OUTBOX.with(|o| {
         let mut o = o.borrow_mut();
         if o.ops.is_empty() {
-            return;
+            return false;
         }
-        f(&o);
-        o.ops.clear();
-        o.bytes.clear();
+        let o = &mut *o;
+        std::mem::swap(&mut o.bytes, bytes);
+        std::mem::swap(&mut o.ops, ops);
+        true
     })
 }

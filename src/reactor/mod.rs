@@ -16,6 +16,7 @@ pub(crate) mod poller;
 pub(crate) mod pool;
 pub(crate) mod stream;
 pub(crate) mod timer;
+pub(crate) mod wsconn;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -42,6 +43,23 @@ pub(crate) enum Command {
     Close {
         conn: Arc<ConnShared>,
         reason: CloseReason,
+    },
+    /// A WebSocket message to frame on the poller.
+    WsSend {
+        conn: Arc<ConnShared>,
+        op: crate::ws::OpCode,
+        data: Vec<u8>,
+    },
+    /// A message framed once for many recipients.
+    SendFrames {
+        conn: Arc<ConnShared>,
+        frames: crate::ws::SharedFrames,
+    },
+    /// Start the WebSocket closing handshake.
+    WsClose {
+        conn: Arc<ConnShared>,
+        code: crate::ws::CloseCode,
+        reason: String,
     },
     SendTo {
         slot: u32,

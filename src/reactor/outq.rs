@@ -76,6 +76,46 @@ impl OutQueue {
         });
     }
 
+    /// Appends bytes written by `f` into an owned tail chunk (a new one with
+    /// `keep_boundary`). Returns how many bytes `f` appended.
+    pub(crate) fn append_with(
+        &mut self,
+        keep_boundary: bool,
+        f: impl FnOnce(&mut Vec<u8>),
+    ) -> usize {
+        let reuse = !keep_boundary
+            && matches!(
+                self.chunks.back(),
+                Some(Chunk {
+                    data: Payload::Owned(_),
+                    counted: false,
+                    ..
+                })
+            );
+        if !reuse {
+            self.chunks.push_back(Chunk {
+                data: Payload::Owned(Vec::with_capacity(2048)),
+                off: 0,
+                counted: keep_boundary,
+            });
+        }
+        let Some(Chunk {
+            data: Payload::Owned(v),
+            ..
+        }) = self.chunks.back_mut()
+        else {
+            return 0;
+        };
+        let before = v.len();
+        f(v);
+        let n = v.len() - before;
+        if v.is_empty() {
+            self.chunks.pop_back();
+        }
+        self.bytes += n;
+        n
+    }
+
     /// Appends a whole payload without copying.
     pub(crate) fn push(&mut self, data: Payload, counted: bool) {
         let n = data.as_slice().len();

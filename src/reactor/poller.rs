@@ -49,6 +49,10 @@ pub(crate) struct Poller {
     pub(crate) again: Vec<(u32, u32)>,
     pub(crate) pool: Arc<HandlerPool>,
     pub(crate) siblings: Vec<Arc<PollerShared>>,
+    /// Shared WebSocket compressor, inflater and buffers of this thread.
+    pub(crate) ws_scratch: crate::ws::Scratch,
+    local_bytes: Vec<u8>,
+    local_ops: Vec<local::LocalOp>,
     running: bool,
 }
 
@@ -79,6 +83,9 @@ pub(crate) fn new_poller(
         again: Vec::new(),
         pool,
         siblings: Vec::new(),
+        ws_scratch: crate::ws::Scratch::new(),
+        local_bytes: Vec::new(),
+        local_ops: Vec::new(),
         running: true,
     };
     Ok((poller, shared))
@@ -201,6 +208,9 @@ impl Poller {
                 data,
                 to,
             } => self.cmd_send_to(slot, gen, data, to),
+            Command::WsSend { conn, op, data } => self.cmd_ws_send(&conn, op, &data),
+            Command::SendFrames { conn, frames } => self.cmd_send_frames(&conn, frames),
+            Command::WsClose { conn, code, reason } => self.cmd_ws_close(&conn, code, &reason),
             Command::Resume { slot, gen } => self.cmd_resume(slot, gen),
             Command::HandlerCaughtUp { slot, gen } => self.cmd_caught_up(slot, gen),
             Command::Run(job) => job(self),
@@ -252,23 +262,29 @@ impl Poller {
 
     /// Applies sends made by inline handlers on this thread.
     pub(crate) fn drain_local(&mut self) {
-        let mut touched = std::mem::take(&mut self.dirty);
-        let entries = &mut self.entries;
-        let gens = &self.gens;
-        local::drain(|outbox| {
-            for op in &outbox.ops {
-                if gens.get(op.slot as usize) != Some(&op.gen) {
-                    continue;
-                }
-                if let Some(Entry::Stream(c)) = entries.get_mut(op.slot as usize) {
-                    let bytes = &outbox.bytes[op.start..op.end];
-                    if c.push_local(bytes) {
-                        touched.push((op.slot, op.gen));
-                    }
+        let mut bytes = std::mem::take(&mut self.local_bytes);
+        let mut ops = std::mem::take(&mut self.local_ops);
+        if local::swap(&mut bytes, &mut ops) {
+            for op in &ops {
+                let data = &bytes[op.start..op.end];
+                match op.kind {
+                    local::Kind::Raw => self.local_raw_send(op.slot, op.gen, data),
+                    local::Kind::Ws(code) => self.local_ws_send(op.slot, op.gen, code, data),
                 }
             }
-        });
-        self.dirty = touched;
+            bytes.clear();
+            ops.clear();
+        }
+        self.local_bytes = bytes;
+        self.local_ops = ops;
+    }
+
+    fn local_raw_send(&mut self, slot: u32, gen: u32, data: &[u8]) {
+        if let Some(c) = self.stream_mut(slot, gen) {
+            if c.push_local(data) {
+                self.dirty.push((slot, gen));
+            }
+        }
     }
 
     fn close_everything(&mut self) {

@@ -11,11 +11,15 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::stream::describe_panic;
+use super::stream::UserHandler;
 use super::Command;
 use crate::handle::{Addr, CloseReason, Conn, ConnId};
 use crate::handler::{
     DatagramFactory, DatagramHandler, DatagramSender, StreamFactory, StreamHandler,
 };
+use crate::http::Request;
+use crate::websocket::{WsConn, WsFactory, WsHandler};
+use crate::ws::CloseCode;
 use crate::Error;
 
 /// Work for a handler thread.
@@ -38,6 +42,24 @@ pub(crate) enum Job {
     Close {
         conn: Conn,
         reason: CloseReason,
+    },
+    WsOpen {
+        conn: Conn,
+        factory: Arc<dyn WsFactory>,
+        req: Request,
+    },
+    Text {
+        conn: Conn,
+        text: String,
+    },
+    Binary {
+        conn: Conn,
+        data: Vec<u8>,
+    },
+    WsClose {
+        conn: Conn,
+        code: CloseCode,
+        reason: String,
     },
     /// Reply `HandlerCaughtUp` to the poller once every earlier event was handled.
     CatchUp {
@@ -116,7 +138,7 @@ impl HandlerPool {
 
 #[derive(Default)]
 struct Worker {
-    streams: HashMap<ConnId, Box<dyn StreamHandler>>,
+    streams: HashMap<ConnId, UserHandler>,
     datagrams: HashMap<u64, Box<dyn DatagramHandler>>,
 }
 
@@ -134,13 +156,32 @@ impl Worker {
         match job {
             Job::Open { conn, factory } => self.open(conn, factory),
             Job::Data { conn, data } => {
-                self.call(&conn, |h, c| h.on_data(c, &data));
+                self.call(&conn, |h, c| h.on_data(c, &data), |_, _| {});
                 consumed(&conn, data.len());
             }
-            Job::Drained { conn } => self.call(&conn, |h, c| h.on_drained(c)),
-            Job::Error { conn, error } => self.call(&conn, |h, c| h.on_error(c, &error)),
+            Job::Drained { conn } => {
+                self.call(&conn, |h, c| h.on_drained(c), |h, w| h.on_drained(w))
+            }
+            Job::Error { conn, error } => self.call(
+                &conn,
+                |h, c| h.on_error(c, &error),
+                |h, w| h.on_error(w, &error),
+            ),
             Job::Close { conn, reason } => {
-                self.call(&conn, |h, c| h.on_close(c, &reason));
+                self.call(&conn, |h, c| h.on_close(c, &reason), |_, _| {});
+                self.streams.remove(&conn.id());
+            }
+            Job::WsOpen { conn, factory, req } => self.open_ws(conn, factory, req),
+            Job::Text { conn, text } => {
+                self.call(&conn, |_, _| {}, |h, w| h.on_text(w, &text));
+                consumed(&conn, text.len());
+            }
+            Job::Binary { conn, data } => {
+                self.call(&conn, |_, _| {}, |h, w| h.on_binary(w, &data));
+                consumed(&conn, data.len());
+            }
+            Job::WsClose { conn, code, reason } => {
+                self.call(&conn, |_, _| {}, |h, w| h.on_close(w, code, &reason));
                 self.streams.remove(&conn.id());
             }
             Job::CatchUp { conn } => {
@@ -172,19 +213,40 @@ impl Worker {
     fn open(&mut self, conn: Conn, factory: Arc<dyn StreamFactory>) {
         match catch_unwind(AssertUnwindSafe(|| factory.create(&conn))) {
             Ok(h) => {
-                self.streams.insert(conn.id(), h);
-                self.call(&conn, |h, c| h.on_open(c));
+                self.streams.insert(conn.id(), UserHandler::Stream(h));
+                self.call(&conn, |h, c| h.on_open(c), |_, _| {});
             }
             Err(p) => panicked(&conn, describe_panic(&*p)),
         }
     }
 
-    /// Runs a handler method; a panic drops the handler and closes the connection.
-    fn call(&mut self, conn: &Conn, f: impl FnOnce(&mut dyn StreamHandler, &Conn)) {
+    fn open_ws(&mut self, conn: Conn, factory: Arc<dyn WsFactory>, req: Request) {
+        let ws = WsConn::from_conn(&conn);
+        match catch_unwind(AssertUnwindSafe(|| factory.create(ws, &req))) {
+            Ok(h) => {
+                self.streams.insert(conn.id(), UserHandler::Ws(h));
+                self.call(&conn, |_, _| {}, |h, w| h.on_open(w, &req));
+            }
+            Err(p) => panicked(&conn, describe_panic(&*p)),
+        }
+    }
+
+    /// Runs a handler method (`s` for stream handlers, `w` for WebSocket handlers); a panic
+    /// drops the handler and closes the connection.
+    fn call(
+        &mut self,
+        conn: &Conn,
+        s: impl FnOnce(&mut dyn StreamHandler, &Conn),
+        w: impl FnOnce(&mut dyn WsHandler, &WsConn),
+    ) {
         let Some(h) = self.streams.get_mut(&conn.id()) else {
             return;
         };
-        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(h.as_mut(), conn))) {
+        let r = catch_unwind(AssertUnwindSafe(|| match h {
+            UserHandler::Stream(h) => s(h.as_mut(), conn),
+            UserHandler::Ws(h) => w(h.as_mut(), WsConn::from_conn(conn)),
+        }));
+        if let Err(p) = r {
             self.streams.remove(&conn.id());
             panicked(conn, describe_panic(&*p));
         }
@@ -216,7 +278,11 @@ fn panicked(conn: &Conn, msg: String) {
     server
         .observer
         .on_error(Some(conn.id()), &Error::HandlerPanic(msg.clone()));
-    conn.close_with(CloseReason::HandlerPanic(msg));
+    if server.ws.is_some() {
+        WsConn::from_conn(conn).close(CloseCode::ERROR, "handler failed");
+    } else {
+        conn.close_with(CloseReason::HandlerPanic(msg));
+    }
 }
 
 /// The handler consumed `n` inbound bytes: resume a paused reader once it caught up.

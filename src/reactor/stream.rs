@@ -26,7 +26,10 @@ use crate::handle::{
 use crate::handler::StreamHandler;
 use crate::observe::ConnState;
 use crate::server::ServerShared;
+use crate::websocket::{WsConn, WsHandler};
 use crate::Error;
+
+pub(crate) use super::wsconn::WsState;
 
 /// How long a closed-for-writing connection waits for the peer's FIN before it is dropped.
 const LINGER: Duration = Duration::from_secs(1);
@@ -83,16 +86,39 @@ impl Write for StreamSock {
 /// Where a connection is in its life.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Phase {
-    Handshake { deadline: Instant },
+    /// TLS handshake.
+    Handshake {
+        deadline: Instant,
+    },
+    /// Waiting for the HTTP request (WebSocket upgrade or the HTTP hook).
+    Upgrade {
+        deadline: Instant,
+    },
     Open,
     AwaitHandler(CloseReason),
     Closing(CloseReason),
 }
 
+/// A user handler of either protocol.
+pub(crate) enum UserHandler {
+    Stream(Box<dyn StreamHandler>),
+    Ws(Box<dyn WsHandler>),
+}
+
+/// The protocol a stream connection speaks.
+pub(crate) enum Proto {
+    /// Raw bytes to a [`StreamHandler`].
+    Raw,
+    /// HTTP/1.1 before a WebSocket upgrade (and the HTTP hook).
+    Http,
+    /// WebSocket frames.
+    Ws(Box<WsState>),
+}
+
 /// Where a connection's handler lives.
 pub(crate) enum HandlerSlot {
-    /// Runs on this poller; `None` after it panicked.
-    Inline(Option<Box<dyn StreamHandler>>),
+    /// Runs on this poller; `None` before open or after it panicked.
+    Inline(Option<UserHandler>),
     /// Runs on a handler thread, reached through the pool.
     Threads,
 }
@@ -102,10 +128,13 @@ pub(crate) struct StreamConn {
     pub(crate) handle: Conn,
     sock: StreamSock,
     tls: Option<Box<rustls::ServerConnection>>,
-    handler: HandlerSlot,
-    outq: OutQueue,
-    phase: Phase,
-    last_read: Instant,
+    pub(crate) handler: HandlerSlot,
+    pub(crate) proto: Proto,
+    /// Input kept between reads (a partial frame or request); empty when idle.
+    pub(crate) rbuf: Vec<u8>,
+    pub(crate) outq: OutQueue,
+    pub(crate) phase: Phase,
+    pub(crate) last_read: Instant,
     writable_interest: bool,
     read_closed: bool,
     write_shut: bool,
@@ -122,15 +151,15 @@ enum ReadOutcome {
 }
 
 impl StreamConn {
-    fn shared(&self) -> &ConnShared {
+    pub(crate) fn shared(&self) -> &ConnShared {
         &self.handle.inner
     }
 
-    fn server(&self) -> &Arc<ServerShared> {
+    pub(crate) fn server(&self) -> &Arc<ServerShared> {
         &self.handle.inner.server
     }
 
-    fn set_phase(&mut self, next: Phase) {
+    pub(crate) fn set_phase(&mut self, next: Phase) {
         log::trace!("conn={} {:?}=>{:?}", self.handle.inner.id, self.phase, next);
         self.phase = next;
     }
@@ -147,7 +176,7 @@ impl StreamConn {
         self.mark_dirty()
     }
 
-    fn mark_dirty(&mut self) -> bool {
+    pub(crate) fn mark_dirty(&mut self) -> bool {
         !std::mem::replace(&mut self.in_dirty, true)
     }
 
@@ -204,10 +233,11 @@ impl StreamConn {
     }
 
     /// The next time this connection's timers need a look, if any.
-    fn next_deadline(&self) -> Option<Instant> {
-        match self.phase {
-            Phase::Handshake { deadline } => Some(deadline),
-            Phase::Open => self
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        match (&self.phase, &self.proto) {
+            (Phase::Handshake { deadline } | Phase::Upgrade { deadline }, _) => Some(*deadline),
+            (Phase::Open, Proto::Ws(ws)) => ws.next_deadline(self.last_read, self.server()),
+            (Phase::Open, _) => self
                 .server()
                 .config
                 .idle_timeout
@@ -282,7 +312,7 @@ fn tls_write(
     }
 }
 
-fn stream_in<'a>(
+pub(crate) fn stream_in<'a>(
     entries: &'a mut Slab<Entry>,
     gens: &[u32],
     slot: u32,
@@ -312,8 +342,33 @@ pub(crate) fn describe_panic(p: &(dyn std::any::Any + Send)) -> String {
 pub(crate) enum Event<'a> {
     Open,
     Data(&'a [u8]),
+    Text(&'a str),
+    Binary(&'a [u8]),
     Drained,
     Error(Error),
+}
+
+/// Calls the inline handler's method for `ev`.
+fn call_inline(h: &mut UserHandler, conn: &Conn, ev: Event<'_>) {
+    match h {
+        UserHandler::Stream(h) => match ev {
+            Event::Open => h.on_open(conn),
+            Event::Data(d) => h.on_data(conn, d),
+            Event::Drained => h.on_drained(conn),
+            Event::Error(e) => h.on_error(conn, &e),
+            Event::Text(_) | Event::Binary(_) => {}
+        },
+        UserHandler::Ws(h) => {
+            let ws = WsConn::from_conn(conn);
+            match ev {
+                Event::Text(t) => h.on_text(ws, t),
+                Event::Binary(b) => h.on_binary(ws, b),
+                Event::Drained => h.on_drained(ws),
+                Event::Error(e) => h.on_error(ws, &e),
+                Event::Open | Event::Data(_) => {}
+            }
+        }
+    }
 }
 
 static NEXT_CONN_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -345,6 +400,7 @@ impl Poller {
             cred: acc.cred,
             inbound: Default::default(),
             paused: Default::default(),
+            identity: Default::default(),
         });
         let now = Instant::now();
         let tls = match server
@@ -362,11 +418,19 @@ impl Poller {
                 return;
             }
         };
-        let phase = match &tls {
-            Some(_) => Phase::Handshake {
+        let phase = match (&tls, &server.ws) {
+            (Some(_), _) => Phase::Handshake {
                 deadline: now + server.handshake_timeout,
             },
-            None => Phase::Open,
+            (None, Some(ws)) => Phase::Upgrade {
+                deadline: now + ws.ws.handshake_timeout,
+            },
+            (None, None) => Phase::Open,
+        };
+        let proto = if server.ws.is_some() {
+            Proto::Http
+        } else {
+            Proto::Raw
         };
         let handler = match server.config.dispatch {
             Dispatch::Inline => HandlerSlot::Inline(None),
@@ -377,6 +441,8 @@ impl Poller {
             sock: acc.sock,
             tls,
             handler,
+            proto,
+            rbuf: Vec::new(),
             outq: OutQueue::default(),
             phase,
             last_read: now,
@@ -398,7 +464,7 @@ impl Poller {
         if let Some(at) = conn.next_deadline() {
             self.timers.add(at, slot as u32, gen, TimerKind::Conn);
         }
-        let open_now = conn.tls.is_none();
+        let open_now = conn.phase == Phase::Open;
         self.entries.insert(Entry::Stream(conn));
         if open_now {
             self.open_handler(slot as u32, gen);
@@ -417,7 +483,7 @@ impl Poller {
             HandlerSlot::Inline(h) => {
                 let conn = c.handle.clone();
                 match catch_unwind(AssertUnwindSafe(|| factory.create(&conn))) {
-                    Ok(made) => *h = Some(made),
+                    Ok(made) => *h = Some(UserHandler::Stream(made)),
                     Err(p) => {
                         self.handler_panicked(slot, gen, describe_panic(&*p));
                         return;
@@ -447,12 +513,7 @@ impl Poller {
             HandlerSlot::Inline(None) => {}
             HandlerSlot::Inline(Some(h)) => {
                 let conn = &c.handle;
-                let r = catch_unwind(AssertUnwindSafe(|| match ev {
-                    Event::Open => h.on_open(conn),
-                    Event::Data(d) => h.on_data(conn, d),
-                    Event::Drained => h.on_drained(conn),
-                    Event::Error(e) => h.on_error(conn, &e),
-                }));
+                let r = catch_unwind(AssertUnwindSafe(|| call_inline(h, conn, ev)));
                 if let Err(p) = r {
                     self.handler_panicked(slot, gen, describe_panic(&*p));
                 }
@@ -466,6 +527,14 @@ impl Poller {
                         conn,
                         data: d.to_vec(),
                     },
+                    Event::Text(t) => Job::Text {
+                        conn,
+                        text: t.to_owned(),
+                    },
+                    Event::Binary(b) => Job::Binary {
+                        conn,
+                        data: b.to_vec(),
+                    },
                     Event::Drained => Job::Drained { conn },
                     Event::Error(error) => Job::Error { conn, error },
                 };
@@ -474,7 +543,7 @@ impl Poller {
         }
     }
 
-    fn handler_panicked(&mut self, slot: u32, gen: u32, msg: String) {
+    pub(crate) fn handler_panicked(&mut self, slot: u32, gen: u32, msg: String) {
         let Some(c) = self.stream_mut(slot, gen) else {
             return;
         };
@@ -485,6 +554,7 @@ impl Poller {
         server
             .observer
             .on_error(Some(id), &Error::HandlerPanic(msg.clone()));
+        self.ws_fail(slot, gen, crate::ws::CloseCode::ERROR, "handler failed");
         self.begin_close(slot, gen, CloseReason::HandlerPanic(msg));
     }
 
@@ -531,8 +601,16 @@ impl Poller {
             let outcome = c.read_some(read_buf);
             let was_handshaking = matches!(c.phase, Phase::Handshake { .. });
             if was_handshaking && c.tls.as_ref().is_some_and(|t| !t.is_handshaking()) {
-                c.set_phase(Phase::Open);
-                self.open_handler(slot, gen);
+                match &c.server().ws {
+                    Some(ws) => {
+                        let deadline = Instant::now() + ws.ws.handshake_timeout;
+                        c.set_phase(Phase::Upgrade { deadline });
+                    }
+                    None => {
+                        c.set_phase(Phase::Open);
+                        self.open_handler(slot, gen);
+                    }
+                }
             }
             match outcome {
                 ReadOutcome::Data(0) => continue,
@@ -574,8 +652,13 @@ impl Poller {
         c.last_read = Instant::now();
         let server = c.server().clone();
         server.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-        if c.write_shut || c.phase != Phase::Open {
+        let framed = !matches!(c.proto, Proto::Raw);
+        if c.write_shut || !(c.phase == Phase::Open || framed) {
             return; // closing: input is discarded
+        }
+        if framed {
+            self.framed_input(slot, gen, n);
+            return;
         }
         if matches!(c.handler, HandlerSlot::Threads) {
             self.note_inbound(slot, gen, n);
@@ -586,7 +669,7 @@ impl Poller {
     }
 
     /// Counts bytes handed to a handler thread; pauses reading past the bound.
-    fn note_inbound(&mut self, slot: u32, gen: u32, n: usize) {
+    pub(crate) fn note_inbound(&mut self, slot: u32, gen: u32, n: usize) {
         let Some(c) = self.stream_mut(slot, gen) else {
             return;
         };
@@ -646,7 +729,7 @@ impl Poller {
     }
 
     /// A fatal error: report it and close at once.
-    fn fail(&mut self, slot: u32, gen: u32, reason: CloseReason, err: Error) {
+    pub(crate) fn fail(&mut self, slot: u32, gen: u32, reason: CloseReason, err: Error) {
         let Some(c) = self.stream_mut(slot, gen) else {
             return;
         };
@@ -669,6 +752,7 @@ impl Poller {
             self.finalize_stream(slot, gen, reason);
             return;
         }
+        c.rbuf = Vec::new();
         let _ = c.shared().state.compare_exchange(
             STATE_OPEN,
             STATE_CLOSING,
@@ -734,7 +818,7 @@ impl Poller {
             return;
         };
         c.in_dirty = false;
-        if c.write_shut || matches!(c.phase, Phase::Handshake { .. }) && c.tls.is_none() {
+        if c.write_shut {
             return;
         }
         let had_interest = c.writable_interest;
@@ -814,6 +898,15 @@ impl Poller {
                 self.fail(slot, gen, CloseReason::HandshakeTimeout, err);
                 return;
             }
+            Phase::Upgrade { deadline } if now >= deadline => {
+                self.begin_close(slot, gen, CloseReason::HandshakeTimeout);
+                return;
+            }
+            Phase::Open if matches!(c.proto, Proto::Ws(_)) => {
+                if self.ws_timer(slot, gen, now) {
+                    return;
+                }
+            }
             Phase::Open => {
                 if let Some(idle) = c.server().config.idle_timeout {
                     if now.duration_since(c.last_read) >= idle {
@@ -824,6 +917,9 @@ impl Poller {
             }
             _ => {}
         }
+        let Some(c) = self.stream_mut(slot, gen) else {
+            return;
+        };
         if let Some(at) = c.next_deadline() {
             self.timers.add(at, slot, gen, TimerKind::Conn);
         }
@@ -847,10 +943,24 @@ impl Poller {
         server
             .observer
             .on_conn_state(sh.id, &sh.peer, &ConnState::Closed(reason.clone()));
+        let ws_close = match &c.proto {
+            Proto::Ws(ws) => {
+                server.ws_conn_gone(&sh.peer);
+                Some(ws.close_for_handler())
+            }
+            _ => None,
+        };
         match &mut c.handler {
             HandlerSlot::Inline(Some(h)) => {
                 let conn = &c.handle;
-                if let Err(p) = catch_unwind(AssertUnwindSafe(|| h.on_close(conn, &reason))) {
+                let r = catch_unwind(AssertUnwindSafe(|| match (h, ws_close) {
+                    (UserHandler::Stream(h), _) => h.on_close(conn, &reason),
+                    (UserHandler::Ws(h), Some((code, why))) => {
+                        h.on_close(WsConn::from_conn(conn), code, &why)
+                    }
+                    (UserHandler::Ws(_), None) => {}
+                }));
+                if let Err(p) = r {
                     log::error!("conn={} on_close panicked: {}", sh.id, describe_panic(&*p));
                 }
                 self.drain_local();
@@ -858,7 +968,11 @@ impl Poller {
             HandlerSlot::Inline(None) => {}
             HandlerSlot::Threads => {
                 let conn = c.handle.clone();
-                self.pool.dispatch(conn.id().0, Job::Close { conn, reason });
+                let job = match ws_close {
+                    Some((code, reason)) => Job::WsClose { conn, code, reason },
+                    None => Job::Close { conn, reason },
+                };
+                self.pool.dispatch(c.handle.id().0, job);
             }
         }
         drop(c);
@@ -882,6 +996,7 @@ impl Poller {
             })
             .collect();
         for (slot, gen, threads) in conns {
+            self.ws_fail(slot, gen, crate::ws::CloseCode::AWAY, "server shutdown");
             let Some(c) = self.stream_mut(slot, gen) else {
                 continue;
             };
