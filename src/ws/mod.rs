@@ -40,7 +40,7 @@ pub use frame::OpCode;
 #[allow(unused_imports)] // used by the reactor
 pub(crate) use deflate::Role;
 #[allow(unused_imports)] // used by the reactor
-pub(crate) use frame::{apply_mask, write_frame_header};
+pub(crate) use frame::{apply_mask, write_frame_header, MAX_HEADER_LEN};
 #[allow(unused_imports)] // used by the reactor
 pub(crate) use session::{
     close_reply, encode_shared, Decoded, Incoming, Scratch, SharedChoice, SharedFrames, WsSession,

@@ -190,6 +190,7 @@ pub(crate) enum SharedChoice {
 
 /// A message framed once for many server-side recipients.
 #[derive(Debug, Clone)]
+#[allow(dead_code)] // read by the reactor's broadcast path
 pub(crate) struct SharedFrames {
     /// Uncompressed frame(s), valid for every server session.
     pub plain: Arc<[u8]>,
@@ -254,6 +255,7 @@ impl WsSession {
         }
     }
 
+    #[allow(dead_code)] // convenience for callers that need not answer between messages
     /// Decodes every whole frame in `buf`, calling `on_msg` for each message or control
     /// frame, in order. Returns the bytes consumed; a trailing partial frame is left for the
     /// caller to keep and present again with more bytes appended.
