@@ -255,7 +255,6 @@ impl WsSession {
         }
     }
 
-    #[allow(dead_code)] // convenience for callers that need not answer between messages
     /// Decodes every whole frame in `buf`, calling `on_msg` for each message or control
     /// frame, in order. Returns the bytes consumed; a trailing partial frame is left for the
     /// caller to keep and present again with more bytes appended.
@@ -264,6 +263,7 @@ impl WsSession {
     ///
     /// A protocol violation: send [`WsError::close_code`] and close. Messages before the bad
     /// frame were delivered.
+    #[allow(dead_code)] // for callers that need not answer between messages
     pub(crate) fn decode(
         &mut self,
         buf: &mut [u8],
@@ -298,6 +298,10 @@ impl WsSession {
         cfg: &WsConfig,
         rx: &'b mut RxScratch,
     ) -> Result<Decoded<'b>, WsError> {
+        if rx.buf.capacity() > SHRINK_ABOVE {
+            // A big reassembled message was handed out by the previous call: release it.
+            rx.buf = Vec::new();
+        }
         if self.close_received() {
             return Ok(match buf.len() {
                 0 => Decoded::NeedMore(2),

@@ -680,5 +680,8 @@ fn echo_rate() {
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    println!("echo_rate: {:.1} M msgs/s ({total} in {secs:.3}s)", total as f64 / secs / 1e6);
+    println!(
+        "echo_rate: {:.1} M msgs/s ({total} in {secs:.3}s)",
+        total as f64 / secs / 1e6
+    );
 }
