@@ -1,1 +1,2 @@
 //! Blocking clients for scripts: TCP, TLS, UDP, Unix, Unix datagram and WebSocket.
+pub mod ws;

@@ -162,6 +162,7 @@ impl Request {
 
 /// What [`parse_request`] found in the bytes it was given.
 #[derive(Debug)]
+#[allow(dead_code)] // `status` is read by the reactor
 pub(crate) enum ParseOutcome {
     /// The request is not complete yet: read more bytes and call again with all of them.
     Partial,

@@ -118,10 +118,11 @@ fn split_unquoted(s: &str, sep: char) -> Vec<&str> {
     parts
 }
 
-/// Every extension in the header values: (name, params as (name, value)).
-fn extensions<'a>(
-    values: impl Iterator<Item = &'a str>,
-) -> Vec<(&'a str, Vec<(&'a str, Option<&'a str>)>)> {
+/// An extension parameter: name and optional (unquoted) value.
+type Param<'a> = (&'a str, Option<&'a str>);
+
+/// Every extension in the header values: (name, params).
+fn extensions<'a>(values: impl Iterator<Item = &'a str>) -> Vec<(&'a str, Vec<Param<'a>>)> {
     let mut out = Vec::new();
     for value in values {
         for ext in split_unquoted(value, ',') {
@@ -152,7 +153,7 @@ fn window_bits(value: &str) -> Option<u8> {
 }
 
 /// Validates an offer's parameters: no unknown or repeated ones, values where required.
-fn parse_offer(params: &[(&str, Option<&str>)]) -> Option<Offer> {
+fn parse_offer(params: &[Param<'_>]) -> Option<Offer> {
     let mut o = Offer::default();
     let mut seen = [false; 4];
     for (name, value) in params {

@@ -6,30 +6,53 @@ use super::WsConfig;
 use crate::http::{parse_request, HttpLimits, ParseOutcome};
 
 /// Decodes `data` as frames from a client (and, again, from a server), with deflate
-/// negotiated when `deflate` is set, re-presenting partial frames like the reactor does.
+/// negotiated when `deflate` is set: once as one buffer, and once arriving in pieces of
+/// `chunk` bytes re-presented like the reactor does. Both must agree.
 /// Returns the number of messages decoded.
-pub fn decode_frames(data: &[u8], deflate: bool) -> usize {
+pub fn decode_frames(data: &[u8], deflate: bool, chunk: usize) -> usize {
+    let mut count = 0;
+    for role in [Role::Server, Role::Client] {
+        let whole = run(data, role, deflate, data.len().max(1));
+        let pieces = run(data, role, deflate, chunk.max(1));
+        assert_eq!(whole, pieces, "chunked decoding disagrees");
+        count += whole.0;
+    }
+    count
+}
+
+/// (messages, failed) for `data` delivered `chunk` bytes at a time.
+fn run(data: &[u8], role: Role, deflate: bool, chunk: usize) -> (usize, bool) {
     let cfg = WsConfig::default()
         .max_message_size(1 << 20)
         .max_frame_size(1 << 20);
     let mut scratch = Scratch::new();
-    let params = deflate.then(DeflateParams::default);
+    let mut session = WsSession::new(role, deflate.then(DeflateParams::default));
+    let mut buf = Vec::new();
     let mut count = 0;
-    for role in [Role::Server, Role::Client] {
-        let mut session = WsSession::new(role, params);
-        let mut buf = data.to_vec();
+    for piece in data.chunks(chunk) {
+        buf.extend_from_slice(piece);
         let mut pos = 0;
         while pos < buf.len() {
+            let left = buf.len() - pos;
             match session.decode_next(&mut buf[pos..], &cfg, &mut scratch.rx) {
                 Ok(Decoded::Frame { msg, consumed }) => {
+                    assert!(consumed > 0 && consumed <= left);
                     count += usize::from(msg.is_some());
                     pos += consumed;
                 }
-                Ok(Decoded::NeedMore(_)) | Err(_) => break,
+                Ok(Decoded::NeedMore(n)) => {
+                    assert!(n > left);
+                    break;
+                }
+                Err(e) => {
+                    assert!(e.close_code().is_some());
+                    return (count, true);
+                }
             }
         }
+        buf.drain(..pos);
     }
-    count
+    (count, false)
 }
 
 /// Inflates `data` as one permessage-deflate message bounded to `limit` bytes; returns the

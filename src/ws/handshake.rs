@@ -124,6 +124,7 @@ fn choose_protocol(req: &Request, supported: &[String]) -> Option<String> {
 
 /// Appends a rejection response for a failed handshake: a short text body, `Connection:
 /// close`, and `Sec-WebSocket-Version: 13` on 426.
+#[allow(dead_code)] // called by the reactor
 pub(crate) fn write_rejection(status: u16, reason: &str, out: &mut Vec<u8>) {
     write_status_line(out, status);
     if status == 426 {

@@ -190,6 +190,7 @@ pub(crate) enum SharedChoice {
 
 /// A message framed once for many server-side recipients.
 #[derive(Debug, Clone)]
+#[allow(dead_code)] // read by the reactor's broadcast path
 pub(crate) struct SharedFrames {
     /// Uncompressed frame(s), valid for every server session.
     pub plain: Arc<[u8]>,
@@ -262,6 +263,7 @@ impl WsSession {
     ///
     /// A protocol violation: send [`WsError::close_code`] and close. Messages before the bad
     /// frame were delivered.
+    #[allow(dead_code)] // for callers that need not answer between messages
     pub(crate) fn decode(
         &mut self,
         buf: &mut [u8],
@@ -296,6 +298,10 @@ impl WsSession {
         cfg: &WsConfig,
         rx: &'b mut RxScratch,
     ) -> Result<Decoded<'b>, WsError> {
+        if rx.buf.capacity() > SHRINK_ABOVE {
+            // A big reassembled message was handed out by the previous call: release it.
+            rx.buf = Vec::new();
+        }
         if self.close_received() {
             return Ok(match buf.len() {
                 0 => Decoded::NeedMore(2),
@@ -509,6 +515,7 @@ impl WsSession {
         deflate_message(c, payload, z);
     }
 
+    #[inline]
     fn frame(
         &self,
         out: &mut Vec<u8>,
@@ -519,9 +526,17 @@ impl WsSession {
         tx: &mut TxScratch,
     ) {
         let masked = self.role == Role::Client;
-        write_message(out, op, payload, rsv1, cfg.send_fragment_size, &mut || {
-            masked.then(|| tx.next_mask())
-        });
+        match cfg.send_fragment_size {
+            Some(n) if payload.len() > n && !op.is_control() => {
+                write_fragments(out, op, payload, rsv1, n, &mut || {
+                    masked.then(|| tx.next_mask())
+                })
+            }
+            _ => {
+                let mask = masked.then(|| tx.next_mask());
+                write_frame(out, true, rsv1, op, payload, mask)
+            }
+        }
     }
 
     /// Appends a close frame (once: returns `false` and writes nothing if a close was
@@ -627,6 +642,7 @@ fn write_frame(
     payload: &[u8],
     mask: Option<[u8; 4]>,
 ) {
+    out.reserve(payload.len() + 14);
     write_frame_header(out, fin, rsv1, op, payload.len(), mask);
     let start = out.len();
     out.extend_from_slice(payload);
@@ -635,21 +651,17 @@ fn write_frame(
     }
 }
 
-/// Appends a message as one frame, or as fragments of `fragment` bytes (RSV1 on the first
-/// only). `mask` supplies each frame's mask.
-fn write_message(
+/// Appends a message as fragments of `size` bytes (RSV1 on the first only); `mask`
+/// supplies each frame's mask.
+fn write_fragments(
     out: &mut Vec<u8>,
     op: OpCode,
     payload: &[u8],
     rsv1: bool,
-    fragment: Option<usize>,
+    size: usize,
     mask: &mut dyn FnMut() -> Option<[u8; 4]>,
 ) {
-    let size = match fragment {
-        Some(n) if n > 0 && payload.len() > n && !op.is_control() => n,
-        _ => return write_frame(out, true, rsv1, op, payload, mask()),
-    };
-    let mut chunks = payload.chunks(size).peekable();
+    let mut chunks = payload.chunks(size.max(1)).peekable();
     let mut first = true;
     while let Some(chunk) = chunks.next() {
         let fin = chunks.peek().is_none();
@@ -660,6 +672,16 @@ fn write_message(
         };
         write_frame(out, fin, rsv, opcode, chunk, mask());
         first = false;
+    }
+}
+
+/// Appends an unmasked message as one frame, or fragments when configured.
+fn write_unmasked(out: &mut Vec<u8>, op: OpCode, payload: &[u8], rsv1: bool, cfg: &WsConfig) {
+    match cfg.send_fragment_size {
+        Some(n) if payload.len() > n && !op.is_control() => {
+            write_fragments(out, op, payload, rsv1, n, &mut || None)
+        }
+        _ => write_frame(out, true, rsv1, op, payload, None),
     }
 }
 
@@ -674,14 +696,7 @@ pub(crate) fn encode_shared(
     tx: &mut TxScratch,
 ) -> SharedFrames {
     let mut plain = Vec::with_capacity(payload.len() + 10);
-    write_message(
-        &mut plain,
-        op,
-        payload,
-        false,
-        cfg.send_fragment_size,
-        &mut || None,
-    );
+    write_unmasked(&mut plain, op, payload, false, cfg);
     let deflated = (compress
         && cfg.deflate.enabled()
         && !op.is_control()
@@ -690,14 +705,7 @@ pub(crate) fn encode_shared(
             let mut z = tx.take_buf();
             deflate_message(tx.shared_deflater(15, cfg.deflate.level), payload, &mut z);
             let mut framed = Vec::with_capacity(z.len() + 10);
-            write_message(
-                &mut framed,
-                op,
-                &z,
-                true,
-                cfg.send_fragment_size,
-                &mut || None,
-            );
+            write_unmasked(&mut framed, op, &z, true, cfg);
             tx.put_buf(z);
             Arc::from(framed)
         });

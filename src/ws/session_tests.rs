@@ -643,3 +643,45 @@ fn an_idle_session_is_small() {
         std::mem::size_of::<WsSession>()
     );
 }
+
+/// Not a timed test: prints the engine's echo rate for 32-byte messages.
+/// `cargo test --release --lib ws::session::tests::echo_rate -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn echo_rate() {
+    let cfg = cfg();
+    let mut client = WsSession::new(Role::Client, None);
+    let mut scratch = Scratch::new();
+    let mut wire = Vec::new();
+    for _ in 0..800 {
+        client.encode(&mut wire, OpCode::Binary, &[7; 32], &cfg, &mut scratch.tx);
+    }
+    let mut server = WsSession::new(Role::Server, None);
+    let mut buf = wire.clone();
+    let mut out = Vec::with_capacity(64 << 10);
+    let rounds = 5_000;
+    let start = std::time::Instant::now();
+    let mut total = 0usize;
+    for _ in 0..rounds {
+        buf.copy_from_slice(&wire);
+        out.clear();
+        let mut pos = 0;
+        while let Ok(Decoded::Frame { msg, consumed }) =
+            server.decode_next(&mut buf[pos..], &cfg, &mut scratch.rx)
+        {
+            pos += consumed;
+            if let Some(Incoming::Binary(b)) = msg {
+                server.encode(&mut out, OpCode::Binary, b, &cfg, &mut scratch.tx);
+                total += 1;
+            }
+            if pos == buf.len() {
+                break;
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "echo_rate: {:.1} M msgs/s ({total} in {secs:.3}s)",
+        total as f64 / secs / 1e6
+    );
+}
