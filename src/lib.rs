@@ -5,6 +5,7 @@
 //! See the README for the architecture and the defaults.
 #![deny(missing_docs)]
 
+mod broadcast;
 pub mod client;
 mod config;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod tls;
 mod websocket;
 pub mod ws;
 
+pub use broadcast::{Broadcaster, Delivery, Frames, GroupId};
 pub use config::{Dispatch, DropPolicy, ServerConfig};
 pub use error::{Error, Result};
 pub use handle::{Addr, CloseReason, Conn, ConnId, PeerCred, SendStatus};

@@ -482,6 +482,14 @@ impl Server {
         self.shared.stats.open.load(Ordering::Acquire)
     }
 
+    /// A handle for sending framed-once messages to fan-out groups.
+    pub fn broadcaster(&self) -> crate::Broadcaster {
+        crate::Broadcaster {
+            pollers: self.rt.pollers.clone().into(),
+            server: self.shared.clone(),
+        }
+    }
+
     /// A snapshot of the server's counters.
     pub fn stats(&self) -> ServerStats {
         self.shared.stats.snapshot()

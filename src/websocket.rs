@@ -332,6 +332,33 @@ impl WsConn {
         self.conn.send_op(crate::reactor::local::Kind::Ws(op), data)
     }
 
+    /// Sends a message framed once for many recipients (see
+    /// [`Broadcaster::frames_text`](crate::Broadcaster::frames_text)).
+    pub fn send_frames(&self, frames: &crate::Frames) -> SendStatus {
+        self.conn.send_frames(&frames.inner)
+    }
+
+    /// Adds this connection to a fan-out group (applied on its poller; left automatically
+    /// on close).
+    pub fn join_group(&self, group: crate::GroupId) {
+        let sh = &self.conn.inner;
+        sh.poller.command(Command::GroupJoin {
+            slot: sh.slot,
+            gen: sh.gen,
+            group,
+        });
+    }
+
+    /// Removes this connection from a fan-out group.
+    pub fn leave_group(&self, group: crate::GroupId) {
+        let sh = &self.conn.inner;
+        sh.poller.command(Command::GroupLeave {
+            slot: sh.slot,
+            gen: sh.gen,
+            group,
+        });
+    }
+
     /// Starts the closing handshake with `code` and `reason`; the connection closes when
     /// the peer answers or after the close timeout. Harmless on a closed connection.
     pub fn close(&self, code: CloseCode, reason: &str) {

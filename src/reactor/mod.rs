@@ -9,6 +9,7 @@
 //! [`MAX_ACCEPTS_PER_TURN`] connections are accepted per listener event.
 
 pub(crate) mod datagram;
+pub(crate) mod group;
 pub(crate) mod listener;
 pub(crate) mod local;
 pub(crate) mod outq;
@@ -60,6 +61,23 @@ pub(crate) enum Command {
         conn: Arc<ConnShared>,
         code: crate::ws::CloseCode,
         reason: String,
+    },
+    /// Deliver a shared frame to this poller's members of a group.
+    GroupSend {
+        group: crate::broadcast::GroupId,
+        frames: crate::ws::SharedFrames,
+        except: Arc<[crate::handle::ConnId]>,
+        reply: Option<crossbeam_channel::Sender<crate::broadcast::Delivery>>,
+    },
+    GroupJoin {
+        slot: u32,
+        gen: u32,
+        group: crate::broadcast::GroupId,
+    },
+    GroupLeave {
+        slot: u32,
+        gen: u32,
+        group: crate::broadcast::GroupId,
     },
     SendTo {
         slot: u32,

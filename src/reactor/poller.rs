@@ -53,6 +53,8 @@ pub(crate) struct Poller {
     pub(crate) ws_scratch: crate::ws::Scratch,
     local_bytes: Vec<u8>,
     local_ops: Vec<local::LocalOp>,
+    /// Fan-out group → members on this poller.
+    pub(crate) groups: std::collections::HashMap<crate::broadcast::GroupId, Vec<(u32, u32)>>,
     running: bool,
 }
 
@@ -86,6 +88,7 @@ pub(crate) fn new_poller(
         ws_scratch: crate::ws::Scratch::new(),
         local_bytes: Vec::new(),
         local_ops: Vec::new(),
+        groups: Default::default(),
         running: true,
     };
     Ok((poller, shared))
@@ -211,6 +214,14 @@ impl Poller {
             Command::WsSend { conn, op, data } => self.cmd_ws_send(&conn, op, &data),
             Command::SendFrames { conn, frames } => self.cmd_send_frames(&conn, frames),
             Command::WsClose { conn, code, reason } => self.cmd_ws_close(&conn, code, &reason),
+            Command::GroupSend {
+                group,
+                frames,
+                except,
+                reply,
+            } => self.cmd_group_send(group, frames, except, reply),
+            Command::GroupJoin { slot, gen, group } => self.cmd_group_join(slot, gen, group),
+            Command::GroupLeave { slot, gen, group } => self.cmd_group_leave(slot, gen, group),
             Command::Resume { slot, gen } => self.cmd_resume(slot, gen),
             Command::HandlerCaughtUp { slot, gen } => self.cmd_caught_up(slot, gen),
             Command::Run(job) => job(self),

@@ -133,6 +133,8 @@ pub(crate) struct StreamConn {
     /// Input kept between reads (a partial frame or request); empty when idle.
     pub(crate) rbuf: Vec<u8>,
     pub(crate) outq: OutQueue,
+    /// Fan-out groups this connection belongs to (empty: no heap memory).
+    pub(crate) groups: Vec<crate::broadcast::GroupId>,
     pub(crate) phase: Phase,
     pub(crate) last_read: Instant,
     writable_interest: bool,
@@ -444,6 +446,7 @@ impl Poller {
             proto,
             rbuf: Vec::new(),
             outq: OutQueue::default(),
+            groups: Vec::new(),
             phase,
             last_read: now,
             writable_interest: false,
@@ -936,6 +939,8 @@ impl Poller {
         let server = c.server().clone();
         let sh = c.handle.inner.clone();
         sh.state.store(STATE_CLOSED, Ordering::Release);
+        let groups = std::mem::take(&mut c.groups);
+        self.leave_all_groups(slot, gen, groups);
         let left = c.outq.clear();
         sh.queued.fetch_sub(left, Ordering::AcqRel);
         server.stats.sub_queued(left);

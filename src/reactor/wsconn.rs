@@ -70,6 +70,16 @@ impl WsState {
         next
     }
 
+    /// Whether our close frame went out (no more messages may follow it).
+    pub(crate) fn close_sent(&self) -> bool {
+        self.session.close_sent()
+    }
+
+    /// How this session takes frames encoded once for many.
+    pub(crate) fn shared_choice(&self) -> SharedChoice {
+        self.session.shared_choice()
+    }
+
     /// What `on_close` reports: the exchanged close, or 1006 when there was none.
     pub(crate) fn close_for_handler(&self) -> (CloseCode, String) {
         self.close
