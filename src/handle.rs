@@ -133,8 +133,9 @@ pub(crate) struct ConnShared {
     pub(crate) queued: AtomicUsize,
     pub(crate) state: AtomicU8,
     pub(crate) peer: Addr,
-    pub(crate) local: Addr,
-    pub(crate) cred: Option<PeerCred>,
+    /// The local address when it differs from the server's (wildcard binds).
+    pub(crate) local: Option<Box<Addr>>,
+    pub(crate) cred: Option<Box<PeerCred>>,
     /// Inbound bytes handed to a handler thread and not yet handled.
     pub(crate) inbound: AtomicUsize,
     /// The poller stopped reading until the handler thread catches up.
@@ -185,12 +186,15 @@ impl Conn {
 
     /// The local address the connection arrived on.
     pub fn local_addr(&self) -> &Addr {
-        &self.inner.local
+        self.inner
+            .local
+            .as_deref()
+            .unwrap_or(&self.inner.server.local)
     }
 
     /// Peer credentials, for Unix stream connections.
     pub fn peer_cred(&self) -> Option<PeerCred> {
-        self.inner.cred
+        self.inner.cred.as_deref().copied()
     }
 
     /// Whether the connection is still open (not closing or closed).

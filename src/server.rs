@@ -438,7 +438,7 @@ fn install(rt: &Arc<RuntimeInner>, server: &Arc<ServerShared>, b: Bound) -> Resu
                 ListenSock::Unix(s) => p.register(s, slot, gen, mio::Interest::READABLE),
             };
             if r.is_ok() {
-                p.entries.insert(Entry::Listener(listener));
+                p.entries.insert(Entry::Listener(Box::new(listener)));
             }
             let _ = tx.send(r);
         });

@@ -149,7 +149,7 @@ impl Poller {
             writable_interest: false,
         };
         self.register(d.sock.source(), slot, gen, Interest::READABLE)?;
-        self.entries.insert(Entry::Datagram(d));
+        self.entries.insert(Entry::Datagram(Box::new(d)));
         self.datagram_ready(slot as u32, gen, false);
         Ok(())
     }

@@ -15,7 +15,9 @@ use crate::ws::{SharedChoice, SharedFrames};
 enum Outcome {
     Queued,
     /// Refused; `close` when the member's policy is to disconnect.
-    Dropped { close: bool },
+    Dropped {
+        close: bool,
+    },
     Closed,
 }
 
@@ -103,7 +105,6 @@ impl Poller {
             let _ = r.send(report);
         }
     }
-
 }
 
 /// Offers the frame to one member under its queue bound. Returns the outcome and whether
@@ -128,7 +129,9 @@ fn offer(c: &mut StreamConn, frames: &SharedFrames) -> (Outcome, bool) {
         c.server().stats.dropped(1);
         let close = policy == DropPolicy::Disconnect;
         if close {
-            c.shared().state.store(crate::handle::STATE_CLOSING, Ordering::Release);
+            c.shared()
+                .state
+                .store(crate::handle::STATE_CLOSING, Ordering::Release);
         }
         return (Outcome::Dropped { close }, false);
     }

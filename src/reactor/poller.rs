@@ -21,9 +21,9 @@ pub(crate) const READ_BUF: usize = 256 << 10;
 
 /// Everything a poller owns, one per slab slot.
 pub(crate) enum Entry {
-    Listener(Listener),
+    Listener(Box<Listener>),
     Stream(Box<StreamConn>),
-    Datagram(DatagramSock),
+    Datagram(Box<DatagramSock>),
 }
 
 pub(crate) fn token(slot: usize, gen: u32) -> Token {

@@ -95,8 +95,8 @@ pub(crate) enum Phase {
         deadline: Instant,
     },
     Open,
-    AwaitHandler(CloseReason),
-    Closing(CloseReason),
+    AwaitHandler(Box<CloseReason>),
+    Closing(Box<CloseReason>),
 }
 
 /// A user handler of either protocol.
@@ -112,7 +112,7 @@ pub(crate) enum Proto {
     /// HTTP/1.1 before a WebSocket upgrade (and the HTTP hook).
     Http,
     /// WebSocket frames.
-    Ws(Box<WsState>),
+    Ws(WsState),
 }
 
 /// Where a connection's handler lives.
@@ -398,8 +398,8 @@ impl Poller {
             queued: Default::default(),
             state: Default::default(),
             peer: acc.peer,
-            local: acc.local,
-            cred: acc.cred,
+            local: (acc.local != server.local).then(|| Box::new(acc.local)),
+            cred: acc.cred.map(Box::new),
             inbound: Default::default(),
             paused: Default::default(),
             identity: Default::default(),
@@ -703,7 +703,7 @@ impl Poller {
         c.read_closed = true;
         if c.write_shut {
             let reason = match &c.phase {
-                Phase::Closing(r) => r.clone(),
+                Phase::Closing(r) => (**r).clone(),
                 _ => CloseReason::PeerClosed,
             };
             self.finalize_stream(slot, gen, reason);
@@ -711,7 +711,7 @@ impl Poller {
         }
         match (&c.handler, &c.phase) {
             (HandlerSlot::Threads, Phase::Open) => {
-                c.set_phase(Phase::AwaitHandler(CloseReason::PeerClosed));
+                c.set_phase(Phase::AwaitHandler(Box::new(CloseReason::PeerClosed)));
                 let conn = c.handle.clone();
                 self.pool.dispatch(conn.id().0, Job::CatchUp { conn });
             }
@@ -725,7 +725,7 @@ impl Poller {
             return;
         };
         if let Phase::AwaitHandler(reason) = &c.phase {
-            let reason = reason.clone();
+            let reason = (**reason).clone();
             c.set_phase(Phase::Open);
             self.begin_close(slot, gen, reason);
         }
@@ -762,7 +762,7 @@ impl Poller {
             Ordering::AcqRel,
             Ordering::Acquire,
         );
-        c.set_phase(Phase::Closing(reason));
+        c.set_phase(Phase::Closing(Box::new(reason)));
         if let Some(tls) = &mut c.tls {
             tls.send_close_notify();
         }
@@ -867,7 +867,7 @@ impl Poller {
         c.write_shut = true;
         if c.read_closed {
             let reason = match &c.phase {
-                Phase::Closing(r) => r.clone(),
+                Phase::Closing(r) => (**r).clone(),
                 _ => CloseReason::Local,
             };
             self.finalize_stream(slot, gen, reason);
@@ -885,7 +885,7 @@ impl Poller {
             return;
         };
         if let Phase::Closing(reason) = &c.phase {
-            let reason = reason.clone();
+            let reason = (**reason).clone();
             self.finalize_stream(slot, gen, reason);
         }
     }
@@ -1006,7 +1006,7 @@ impl Poller {
                 continue;
             };
             if threads && c.phase == Phase::Open {
-                c.set_phase(Phase::AwaitHandler(CloseReason::Shutdown));
+                c.set_phase(Phase::AwaitHandler(Box::new(CloseReason::Shutdown)));
                 let conn = c.handle.clone();
                 self.pool.dispatch(conn.id().0, Job::CatchUp { conn });
             } else {
@@ -1030,5 +1030,21 @@ impl Poller {
         for (slot, gen) in conns {
             self.finalize_stream(slot, gen, CloseReason::Shutdown);
         }
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn print_sizes() {
+        eprintln!(
+            "StreamConn={} ConnShared={} WsState={} Entry={} Phase={} OutQueue={}",
+            std::mem::size_of::<super::StreamConn>(),
+            std::mem::size_of::<crate::handle::ConnShared>(),
+            std::mem::size_of::<super::WsState>(),
+            std::mem::size_of::<super::super::poller::Entry>(),
+            std::mem::size_of::<super::Phase>(),
+            std::mem::size_of::<super::OutQueue>(),
+        );
     }
 }

@@ -29,10 +29,16 @@ pub(crate) struct WsState {
     session: WsSession,
     /// When our last ping left (a pong or any input after it proves liveness).
     ping_sent: Option<Instant>,
-    /// The close code and reason exchanged (ours or the peer's), for `on_close`.
-    close: Option<(CloseCode, String)>,
-    /// After we sent close: when to give up waiting for the peer's.
-    close_deadline: Option<Instant>,
+    /// The close exchanged (boxed: only closing connections pay for it).
+    close: Option<Box<CloseInfo>>,
+}
+
+/// The close code and reason exchanged (ours or the peer's), for `on_close`, and how long
+/// we wait for the peer's answer to ours.
+struct CloseInfo {
+    code: CloseCode,
+    reason: String,
+    deadline: Option<Instant>,
 }
 
 impl WsState {
@@ -41,7 +47,20 @@ impl WsState {
             session,
             ping_sent: None,
             close: None,
-            close_deadline: None,
+        }
+    }
+
+    fn close_deadline(&self) -> Option<Instant> {
+        self.close.as_ref().and_then(|c| c.deadline)
+    }
+
+    fn record_close(&mut self, code: CloseCode, reason: &str) {
+        if self.close.is_none() {
+            self.close = Some(Box::new(CloseInfo {
+                code,
+                reason: reason.to_owned(),
+                deadline: None,
+            }));
         }
     }
 
@@ -52,7 +71,7 @@ impl WsState {
         server: &ServerShared,
     ) -> Option<Instant> {
         let cfg = &server.ws.as_ref()?.ws;
-        let mut next = self.close_deadline;
+        let mut next = self.close_deadline();
         let mut consider = |t: Option<Instant>| {
             if let Some(t) = t {
                 next = Some(next.map_or(t, |n| n.min(t)));
@@ -82,9 +101,10 @@ impl WsState {
 
     /// What `on_close` reports: the exchanged close, or 1006 when there was none.
     pub(crate) fn close_for_handler(&self) -> (CloseCode, String) {
-        self.close
-            .clone()
-            .unwrap_or((CloseCode::ABNORMAL, String::new()))
+        match &self.close {
+            Some(c) => (c.code, c.reason.clone()),
+            None => (CloseCode::ABNORMAL, String::new()),
+        }
     }
 }
 
@@ -251,7 +271,7 @@ impl Poller {
             let _ = c.shared().identity.set(Box::new(id));
         }
         let session = WsSession::new(Role::Server, accepted.deflate);
-        c.proto = Proto::Ws(Box::new(WsState::new(session)));
+        c.proto = Proto::Ws(WsState::new(session));
         c.set_phase(Phase::Open);
         c.last_read = Instant::now();
         if let Some(at) = c.next_deadline() {
@@ -377,7 +397,7 @@ impl Poller {
         let ours = ws_of(c).is_some_and(|ws| ws.session.close_sent());
         if !ours {
             if let Some(ws) = ws_of(c) {
-                ws.close = Some((code, reason));
+                ws.record_close(code, &reason);
             }
             let reply = close_reply(code);
             self.ws_close_frame(slot, gen, reply, "");
@@ -433,8 +453,8 @@ impl Poller {
                 .session
                 .encode_close(out, code, reason, &mut ws_scratch.tx);
         });
-        if sent && st.close.is_none() {
-            st.close = Some((code.unwrap_or(CloseCode::STATUS), reason.to_owned()));
+        if sent {
+            st.record_close(code.unwrap_or(CloseCode::STATUS), reason);
         }
         account(&handle.inner, n as isize);
         if c.mark_dirty() {
@@ -543,7 +563,9 @@ impl Poller {
         let timeout = c.server().ws.as_ref().map(|w| w.ws.close_timeout);
         if let (Some(ws), Some(t)) = (ws_of(c), timeout) {
             let at = Instant::now() + t;
-            ws.close_deadline = Some(at);
+            if let Some(info) = ws.close.as_mut() {
+                info.deadline = Some(at);
+            }
             self.timers
                 .add(at, slot, gen, super::timer::TimerKind::Conn);
         }
@@ -562,7 +584,7 @@ impl Poller {
         let Some(ws) = ws_of(c) else {
             return false;
         };
-        if ws.close_deadline.is_some_and(|t| now >= t) {
+        if ws.close_deadline().is_some_and(|t| now >= t) {
             self.begin_close(slot, gen, CloseReason::Local);
             return true;
         }
