@@ -2,3 +2,4 @@
 
 mod transports;
 mod util;
+mod websocket;
