@@ -518,12 +518,14 @@ fn per_ip_cap_refuses_with_429() {
 #[test]
 fn group_broadcast_reaches_members_once_and_not_leavers() {
     let rt = rt();
-    let (tx, rx) = crossbeam_channel::unbounded::<WsConn>();
-    struct Joiner(crossbeam_channel::Sender<WsConn>);
+    let (tx, rx) = crossbeam_channel::unbounded::<(usize, WsConn)>();
+    struct Joiner(crossbeam_channel::Sender<(usize, WsConn)>);
     impl WsHandler for Joiner {
         fn on_open(&mut self, ws: &WsConn, _req: &Request) {
             ws.join_group(GroupId(1));
-            let _ = self.0.send(ws.clone());
+        }
+        fn on_text(&mut self, ws: &WsConn, text: &str) {
+            let _ = self.0.send((text.parse().unwrap(), ws.clone()));
         }
     }
     let s = rt
@@ -533,7 +535,15 @@ fn group_broadcast_reaches_members_once_and_not_leavers() {
         })
         .unwrap();
     let mut clients: Vec<WsClient> = (0..20).map(|_| client(&s)).collect();
-    let conns: Vec<WsConn> = (0..20).map(|_| rx.recv_timeout(WAIT).unwrap()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send_text(&i.to_string()).unwrap();
+    }
+    let mut conns: Vec<Option<WsConn>> = vec![None; 20];
+    for _ in 0..20 {
+        let (i, ws) = rx.recv_timeout(WAIT).unwrap();
+        conns[i] = Some(ws);
+    }
+    let conns: Vec<WsConn> = conns.into_iter().map(Option::unwrap).collect();
     let b = s.broadcaster();
     let report = b.send(GroupId(1), &b.frames_text("one"), &[conns[0].id()]);
     assert_eq!(report.queued, 19);
@@ -542,8 +552,7 @@ fn group_broadcast_reaches_members_once_and_not_leavers() {
     assert_eq!(report.queued, 19);
     for (i, c) in clients.iter_mut().enumerate() {
         let mut got = Vec::new();
-        c.send_text("end").unwrap(); // echo-less server: use a ping as a barrier
-        c.ping(b"sync").unwrap();
+        c.ping(b"sync").unwrap(); // the pong comes after everything queued before it
         loop {
             match recv(c) {
                 Message::Text(t) => got.push(t),
