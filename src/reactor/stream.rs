@@ -673,12 +673,22 @@ impl Poller {
 
     /// Counts bytes handed to a handler thread; pauses reading past the bound.
     pub(crate) fn note_inbound(&mut self, slot: u32, gen: u32, n: usize) {
+        if let Some(c) = self.stream_mut(slot, gen) {
+            c.shared().inbound.fetch_add(n, Ordering::SeqCst);
+            self.pause_if_behind(slot, gen);
+        }
+    }
+
+    /// Pauses reading while the handler thread has more than `max_inbound_pending` bytes
+    /// to consume (the bytes are counted before they are handed over, so the handler's
+    /// subtraction never runs ahead of the count).
+    pub(crate) fn pause_if_behind(&mut self, slot: u32, gen: u32) {
         let Some(c) = self.stream_mut(slot, gen) else {
             return;
         };
         let max = c.server().config.max_inbound_pending;
         let sh = c.shared();
-        if sh.inbound.fetch_add(n, Ordering::SeqCst) + n <= max {
+        if sh.inbound.load(Ordering::SeqCst) <= max {
             return;
         }
         sh.paused.store(true, Ordering::SeqCst);

@@ -363,7 +363,7 @@ impl Poller {
             deliver(handler, handle, pool, ev, &mut panicked, &mut inbound);
         });
         if inbound > 0 {
-            self.note_inbound(slot, gen, inbound);
+            self.pause_if_behind(slot, gen);
         }
         if let Some(msg) = panicked {
             self.handler_panicked(slot, gen, msg);
@@ -648,14 +648,14 @@ fn deliver(
             let conn = handle.clone();
             let job = match ev {
                 Event::Text(t) => {
-                    *inbound += t.len();
+                    count_inbound(handle, t.len(), inbound);
                     Job::Text {
                         conn,
                         text: t.to_owned(),
                     }
                 }
                 Event::Binary(b) => {
-                    *inbound += b.len();
+                    count_inbound(handle, b.len(), inbound);
                     Job::Binary {
                         conn,
                         data: b.to_vec(),
@@ -666,4 +666,14 @@ fn deliver(
             pool.dispatch(handle.id().0, job);
         }
     }
+}
+
+/// Counts bytes for a handler thread before they are handed over, so that the thread's
+/// subtraction on consumption can never run ahead of the count.
+fn count_inbound(handle: &crate::Conn, n: usize, inbound: &mut usize) {
+    handle
+        .inner
+        .inbound
+        .fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+    *inbound += n;
 }
