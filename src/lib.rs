@@ -36,3 +36,8 @@ pub use websocket::{
     on_message, Authenticator, HttpHook, Identity, Origins, Rejection, WsConn, WsFactory,
     WsHandler, WsMessage, WsServerConfig,
 };
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
