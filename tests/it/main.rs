@@ -1,5 +1,7 @@
 //! The integration tests: one binary, a module per area, real sockets on port 0.
 
+mod browser;
+mod cdp;
 mod transports;
 mod util;
 mod websocket;
