@@ -57,6 +57,9 @@ impl Rejection {
     }
 }
 
+/// A predicate over the `Origin` header (`None` when the request has none).
+pub type OriginPredicate = Arc<dyn Fn(Option<&str>) -> bool + Send + Sync>;
+
 /// Which `Origin` headers may open a WebSocket.
 #[derive(Clone, Default)]
 pub enum Origins {
@@ -68,7 +71,7 @@ pub enum Origins {
     /// (not from a browser) is allowed.
     List(Vec<String>),
     /// A predicate over the header (`None` when absent).
-    Predicate(Arc<dyn Fn(Option<&str>) -> bool + Send + Sync>),
+    Predicate(OriginPredicate),
 }
 
 impl Origins {

@@ -916,7 +916,8 @@ impl Poller {
                 return;
             }
             Phase::Open if matches!(c.proto, Proto::Ws(_)) => {
-                if self.ws_timer(slot, gen, now) {
+                let closed = self.ws_timer(slot, gen, now);
+                if closed {
                     return;
                 }
             }
