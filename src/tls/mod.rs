@@ -12,8 +12,8 @@ mod pem;
 mod server;
 
 pub use client::{client_config_from_pem, TlsClientConfig};
-pub use error::TlsError;
 pub(crate) use error::io_error;
+pub use error::TlsError;
 pub use server::{ClientCertMode, TlsServerBuilder, TlsServerConfig};
 
 use std::sync::Arc;

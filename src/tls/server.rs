@@ -193,7 +193,9 @@ impl TlsServerBuilder {
             ));
         }
         if self.handshake_timeout.is_zero() {
-            return Err(Error::Config("the TLS handshake timeout must be > 0".into()));
+            return Err(Error::Config(
+                "the TLS handshake timeout must be > 0".into(),
+            ));
         }
         Ok(())
     }
