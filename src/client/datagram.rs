@@ -47,6 +47,7 @@ impl_dgram!(UdpSocket);
 impl_dgram!(UnixDatagram);
 
 /// A connected datagram socket with its timeouts and size limit.
+#[derive(Debug)]
 pub(crate) struct DatagramCore<S: Dgram> {
     sock: S,
     read_timeout: Option<Duration>,
@@ -203,6 +204,7 @@ macro_rules! datagram_methods {
 /// # let _ = reply;
 /// # Ok::<(), sockloop::Error>(())
 /// ```
+#[derive(Debug)]
 pub struct UdpClient {
     core: DatagramCore<UdpSocket>,
     sock_addrs: (SocketAddr, SocketAddr),
@@ -274,6 +276,7 @@ fn bind_connected(peer: SocketAddr) -> io::Result<UdpSocket> {
 /// # let _ = reply;
 /// # Ok::<(), sockloop::Error>(())
 /// ```
+#[derive(Debug)]
 pub struct UnixDatagramClient {
     core: DatagramCore<UnixDatagram>,
     local: PathBuf,

@@ -74,6 +74,15 @@ impl TcpClient {
 
 stream_io!(TcpClient);
 
+impl std::fmt::Debug for TcpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpClient")
+            .field("peer", &self.peer_addr().ok())
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A blocking TLS client over TCP (rustls, ring provider), verifying the server against the
 /// roots of the `rustls::ClientConfig` it is given (build one with
 /// [`tls::TlsClientConfig`](crate::tls::TlsClientConfig)). The handshake completes inside
@@ -166,3 +175,12 @@ impl TlsClient {
 }
 
 stream_io!(TlsClient);
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsClient")
+            .field("peer", &self.peer_addr().ok())
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}

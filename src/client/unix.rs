@@ -66,3 +66,12 @@ impl UnixClient {
 }
 
 stream_io!(UnixClient);
+
+impl std::fmt::Debug for UnixClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnixClient")
+            .field("peer", &self.peer_addr().ok())
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}

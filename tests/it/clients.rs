@@ -362,9 +362,7 @@ fn tls_client_trusting_the_wrong_ca_fails_with_a_certificate_error() {
     let rt = rt();
     let (s, rec) = tls_server(&rt, tls);
     let config = sockloop::tls::client_config_from_pem(&other.pem()).unwrap();
-    let err = tls_connect(&s, config)
-        .err()
-        .expect("the handshake must fail");
+    let err = tls_connect(&s, config).expect_err("the handshake must fail");
     assert!(
         matches!(err, Error::Tls(TlsError::CertificateRejected(_))),
         "{err:?}"
@@ -387,8 +385,7 @@ fn tls_client_with_the_wrong_server_name_is_rejected() {
     let (s, _rec) = tls_server(&rt, tls);
     let config = sockloop::tls::client_config_from_pem(&ca.pem()).unwrap();
     let err = TlsClient::connect(inet(&s), "example.org", config, opts())
-        .err()
-        .expect("a name mismatch must fail");
+        .expect_err("a name mismatch must fail");
     assert!(
         matches!(err, Error::Tls(TlsError::CertificateRejected(_))),
         "{err:?}"
@@ -403,8 +400,7 @@ fn tls_handshake_must_finish_within_the_connect_timeout() {
     let config = sockloop::tls::client_config_from_pem(&ca.pem()).unwrap();
     let quick = ClientOptions::default().connect_timeout(SHORT);
     let err = TlsClient::connect(listener.local_addr().unwrap(), "localhost", config, quick)
-        .err()
-        .expect("no handshake");
+        .expect_err("no handshake");
     assert!(matches!(err, Error::Timeout), "{err:?}");
 }
 
