@@ -409,3 +409,98 @@ macro_rules! stream_io {
 }
 
 pub(crate) use {stream_io, stream_methods};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHORT: Duration = Duration::from_millis(100);
+    const LONG: Duration = Duration::from_secs(10);
+
+    fn pair() -> (StreamCore<UnixStream>, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        b.set_read_timeout(Some(LONG)).unwrap();
+        let opts = ClientOptions::default().close_timeout(SHORT);
+        (StreamCore::new(a, &opts).unwrap(), b)
+    }
+
+    #[test]
+    fn a_timed_out_reply_keeps_its_partial_bytes() {
+        let (mut core, mut peer) = pair();
+        peer.write_all(b"par").unwrap();
+        let end = ReplyEnd::Delimiter(b"\n");
+        assert!(matches!(
+            core.exchange(b"", end, SHORT),
+            Err(Error::Timeout)
+        ));
+        peer.write_all(b"tial\nmore").unwrap();
+        assert_eq!(core.exchange(b"", end, LONG).unwrap(), b"partial\n");
+        let mut rest = [0u8; 4];
+        core.read_exact(&mut rest).unwrap();
+        assert_eq!(&rest, b"more");
+    }
+
+    #[test]
+    fn the_request_reaches_the_peer() {
+        let (mut core, mut peer) = pair();
+        let t = std::thread::spawn(move || {
+            let mut req = [0u8; 3];
+            peer.read_exact(&mut req).unwrap();
+            peer.write_all(&req).unwrap();
+            peer
+        });
+        assert_eq!(
+            core.exchange(b"abc", ReplyEnd::Length(3), LONG).unwrap(),
+            b"abc"
+        );
+        drop(t.join().unwrap());
+    }
+
+    #[test]
+    fn a_reply_past_the_limit_is_refused() {
+        let (a, mut peer) = UnixStream::pair().unwrap();
+        let opts = ClientOptions::default().max_reply_size(8);
+        let mut core = StreamCore::new(a, &opts).unwrap();
+        peer.write_all(b"0123456789").unwrap();
+        let err = core
+            .exchange(b"", ReplyEnd::Delimiter(b"\n"), LONG)
+            .unwrap_err();
+        assert!(err.to_string().contains("max_reply_size"), "{err}");
+    }
+
+    #[test]
+    fn close_shuts_down_writes_and_is_bounded_by_a_silent_peer() {
+        let (mut core, mut peer) = pair();
+        core.close().unwrap(); // the peer never closes: bounded by close_timeout
+        let mut buf = [0u8; 1];
+        assert_eq!(
+            peer.read(&mut buf).unwrap(),
+            0,
+            "the peer sees end of stream"
+        );
+        assert!(matches!(
+            core.exchange(b"x", ReplyEnd::FirstRead, LONG),
+            Err(Error::Closed)
+        ));
+        assert_eq!(
+            core.write(b"x").unwrap_err().kind(),
+            io::ErrorKind::NotConnected
+        );
+        core.close().unwrap();
+    }
+
+    #[test]
+    fn close_returns_once_the_peer_closes() {
+        let (mut core, peer) = pair();
+        let t = std::thread::spawn(move || {
+            let mut peer = peer;
+            let mut all = Vec::new();
+            peer.read_to_end(&mut all).unwrap();
+            peer.write_all(b"late bytes are discarded").unwrap();
+            all
+        });
+        core.write_all(b"last").unwrap();
+        core.close().unwrap();
+        assert_eq!(t.join().unwrap(), b"last");
+    }
+}

@@ -34,13 +34,14 @@ pub fn client_config_from_pem(roots_pem: &[u8]) -> Result<Arc<rustls::ClientConf
 /// ```
 /// use sockloop::tls::TlsClientConfig;
 ///
-/// # fn demo(ca: &[u8], cert: &[u8], key: &[u8]) -> sockloop::Result<()> {
-/// let config = TlsClientConfig::new(ca)
-///     .client_cert(cert, key)
+/// # let ck = rcgen::generate_simple_self_signed(vec!["client".into()]).unwrap();
+/// # let (ca_pem, cert_pem, key_pem) = (ck.cert.pem(), ck.cert.pem(), ck.key_pair.serialize_pem());
+/// let config = TlsClientConfig::new(ca_pem.as_bytes())
+///     .client_cert(cert_pem.as_bytes(), key_pem.as_bytes())
 ///     .alpn(["h2"])
 ///     .build()?;
 /// assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
-/// # Ok(()) }
+/// # Ok::<(), sockloop::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct TlsClientConfig {

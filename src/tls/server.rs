@@ -21,14 +21,17 @@ const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// use std::time::Duration;
 /// use sockloop::tls::{ClientCertMode, TlsServerConfig};
 ///
-/// # fn demo(cert_pem: &[u8], key_pem: &[u8], ca_pem: &[u8]) -> sockloop::Result<()> {
-/// let tls = TlsServerConfig::builder(cert_pem, key_pem)
-///     .client_auth_roots(ca_pem, ClientCertMode::Required)
+/// # let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+/// # let (cert_pem, key_pem) = (ck.cert.pem(), ck.key_pair.serialize_pem());
+/// # let clients_ca_pem = cert_pem.clone();
+/// let tls = TlsServerConfig::builder(cert_pem.as_bytes(), key_pem.as_bytes())
+///     .client_auth_roots(clients_ca_pem.as_bytes(), ClientCertMode::Required)
 ///     .alpn(["h2", "http/1.1"])
 ///     .handshake_timeout(Duration::from_secs(5))
 ///     .build()?;
 /// assert_eq!(tls.handshake_timeout(), Duration::from_secs(5));
-/// # Ok(()) }
+/// assert_eq!(tls.alpn_protocols()[0], b"h2");
+/// # Ok::<(), sockloop::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct TlsServerConfig {
