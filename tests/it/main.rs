@@ -2,6 +2,7 @@
 
 mod browser;
 mod cdp;
+mod clients;
 mod transports;
 mod util;
 mod websocket;

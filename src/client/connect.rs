@@ -1,0 +1,81 @@
+//! Connecting within a deadline: TCP (every resolved address), Unix streams (a full
+//! backlog is retried), and the TLS handshake.
+
+use std::io;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::error::{Error, Result};
+use crate::tls::io_error;
+
+/// A TLS stream over TCP, as the TLS client drives it.
+pub(crate) type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// Pause between attempts while a Unix listener's backlog is full.
+const BACKLOG_RETRY: Duration = Duration::from_millis(5);
+
+/// Time left before `deadline`; [`Error::Timeout`] once it has passed.
+pub(crate) fn remaining(deadline: Instant) -> Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(Error::Timeout);
+    }
+    Ok(left)
+}
+
+/// Connects to the first resolved address that answers before `deadline`.
+pub(crate) fn tcp(addr: impl ToSocketAddrs, deadline: Instant) -> Result<TcpStream> {
+    let mut last = None;
+    for a in addr.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&a, remaining(deadline)?) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last
+        .map(Error::from)
+        .unwrap_or_else(|| Error::Config("the address resolves to nothing".into())))
+}
+
+/// Connects to a Unix stream socket, retrying while its backlog is full, until `deadline`.
+pub(crate) fn unix(path: &Path, deadline: Instant) -> Result<UnixStream> {
+    let addr = SockAddr::unix(path)?;
+    let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    sock.set_nonblocking(true)?;
+    loop {
+        match sock.connect(&addr) {
+            Ok(()) => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(remaining(deadline)?.min(BACKLOG_RETRY));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    sock.set_nonblocking(false)?;
+    Ok(sock.into())
+}
+
+/// Drives the client handshake to completion before `deadline`.
+pub(crate) fn tls_handshake(s: &mut TlsStream, deadline: Instant) -> Result<()> {
+    while s.conn.is_handshaking() {
+        let left = remaining(deadline)?;
+        s.sock.set_read_timeout(Some(left))?;
+        s.sock.set_write_timeout(Some(left))?;
+        match s.conn.complete_io(&mut s.sock) {
+            Ok((0, 0)) if s.conn.is_handshaking() => return Err(Error::Closed),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(Error::Closed),
+            Err(e) => return Err(io_error(e)),
+        }
+    }
+    while s.conn.wants_write() {
+        s.conn.write_tls(&mut s.sock).map_err(io_error)?;
+    }
+    Ok(())
+}
