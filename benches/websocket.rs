@@ -1,0 +1,276 @@
+//! WebSocket benchmarks driven by `wsbench` (../shared/tools/wsbench), the way the reference
+//! figures in BENCHMARKS.md were taken: this process (the server, one poller, handlers
+//! inline) pinned to core 1, wsbench pinned to core 0 with one thread, on loopback.
+//!
+//! ```text
+//! cargo build --release --manifest-path ../shared/tools/wsbench/Cargo.toml
+//! cargo bench --bench websocket                      # echo d8, echo d1, idle memory
+//! BENCH_ONLY=capacity cargo bench --bench websocket  # 19,000 connections, two client processes
+//! ```
+//!
+//! `BENCH_RUNS` (default 3) sets the runs per figure (the median is printed), `BENCH_ONLY`
+//! a comma-separated filter (`echo8`, `echo1`, `idle`, `capacity`), `WSBENCH` the path of
+//! the wsbench binary.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sockloop::{on_message, Dispatch, Listen, Runtime, ServerConfig, WsConn, WsMessage};
+use sockloop::{Server, WsServerConfig};
+
+fn runs() -> usize {
+    std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+fn wanted(name: &str, default: bool) -> bool {
+    std::env::var("BENCH_ONLY").map_or(default, |f| f.split(',').any(|x| x == name))
+}
+
+fn wsbench() -> Option<PathBuf> {
+    let p = std::env::var_os("WSBENCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/tools/wsbench/target/release/wsbench")
+        });
+    p.exists().then_some(p)
+}
+
+/// Pins the calling thread (and the threads it starts later) to one core.
+fn pin_to(core: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn echo_server(rt: &Runtime) -> Server {
+    rt.serve(Listen::tcp("127.0.0.1:0"))
+        .config(
+            ServerConfig::new()
+                .dispatch(Dispatch::Inline)
+                .max_connections(100_000),
+        )
+        .websocket(
+            WsServerConfig::new(),
+            on_message(|ws: &WsConn, m: WsMessage<'_>| {
+                let _ = match m {
+                    WsMessage::Text(t) => ws.send_text(t),
+                    WsMessage::Binary(b) => ws.send_binary(b),
+                };
+            }),
+        )
+        .expect("echo server")
+}
+
+/// Runs wsbench on core 0 and returns its `key=value` figures.
+fn run_wsbench(bin: &PathBuf, args: &[String]) -> Vec<(String, String)> {
+    let out = Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(bin)
+        .args(args)
+        .output()
+        .expect("run wsbench under taskset");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or("").to_owned();
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+fn field(kv: &[(String, String)], key: &str) -> f64 {
+    kv.iter()
+        .find(|(k, _)| k == key)
+        .and_then(|(_, v)| v.trim_end_matches("/s").parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn echo(bin: &PathBuf, server: &Server, depth: usize) {
+    let addr = server.local_addr().to_string();
+    let (mut rates, mut p99) = (Vec::new(), Vec::new());
+    for _ in 0..runs() {
+        let d = depth.to_string();
+        let kv = run_wsbench(
+            bin,
+            &args(&[
+                "echo",
+                "--addr",
+                &addr,
+                "--conns",
+                "100",
+                "--depth",
+                &d,
+                "--size",
+                "32",
+                "--secs",
+                "5",
+                "--threads",
+                "1",
+            ]),
+        );
+        rates.push(field(&kv, "rate"));
+        p99.push(field(&kv, "p99_us"));
+        println!("  run: {}", fmt(&kv));
+    }
+    println!(
+        "echo depth={depth} conns=100 size=32: median {:.0} round trips/s, p99 {:.0} us",
+        median(rates),
+        median(p99)
+    );
+}
+
+fn fmt(kv: &[(String, String)]) -> String {
+    kv.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Waits (bounded) until the server holds `n` connections.
+fn wait_open(server: &Server, n: usize, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while server.open_connections() < n {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+fn idle(bin: &PathBuf, rt: &Runtime) {
+    const CONNS: usize = 9000;
+    let mut per_conn = Vec::new();
+    for _ in 0..runs() {
+        let server = echo_server(rt);
+        let addr = server.local_addr().to_string();
+        let before = rss_bytes();
+        let b = bin.clone();
+        let child = std::thread::spawn(move || {
+            run_wsbench(
+                &b,
+                &args(&["idle", "--addr", &addr, "--conns", "9000", "--secs", "8"]),
+            )
+        });
+        let held = wait_open(&server, CONNS, Duration::from_secs(30));
+        std::thread::sleep(Duration::from_secs(1)); // let the handshakes' buffers settle
+        let during = rss_bytes();
+        let kv = child.join().expect("wsbench thread");
+        let per = (during.saturating_sub(before)) as f64 / CONNS as f64;
+        println!(
+            "  run: held={held} rss_before={before} rss_with_9000={during} per_conn={per:.0} B  ({})",
+            fmt(&kv)
+        );
+        per_conn.push(per);
+        server.shutdown(Duration::from_secs(2));
+    }
+    println!(
+        "idle 9000 connections: median RSS growth {:.0} bytes per connection",
+        median(per_conn)
+    );
+}
+
+fn capacity(bin: &PathBuf, server: &Server) {
+    let addr = server.local_addr().to_string();
+    let spawn = |n: &str, src: &str| {
+        Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(bin)
+            .args(args(&[
+                "echo",
+                "--addr",
+                &addr,
+                "--conns",
+                n,
+                "--depth",
+                "1",
+                "--size",
+                "16",
+                "--secs",
+                "30",
+                "--threads",
+                "1",
+                "--sources",
+                src,
+            ]))
+            .output()
+    };
+    let started = Instant::now();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (a, b, peak) = std::thread::scope(|s| {
+        let peak = s.spawn(|| {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(server.open_connections());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            peak
+        });
+        let a = s.spawn(|| spawn("9500", "2"));
+        let b = s.spawn(|| spawn("9500", "2"));
+        let r = (a.join().unwrap(), b.join().unwrap());
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (r.0, r.1, peak.join().unwrap())
+    });
+    for out in [a, b] {
+        let out = out.expect("wsbench");
+        let text = String::from_utf8_lossy(&out.stdout);
+        println!("  client process: {}", text.lines().last().unwrap_or(""));
+    }
+    println!(
+        "capacity: peak open connections held by one server process = {peak} (in {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn main() {
+    let Some(bin) = wsbench() else {
+        println!("wsbench not built: cargo build --release --manifest-path ../shared/tools/wsbench/Cargo.toml");
+        return;
+    };
+    pin_to(1);
+    let rt = Runtime::builder()
+        .pollers(1)
+        .handler_threads(1)
+        .build()
+        .expect("runtime");
+    let server = echo_server(&rt);
+    if wanted("echo8", true) {
+        echo(&bin, &server, 8);
+    }
+    if wanted("echo1", true) {
+        echo(&bin, &server, 1);
+    }
+    if wanted("idle", true) {
+        idle(&bin, &rt);
+    }
+    if wanted("capacity", false) {
+        capacity(&bin, &server);
+    }
+    server.shutdown(Duration::from_secs(2));
+    rt.shutdown(Duration::from_secs(2));
+}
