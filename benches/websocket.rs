@@ -12,7 +12,7 @@
 //! a comma-separated filter (`echo8`, `echo1`, `idle`, `capacity`), `WSBENCH` the path of
 //! the wsbench binary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -78,7 +78,7 @@ fn echo_server(rt: &Runtime) -> Server {
 }
 
 /// Runs wsbench on core 0 and returns its `key=value` figures.
-fn run_wsbench(bin: &PathBuf, args: &[String]) -> Vec<(String, String)> {
+fn run_wsbench(bin: &Path, args: &[String]) -> Vec<(String, String)> {
     let out = Command::new("taskset")
         .args(["-c", "0"])
         .arg(bin)
@@ -109,7 +109,7 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
-fn echo(bin: &PathBuf, server: &Server, depth: usize) {
+fn echo(bin: &Path, server: &Server, depth: usize) {
     let addr = server.local_addr().to_string();
     let (mut rates, mut p99) = (Vec::new(), Vec::new());
     for _ in 0..runs() {
@@ -162,14 +162,14 @@ fn wait_open(server: &Server, n: usize, limit: Duration) -> bool {
     true
 }
 
-fn idle(bin: &PathBuf, rt: &Runtime) {
+fn idle(bin: &Path, rt: &Runtime) {
     const CONNS: usize = 9000;
     let mut per_conn = Vec::new();
     for _ in 0..runs() {
         let server = echo_server(rt);
         let addr = server.local_addr().to_string();
         let before = rss_bytes();
-        let b = bin.clone();
+        let b = bin.to_path_buf();
         let child = std::thread::spawn(move || {
             run_wsbench(
                 &b,
@@ -194,7 +194,7 @@ fn idle(bin: &PathBuf, rt: &Runtime) {
     );
 }
 
-fn capacity(bin: &PathBuf, server: &Server) {
+fn capacity(bin: &Path, server: &Server) {
     let addr = server.local_addr().to_string();
     let spawn = |n: &str, src: &str| {
         Command::new("taskset")
