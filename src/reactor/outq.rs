@@ -1,5 +1,10 @@
 //! A connection's outbound queue: whole messages in order, bounded in bytes by the caller.
+//!
+//! An empty queue holds no heap memory; the buffers a queue lets go of return to a small
+//! per-thread pool (each poller is one thread) and serve the next message, so the echo path
+//! allocates nothing per message while idle connections keep no buffers.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
@@ -36,6 +41,84 @@ pub(crate) struct OutQueue {
 /// Most iovecs handed to one `writev`.
 const MAX_IOV: usize = 64;
 
+/// Spare buffers kept per thread, and the largest kept (bigger ones are freed).
+const SPARE_BUFS: usize = 64;
+const SPARE_BUF_MAX: usize = 16 << 10;
+/// Spare chunk deques kept per thread, and the largest capacity kept.
+const SPARE_DEQUES: usize = 64;
+const SPARE_DEQUE_MAX: usize = 16;
+/// Capacity of a fresh coalescing buffer.
+const TAIL_CAPACITY: usize = 2048;
+
+/// Buffers and chunk deques released by emptied queues on this thread.
+#[derive(Default)]
+struct Spares {
+    bufs: Vec<Vec<u8>>,
+    deques: Vec<VecDeque<Chunk>>,
+}
+
+thread_local! {
+    static SPARES: RefCell<Spares> = RefCell::new(Spares::default());
+}
+
+/// A cleared buffer of at least `min` capacity, recycled when one is spare.
+fn take_buf(min: usize) -> Vec<u8> {
+    let spare = SPARES
+        .try_with(|s| s.borrow_mut().bufs.pop())
+        .ok()
+        .flatten();
+    match spare {
+        Some(mut v) => {
+            v.reserve(min);
+            v
+        }
+        None => Vec::with_capacity(min.max(TAIL_CAPACITY)),
+    }
+}
+
+/// Keeps a payload's buffer for reuse when it is owned and small.
+fn recycle(p: Payload) {
+    if let Payload::Owned(mut v) = p {
+        if v.capacity() <= SPARE_BUF_MAX {
+            v.clear();
+            let _ = SPARES.try_with(|s| {
+                let mut s = s.borrow_mut();
+                if s.bufs.len() < SPARE_BUFS {
+                    s.bufs.push(v);
+                }
+            });
+        }
+    }
+}
+
+/// Gives an emptied deque's storage back to the pool, leaving an unallocated one.
+fn release_deque(d: &mut VecDeque<Chunk>) {
+    let d = std::mem::take(d);
+    if d.capacity() == 0 || d.capacity() > SPARE_DEQUE_MAX {
+        return;
+    }
+    let _ = SPARES.try_with(|s| {
+        let mut s = s.borrow_mut();
+        if s.deques.len() < SPARE_DEQUES {
+            s.deques.push(d);
+        }
+    });
+}
+
+/// Pushes onto `d`, taking pooled storage when `d` has none.
+fn push_chunk(d: &mut VecDeque<Chunk>, c: Chunk) {
+    if d.capacity() == 0 {
+        if let Some(spare) = SPARES
+            .try_with(|s| s.borrow_mut().deques.pop())
+            .ok()
+            .flatten()
+        {
+            *d = spare;
+        }
+    }
+    d.push_back(c);
+}
+
 impl OutQueue {
     pub(crate) fn is_empty(&self) -> bool {
         self.bytes == 0
@@ -63,17 +146,16 @@ impl OutQueue {
                 return;
             }
         }
-        let mut v = Vec::with_capacity(if keep_boundary {
-            data.len()
-        } else {
-            data.len().max(2048)
-        });
+        let mut v = take_buf(data.len());
         v.extend_from_slice(data);
-        self.chunks.push_back(Chunk {
-            data: Payload::Owned(v),
-            off: 0,
-            counted: keep_boundary,
-        });
+        push_chunk(
+            &mut self.chunks,
+            Chunk {
+                data: Payload::Owned(v),
+                off: 0,
+                counted: keep_boundary,
+            },
+        );
     }
 
     /// Appends bytes written by `f` into an owned tail chunk (a new one with
@@ -93,11 +175,12 @@ impl OutQueue {
                 })
             );
         if !reuse {
-            self.chunks.push_back(Chunk {
-                data: Payload::Owned(Vec::with_capacity(2048)),
+            let chunk = Chunk {
+                data: Payload::Owned(take_buf(0)),
                 off: 0,
                 counted: keep_boundary,
-            });
+            };
+            push_chunk(&mut self.chunks, chunk);
         }
         let Some(Chunk {
             data: Payload::Owned(v),
@@ -110,7 +193,12 @@ impl OutQueue {
         f(v);
         let n = v.len() - before;
         if v.is_empty() {
-            self.chunks.pop_back();
+            if let Some(c) = self.chunks.pop_back() {
+                recycle(c.data);
+            }
+            if self.chunks.is_empty() {
+                release_deque(&mut self.chunks);
+            }
         }
         self.bytes += n;
         n
@@ -123,11 +211,14 @@ impl OutQueue {
             return;
         }
         self.bytes += n;
-        self.chunks.push_back(Chunk {
-            data,
-            off: 0,
-            counted,
-        });
+        push_chunk(
+            &mut self.chunks,
+            Chunk {
+                data,
+                off: 0,
+                counted,
+            },
+        );
     }
 
     /// Drops the oldest whole counted messages not yet started on the wire until the queue
@@ -139,7 +230,9 @@ impl OutQueue {
             let c = &self.chunks[i];
             if c.off == 0 && c.counted && i + 1 < self.chunks.len() {
                 let n = c.data.as_slice().len();
-                self.chunks.remove(i);
+                if let Some(c) = self.chunks.remove(i) {
+                    recycle(c.data);
+                }
                 self.bytes -= n;
                 dropped.0 += 1;
                 dropped.1 += n;
@@ -166,7 +259,7 @@ impl OutQueue {
             self.consume(n);
         }
         if self.chunks.is_empty() {
-            self.chunks = VecDeque::new();
+            release_deque(&mut self.chunks);
         }
         Ok(total)
     }
@@ -196,7 +289,9 @@ impl OutQueue {
                 return;
             }
             n -= left;
-            self.chunks.pop_front();
+            if let Some(c) = self.chunks.pop_front() {
+                recycle(c.data);
+            }
         }
     }
 
@@ -208,7 +303,10 @@ impl OutQueue {
     /// Drops everything; returns the bytes dropped.
     pub(crate) fn clear(&mut self) -> usize {
         let n = self.bytes;
-        self.chunks = VecDeque::new();
+        for c in self.chunks.drain(..) {
+            recycle(c.data);
+        }
+        release_deque(&mut self.chunks);
         self.bytes = 0;
         n
     }

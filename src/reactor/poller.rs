@@ -45,6 +45,8 @@ pub(crate) struct Poller {
     pub(crate) read_buf: Vec<u8>,
     /// Connections with new output to flush at the end of this turn.
     pub(crate) dirty: Vec<(u32, u32)>,
+    /// The list being flushed, kept between turns so flushing allocates nothing.
+    dirty_spare: Vec<(u32, u32)>,
     /// Connections to read again next turn (read budget exhausted).
     pub(crate) again: Vec<(u32, u32)>,
     pub(crate) pool: Arc<HandlerPool>,
@@ -82,6 +84,7 @@ pub(crate) fn new_poller(
         timers: Timers::default(),
         read_buf: vec![0; READ_BUF],
         dirty: Vec::new(),
+        dirty_spare: Vec::new(),
         again: Vec::new(),
         pool,
         siblings: Vec::new(),
@@ -263,12 +266,14 @@ impl Poller {
 
     fn flush_dirty(&mut self) {
         // Flushing may close connections and mark others dirty: loop until quiet.
+        let mut work = std::mem::take(&mut self.dirty_spare);
         while !self.dirty.is_empty() {
-            let dirty = std::mem::take(&mut self.dirty);
-            for (slot, gen) in dirty {
+            std::mem::swap(&mut work, &mut self.dirty);
+            for (slot, gen) in work.drain(..) {
                 self.flush_stream(slot, gen);
             }
         }
+        self.dirty_spare = work;
     }
 
     /// Applies sends made by inline handlers on this thread.

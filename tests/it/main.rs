@@ -1,8 +1,12 @@
 //! The integration tests: one binary, a module per area, real sockets on port 0.
 
+mod alloc;
 mod browser;
 mod cdp;
 mod clients;
 mod transports;
 mod util;
 mod websocket;
+
+#[global_allocator]
+static ALLOC: alloc::Counting = alloc::Counting;
