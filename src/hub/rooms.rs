@@ -159,7 +159,8 @@ impl Hub {
                 .unwrap_or_default()
         };
         for room in &rooms {
-            if let Some(left) = remove_member(&mut self.state(), id, room) {
+            let left = remove_member(&mut self.state(), id, room);
+            if let Some(left) = left {
                 self.announce_left(&left, id);
             }
         }
