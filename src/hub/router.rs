@@ -34,7 +34,7 @@ impl<R> Router<R> {
         } else if let Some(prefix) = pattern.strip_suffix('*') {
             self.prefixes.retain(|(p, _)| p != prefix);
             self.prefixes.push((prefix.to_owned(), route));
-            self.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+            self.prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         } else if let Some(v) = version {
             self.versioned
                 .insert((pattern.to_owned(), v.to_owned()), route);

@@ -159,7 +159,7 @@ fn middleware_runs_in_order_and_short_circuits() {
     log.lock().unwrap().clear();
     // The answer leaves before the outer layers finish: a second round trip on the same
     // connection (handled strictly after) settles the log.
-    let mut settled = |c: &mut sockloop::client::ws::WsClient, id: u64| {
+    let settled = |c: &mut sockloop::client::ws::WsClient, id: u64| {
         request(c, &json!({"event": "echo", "id": id}));
         let got = std::mem::take(&mut *log.lock().unwrap());
         let guarded = got.iter().filter(|e| e.ends_with(" guarded"));
