@@ -105,6 +105,7 @@ impl Hub {
     }
 
     pub(crate) fn on_close(&self, ws: &WsConn, code: CloseCode, reason: &str) {
+        self.ack_conn_closed(ws.id());
         let rooms = self.leave_all(ws.id());
         let gone = {
             let mut st = self.state();

@@ -128,9 +128,17 @@ impl Hub {
 
     pub(crate) fn ack_arrived(&self, from: ConnId, reference: Option<u64>) {
         let Some(r) = reference else { return };
-        let tx = self.inner.acks.lock().map(|m| m.get(&r).cloned());
-        if let Ok(Some(tx)) = tx {
-            let _ = tx.send(from);
+        let tx = lock_acks(self).get(&r).cloned();
+        if let Some(tx) = tx {
+            let _ = tx.send(AckMsg::Acked(from));
+        }
+    }
+
+    /// Tells every delivery waiting for acknowledgements that `id` closed.
+    pub(crate) fn ack_conn_closed(&self, id: ConnId) {
+        let waiting: Vec<_> = lock_acks(self).values().cloned().collect();
+        for tx in waiting {
+            let _ = tx.send(AckMsg::Closed(id));
         }
     }
 }
@@ -278,9 +286,18 @@ impl<'h> Target<'h> {
     }
 }
 
+/// What a delivery waiting for acknowledgements hears.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AckMsg {
+    /// This connection acknowledged.
+    Acked(ConnId),
+    /// This connection closed.
+    Closed(ConnId),
+}
+
 fn lock_acks(
     hub: &Hub,
-) -> std::sync::MutexGuard<'_, HashMap<u64, crossbeam_channel::Sender<ConnId>>> {
+) -> std::sync::MutexGuard<'_, HashMap<u64, crossbeam_channel::Sender<AckMsg>>> {
     hub.inner.acks.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -350,19 +367,21 @@ impl<'a> AckRound<'a> {
         }
     }
 
-    fn collect_acks(&mut self, rx: &crossbeam_channel::Receiver<ConnId>, until: Instant) {
+    fn collect_acks(&mut self, rx: &crossbeam_channel::Receiver<AckMsg>, until: Instant) {
         while self.pending() > 0 {
             let left = until.saturating_duration_since(Instant::now());
-            let Ok(from) = rx.recv_timeout(left) else {
-                return;
+            let (from, status) = match rx.recv_timeout(left) {
+                Ok(AckMsg::Acked(c)) => (c, AckStatus::Acked),
+                Ok(AckMsg::Closed(c)) => (c, AckStatus::Closed),
+                Err(_) => return,
             };
             if let Some(s) = self.state.iter_mut().find(|s| s.0.id() == from) {
-                s.1.get_or_insert(AckStatus::Acked);
+                s.1.get_or_insert(status);
             }
         }
     }
 
-    fn run(mut self, rx: &crossbeam_channel::Receiver<ConnId>, opts: AckOptions) -> DeliveryReport {
+    fn run(mut self, rx: &crossbeam_channel::Receiver<AckMsg>, opts: AckOptions) -> DeliveryReport {
         for _ in 0..=opts.retries {
             self.send_pending();
             self.collect_acks(rx, Instant::now() + opts.timeout);

@@ -51,6 +51,7 @@ mod presence;
 mod rooms;
 mod router;
 mod state;
+mod system;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
@@ -64,7 +65,7 @@ pub use error::{ErrorCode, HubError};
 pub use mw::{Middleware, Next, RateLimit};
 pub use state::{Cleanup, ConnInfo, Presence, Role, RoomEvents, RoomInfo, RoomOptions, RoomPolicy};
 
-use crate::{Broadcaster, ConnId, GroupId};
+use crate::{Broadcaster, GroupId};
 
 /// Counters of a hub; see [`Hub::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -113,7 +114,7 @@ pub(crate) struct HubInner {
     pub(crate) bcast: OnceLock<Fanout>,
     /// Every connection of the hub is in this group.
     pub(crate) all: GroupId,
-    pub(crate) acks: Mutex<HashMap<u64, crossbeam_channel::Sender<ConnId>>>,
+    pub(crate) acks: Mutex<HashMap<u64, crossbeam_channel::Sender<delivery::AckMsg>>>,
     pub(crate) next_ack: AtomicU64,
     pub(crate) stats: Counters,
     pub(crate) typing: crossbeam_channel::Sender<presence::TimerCmd>,

@@ -134,3 +134,21 @@ fn acks_report_closed_recipients_and_late_acks_are_harmless() {
         "bob is gone from the hub"
     );
 }
+
+#[test]
+fn a_recipient_closing_while_awaited_is_reported_closed() {
+    let rt = rt();
+    let hub = base().build();
+    let s = serve(&rt, &hub);
+    let (mut bob, ib) = connect(&s, "user=bob");
+    let closer = thread::spawn(move || {
+        next_event(&mut bob, "order");
+        bob.close(CloseCode::NORMAL, "not now").unwrap();
+    });
+    let r = hub
+        .to_conn(ib)
+        .emit_with_ack("order", &3, AckOptions::new(WAIT, 0))
+        .unwrap();
+    assert_eq!(r.results, [(ib, AckStatus::Closed)]);
+    closer.join().unwrap();
+}

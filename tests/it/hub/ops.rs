@@ -80,3 +80,46 @@ fn graceful_shutdown_says_going_away_after_queued_output() {
     assert_eq!(next_event(&mut a, "last")["data"], "words");
     assert_eq!(recv_close(&mut a).0, CloseCode::AWAY);
 }
+
+#[test]
+fn inline_dispatch_serves_rooms_in_order() {
+    use sockloop::{Dispatch, Listen, ServerConfig};
+    let rt = rt();
+    let hub = base()
+        .on("say", |ctx: &mut Ctx| {
+            let text: String = ctx.data()?;
+            ctx.hub()
+                .to_room("r")
+                .except(ctx.conn_id())
+                .emit("said", &text);
+            ctx.ack(&true)
+        })
+        .build();
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .config(ServerConfig::new().dispatch(Dispatch::Inline))
+        .websocket(WsServerConfig::new(), hub.factory())
+        .unwrap();
+    hub.attach(&s);
+    let (mut a, _) = connect(&s, "");
+    let (mut b, _) = connect(&s, "");
+    for (c, id) in [(&mut a, 1), (&mut b, 2)] {
+        request(c, &json!({"event": "join", "data": "r", "id": id}));
+    }
+    for i in 0..20 {
+        let v = request(
+            &mut a,
+            &json!({"event": "say", "data": i.to_string(), "id": 10 + i}),
+        );
+        assert_eq!(v["event"], "ack");
+    }
+    let said: Vec<String> = (0..20)
+        .map(|_| {
+            next_event(&mut b, "said")["data"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(said, (0..20).map(|i| i.to_string()).collect::<Vec<_>>());
+}

@@ -176,3 +176,61 @@ fn policies_capacity_roles_and_cleanup() {
     assert!(hub.room_info("one").is_none());
     assert_eq!(hub.members("vip"), [ib]);
 }
+
+#[test]
+fn built_in_room_events_check_roles() {
+    let rt = rt();
+    let hub = base().room_events().build();
+    let s = serve(&rt, &hub);
+    let quiet = RoomOptions::new().events(RoomEvents::Silent).owner("ann");
+    hub.create_room("club", quiet.policy(RoomPolicy::InviteOnly))
+        .unwrap();
+    let (mut ann, _) = connect(&s, "user=ann");
+    let (mut bob, ib) = connect(&s, "user=bob");
+    let call = |c: &mut WsClient, ev: &str, data: serde_json::Value, id: u64| {
+        request(c, &json!({"event": ev, "data": data, "id": id}))
+    };
+    let v = call(&mut ann, "room:join", json!({"room": "club"}), 1);
+    assert_eq!(v["data"]["users"], json!(["ann"]));
+    let v = call(&mut bob, "room:join", json!({"room": "club"}), 2);
+    assert_eq!(v["data"]["code"], "forbidden");
+    let v = call(
+        &mut bob,
+        "room:invite",
+        json!({"room": "club", "user": "bob"}),
+        3,
+    );
+    assert_eq!(v["data"]["code"], "forbidden", "members cannot invite");
+    let v = call(
+        &mut ann,
+        "room:invite",
+        json!({"room": "club", "user": "bob"}),
+        4,
+    );
+    assert_eq!(v["event"], "ack");
+    let v = call(&mut bob, "room:join", json!({"room": "club"}), 5);
+    assert_eq!(v["data"]["users"], json!(["ann", "bob"]));
+    let v = call(
+        &mut bob,
+        "room:kick",
+        json!({"room": "club", "user": "ann"}),
+        6,
+    );
+    assert_eq!(v["data"]["code"], "forbidden");
+    let v = call(
+        &mut ann,
+        "room:kick",
+        json!({"room": "club", "user": "bob"}),
+        7,
+    );
+    assert_eq!(v["data"]["connections"], 1);
+    assert_eq!(next_event(&mut bob, "room:kicked")["data"]["room"], "club");
+    let v = call(&mut bob, "room:join", json!({"room": "club"}), 8);
+    assert_eq!(
+        v["data"]["code"], "forbidden",
+        "the invitation went with the kick"
+    );
+    assert!(!hub.members("club").contains(&ib));
+    let v = call(&mut ann, "room:join", json!({"nope": 1}), 9);
+    assert_eq!(v["data"]["code"], "bad_data");
+}
