@@ -118,7 +118,7 @@ impl Hub {
                 });
                 if last {
                     st.users.remove(u);
-                    st.last_seen.insert(u.clone(), SystemTime::now());
+                    st.saw(u, SystemTime::now(), self.inner.cfg.max_last_seen);
                 }
                 last
             })
@@ -132,7 +132,9 @@ impl Hub {
     }
 
     fn announce_offline(&self, user: &str, rooms: &[String]) {
-        let data = serde_json::json!({"user": user, "online": false});
+        let since = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH);
+        let secs = since.map_or(0, |d| d.as_secs());
+        let data = serde_json::json!({"user": user, "online": false, "last_seen": secs});
         match self.inner.cfg.presence {
             PresenceScope::Everyone => {
                 self.to_all().emit("presence", &data);

@@ -64,6 +64,9 @@ pub struct HubConfig {
     /// Options of rooms created by a first join; `None` makes joining an unknown room
     /// `not_found` (default: `Some(RoomOptions::default())`, public, removed when empty).
     pub auto_create: Option<RoomOptions>,
+    /// Offline users whose last-seen time is kept (default 100,000); past it the oldest
+    /// tenth is forgotten (their presence becomes [`Presence::Unknown`](super::Presence)).
+    pub max_last_seen: usize,
 }
 
 impl Default for HubConfig {
@@ -74,7 +77,51 @@ impl Default for HubConfig {
             typing_ttl: Duration::from_secs(5),
             presence: PresenceScope::default(),
             auto_create: Some(RoomOptions::default()),
+            max_last_seen: 100_000,
         }
+    }
+}
+
+impl HubConfig {
+    /// Every default (see the fields).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`limits`](Self::limits).
+    pub fn limits(mut self, l: EnvelopeLimits) -> Self {
+        self.limits = l;
+        self
+    }
+
+    /// Sets [`ack`](Self::ack).
+    pub fn ack(mut self, a: AckOptions) -> Self {
+        self.ack = a;
+        self
+    }
+
+    /// Sets [`typing_ttl`](Self::typing_ttl).
+    pub fn typing_ttl(mut self, d: Duration) -> Self {
+        self.typing_ttl = d;
+        self
+    }
+
+    /// Sets [`presence`](Self::presence).
+    pub fn presence(mut self, p: PresenceScope) -> Self {
+        self.presence = p;
+        self
+    }
+
+    /// Sets [`auto_create`](Self::auto_create).
+    pub fn auto_create(mut self, o: Option<RoomOptions>) -> Self {
+        self.auto_create = o;
+        self
+    }
+
+    /// Sets [`max_last_seen`](Self::max_last_seen).
+    pub fn max_last_seen(mut self, n: usize) -> Self {
+        self.max_last_seen = n.max(1);
+        self
     }
 }
 

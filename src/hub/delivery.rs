@@ -253,6 +253,10 @@ impl<'h> Target<'h> {
     /// silent ones `opts.retries` times. Blocks the calling thread until every recipient
     /// acked or the last attempt timed out. The message is serialized and framed once.
     ///
+    /// Call it from a handler thread ([`Dispatch::Threads`](crate::Dispatch), the default)
+    /// or your own thread, never from an inline handler: the poller it would block is the
+    /// one that reads the acknowledgements.
+    ///
     /// # Errors
     /// `internal` when `data` cannot be serialized.
     ///

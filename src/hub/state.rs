@@ -243,6 +243,18 @@ impl State {
             .collect()
     }
 
+    /// Records that `user` went offline at `at`, forgetting the oldest tenth past `cap`.
+    pub(crate) fn saw(&mut self, user: &str, at: SystemTime, cap: usize) {
+        self.last_seen.insert(user.to_owned(), at);
+        if self.last_seen.len() <= cap {
+            return;
+        }
+        let mut times: Vec<SystemTime> = self.last_seen.values().copied().collect();
+        times.sort_unstable();
+        let cut = times[(times.len() / 10).min(times.len() - 1)];
+        self.last_seen.retain(|_, t| *t > cut);
+    }
+
     pub(crate) fn presence(&self, user: &str) -> Presence {
         if let Some(c) = self.users.get(user) {
             return Presence::Online {
@@ -272,6 +284,18 @@ mod tests {
         assert!(p.admit(Some("o")).is_ok());
         p.invites.insert("b".into());
         assert!(p.admit(Some("b")).is_ok());
+    }
+
+    #[test]
+    fn last_seen_is_bounded() {
+        let mut st = State::default();
+        let t0 = SystemTime::UNIX_EPOCH;
+        for i in 0..25u64 {
+            st.saw(&format!("u{i}"), t0 + std::time::Duration::from_secs(i), 20);
+        }
+        assert!(st.last_seen.len() <= 20);
+        assert!(matches!(st.presence("u24"), Presence::Offline { .. }));
+        assert_eq!(st.presence("u0"), Presence::Unknown);
     }
 
     #[test]
