@@ -12,6 +12,7 @@ pub mod error;
 mod handle;
 pub mod handler;
 pub mod http;
+pub mod hub;
 mod observe;
 mod reactor;
 mod runtime;

@@ -4,6 +4,7 @@ mod alloc;
 mod browser;
 mod cdp;
 mod clients;
+mod hub;
 mod transports;
 mod util;
 mod websocket;

@@ -1,0 +1,304 @@
+//! The hub's connection lifecycle, envelope dispatch, connection queries and operations.
+
+use std::sync::atomic::Ordering;
+use std::sync::MutexGuard;
+use std::time::{Duration, SystemTime};
+
+use super::builder::{HubBuilder, PresenceScope};
+use super::ctx::Ctx;
+use super::envelope::{encode_error, parse_envelope, Envelope};
+use super::error::{ErrorCode, HubError};
+use super::mw::Next;
+use super::state::{ConnEntry, ConnInfo, Presence, State};
+use super::{Fanout, Hub, HubStats};
+use crate::ws::CloseCode;
+use crate::{ConnId, Dispatch, SendStatus, Server, WsConn, WsFactory};
+
+impl Hub {
+    /// A builder with the default configuration and no routes.
+    ///
+    /// # Examples
+    /// ```
+    /// use sockloop::hub::{Ctx, Hub};
+    /// let hub = Hub::builder().on("ping", |ctx: &mut Ctx| ctx.reply("pong")).build();
+    /// assert_eq!(hub.stats().connections, 0);
+    /// ```
+    pub fn builder() -> HubBuilder {
+        HubBuilder::default()
+    }
+
+    /// The WebSocket handler factory to give to
+    /// [`ServerBuilder::websocket`](crate::ServerBuilder::websocket).
+    pub fn factory(&self) -> impl WsFactory {
+        let hub = self.clone();
+        move |_: &WsConn, _: &crate::http::Request| super::conn::HubConn(hub.clone())
+    }
+
+    /// Connects the hub to its server, so rooms and broadcasts are framed once and fanned
+    /// out by the pollers. Call once, right after starting the server; later calls are
+    /// ignored. Until then, room messages are sent connection by connection.
+    pub fn attach(&self, server: &Server) {
+        let b = server.broadcaster();
+        let inline = b.server.config.dispatch == Dispatch::Inline;
+        let _ = self.inner.bcast.set(Fanout { b, inline });
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends one encoded envelope to one connection, counting it.
+    pub(crate) fn send_one(&self, ws: &WsConn, text: &str) -> SendStatus {
+        let st = ws.send_text(text);
+        self.count(st);
+        st
+    }
+
+    pub(crate) fn count(&self, st: SendStatus) {
+        let s = &self.inner.stats;
+        match st {
+            SendStatus::Queued => s.messages_out.fetch_add(1, Ordering::Relaxed),
+            SendStatus::Dropped => s.dropped.fetch_add(1, Ordering::Relaxed),
+            SendStatus::Closed => 0,
+        };
+    }
+
+    fn send_error(&self, ws: &WsConn, e: &HubError, reference: Option<u64>) {
+        self.inner.stats.errors.fetch_add(1, Ordering::Relaxed);
+        let _ = self.send_one(ws, &encode_error(e, reference));
+    }
+
+    pub(crate) fn on_open(&self, ws: &WsConn) {
+        let id = ws.identity().cloned().unwrap_or_default();
+        let user = (!id.user.is_empty()).then(|| id.user.clone());
+        let info = ConnInfo {
+            id: ws.id(),
+            user: user.clone(),
+            tags: id.tags,
+            meta: id.meta,
+            rooms: Default::default(),
+            connected_at: SystemTime::now(),
+        };
+        ws.join_group(self.inner.all);
+        let first = {
+            let mut st = self.state();
+            let entry = ConnEntry {
+                ws: ws.clone(),
+                info,
+            };
+            st.conns.insert(ws.id(), entry);
+            user.as_ref().is_some_and(|u| {
+                let set = st.users.entry(u.clone()).or_default();
+                set.insert(ws.id());
+                set.len() == 1
+            })
+        };
+        if let (true, Some(u)) = (first, &user) {
+            if self.inner.cfg.presence == PresenceScope::Everyone {
+                let data = serde_json::json!({"user": u, "online": true});
+                self.to_all().except(ws.id()).emit("presence", &data);
+            }
+        }
+        if let Some(f) = &self.inner.on_connect {
+            f(self, ws);
+        }
+    }
+
+    pub(crate) fn on_close(&self, ws: &WsConn, code: CloseCode, reason: &str) {
+        self.ack_conn_closed(ws.id());
+        let rooms = self.leave_all(ws.id());
+        let gone = {
+            let mut st = self.state();
+            let entry = st.conns.remove(&ws.id());
+            let user = entry.and_then(|e| e.info.user);
+            user.filter(|u| {
+                let last = st.users.get_mut(u).is_some_and(|s| {
+                    s.remove(&ws.id());
+                    s.is_empty()
+                });
+                if last {
+                    st.users.remove(u);
+                    st.saw(u, SystemTime::now(), self.inner.cfg.max_last_seen);
+                }
+                last
+            })
+        };
+        if let Some(u) = gone {
+            self.announce_offline(&u, &rooms);
+        }
+        if let Some(f) = &self.inner.on_disconnect {
+            f(self, ws, code, reason);
+        }
+    }
+
+    fn announce_offline(&self, user: &str, rooms: &[String]) {
+        let since = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH);
+        let secs = since.map_or(0, |d| d.as_secs());
+        let data = serde_json::json!({"user": user, "online": false, "last_seen": secs});
+        match self.inner.cfg.presence {
+            PresenceScope::Everyone => {
+                self.to_all().emit("presence", &data);
+            }
+            PresenceScope::Rooms => {
+                for r in rooms {
+                    if self.room_notifies(r) {
+                        self.to_room(r).emit("presence", &data);
+                    }
+                }
+            }
+            PresenceScope::Off => {}
+        }
+    }
+
+    pub(crate) fn on_binary(&self, ws: &WsConn, data: &[u8]) {
+        self.inner.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+        if let Some(f) = &self.inner.on_binary {
+            f(self, ws, data);
+        }
+    }
+
+    pub(crate) fn on_text(&self, ws: &WsConn, text: &str) {
+        self.inner.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+        match parse_envelope(text, &self.inner.cfg.limits) {
+            Ok(env) if env.event == "ack" => self.ack_arrived(ws.id(), env.reference),
+            Ok(env) => self.dispatch(ws, env),
+            Err(r) => self.send_error(ws, &r.error, r.reference),
+        }
+    }
+
+    fn dispatch(&self, ws: &WsConn, env: Envelope) {
+        let reference = env.id;
+        let mut ctx = Ctx::new(self.clone(), ws.clone(), env);
+        let end = |ctx: &mut Ctx| self.route(ctx);
+        if let Err(e) = Next::new(&self.inner.global, &end).run(&mut ctx) {
+            self.send_error(ws, &e, reference);
+        }
+    }
+
+    /// The end of the global chain: the route's own middleware, then its handler.
+    fn route(&self, ctx: &mut Ctx) -> Result<(), HubError> {
+        let env = ctx.envelope();
+        let Some(route) = self
+            .inner
+            .router
+            .resolve(&env.event, env.version.as_deref())
+        else {
+            let msg = format!("no handler for {:?}", env.event);
+            return Err(HubError::new(ErrorCode::UnknownEvent, msg));
+        };
+        let handler = |ctx: &mut Ctx| route.handler.call(ctx);
+        Next::new(&route.middleware, &handler).run(ctx)
+    }
+
+    /// The handle of an open connection of this hub.
+    pub fn conn(&self, id: ConnId) -> Option<WsConn> {
+        self.state().conns.get(&id).map(|e| e.ws.clone())
+    }
+
+    /// What the hub knows about a connection.
+    pub fn conn_info(&self, id: ConnId) -> Option<ConnInfo> {
+        self.state().conns.get(&id).map(|e| e.info.clone())
+    }
+
+    /// Every open connection, in id order.
+    pub fn connections(&self) -> Vec<ConnId> {
+        let mut v: Vec<ConnId> = self.state().conns.keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// The open connections (devices) of `user`, in id order.
+    pub fn user_conns(&self, user: &str) -> Vec<ConnId> {
+        let st = self.state();
+        st.users
+            .get(user)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The open connections whose identity carries `tag`, in id order.
+    pub fn conns_tagged(&self, tag: &str) -> Vec<ConnId> {
+        let st = self.state();
+        let mut v: Vec<ConnId> = st
+            .conns
+            .values()
+            .filter(|e| e.info.tags.iter().any(|t| t == tag))
+            .map(|e| e.info.id)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Users with at least one open connection, sorted.
+    pub fn online_users(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.state().users.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Whether `user` is online, and since when they are not.
+    pub fn presence(&self, user: &str) -> Presence {
+        self.state().presence(user)
+    }
+
+    /// A metadata value of a connection.
+    pub fn meta(&self, id: ConnId, key: &str) -> Option<String> {
+        let st = self.state();
+        st.conns
+            .get(&id)
+            .and_then(|e| e.info.meta.get(key).cloned())
+    }
+
+    /// Sets a metadata value of a connection (ignored for unknown connections).
+    pub fn set_meta(&self, id: ConnId, key: impl Into<String>, value: impl Into<String>) {
+        if let Some(e) = self.state().conns.get_mut(&id) {
+            e.info.meta.insert(key.into(), value.into());
+        }
+    }
+
+    /// Closes a connection with `code` and `reason`; false when it is not open here.
+    pub fn disconnect(&self, id: ConnId, code: CloseCode, reason: &str) -> bool {
+        match self.conn(id) {
+            Some(ws) => {
+                ws.close(code, reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes every connection of `user`; returns how many.
+    pub fn disconnect_user(&self, user: &str, code: CloseCode, reason: &str) -> usize {
+        let conns = self.state().user_conns(user);
+        for ws in &conns {
+            ws.close(code, reason);
+        }
+        conns.len()
+    }
+
+    /// Graceful shutdown of the hub's server: clients get 1001 "going away", queued output
+    /// drains, connections still open at `deadline` are closed. True when all closed in
+    /// time (see [`Server::shutdown`]).
+    pub fn shutdown(&self, server: &Server, deadline: Duration) -> bool {
+        server.shutdown(deadline)
+    }
+
+    /// A snapshot of the hub's counters.
+    pub fn stats(&self) -> HubStats {
+        let (connections, users, rooms) = {
+            let st = self.state();
+            (st.conns.len(), st.users.len(), st.rooms.len())
+        };
+        let s = &self.inner.stats;
+        HubStats {
+            connections,
+            users,
+            rooms,
+            messages_in: s.messages_in.load(Ordering::Relaxed),
+            messages_out: s.messages_out.load(Ordering::Relaxed),
+            dropped: s.dropped.load(Ordering::Relaxed),
+            errors: s.errors.load(Ordering::Relaxed),
+            acks_pending: s.acks_pending.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! The per-connection WebSocket handler that feeds the hub.
+
+use super::Hub;
+use crate::http::Request;
+use crate::ws::CloseCode;
+use crate::{WsConn, WsHandler};
+
+/// Forwards one connection's events to the hub, in order.
+pub(crate) struct HubConn(pub(crate) Hub);
+
+impl WsHandler for HubConn {
+    fn on_open(&mut self, ws: &WsConn, _req: &Request) {
+        self.0.on_open(ws);
+    }
+
+    fn on_text(&mut self, ws: &WsConn, text: &str) {
+        self.0.on_text(ws, text);
+    }
+
+    fn on_binary(&mut self, ws: &WsConn, data: &[u8]) {
+        self.0.on_binary(ws, data);
+    }
+
+    fn on_close(&mut self, ws: &WsConn, code: CloseCode, reason: &str) {
+        self.0.on_close(ws, code, reason);
+    }
+}

@@ -1,0 +1,134 @@
+//! The hub: JSON envelopes, a router with middleware, rooms, identity and presence, and
+//! delivery with acknowledgements, on top of the WebSocket server.
+//!
+//! The wire protocol is described in `docs/PROTOCOL.md`. A [`Hub`] is built once
+//! ([`Hub::builder`]), serves one WebSocket server through [`Hub::factory`], and is
+//! [attached](Hub::attach) to it so room and broadcast messages are framed once and fanned
+//! out by the pollers.
+//!
+//! # Examples
+//! ```no_run
+//! use std::time::Duration;
+//! use serde::Deserialize;
+//! use serde_json::json;
+//! use sockloop::hub::{mw, Ctx, Hub, RateLimit};
+//! use sockloop::{Listen, Runtime, WsServerConfig};
+//!
+//! #[derive(Deserialize, serde::Serialize)]
+//! struct Msg { room: String, text: String }
+//!
+//! let hub = Hub::builder()
+//!     .middleware(mw::recover())
+//!     .middleware(mw::rate_limit(RateLimit::per_conn(20, Duration::from_secs(1))))
+//!     .on("room:join", |ctx: &mut Ctx| {
+//!         let room: String = ctx.data()?;
+//!         ctx.join(&room)?;
+//!         ctx.ack(&json!({"ok": true}))
+//!     })
+//!     .on("chat:send", |ctx: &mut Ctx| {
+//!         let m: Msg = ctx.data()?;
+//!         ctx.hub().to_room(&m.room).except(ctx.conn_id()).emit("chat:message", &m);
+//!         ctx.ack(&json!({"ok": true}))
+//!     })
+//!     .build();
+//! let rt = Runtime::new()?;
+//! let server = rt
+//!     .serve(Listen::tcp("127.0.0.1:9000"))
+//!     .websocket(WsServerConfig::new(), hub.factory())?;
+//! hub.attach(&server);
+//! # Ok::<(), sockloop::Error>(())
+//! ```
+
+mod api;
+mod builder;
+mod conn;
+mod ctx;
+mod delivery;
+mod envelope;
+mod error;
+pub mod mw;
+mod presence;
+mod rooms;
+mod router;
+mod state;
+mod system;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub use builder::{AckOptions, HubBuilder, HubConfig, PresenceScope, Route};
+pub use ctx::Ctx;
+pub use delivery::{AckStatus, DeliveryReport, Target};
+pub use envelope::{encode, encode_error, parse_envelope, Envelope, EnvelopeLimits, Refused};
+pub use error::{ErrorCode, HubError};
+pub use mw::{Middleware, Next, RateLimit};
+pub use state::{Cleanup, ConnInfo, Presence, Role, RoomEvents, RoomInfo, RoomOptions, RoomPolicy};
+
+use crate::{Broadcaster, GroupId};
+
+/// Counters of a hub; see [`Hub::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubStats {
+    /// Open connections.
+    pub connections: usize,
+    /// Distinct users online.
+    pub users: usize,
+    /// Rooms.
+    pub rooms: usize,
+    /// Text and binary messages received.
+    pub messages_in: u64,
+    /// Messages queued for connections (a broadcast counts once per recipient).
+    pub messages_out: u64,
+    /// Messages refused by drop policies.
+    pub dropped: u64,
+    /// `error` events sent.
+    pub errors: u64,
+    /// Recipients whose acknowledgement is awaited right now.
+    pub acks_pending: usize,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) messages_in: AtomicU64,
+    pub(crate) messages_out: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) acks_pending: AtomicUsize,
+}
+
+pub(crate) struct Fanout {
+    pub(crate) b: Broadcaster,
+    /// The server runs handlers inline: never wait for the pollers' counts.
+    pub(crate) inline: bool,
+}
+
+pub(crate) struct HubInner {
+    pub(crate) cfg: HubConfig,
+    pub(crate) router: router::Router<Route>,
+    pub(crate) global: Vec<Arc<dyn Middleware>>,
+    pub(crate) on_connect: Option<builder::ConnectFn>,
+    pub(crate) on_disconnect: Option<builder::DisconnectFn>,
+    pub(crate) on_binary: Option<builder::BinaryFn>,
+    pub(crate) state: Mutex<state::State>,
+    pub(crate) bcast: OnceLock<Fanout>,
+    /// Every connection of the hub is in this group.
+    pub(crate) all: GroupId,
+    pub(crate) acks: Mutex<HashMap<u64, crossbeam_channel::Sender<delivery::AckMsg>>>,
+    pub(crate) next_ack: AtomicU64,
+    pub(crate) stats: Counters,
+    pub(crate) typing: crossbeam_channel::Sender<presence::TimerCmd>,
+}
+
+/// The hub: routes envelopes to handlers and owns rooms, identities, presence and
+/// delivery. Cloneable, `Send + Sync`; clones share everything.
+#[derive(Clone)]
+pub struct Hub {
+    pub(crate) inner: Arc<HubInner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("stats", &self.stats()).finish()
+    }
+}

@@ -1,0 +1,292 @@
+//! Rooms on the hub: create, join, leave, invite, kick, roles, members and counts.
+
+use serde_json::json;
+
+use super::error::{ErrorCode, HubError};
+use super::state::{Cleanup, Role, Room, RoomInfo, RoomOptions, RoomPolicy, State};
+use super::Hub;
+use crate::ConnId;
+
+/// What removing one member changed.
+struct Left {
+    room: String,
+    user: Option<String>,
+    /// The member list when the user's last connection left the room.
+    users: Option<Vec<String>>,
+    notify: bool,
+}
+
+fn not_found(what: &str) -> HubError {
+    HubError::not_found(format!("no such {what}"))
+}
+
+/// Removes `id` from `room` (delivery group included); removes an emptied room per its
+/// cleanup.
+fn remove_member(st: &mut State, id: ConnId, room: &str) -> Option<Left> {
+    let State { conns, rooms, .. } = st;
+    let r = rooms.get_mut(room)?;
+    let user = r.members.remove(&id)?;
+    if let Some(e) = conns.get_mut(&id) {
+        e.ws.leave_group(r.gid);
+        e.info.rooms.remove(room);
+    }
+    let user_left = user.as_deref().is_some_and(|u| !r.has_user(u));
+    let left = Left {
+        room: room.to_owned(),
+        users: user_left.then(|| r.users()),
+        user,
+        notify: r.notifies(),
+    };
+    if r.members.is_empty() && r.opts.cleanup == Cleanup::WhenEmpty {
+        rooms.remove(room);
+    }
+    Some(left)
+}
+
+impl Hub {
+    /// Creates a room with `options`.
+    ///
+    /// # Errors
+    /// `forbidden` when a room of that name exists.
+    ///
+    /// # Examples
+    /// ```
+    /// use sockloop::hub::{Hub, RoomOptions, RoomPolicy};
+    /// let hub = Hub::builder().build();
+    /// hub.create_room("staff", RoomOptions::new().policy(RoomPolicy::InviteOnly).capacity(10))
+    ///     .unwrap();
+    /// hub.invite("staff", "ann").unwrap();
+    /// assert_eq!(hub.room_count("staff"), 0);
+    /// ```
+    pub fn create_room(&self, name: &str, options: RoomOptions) -> Result<(), HubError> {
+        let mut st = self.state();
+        if st.rooms.contains_key(name) {
+            return Err(HubError::forbidden("the room exists"));
+        }
+        st.rooms.insert(name.to_owned(), Room::new(options));
+        Ok(())
+    }
+
+    /// Deletes a room: its members leave it (they get `room:closed`). False when unknown.
+    pub fn delete_room(&self, name: &str) -> bool {
+        let members = self.members(name);
+        if !self.state().rooms.contains_key(name) {
+            return false;
+        }
+        self.to_room(name)
+            .emit("room:closed", &json!({"room": name}));
+        let mut st = self.state();
+        for id in members {
+            remove_member(&mut st, id, name);
+        }
+        st.rooms.remove(name).is_some()
+    }
+
+    /// Adds a connection to a room, creating the room per
+    /// [`HubConfig::auto_create`](super::HubConfig::auto_create). Joining twice is
+    /// harmless. Members get `room:joined`, and `room:users` when the user is new to it.
+    ///
+    /// # Errors
+    /// `not_found` for an unknown connection, or an unknown room without auto-creation;
+    /// `forbidden` for a private or invite-only room without an invitation or role;
+    /// `room_full` at capacity.
+    pub fn join(&self, id: ConnId, room: &str) -> Result<(), HubError> {
+        let (user, users, notify) = {
+            let mut st = self.state();
+            let State { conns, rooms, .. } = &mut *st;
+            let entry = conns.get_mut(&id).ok_or_else(|| not_found("connection"))?;
+            if !rooms.contains_key(room) {
+                let opts = self.inner.cfg.auto_create.clone();
+                let opts = opts.ok_or_else(|| not_found("room"))?;
+                rooms.insert(room.to_owned(), Room::new(opts));
+            }
+            let r = rooms.get_mut(room).ok_or_else(|| not_found("room"))?;
+            if r.members.contains_key(&id) {
+                return Ok(());
+            }
+            let user = entry.info.user.clone();
+            r.admit(user.as_deref())?;
+            let new_user = user.as_deref().is_some_and(|u| !r.has_user(u));
+            r.members.insert(id, user.clone());
+            entry.ws.join_group(r.gid);
+            entry.info.rooms.insert(room.to_owned());
+            (user, new_user.then(|| r.users()), r.notifies())
+        };
+        if notify {
+            let data = json!({"room": room, "user": user, "conn": id.0});
+            self.to_room(room).emit("room:joined", &data);
+            if let Some(users) = users {
+                self.push_users(room, &users);
+            }
+        }
+        Ok(())
+    }
+
+    fn push_users(&self, room: &str, users: &[String]) {
+        let data = json!({"room": room, "users": users});
+        self.to_room(room).emit("room:users", &data);
+    }
+
+    fn announce_left(&self, left: &Left, id: ConnId) {
+        if !left.notify {
+            return;
+        }
+        let data = json!({"room": left.room, "user": left.user, "conn": id.0});
+        self.to_room(&left.room).emit("room:left", &data);
+        if let Some(users) = &left.users {
+            self.push_users(&left.room, users);
+        }
+    }
+
+    /// Removes a connection from a room; the rest get `room:left` (and `room:users`).
+    ///
+    /// # Errors
+    /// `not_found` when the connection is not in the room.
+    pub fn leave(&self, id: ConnId, room: &str) -> Result<(), HubError> {
+        let left = remove_member(&mut self.state(), id, room);
+        let left = left.ok_or_else(|| not_found("membership"))?;
+        self.announce_left(&left, id);
+        Ok(())
+    }
+
+    /// Removes a connection from every room it is in (done automatically on disconnect);
+    /// returns the rooms it left.
+    pub fn leave_all(&self, id: ConnId) -> Vec<String> {
+        let rooms: Vec<String> = {
+            let st = self.state();
+            let e = st.conns.get(&id);
+            e.map(|e| e.info.rooms.iter().cloned().collect())
+                .unwrap_or_default()
+        };
+        for room in &rooms {
+            let left = remove_member(&mut self.state(), id, room);
+            if let Some(left) = left {
+                self.announce_left(&left, id);
+            }
+        }
+        rooms
+    }
+
+    /// Invites `user` to a room (needed for private and invite-only rooms).
+    ///
+    /// # Errors
+    /// `not_found` for an unknown room.
+    pub fn invite(&self, room: &str, user: &str) -> Result<(), HubError> {
+        let mut st = self.state();
+        let r = st.rooms.get_mut(room).ok_or_else(|| not_found("room"))?;
+        r.invites.insert(user.to_owned());
+        Ok(())
+    }
+
+    /// Removes every connection of `user` from a room and withdraws their invitation and
+    /// role; they get `room:kicked`, the rest `room:left`. Returns how many connections
+    /// were removed.
+    ///
+    /// # Errors
+    /// `not_found` for an unknown room.
+    pub fn kick(&self, room: &str, user: &str) -> Result<usize, HubError> {
+        let (kicked, lefts) = {
+            let mut st = self.state();
+            let r = st.rooms.get_mut(room).ok_or_else(|| not_found("room"))?;
+            r.invites.remove(user);
+            r.roles.remove(user);
+            let ids: Vec<ConnId> = r
+                .members
+                .iter()
+                .filter(|(_, u)| u.as_deref() == Some(user))
+                .map(|(id, _)| *id)
+                .collect();
+            let lefts: Vec<(ConnId, Left)> = ids
+                .iter()
+                .filter_map(|id| remove_member(&mut st, *id, room).map(|l| (*id, l)))
+                .collect();
+            (ids, lefts)
+        };
+        let data = json!({"room": room});
+        for id in &kicked {
+            self.to_conn(*id).emit("room:kicked", &data);
+        }
+        for (id, left) in &lefts {
+            self.announce_left(left, *id);
+        }
+        Ok(kicked.len())
+    }
+
+    /// Gives `user` a role in a room (owners and moderators may join private rooms).
+    ///
+    /// # Errors
+    /// `not_found` for an unknown room.
+    pub fn set_role(&self, room: &str, user: &str, role: Role) -> Result<(), HubError> {
+        let mut st = self.state();
+        let r = st.rooms.get_mut(room).ok_or_else(|| not_found("room"))?;
+        r.roles.insert(user.to_owned(), role);
+        Ok(())
+    }
+
+    /// The role of `user` in a room: [`Role::Member`] for members without another role,
+    /// `None` for outsiders.
+    pub fn role(&self, room: &str, user: &str) -> Option<Role> {
+        let st = self.state();
+        let r = st.rooms.get(room)?;
+        let role = r.roles.get(user).copied();
+        role.or_else(|| r.has_user(user).then_some(Role::Member))
+    }
+
+    /// Checks that `user` has at least `role` in a room.
+    ///
+    /// # Errors
+    /// `forbidden` otherwise.
+    pub fn require_role(&self, room: &str, user: &str, role: Role) -> Result<(), HubError> {
+        match self.role(room, user) {
+            Some(r) if r >= role => Ok(()),
+            _ => Err(HubError::new(
+                ErrorCode::Forbidden,
+                "not allowed in this room",
+            )),
+        }
+    }
+
+    /// The connections in a room, in id order.
+    pub fn members(&self, room: &str) -> Vec<ConnId> {
+        let st = self.state();
+        let r = st.rooms.get(room);
+        r.map(|r| r.members.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The distinct users in a room, sorted.
+    pub fn room_users(&self, room: &str) -> Vec<String> {
+        self.state()
+            .rooms
+            .get(room)
+            .map(Room::users)
+            .unwrap_or_default()
+    }
+
+    /// How many connections are in a room (0 for unknown rooms).
+    pub fn room_count(&self, room: &str) -> usize {
+        self.state().rooms.get(room).map_or(0, |r| r.members.len())
+    }
+
+    /// A snapshot of one room (private ones included).
+    pub fn room_info(&self, room: &str) -> Option<RoomInfo> {
+        self.state().rooms.get(room).map(|r| r.info(room))
+    }
+
+    /// Snapshots of the listed (not private) rooms, sorted by name.
+    pub fn rooms(&self) -> Vec<RoomInfo> {
+        let st = self.state();
+        let mut v: Vec<RoomInfo> = st
+            .rooms
+            .iter()
+            .filter(|(_, r)| r.opts.policy != RoomPolicy::Private)
+            .map(|(n, r)| r.info(n))
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    pub(crate) fn room_notifies(&self, room: &str) -> bool {
+        self.state().rooms.get(room).is_some_and(Room::notifies)
+    }
+}
