@@ -1,10 +1,14 @@
 //! A supervisor's child table: start, stop (with timeout and detach), inspect.
 
 use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crossbeam_channel::RecvTimeoutError;
 
-use super::{ChildKind, ChildSpec, Node, Pid, Restart, SpawnError, SpawnOptions, SystemEvent};
+use super::runner::panic_message;
+use super::{
+    ChildKind, ChildSpec, ExitReason, Node, Pid, Restart, SpawnError, SpawnOptions, SystemEvent,
+};
 
 /// A child as reported by [`SupervisorRef::which_children`](super::SupervisorRef::which_children).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +62,12 @@ impl Children {
         let opts = SpawnOptions::default()
             .link(self.sup)
             .name_opt(spec.name.clone());
-        let pid = (spec.start)(&self.node, opts)?;
+        // The factory is user code running on the supervisor's thread: contain its panics.
+        let start = AssertUnwindSafe(|| (spec.start)(&self.node, opts));
+        let pid = catch_unwind(start).unwrap_or_else(|p| {
+            let reason = ExitReason::Panic(panic_message(p.as_ref()));
+            Err(SpawnError::Init(reason))
+        })?;
         self.list[i].pid = Some(pid);
         Ok(pid)
     }

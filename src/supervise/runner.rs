@@ -92,21 +92,87 @@ struct Mailbox<M> {
     budget: Option<Duration>,
 }
 
+/// User messages handled between two looks at the signal channel.
+const BATCH: usize = 64;
+/// Rounds of spinning, then yielding, on an empty mailbox before the thread parks.
+const SPINS: u32 = 10;
+
 impl<M: Send + 'static> Mailbox<M> {
-    /// Signals first, then user messages; blocks on both when both are empty.
+    /// Signals first, then up to `BATCH` user messages; spins briefly, then blocks on both
+    /// channels when both are empty.
     fn run<P: Process<Msg = M>>(&mut self, p: &mut P, ctx: &mut Context<M>) -> Handled {
         loop {
-            let step = if let Ok(s) = self.sig.try_recv() {
-                signal(p, ctx, s)
-            } else if let Ok(m) = self.user.try_recv() {
-                self.message(p, ctx, m)
-            } else {
-                self.wait(p, ctx)
+            let step = match self.sig.try_recv() {
+                Ok(s) => signal(p, ctx, s),
+                Err(_) => match self.batch(p, ctx) {
+                    Ok(0) => self.idle(p, ctx),
+                    Ok(_) => None,
+                    Err(reason) => Some(reason),
+                },
             };
             if let Some(reason) = step {
                 return Ok(Control::Exit(reason));
             }
         }
+    }
+
+    /// Handles up to `BATCH` queued user messages; returns how many, or the exit reason.
+    fn batch<P: Process<Msg = M>>(
+        &mut self,
+        p: &mut P,
+        ctx: &mut Context<M>,
+    ) -> Result<usize, ExitReason> {
+        // With a budget, one clock read per message: each message ends where the next starts.
+        let mut mark = self.budget.map(|_| Instant::now());
+        for n in 0..BATCH {
+            let Ok(m) = self.user.try_recv() else {
+                return Ok(n);
+            };
+            let h = p.handle(ctx, m);
+            if let Some(mark) = &mut mark {
+                self.check_budget(ctx, mark);
+            }
+            if let Some(reason) = exit_of(h) {
+                return Err(reason);
+            }
+        }
+        Ok(BATCH)
+    }
+
+    fn check_budget(&self, ctx: &Context<M>, mark: &mut Instant) {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(*mark);
+        *mark = now;
+        match self.budget {
+            Some(budget) if elapsed > budget => {
+                let pid = ctx.pid();
+                let e = SystemEvent::OverBudget {
+                    pid,
+                    elapsed,
+                    budget,
+                };
+                ctx.node().emit(&e);
+            }
+            _ => {}
+        }
+    }
+
+    /// Both channels are empty: spin, then yield, then park. Parking and the sender's
+    /// wake-up are two system calls; a busy stream usually refills within the spin.
+    fn idle<P: Process<Msg = M>>(&mut self, p: &mut P, ctx: &mut Context<M>) -> Option<ExitReason> {
+        for i in 0..SPINS {
+            if !self.sig.is_empty() || !self.user.is_empty() {
+                return None;
+            }
+            if i < 6 {
+                for _ in 0..(1u32 << i) {
+                    std::hint::spin_loop();
+                }
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        self.wait(p, ctx)
     }
 
     fn wait<P: Process<Msg = M>>(&mut self, p: &mut P, ctx: &mut Context<M>) -> Option<ExitReason> {
@@ -118,33 +184,17 @@ impl<M: Send + 'static> Mailbox<M> {
                 Err(_) => Some(ExitReason::Shutdown),
             },
             recv(self.user) -> m => match m {
-                Ok(m) => self.message(p, ctx, m),
+                Ok(m) => {
+                    let mut mark = self.budget.map(|_| Instant::now());
+                    let h = p.handle(ctx, m);
+                    if let Some(mark) = &mut mark {
+                        self.check_budget(ctx, mark);
+                    }
+                    exit_of(h)
+                }
                 Err(_) => Some(ExitReason::Shutdown),
             },
         }
-    }
-
-    fn message<P: Process<Msg = M>>(
-        &mut self,
-        p: &mut P,
-        ctx: &mut Context<M>,
-        m: M,
-    ) -> Option<ExitReason> {
-        let Some(budget) = self.budget else {
-            return exit_of(p.handle(ctx, m));
-        };
-        let start = Instant::now();
-        let h = p.handle(ctx, m);
-        let elapsed = start.elapsed();
-        if elapsed > budget {
-            let pid = ctx.pid();
-            ctx.node().emit(&SystemEvent::OverBudget {
-                pid,
-                elapsed,
-                budget,
-            });
-        }
-        exit_of(h)
     }
 }
 

@@ -95,7 +95,8 @@ impl Process for Supervisor {
     ) -> Handled {
         match self.kids().position_pid(from) {
             Some(i) => self.on_child_exit(ctx, i, reason),
-            None if self.parent == Some(from) && !reason.is_normal() => Ok(Control::Exit(reason)),
+            // The parent's exit, whatever its reason, ends the supervisor and its tree.
+            None if self.parent == Some(from) => Ok(Control::Exit(reason)),
             None => {
                 log::debug!("supervise: {} ignores exit of {from} ({reason})", ctx.pid());
                 Ok(Control::Continue)

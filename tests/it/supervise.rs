@@ -819,3 +819,45 @@ fn hook_reports_lifecycle_and_over_budget_messages_once() {
     }
     assert_eq!(over, 1);
 }
+
+#[test]
+fn panicking_factory_is_contained_and_counts_as_a_failed_restart() {
+    quiet_test_panics();
+    let node = Node::new();
+    let (log, rx) = unbounded();
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let flaky = ChildSpec::worker("f", move || {
+        if calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 {
+            panic!("{PANIC_MARK} factory");
+        }
+        Worker { id: "f", log: log.clone() }
+    })
+    .register_as("f");
+    let sup = SupervisorSpec::new(Strategy::OneForOne)
+        .intensity(3, Duration::from_secs(60))
+        .child(flaky)
+        .start(&node)
+        .unwrap();
+    assert_eq!(recv(&rx), "start f");
+    let down = node.monitor(sup.pid());
+    node.send("f", Cmd::Crash).unwrap();
+    // One restart plus three failed starts exceed 3 restarts: an escalation, not a panic.
+    assert_eq!(recv(&down).reason, ExitReason::IntensityExceeded);
+}
+
+#[test]
+fn supervisor_linked_to_a_parent_stops_with_it() {
+    let node = Node::new();
+    let (log, rx) = unbounded();
+    let parent = node.spawn(from_fn(|_ctx, ()| Ok(Control::Stop))).unwrap();
+    let sup = SupervisorSpec::new(Strategy::OneForOne)
+        .child(worker("a", &log))
+        .start_with(&node, SpawnOptions::default().link(parent.pid()))
+        .unwrap();
+    assert_eq!(recv(&rx), "start a");
+    let down = node.monitor(sup.pid());
+    parent.send(()).unwrap();
+    assert_eq!(recv(&down).reason, ExitReason::Normal);
+    assert_eq!(recv(&rx), "stop a");
+    assert_eq!(node.whereis("a"), None);
+}
