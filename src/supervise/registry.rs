@@ -164,3 +164,110 @@ impl Registry {
         self.names.get(name).copied()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Weak;
+
+    use crossbeam_channel::{unbounded, Receiver};
+
+    use super::*;
+    use crate::supervise::ExitReason;
+
+    fn entry(reg: &mut Registry, n: u64, name: Option<&str>) -> (Pid, Receiver<Signal>) {
+        let pid = Pid::new(n);
+        let (sig, rx) = unbounded();
+        let shared = Arc::new(ProcShared::new(pid, Weak::new()));
+        let e = Entry {
+            name: name.map(str::to_owned),
+            sig,
+            user: Box::new(()),
+            shared,
+            links: Vec::new(),
+            monitors: Vec::new(),
+        };
+        reg.insert(pid, e).unwrap();
+        (pid, rx)
+    }
+
+    #[test]
+    fn removal_unlinks_and_returns_peers_to_notify() {
+        let mut reg = Registry::default();
+        let (a, _) = entry(&mut reg, 1, Some("a"));
+        let (b, brx) = entry(&mut reg, 2, None);
+        let (c, _) = entry(&mut reg, 3, None);
+        assert!(reg.link(a, b));
+        assert!(reg.link(a, c));
+        reg.unlink(a, c);
+        let removed = reg.remove(a).unwrap();
+        assert_eq!(removed.linked.len(), 1);
+        removed.linked[0]
+            .send(Signal::Exit {
+                from: a,
+                reason: ExitReason::Normal,
+            })
+            .unwrap();
+        assert!(matches!(brx.try_recv(), Ok(Signal::Exit { from, .. }) if from == a));
+        assert!(reg.get(b).unwrap().links.is_empty());
+        assert_eq!(reg.whereis("a"), None);
+        assert!(reg.remove(a).is_none());
+    }
+
+    #[test]
+    fn links_to_missing_processes_fail() {
+        let mut reg = Registry::default();
+        let (a, _) = entry(&mut reg, 1, None);
+        assert!(!reg.link(a, Pid::new(9)));
+        assert!(reg.get(a).unwrap().links.is_empty());
+    }
+
+    #[test]
+    fn monitors_on_missing_targets_hand_the_watcher_back() {
+        let mut reg = Registry::default();
+        let (a, _) = entry(&mut reg, 1, None);
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        let m = MonitorRef::new(7);
+        assert!(reg
+            .monitor(Pid::new(9), m, Watcher::Channel(tx.clone()))
+            .is_err());
+        assert!(reg.monitor(a, m, Watcher::Channel(tx)).is_ok());
+        reg.demonitor(a, m);
+        assert!(reg.remove(a).unwrap().entry.monitors.is_empty());
+    }
+
+    #[test]
+    fn names_are_unique_and_one_per_process() {
+        let mut reg = Registry::default();
+        let (a, _) = entry(&mut reg, 1, Some("x"));
+        let (b, _) = entry(&mut reg, 2, None);
+        let pid = Pid::new(3);
+        let (sig, _rx) = unbounded();
+        let dup = Entry {
+            name: Some("x".into()),
+            sig,
+            user: Box::new(()),
+            shared: Arc::new(ProcShared::new(pid, Weak::new())),
+            links: Vec::new(),
+            monitors: Vec::new(),
+        };
+        assert_eq!(
+            reg.insert(pid, dup).unwrap_err(),
+            SpawnError::NameTaken("x".into())
+        );
+        assert_eq!(
+            reg.register("x", b),
+            Err(RegisterError::NameTaken("x".into()))
+        );
+        assert_eq!(
+            reg.register("y", a),
+            Err(RegisterError::AlreadyNamed("x".into()))
+        );
+        assert_eq!(
+            reg.register("y", Pid::new(9)),
+            Err(RegisterError::NoProcess)
+        );
+        assert_eq!(reg.unregister("x"), Some(a));
+        reg.register("x", b).unwrap();
+        assert_eq!(reg.whereis("x"), Some(b));
+    }
+}

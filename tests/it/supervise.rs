@@ -602,7 +602,7 @@ fn monitor_fires_exactly_once_and_demonitor_silences_it() {
     w.send(WCmd::Monitor(v.pid(), mtx.clone())).unwrap();
     let (m1, m2) = (recv(&mrx), recv(&mrx));
     v.send(Cmd::Stop).unwrap();
-    let mut got = vec![recv(&downs), recv(&downs)];
+    let mut got = [recv(&downs), recv(&downs)];
     got.sort_by_key(|d| d.mref);
     assert_eq!(got.iter().map(|d| d.mref).collect::<Vec<_>>(), [m1, m2]);
     assert!(got
