@@ -738,9 +738,12 @@ fn child_that_does_not_stop_is_detached_reported_and_replaced() {
     let (gate_tx, gate) = bounded::<()>(0);
     let (saw_tx, saw) = bounded(1);
     let (busy_tx, busy) = bounded(1);
+    let (ended_tx, ended) = unbounded();
     let spec = ChildSpec::worker("stuck", move || {
         let (gate, saw_tx, busy_tx) = (gate.clone(), saw_tx.clone(), busy_tx.clone());
+        let guard = OnDrop(ended_tx.clone());
         from_fn(move |ctx: &mut Context<()>, ()| {
+            let _ = &guard;
             busy_tx.send(())?;
             gate.recv()?;
             saw_tx.send(ctx.shutting_down())?;
@@ -754,10 +757,14 @@ fn child_that_does_not_stop_is_detached_reported_and_replaced() {
         .start(&node)
         .unwrap();
     let stuck = node.lookup::<()>("stuck").unwrap();
+    let pid = stuck.pid();
+    let (w, (exits, _)) = watcher(&node, true);
+    w.send(WCmd::Link(pid)).unwrap();
+    flush(&w);
     stuck.send(()).unwrap();
     recv(&busy);
     sup.terminate_child("stuck").unwrap();
-    let pid = stuck.pid();
+    assert_eq!(recv(&exits), (pid, ExitReason::Detached));
     let detached = wait_event(&ev, |e| match e {
         SystemEvent::ChildDetached { pid: p, child, .. } if child == "stuck" => Some(*p),
         _ => None,
@@ -774,6 +781,26 @@ fn child_that_does_not_stop_is_detached_reported_and_replaced() {
         recv(&saw),
         "the detached handler did not see shutting_down()"
     );
+    // The detached thread ends on its own later; its exit reaches nobody.
+    recv(&ended);
+    flush(&w);
+    assert!(
+        exits.try_recv().is_err(),
+        "a detached process's exit was delivered"
+    );
+    let late = ev
+        .try_iter()
+        .any(|e| matches!(e, SystemEvent::Exited { pid: p, .. } if p == pid));
+    assert!(!late, "a detached process was reported exited twice");
+}
+
+/// Sends on drop: tells when a process's state was dropped (after its exit was processed).
+struct OnDrop(Sender<()>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        drop(self.0.send(()));
+    }
 }
 
 #[test]
@@ -830,7 +857,10 @@ fn panicking_factory_is_contained_and_counts_as_a_failed_restart() {
         if calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 {
             panic!("{PANIC_MARK} factory");
         }
-        Worker { id: "f", log: log.clone() }
+        Worker {
+            id: "f",
+            log: log.clone(),
+        }
     })
     .register_as("f");
     let sup = SupervisorSpec::new(Strategy::OneForOne)
