@@ -24,16 +24,18 @@ pub struct NodeConfig {
     pub(crate) mailbox_capacity: usize,
     pub(crate) message_budget: Option<Duration>,
     pub(crate) stack_size: Option<usize>,
+    pub(crate) thread_name: String,
 }
 
 impl Default for NodeConfig {
     /// Mailboxes of `4 << 10` messages, no per-message budget, the standard library's
-    /// thread stack size (2 MiB, or `RUST_MIN_STACK`).
+    /// thread stack size (2 MiB, or `RUST_MIN_STACK`), threads named `sl-proc-<pid>`.
     fn default() -> Self {
         NodeConfig {
             mailbox_capacity: 4 << 10,
             message_budget: None,
             stack_size: None,
+            thread_name: "sl-proc".to_owned(),
         }
     }
 }
@@ -57,6 +59,13 @@ impl NodeConfig {
     /// Stack size of process threads in bytes (default `None`: the standard library's).
     pub fn stack_size(mut self, bytes: Option<usize>) -> Self {
         self.stack_size = bytes;
+        self
+    }
+
+    /// Prefix of process thread names, which are `<prefix>-<pid>` (default `sl-proc`).
+    /// Linux shows the first 15 bytes (`/proc/<pid>/task/*/comm`, `top -H`).
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name = prefix.into();
         self
     }
 }

@@ -208,7 +208,8 @@ impl Node {
     }
 
     fn thread(&self, pid: Pid) -> thread::Builder {
-        let b = thread::Builder::new().name(format!("sl-proc-{}", pid.as_u64()));
+        let name = format!("{}-{}", self.inner.config.thread_name, pid.as_u64());
+        let b = thread::Builder::new().name(name);
         match self.inner.config.stack_size {
             Some(s) => b.stack_size(s),
             None => b,
