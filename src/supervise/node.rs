@@ -4,6 +4,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
@@ -299,6 +300,43 @@ impl Node {
         e.shared.closed.store(true, Ordering::Relaxed);
         drop(e.sig.send(Signal::Shutdown));
         true
+    }
+
+    /// Stops every process, one at a time, oldest first, and waits up to `timeout` in all;
+    /// returns how many are still alive then (0 on a clean shutdown).
+    ///
+    /// A supervisor is older than its children, so it is stopped first and stops its tree
+    /// in reverse start order itself; its children are gone by the time their turn comes.
+    /// Processes that do not stop in time are left running (see
+    /// [`ChildSpec`](super::ChildSpec) for the shutdown contract).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sockloop::supervise::{from_fn, Control, Node};
+    ///
+    /// let node = Node::new();
+    /// node.spawn(from_fn(|_ctx, ()| Ok(Control::Continue))).unwrap();
+    /// assert_eq!(node.shutdown(Duration::from_secs(5)), 0);
+    /// ```
+    pub fn shutdown(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now().checked_add(timeout);
+        // A separate statement: the registry lock must be released before the loop.
+        let pids = self.inner.reg().pids();
+        for pid in pids {
+            let down = self.monitor(pid);
+            if !self.stop(pid) {
+                continue;
+            }
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            if down.recv_timeout(left).is_err() {
+                break;
+            }
+        }
+        self.process_count()
     }
 
     /// Monitors `pid` from outside any process: the channel receives exactly one [`Down`]

@@ -71,6 +71,13 @@ impl Registry {
         self.procs.get(&pid)
     }
 
+    /// Live pids, oldest first.
+    pub(crate) fn pids(&self) -> Vec<Pid> {
+        let mut pids: Vec<Pid> = self.procs.keys().copied().collect();
+        pids.sort_unstable();
+        pids
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.procs.len()
     }

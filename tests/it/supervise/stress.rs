@@ -53,6 +53,8 @@ fn ten_thousand_panics_leave_threads_and_memory_bounded() {
     }
     // Exited threads leave /proc/self/task as they finish: back to the two live ones.
     wait_until(|| threads_named("bomb-") == 2);
+    // Process-wide: a failing test elsewhere in the binary that symbolizes a backtrace
+    // also grows it. Alone, 80,000 panics stay within 0.2 MiB.
     let rss1 = rss_kib();
     assert!(
         rss1 < rss0 + (64 << 10),

@@ -331,3 +331,34 @@ fn supervisor_linked_to_a_parent_stops_with_it() {
     assert_eq!(recv(&rx), "stop a");
     assert_eq!(node.whereis("a"), None);
 }
+
+#[test]
+fn node_shutdown_stops_trees_in_reverse_order_without_restarts() {
+    let node = Node::new();
+    let ev = events(&node);
+    let (log, rx) = unbounded();
+    let inner = SupervisorSpec::new(Strategy::OneForOne).child(worker("c", &log));
+    let _sup = SupervisorSpec::new(Strategy::OneForAll)
+        .child(worker("a", &log))
+        .child(ChildSpec::supervisor("inner", inner))
+        .child(worker("b", &log))
+        .start(&node)
+        .unwrap();
+    let (loose_log, loose_rx) = unbounded();
+    node.spawn(Worker {
+        id: "loose",
+        log: loose_log,
+    })
+    .unwrap();
+    assert_eq!(take(&rx, 3), ["start a", "start c", "start b"]);
+    assert_eq!(recv(&loose_rx), "start loose");
+    assert_eq!(node.shutdown(WAIT), 0);
+    assert_eq!(take(&rx, 3), ["stop b", "stop c", "stop a"]);
+    assert_eq!(recv(&loose_rx), "stop loose");
+    assert_eq!(node.process_count(), 0);
+    assert!(rx.try_recv().is_err());
+    let restarted = ev
+        .try_iter()
+        .any(|e| matches!(e, SystemEvent::Restarted { .. }));
+    assert!(!restarted, "a child was restarted during shutdown");
+}
