@@ -36,12 +36,17 @@ pub(crate) struct Children {
 }
 
 impl Children {
-    pub(crate) fn new(sup: Pid, node: Node) -> Self {
+    /// An empty table; the supervisor's pid is set in its `init`.
+    pub(crate) fn new(node: Node) -> Self {
         Children {
             list: Vec::new(),
-            sup,
+            sup: Pid::new(0),
             node,
         }
+    }
+
+    pub(crate) fn set_supervisor(&mut self, sup: Pid) {
+        self.sup = sup;
     }
 
     pub(crate) fn position(&self, id: &str) -> Option<usize> {

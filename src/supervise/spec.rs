@@ -101,7 +101,7 @@ impl ChildSpec {
     /// (its own children's timeouts bound it).
     pub fn supervisor(id: impl Into<String>, spec: SupervisorSpec) -> Self {
         let start: StartFn = Arc::new(move |node, opts| {
-            let sup = Supervisor::new(spec.clone(), opts.link);
+            let sup = Supervisor::new(spec.clone(), opts.link, node);
             node.spawn_with(sup, opts).map(|r| r.pid())
         });
         ChildSpec {

@@ -32,24 +32,22 @@ pub(crate) struct Supervisor {
     spec: SupervisorSpec,
     parent: Option<Pid>,
     window: RestartWindow,
-    children: Option<Children>,
+    children: Children,
 }
 
 impl Supervisor {
-    pub(crate) fn new(spec: SupervisorSpec, parent: Option<Pid>) -> Self {
+    pub(crate) fn new(spec: SupervisorSpec, parent: Option<Pid>, node: &Node) -> Self {
         let window = RestartWindow::new(spec.intensity);
         Supervisor {
             spec,
             parent,
             window,
-            children: None,
+            children: Children::new(node.clone()),
         }
     }
 
     fn kids(&mut self) -> &mut Children {
-        // Set in `init`, before any message or signal is handled.
-        self.children
-            .get_or_insert_with(|| unreachable!("supervisor used before init"))
+        &mut self.children
     }
 }
 
@@ -58,7 +56,8 @@ impl Process for Supervisor {
 
     fn init(&mut self, ctx: &mut Context<SupervisorMsg>) -> Result<(), BoxError> {
         ctx.trap_exit(true);
-        let mut kids = Children::new(ctx.pid(), ctx.node().clone());
+        let kids = &mut self.children;
+        kids.set_supervisor(ctx.pid());
         for spec in std::mem::take(&mut self.spec.children) {
             if kids.position(&spec.id).is_some() {
                 kids.stop_group(0..kids.list.len());
@@ -71,7 +70,6 @@ impl Process for Supervisor {
                 return Err(format!("child {id:?} failed to start: {e}").into());
             }
         }
-        self.children = Some(kids);
         Ok(())
     }
 
@@ -105,9 +103,8 @@ impl Process for Supervisor {
     }
 
     fn terminate(&mut self, _ctx: &mut Context<SupervisorMsg>, _reason: &ExitReason) {
-        if let Some(kids) = &mut self.children {
-            kids.stop_group(0..kids.list.len());
-        }
+        let kids = &mut self.children;
+        kids.stop_group(0..kids.list.len());
     }
 }
 
@@ -271,7 +268,7 @@ impl SupervisorSpec {
     ///
     /// As for [`start`](Self::start), plus [`SpawnError::NameTaken`].
     pub fn start_with(self, node: &Node, opts: SpawnOptions) -> Result<SupervisorRef, SpawnError> {
-        let sup = Supervisor::new(self, opts.link);
+        let sup = Supervisor::new(self, opts.link, node);
         node.spawn_with(sup, opts)
             .map(|inner| SupervisorRef { inner })
     }
