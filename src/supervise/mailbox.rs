@@ -62,6 +62,34 @@ impl ProcShared {
 /// [`SystemEvent::MailboxFull`]; [`send_timeout`](Self::send_timeout) waits for room.
 /// A `ProcessRef` names one incarnation: after a restart, look the new one up by name.
 ///
+/// # Examples
+///
+/// ```
+/// use sockloop::supervise::{from_fn, Control, Node, SendError, SpawnOptions};
+///
+/// let node = Node::new();
+/// let (gate_tx, gate) = crossbeam_channel::bounded::<()>(0);
+/// let (busy_tx, busy) = crossbeam_channel::bounded(1);
+/// let slow = node
+///     .spawn_with(
+///         from_fn(move |_ctx, _n: u32| {
+///             busy_tx.send(())?;
+///             gate.recv()?;
+///             Ok(Control::Continue)
+///         }),
+///         SpawnOptions::default().mailbox_capacity(1),
+///     )
+///     .unwrap();
+/// slow.send(1).unwrap(); // taken: the handler waits at the gate
+/// busy.recv().unwrap();
+/// slow.send(2).unwrap(); // queued: the mailbox is now full
+/// match slow.send(3) {
+///     Err(SendError::MailboxFull(m)) => assert_eq!(m, 3), // handed back
+///     other => panic!("{other:?}"),
+/// }
+/// drop(gate_tx); // the handler's gate closes: it returns `Err` and the process exits
+/// ```
+///
 /// [`NodeConfig::mailbox_capacity`]: super::NodeConfig::mailbox_capacity
 /// [`SpawnOptions::mailbox_capacity`]: super::SpawnOptions::mailbox_capacity
 pub struct ProcessRef<M> {
