@@ -5,6 +5,7 @@ mod browser;
 mod cdp;
 mod clients;
 mod hub;
+mod supervise;
 mod transports;
 mod util;
 mod websocket;

@@ -1,0 +1,128 @@
+//! A supervisor's child table: start, stop (with timeout and detach), inspect.
+
+use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crossbeam_channel::RecvTimeoutError;
+
+use super::runner::panic_message;
+use super::{
+    ChildKind, ChildSpec, ExitReason, Node, Pid, Restart, SpawnError, SpawnOptions, SystemEvent,
+};
+
+/// A child as reported by [`SupervisorRef::which_children`](super::SupervisorRef::which_children).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildInfo {
+    /// The spec id.
+    pub id: String,
+    /// The running instance, `None` if it is not running.
+    pub pid: Option<Pid>,
+    /// Worker or supervisor.
+    pub kind: ChildKind,
+    /// Its restart type.
+    pub restart: Restart,
+}
+
+pub(crate) struct Child {
+    pub(crate) spec: ChildSpec,
+    pub(crate) pid: Option<Pid>,
+}
+
+/// Children in start order.
+pub(crate) struct Children {
+    pub(crate) list: Vec<Child>,
+    sup: Pid,
+    node: Node,
+}
+
+impl Children {
+    /// An empty table; the supervisor's pid is set in its `init`.
+    pub(crate) fn new(node: Node) -> Self {
+        Children {
+            list: Vec::new(),
+            sup: Pid::new(0),
+            node,
+        }
+    }
+
+    pub(crate) fn set_supervisor(&mut self, sup: Pid) {
+        self.sup = sup;
+    }
+
+    pub(crate) fn position(&self, id: &str) -> Option<usize> {
+        self.list.iter().position(|c| c.spec.id == id)
+    }
+
+    pub(crate) fn position_pid(&self, pid: Pid) -> Option<usize> {
+        self.list.iter().position(|c| c.pid == Some(pid))
+    }
+
+    pub(crate) fn push(&mut self, spec: ChildSpec) {
+        self.list.push(Child { spec, pid: None });
+    }
+
+    /// Starts child `i`, linked to the supervisor; waits for its `init`.
+    pub(crate) fn start(&mut self, i: usize) -> Result<Pid, SpawnError> {
+        let spec = &self.list[i].spec;
+        let opts = SpawnOptions::default()
+            .link(self.sup)
+            .name_opt(spec.name.clone());
+        // The factory is user code running on the supervisor's thread: contain its panics.
+        let start = AssertUnwindSafe(|| (spec.start)(&self.node, opts));
+        let pid = catch_unwind(start).unwrap_or_else(|p| {
+            let reason = ExitReason::Panic(panic_message(p.as_ref()));
+            Err(SpawnError::Init(reason))
+        })?;
+        self.list[i].pid = Some(pid);
+        Ok(pid)
+    }
+
+    /// Stops child `i` if it runs: shutdown signal, wait up to its timeout, else detach.
+    /// Returns the pid it had.
+    pub(crate) fn stop(&mut self, i: usize) -> Option<Pid> {
+        let pid = self.list[i].pid.take()?;
+        self.node.unlink(self.sup, pid);
+        let down = self.node.monitor(pid);
+        self.node.stop(pid);
+        if let Err(RecvTimeoutError::Timeout) = down.recv_timeout(self.list[i].spec.shutdown) {
+            self.detach(i, pid);
+        }
+        Some(pid)
+    }
+
+    fn detach(&self, i: usize, pid: Pid) {
+        if self.node.detach(pid) {
+            self.node.emit(&SystemEvent::ChildDetached {
+                supervisor: self.sup,
+                child: self.list[i].spec.id.clone(),
+                pid,
+            });
+        }
+    }
+
+    /// Stops the children in `group` in reverse start order; returns their former pids
+    /// (indexed like the table).
+    pub(crate) fn stop_group(&mut self, group: Range<usize>) -> Vec<Option<Pid>> {
+        let mut old = vec![None; self.list.len()];
+        for i in group.rev() {
+            old[i] = self.stop(i);
+        }
+        old
+    }
+
+    /// Removes temporary children that are not running (they are never restarted).
+    pub(crate) fn drop_stopped_temporaries(&mut self) {
+        self.list
+            .retain(|c| c.pid.is_some() || c.spec.restart != Restart::Temporary);
+    }
+
+    pub(crate) fn info(&self) -> Vec<ChildInfo> {
+        let info = |c: &Child| ChildInfo {
+            id: c.spec.id.clone(),
+            pid: c.pid,
+            kind: c.spec.kind,
+            restart: c.spec.restart,
+        };
+        self.list.iter().map(info).collect()
+    }
+}

@@ -1,0 +1,356 @@
+//! The supervisor process and its handle.
+
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Sender};
+
+use super::children::{ChildInfo, Children};
+use super::intensity::RestartWindow;
+use super::{
+    BoxError, ChildSpec, Context, Control, ExitReason, Handled, Intensity, Node, Pid, Process,
+    ProcessRef, Restart, SpawnError, SpawnOptions, Strategy, SupervisorError, SupervisorSpec,
+    SystemEvent,
+};
+
+/// How long a supervisor call waits for room in a full supervisor mailbox.
+const CALL_ENQUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A request to a supervisor (opaque; use [`SupervisorRef`]).
+pub struct SupervisorMsg(Request);
+
+enum Request {
+    Start(ChildSpec, Sender<Result<Pid, SupervisorError>>),
+    Terminate(String, Sender<Result<(), SupervisorError>>),
+    Restart(String, Sender<Result<Pid, SupervisorError>>),
+    Delete(String, Sender<Result<(), SupervisorError>>),
+    Which(Sender<Vec<ChildInfo>>),
+}
+
+/// A supervisor as a process: traps exits, restarts children by strategy and intensity.
+pub(crate) struct Supervisor {
+    spec: SupervisorSpec,
+    parent: Option<Pid>,
+    window: RestartWindow,
+    children: Children,
+}
+
+impl Supervisor {
+    pub(crate) fn new(spec: SupervisorSpec, parent: Option<Pid>, node: &Node) -> Self {
+        let window = RestartWindow::new(spec.intensity);
+        Supervisor {
+            spec,
+            parent,
+            window,
+            children: Children::new(node.clone()),
+        }
+    }
+
+    fn kids(&mut self) -> &mut Children {
+        &mut self.children
+    }
+}
+
+impl Process for Supervisor {
+    type Msg = SupervisorMsg;
+
+    fn init(&mut self, ctx: &mut Context<SupervisorMsg>) -> Result<(), BoxError> {
+        ctx.trap_exit(true);
+        let kids = &mut self.children;
+        kids.set_supervisor(ctx.pid());
+        for spec in std::mem::take(&mut self.spec.children) {
+            if kids.position(&spec.id).is_some() {
+                kids.stop_group(0..kids.list.len());
+                return Err(format!("duplicate child id {:?}", spec.id).into());
+            }
+            let id = spec.id.clone();
+            kids.push(spec);
+            if let Err(e) = kids.start(kids.list.len() - 1) {
+                kids.stop_group(0..kids.list.len());
+                return Err(format!("child {id:?} failed to start: {e}").into());
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, _ctx: &mut Context<SupervisorMsg>, msg: SupervisorMsg) -> Handled {
+        // A caller that gave up waiting is not an error: replies are best effort.
+        match msg.0 {
+            Request::Start(spec, reply) => drop(reply.send(self.start_child(spec))),
+            Request::Terminate(id, reply) => drop(reply.send(self.terminate_child(&id))),
+            Request::Restart(id, reply) => drop(reply.send(self.restart_child(&id))),
+            Request::Delete(id, reply) => drop(reply.send(self.delete_child(&id))),
+            Request::Which(reply) => drop(reply.send(self.kids().info())),
+        }
+        Ok(Control::Continue)
+    }
+
+    fn handle_exit(
+        &mut self,
+        ctx: &mut Context<SupervisorMsg>,
+        from: Pid,
+        reason: ExitReason,
+    ) -> Handled {
+        match self.kids().position_pid(from) {
+            Some(i) => self.on_child_exit(ctx, i, reason),
+            // The parent's exit, whatever its reason, ends the supervisor and its tree.
+            None if self.parent == Some(from) => Ok(Control::Exit(reason)),
+            None => {
+                log::debug!("supervise: {} ignores exit of {from} ({reason})", ctx.pid());
+                Ok(Control::Continue)
+            }
+        }
+    }
+
+    fn terminate(&mut self, _ctx: &mut Context<SupervisorMsg>, _reason: &ExitReason) {
+        let kids = &mut self.children;
+        kids.stop_group(0..kids.list.len());
+    }
+}
+
+impl Supervisor {
+    fn on_child_exit(
+        &mut self,
+        ctx: &Context<SupervisorMsg>,
+        i: usize,
+        reason: ExitReason,
+    ) -> Handled {
+        let kids = self.kids();
+        let old = kids.list[i].pid.take();
+        let restart = match kids.list[i].spec.restart {
+            Restart::Permanent => true,
+            Restart::Transient => reason.is_abnormal(),
+            Restart::Temporary => false,
+        };
+        if !restart {
+            kids.drop_stopped_temporaries();
+            return Ok(Control::Continue);
+        }
+        if !self.window.record(Instant::now()) {
+            return Ok(self.escalate(ctx));
+        }
+        let group = self.group(i);
+        let mut olds = self.kids().stop_group(group.clone());
+        olds[i] = old;
+        self.restart_group(ctx, group, &olds)
+    }
+
+    fn group(&mut self, i: usize) -> Range<usize> {
+        let len = self.kids().list.len();
+        match self.spec.strategy {
+            Strategy::OneForOne => i..i + 1,
+            Strategy::OneForAll => 0..len,
+            Strategy::RestForOne => i..len,
+        }
+    }
+
+    /// Starts again, in start order, every non-temporary child of `group` that was running.
+    fn restart_group(
+        &mut self,
+        ctx: &Context<SupervisorMsg>,
+        group: Range<usize>,
+        olds: &[Option<Pid>],
+    ) -> Handled {
+        for j in group {
+            let Some(old) = olds[j] else { continue };
+            if self.kids().list[j].spec.restart == Restart::Temporary {
+                continue;
+            }
+            if let Some(c) = self.restart_one(ctx, j, old) {
+                return Ok(c);
+            }
+        }
+        self.kids().drop_stopped_temporaries();
+        Ok(Control::Continue)
+    }
+
+    /// Restarts child `j`, retrying failed starts while the intensity allows.
+    fn restart_one(&mut self, ctx: &Context<SupervisorMsg>, j: usize, old: Pid) -> Option<Control> {
+        loop {
+            match self.kids().start(j) {
+                Ok(new) => {
+                    let child = self.kids().list[j].spec.id.clone();
+                    let supervisor = ctx.pid();
+                    ctx.node().emit(&SystemEvent::Restarted {
+                        supervisor,
+                        child,
+                        old,
+                        new,
+                    });
+                    return None;
+                }
+                Err(e) => {
+                    log::warn!("supervise: {} failed to restart a child: {e}", ctx.pid());
+                    if !self.window.record(Instant::now()) {
+                        return Some(self.escalate(ctx));
+                    }
+                }
+            }
+        }
+    }
+
+    fn escalate(&self, ctx: &Context<SupervisorMsg>) -> Control {
+        let Intensity {
+            max_restarts,
+            period,
+        } = self.spec.intensity;
+        let supervisor = ctx.pid();
+        ctx.node().emit(&SystemEvent::SupervisorEscalated {
+            supervisor,
+            max_restarts,
+            period,
+        });
+        Control::Exit(ExitReason::IntensityExceeded)
+    }
+
+    fn start_child(&mut self, spec: ChildSpec) -> Result<Pid, SupervisorError> {
+        let kids = self.kids();
+        if kids.position(&spec.id).is_some() {
+            return Err(SupervisorError::AlreadyExists(spec.id));
+        }
+        kids.push(spec);
+        let i = kids.list.len() - 1;
+        kids.start(i).map_err(|e| {
+            kids.list.pop();
+            SupervisorError::Start(e)
+        })
+    }
+
+    fn terminate_child(&mut self, id: &str) -> Result<(), SupervisorError> {
+        let kids = self.kids();
+        let i = kids
+            .position(id)
+            .ok_or_else(|| SupervisorError::NotFound(id.to_owned()))?;
+        kids.stop_group(i..i + 1);
+        kids.drop_stopped_temporaries();
+        Ok(())
+    }
+
+    fn restart_child(&mut self, id: &str) -> Result<Pid, SupervisorError> {
+        let kids = self.kids();
+        let i = kids
+            .position(id)
+            .ok_or_else(|| SupervisorError::NotFound(id.to_owned()))?;
+        if kids.list[i].pid.is_some() {
+            return Err(SupervisorError::Running(id.to_owned()));
+        }
+        kids.start(i).map_err(SupervisorError::Start)
+    }
+
+    fn delete_child(&mut self, id: &str) -> Result<(), SupervisorError> {
+        let kids = self.kids();
+        let i = kids
+            .position(id)
+            .ok_or_else(|| SupervisorError::NotFound(id.to_owned()))?;
+        if kids.list[i].pid.is_some() {
+            return Err(SupervisorError::Running(id.to_owned()));
+        }
+        kids.list.remove(i);
+        Ok(())
+    }
+}
+
+impl SupervisorSpec {
+    /// Starts a top-level supervisor: its children start in order before this returns.
+    ///
+    /// # Errors
+    ///
+    /// [`SpawnError::Init`] if a child failed to start (the ones already started were
+    /// stopped in reverse order) or two children share an id.
+    pub fn start(self, node: &Node) -> Result<SupervisorRef, SpawnError> {
+        self.start_with(node, SpawnOptions::default())
+    }
+
+    /// As [`start`](Self::start), with spawn options (a name, or a link to a parent
+    /// process whose abnormal exit then stops this supervisor).
+    ///
+    /// # Errors
+    ///
+    /// As for [`start`](Self::start), plus [`SpawnError::NameTaken`].
+    pub fn start_with(self, node: &Node, opts: SpawnOptions) -> Result<SupervisorRef, SpawnError> {
+        let sup = Supervisor::new(self, opts.link, node);
+        node.spawn_with(sup, opts)
+            .map(|inner| SupervisorRef { inner })
+    }
+}
+
+/// A cloneable handle to a running supervisor.
+///
+/// Calls block until the supervisor answered; it answers between restarts and may be busy
+/// waiting for children to stop (up to their shutdown timeouts). A child must not call its
+/// own supervisor from `init` or while being stopped: the supervisor is waiting for it.
+#[derive(Clone, Debug)]
+pub struct SupervisorRef {
+    inner: ProcessRef<SupervisorMsg>,
+}
+
+impl SupervisorRef {
+    /// The handle of the supervisor `pid` (e.g. a nested one from `which_children`);
+    /// `None` if it is not a live supervisor.
+    pub fn from_pid(node: &Node, pid: Pid) -> Option<SupervisorRef> {
+        node.lookup(pid).map(|inner| SupervisorRef { inner })
+    }
+
+    /// The supervisor's pid.
+    pub fn pid(&self) -> Pid {
+        self.inner.pid()
+    }
+
+    /// Adds a child at the end of the start order and starts it.
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorError::AlreadyExists`], [`SupervisorError::Start`] (the spec is not
+    /// kept), [`SupervisorError::NoProcess`].
+    pub fn start_child(&self, spec: ChildSpec) -> Result<Pid, SupervisorError> {
+        self.call(|tx| Request::Start(spec, tx))?
+    }
+
+    /// Stops a child (shutdown, timeout, detach) and keeps its spec, except for temporary
+    /// children whose spec is removed. Stopping a stopped child succeeds.
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorError::NotFound`], [`SupervisorError::NoProcess`].
+    pub fn terminate_child(&self, id: &str) -> Result<(), SupervisorError> {
+        self.call(|tx| Request::Terminate(id.to_owned(), tx))?
+    }
+
+    /// Starts a stopped child again from its spec.
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorError::NotFound`], [`SupervisorError::Running`],
+    /// [`SupervisorError::Start`], [`SupervisorError::NoProcess`].
+    pub fn restart_child(&self, id: &str) -> Result<Pid, SupervisorError> {
+        self.call(|tx| Request::Restart(id.to_owned(), tx))?
+    }
+
+    /// Removes a stopped child's spec.
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorError::NotFound`], [`SupervisorError::Running`],
+    /// [`SupervisorError::NoProcess`].
+    pub fn delete_child(&self, id: &str) -> Result<(), SupervisorError> {
+        self.call(|tx| Request::Delete(id.to_owned(), tx))?
+    }
+
+    /// The children in start order.
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorError::NoProcess`].
+    pub fn which_children(&self) -> Result<Vec<ChildInfo>, SupervisorError> {
+        self.call(Request::Which)
+    }
+
+    fn call<T>(&self, req: impl FnOnce(Sender<T>) -> Request) -> Result<T, SupervisorError> {
+        let (tx, rx) = bounded(1);
+        let msg = SupervisorMsg(req(tx));
+        self.inner
+            .send_timeout(msg, CALL_ENQUEUE_TIMEOUT)
+            .map_err(|_| SupervisorError::NoProcess)?;
+        rx.recv().map_err(|_| SupervisorError::NoProcess)
+    }
+}
