@@ -9,6 +9,7 @@ use crate::reactor::poller::{new_poller, Poller};
 use crate::reactor::pool::HandlerPool;
 use crate::reactor::{Command, PollerShared};
 use crate::server::{shutdown_server, Listen, ServerBuilder, ServerShared};
+use crate::supervise::{Node, NodeConfig};
 use crate::Result;
 
 /// Configures and starts a [`Runtime`].
@@ -17,6 +18,8 @@ pub struct RuntimeBuilder {
     pollers: usize,
     handler_threads: usize,
     name: String,
+    node: Option<NodeConfig>,
+    handler_budget: Option<Duration>,
 }
 
 fn cores() -> usize {
@@ -29,6 +32,8 @@ impl Default for RuntimeBuilder {
             pollers: cores(),
             handler_threads: cores(),
             name: "sockloop".into(),
+            node: None,
+            handler_budget: None,
         }
     }
 }
@@ -53,12 +58,44 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Configuration of the runtime's supervision [`Node`] (default
+    /// [`NodeConfig::default`] with process threads named `<name>-proc-<pid>`), on which
+    /// the handler threads run as supervised processes and user processes may be spawned
+    /// ([`Runtime::node`]).
+    pub fn node_config(mut self, config: NodeConfig) -> Self {
+        self.node = Some(config);
+        self
+    }
+
+    /// Time budget of one handler call on the handler threads (default: none). Each event
+    /// handled longer than this is reported once to the node's hook as
+    /// [`SystemEvent::OverBudget`](crate::supervise::SystemEvent::OverBudget) (and logged).
+    /// It sets the node's per-message budget, so it applies to user processes on
+    /// [`Runtime::node`] as well.
+    pub fn handler_budget(mut self, budget: Option<Duration>) -> Self {
+        self.handler_budget = budget;
+        self
+    }
+
+    fn make_node(&self) -> Node {
+        let cfg = self
+            .node
+            .clone()
+            .unwrap_or_else(|| NodeConfig::default().thread_name(format!("{}-proc", self.name)));
+        let cfg = match self.handler_budget {
+            Some(b) => cfg.message_budget(Some(b)),
+            None => cfg,
+        };
+        Node::with_config(cfg)
+    }
+
     /// Starts the threads.
     ///
     /// # Errors
     /// `Error::Io` when a poll instance or a thread cannot be created.
     pub fn build(self) -> Result<Runtime> {
-        let pool = HandlerPool::new(self.handler_threads, &self.name)?;
+        let node = self.make_node();
+        let pool = HandlerPool::new(self.handler_threads, &self.name, &node)?;
         let mut pollers = Vec::new();
         let mut shareds = Vec::new();
         for i in 0..self.pollers {
@@ -79,6 +116,7 @@ impl RuntimeBuilder {
                 pollers: shareds,
                 threads: Mutex::new(threads),
                 pool,
+                node,
                 servers: Mutex::new(Vec::new()),
                 stopped: AtomicBool::new(false),
                 rr: AtomicUsize::new(0),
@@ -87,10 +125,14 @@ impl RuntimeBuilder {
     }
 }
 
+/// How long stopping the runtime waits for the processes left on its node.
+const NODE_SHUTDOWN: Duration = Duration::from_secs(5);
+
 pub(crate) struct RuntimeInner {
     pub(crate) pollers: Vec<Arc<PollerShared>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     pub(crate) pool: Arc<HandlerPool>,
+    node: Node,
     servers: Mutex<Vec<Arc<ServerShared>>>,
     stopped: AtomicBool,
     rr: AtomicUsize,
@@ -142,6 +184,7 @@ impl RuntimeInner {
             }
         }
         self.pool.stop();
+        self.node.shutdown(NODE_SHUTDOWN);
     }
 }
 
@@ -192,6 +235,26 @@ impl Runtime {
     /// Number of poller threads.
     pub fn pollers(&self) -> usize {
         self.inner.pollers.len()
+    }
+
+    /// The supervision node the handler threads run on: set its hook to see handler
+    /// restarts and overruns, or spawn your own processes and supervisors on it. Processes
+    /// left on it are shut down when the runtime stops.
+    ///
+    /// # Examples
+    /// ```
+    /// use sockloop::supervise::SystemEvent;
+    ///
+    /// let rt = sockloop::Runtime::builder().pollers(1).handler_threads(1).build()?;
+    /// rt.node().set_hook(|e: &SystemEvent| {
+    ///     if let SystemEvent::Restarted { child, .. } = e {
+    ///         eprintln!("{child} restarted");
+    ///     }
+    /// });
+    /// # Ok::<(), sockloop::Error>(())
+    /// ```
+    pub fn node(&self) -> &Node {
+        &self.inner.node
     }
 
     /// Starts building a server listening on `listen`.

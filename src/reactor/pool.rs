@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -18,6 +18,10 @@ use crate::handler::{
     DatagramFactory, DatagramHandler, DatagramSender, StreamFactory, StreamHandler,
 };
 use crate::http::Request;
+use crate::supervise::{
+    BoxError, ChildSpec, Context, Control, Handled, Node, Process, Restart, Strategy,
+    SupervisorRef, SupervisorSpec,
+};
 use crate::websocket::{WsConn, WsFactory, WsHandler};
 use crate::ws::CloseCode;
 use crate::Error;
@@ -81,27 +85,93 @@ pub(crate) enum Job {
     Stop,
 }
 
-/// The fixed pool of handler threads.
+/// The fixed pool of handler threads, each a supervised process.
+///
+/// Every handler thread is a child of one `OneForOne` supervisor on the runtime's
+/// [`Node`]. The thread's job queue and its handlers (one per connection) belong to the
+/// pool, not to the thread: when a handler panics, its connection is closed (1011 for a
+/// WebSocket), the thread exits with the panic as its reason, and the supervisor starts a
+/// fresh thread on the same queue and handlers. Other connections lose no queued event,
+/// and the node's hook sees `Exited` and `Restarted`. With a per-message budget set on the
+/// node, every job is timed and an overrun is reported as `OverBudget`.
 pub(crate) struct HandlerPool {
     workers: Vec<Sender<Job>>,
-    joins: Mutex<Vec<JoinHandle<()>>>,
+    node: Node,
+    supervisor: Mutex<Option<SupervisorRef>>,
 }
 
+/// One handler thread's queue and handlers, kept across restarts of the thread.
+struct Lane {
+    rx: Receiver<Job>,
+    state: Mutex<Worker>,
+}
+
+/// The pump message: each one makes a handler process run one queued job.
+pub(crate) struct Pump;
+
+/// A handler thread as a process: one job per pump, then it pumps itself again.
+struct LaneProcess {
+    lane: Arc<Lane>,
+}
+
+impl Process for LaneProcess {
+    type Msg = Pump;
+
+    fn init(&mut self, ctx: &mut Context<Pump>) -> Result<(), BoxError> {
+        ctx.me().send(Pump).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn handle(&mut self, ctx: &mut Context<Pump>, _: Pump) -> Handled {
+        let job = match self.lane.rx.recv() {
+            Ok(Job::Stop) | Err(_) => return Ok(Control::Stop),
+            Ok(job) => job,
+        };
+        let mut worker = self.lane.state.lock().unwrap_or_else(|e| e.into_inner());
+        worker.handle(job);
+        if let Some(msg) = worker.failed.take() {
+            return Err(format!("handler panicked: {msg}").into());
+        }
+        drop(worker);
+        ctx.me().send(Pump).map_err(|e| e.to_string())?;
+        Ok(Control::Continue)
+    }
+}
+
+/// How long `stop` waits for each handler thread to finish its queue.
+const STOP_WAIT: Duration = Duration::from_secs(30);
+
 impl HandlerPool {
-    pub(crate) fn new(threads: usize, name: &str) -> std::io::Result<Arc<HandlerPool>> {
+    pub(crate) fn new(
+        threads: usize,
+        name: &str,
+        node: &Node,
+    ) -> std::io::Result<Arc<HandlerPool>> {
         let mut workers = Vec::new();
-        let mut joins = Vec::new();
+        // Handler panics are per-connection faults: the pool restarts its threads without
+        // limit rather than giving up on every connection.
+        let mut spec =
+            SupervisorSpec::new(Strategy::OneForOne).intensity(u32::MAX, Duration::from_secs(1));
         for i in 0..threads.max(1) {
             let (tx, rx) = crossbeam_channel::unbounded();
             workers.push(tx);
-            let j = std::thread::Builder::new()
-                .name(format!("{name}-handler-{i}"))
-                .spawn(move || Worker::default().run(rx))?;
-            joins.push(j);
+            let lane = Arc::new(Lane {
+                rx,
+                state: Mutex::new(Worker::default()),
+            });
+            let child = ChildSpec::worker(format!("{name}-handler-{i}"), move || LaneProcess {
+                lane: lane.clone(),
+            })
+            .restart(Restart::Transient);
+            spec = spec.child(child);
         }
+        let supervisor = spec
+            .start(node)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(Arc::new(HandlerPool {
             workers,
-            joins: Mutex::new(joins),
+            node: node.clone(),
+            supervisor: Mutex::new(Some(supervisor)),
         }))
     }
 
@@ -111,15 +181,32 @@ impl HandlerPool {
         let _ = self.workers[i].send(job);
     }
 
-    /// Stops every thread after the jobs already queued, and joins them.
+    /// Stops every thread after the jobs already queued, waits for them (threads that
+    /// panic meanwhile are restarted and finish the queue), then stops the supervisor.
     pub(crate) fn stop(&self) {
+        let Some(sup) = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
         for w in &self.workers {
             let _ = w.send(Job::Stop);
         }
-        let joins = std::mem::take(&mut *self.joins.lock().unwrap_or_else(|e| e.into_inner()));
-        for j in joins {
-            let _ = j.join();
+        let deadline = std::time::Instant::now() + STOP_WAIT;
+        while let Ok(children) = sup.which_children() {
+            let Some(pid) = children.iter().find_map(|c| c.pid) else {
+                break;
+            };
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || self.node.monitor(pid).recv_timeout(left).is_err() {
+                log::warn!("handler threads did not finish their queues in {STOP_WAIT:?}");
+                break;
+            }
         }
+        self.node.stop(sup.pid());
     }
 
     /// Waits until every job queued so far on every thread has run.
@@ -140,18 +227,11 @@ impl HandlerPool {
 struct Worker {
     streams: HashMap<ConnId, UserHandler>,
     datagrams: HashMap<u64, Box<dyn DatagramHandler>>,
+    /// A handler panicked during the last job: the thread is to be restarted.
+    failed: Option<String>,
 }
 
 impl Worker {
-    fn run(mut self, rx: Receiver<Job>) {
-        while let Ok(job) = rx.recv() {
-            if let Job::Stop = job {
-                return;
-            }
-            self.handle(job);
-        }
-    }
-
     fn handle(&mut self, job: Job) {
         match job {
             Job::Open { conn, factory } => self.open(conn, factory),
@@ -203,7 +283,9 @@ impl Worker {
             } => self.datagram(&sender, factory, |h, _| h.on_error(&error)),
             Job::Run(f) => {
                 if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
-                    log::error!("handler-thread job panicked: {}", describe_panic(&*p));
+                    let msg = describe_panic(&*p);
+                    log::error!("handler-thread job panicked: {msg}");
+                    self.failed = Some(msg);
                 }
             }
             Job::Stop => {}
@@ -216,7 +298,7 @@ impl Worker {
                 self.streams.insert(conn.id(), UserHandler::Stream(h));
                 self.call(&conn, |h, c| h.on_open(c), |_, _| {});
             }
-            Err(p) => panicked(&conn, describe_panic(&*p)),
+            Err(p) => self.panicked(&conn, describe_panic(&*p)),
         }
     }
 
@@ -227,7 +309,7 @@ impl Worker {
                 self.streams.insert(conn.id(), UserHandler::Ws(h));
                 self.call(&conn, |_, _| {}, |h, w| h.on_open(w, &req));
             }
-            Err(p) => panicked(&conn, describe_panic(&*p)),
+            Err(p) => self.panicked(&conn, describe_panic(&*p)),
         }
     }
 
@@ -248,7 +330,7 @@ impl Worker {
         }));
         if let Err(p) = r {
             self.streams.remove(&conn.id());
-            panicked(conn, describe_panic(&*p));
+            self.panicked(conn, describe_panic(&*p));
         }
     }
 
@@ -267,8 +349,17 @@ impl Worker {
             let msg = describe_panic(&*p);
             log::error!("datagram handler panicked: {msg}");
             let server = &sender.inner.server;
-            server.observer.on_error(None, &Error::HandlerPanic(msg));
+            server
+                .observer
+                .on_error(None, &Error::HandlerPanic(msg.clone()));
+            self.failed = Some(msg);
         }
+    }
+
+    /// A handler panicked: its connection closes, and this thread is to be restarted.
+    fn panicked(&mut self, conn: &Conn, msg: String) {
+        panicked(conn, msg.clone());
+        self.failed = Some(msg);
     }
 }
 

@@ -14,6 +14,7 @@ use sockloop::supervise::{
 use crate::util::WAIT;
 
 mod links;
+mod pool;
 mod processes;
 mod stress;
 mod supervisors;
