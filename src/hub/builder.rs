@@ -251,6 +251,7 @@ impl HubBuilder {
             acks: Mutex::default(),
             next_ack: AtomicU64::new(1),
             stats: Default::default(),
+            subs: Default::default(),
         });
         Hub { inner }
     }

@@ -186,6 +186,12 @@ impl<'h> Target<'h> {
         let d = match &self.to {
             To::Room(r) => {
                 let gid = self.hub.state().rooms.get(r).map(|r| r.gid);
+                if self.hub.inner.subs.wants(r) {
+                    self.hub.inner.subs.publish(&super::RoomEvent::Message {
+                        room: r.clone(),
+                        text: text.into(),
+                    });
+                }
                 gid.map_or_else(Delivery::default, |g| self.to_group(g, text))
             }
             To::All => self.to_group(self.hub.inner.all, text),

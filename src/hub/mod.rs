@@ -51,6 +51,7 @@ mod presence;
 mod rooms;
 mod router;
 mod state;
+mod subscribe;
 mod system;
 
 use std::collections::HashMap;
@@ -64,6 +65,7 @@ pub use envelope::{encode, encode_error, parse_envelope, Envelope, EnvelopeLimit
 pub use error::{ErrorCode, HubError};
 pub use mw::{Middleware, Next, RateLimit};
 pub use state::{Cleanup, ConnInfo, Presence, Role, RoomEvents, RoomInfo, RoomOptions, RoomPolicy};
+pub use subscribe::{RoomEvent, SubscriptionId};
 
 use crate::{Broadcaster, GroupId};
 
@@ -118,6 +120,8 @@ pub(crate) struct HubInner {
     pub(crate) next_ack: AtomicU64,
     pub(crate) stats: Counters,
     pub(crate) typing: crossbeam_channel::Sender<presence::TimerCmd>,
+    /// Room subscribers outside the connections (processes, bridges).
+    pub(crate) subs: subscribe::Subscriptions,
 }
 
 /// The hub: routes envelopes to handlers and owns rooms, identities, presence and

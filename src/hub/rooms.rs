@@ -76,10 +76,16 @@ impl Hub {
         self.to_room(name)
             .emit("room:closed", &json!({"room": name}));
         let mut st = self.state();
-        for id in members {
-            remove_member(&mut st, id, name);
+        let left: Vec<(ConnId, Left)> = members
+            .into_iter()
+            .filter_map(|id| remove_member(&mut st, id, name).map(|l| (id, l)))
+            .collect();
+        let existed = st.rooms.remove(name).is_some();
+        drop(st);
+        for (id, l) in &left {
+            self.publish_member(name, *id, &l.user, false);
         }
-        st.rooms.remove(name).is_some()
+        existed
     }
 
     /// Adds a connection to a room, creating the room per
@@ -112,6 +118,7 @@ impl Hub {
             entry.info.rooms.insert(room.to_owned());
             (user, new_user.then(|| r.users()), r.notifies())
         };
+        self.publish_member(room, id, &user, true);
         if notify {
             let data = json!({"room": room, "user": user, "conn": id.0});
             self.to_room(room).emit("room:joined", &data);
@@ -128,6 +135,7 @@ impl Hub {
     }
 
     fn announce_left(&self, left: &Left, id: ConnId) {
+        self.publish_member(&left.room, id, &left.user, false);
         if !left.notify {
             return;
         }

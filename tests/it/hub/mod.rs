@@ -5,6 +5,7 @@ mod delivery;
 mod envelope;
 mod ops;
 mod presence;
+mod processes;
 mod rooms;
 
 use serde_json::{json, Value};
