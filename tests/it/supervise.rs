@@ -13,6 +13,7 @@ use sockloop::supervise::{
 
 use crate::util::WAIT;
 
+mod chat_example;
 mod links;
 mod pool;
 mod processes;
