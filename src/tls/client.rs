@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{pem, provider, TlsError};
+use super::{alpn_list, pem, provider, TlsError};
 use crate::error::{Error, Result};
 
 /// A `rustls::ClientConfig` trusting exactly the CA certificates in `roots_pem`, with no
@@ -73,7 +73,7 @@ impl TlsClientConfig {
         I: IntoIterator<Item = P>,
         P: AsRef<[u8]>,
     {
-        self.alpn = protocols.into_iter().map(|p| p.as_ref().to_vec()).collect();
+        self.alpn = alpn_list(protocols);
         self
     }
 

@@ -19,6 +19,15 @@ pub use server::{ClientCertMode, TlsServerBuilder, TlsServerConfig};
 use std::sync::Arc;
 
 /// The one crypto provider sockloop uses: ring.
+/// ALPN protocol names as rustls takes them.
+fn alpn_list<I, P>(protocols: I) -> Vec<Vec<u8>>
+where
+    I: IntoIterator<Item = P>,
+    P: AsRef<[u8]>,
+{
+    protocols.into_iter().map(|p| p.as_ref().to_vec()).collect()
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

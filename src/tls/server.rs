@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rustls::server::WebPkiClientVerifier;
 
-use super::{pem, provider, TlsError};
+use super::{alpn_list, pem, provider, TlsError};
 use crate::error::{Error, Result};
 
 /// Default time a client has to complete the TLS handshake.
@@ -151,7 +151,7 @@ impl TlsServerBuilder {
         I: IntoIterator<Item = P>,
         P: AsRef<[u8]>,
     {
-        self.alpn = protocols.into_iter().map(|p| p.as_ref().to_vec()).collect();
+        self.alpn = alpn_list(protocols);
         self
     }
 
