@@ -288,7 +288,9 @@ impl Handlers {
             kind,
             text,
         };
-        hub.to_room(room).try_emit("chat:message", &msg)?;
+        // Fire and forget: the handler goes on to the next message while the poller
+        // writes, so messages queued meanwhile leave together (one write per member).
+        hub.to_room(room).emit_nowait("chat:message", &msg)?;
         Ok(())
     }
 
