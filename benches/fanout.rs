@@ -169,7 +169,11 @@ fn main() {
         println!(
             "wsbench {}",
             args.iter()
-                .map(|a| if a.contains(['{', '?']) { format!("'{a}'") } else { a.clone() })
+                .map(|a| if a.contains(['{', '?']) {
+                    format!("'{a}'")
+                } else {
+                    a.clone()
+                })
                 .collect::<Vec<_>>()
                 .join(" ")
         );

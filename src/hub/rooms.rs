@@ -174,7 +174,11 @@ impl Hub {
                 }
             }
             if let (true, Some(o)) = (old_gone, &old) {
-                st.saw(o, std::time::SystemTime::now(), self.inner.cfg.max_last_seen);
+                st.saw(
+                    o,
+                    std::time::SystemTime::now(),
+                    self.inner.cfg.max_last_seen,
+                );
             }
             (old, changed)
         };

@@ -64,7 +64,8 @@ const SHOWN: &str = "[...document.querySelectorAll('#messages .log.active .msg')
 /// Every message line of every room the tab knows.
 const ALL_LINES: &str = "[...document.querySelectorAll('#messages .msg')]";
 /// The user list shown in the tab, comma-separated.
-const USERS: &str = "[...document.querySelectorAll('#users li span')].map(s => s.textContent).join(',')";
+const USERS: &str =
+    "[...document.querySelectorAll('#users li span')].map(s => s.textContent).join(',')";
 
 /// A line of the shown room matching the CSS `class` whose text contains `text`.
 fn shown(class: &str, text: &str) -> String {
@@ -141,10 +142,17 @@ fn browser_chat_two_tabs_messages_users_typing_commands_and_private_messages() {
              && m.textContent.includes('hello bob'))"
         ),
     );
-    say(&mut b, &bob, "hi ann <b>bold</b><img src=x onerror=alert(1)>");
+    say(
+        &mut b,
+        &bob,
+        "hi ann <b>bold</b><img src=x onerror=alert(1)>",
+    );
     b.wait_for(&ann, &shown(".text", "hi ann <b>bold</b><img"));
     assert_eq!(
-        b.eval(&ann, "document.querySelector('#messages b, #messages img') === null"),
+        b.eval(
+            &ann,
+            "document.querySelector('#messages b, #messages img') === null"
+        ),
         serde_json::json!(true),
         "user text must not become markup"
     );
@@ -197,24 +205,36 @@ fn browser_chat_two_tabs_messages_users_typing_commands_and_private_messages() {
 
     // /nick renames everywhere: the user lists follow and the rooms are told.
     say(&mut b, &bob, "/nick bobby");
-    b.wait_for(&bob, "document.getElementById('me').textContent === 'bobby'");
+    b.wait_for(
+        &bob,
+        "document.getElementById('me').textContent === 'bobby'",
+    );
     b.wait_for(&ann, &format!("{USERS} === 'ann,bobby,cy'"));
     b.wait_for(&ann, &shown(".system", "bob is now known as bobby"));
 
     // Rooms: /join from the message box, the join form, /leave.
     say(&mut b, &ann, "/join dev");
-    b.wait_for(&ann, "document.getElementById('current').textContent === '#dev'");
+    b.wait_for(
+        &ann,
+        "document.getElementById('current').textContent === '#dev'",
+    );
     b.wait_for(&ann, &format!("{USERS} === 'ann'"));
     b.eval(
         &bob,
         "document.getElementById('roomname').value = 'dev'; \
          document.getElementById('roomform').requestSubmit(); true",
     );
-    b.wait_for(&bob, "document.getElementById('current').textContent === '#dev'");
+    b.wait_for(
+        &bob,
+        "document.getElementById('current').textContent === '#dev'",
+    );
     b.wait_for(&ann, &format!("{USERS} === 'ann,bobby'"));
     b.wait_for(&ann, &shown(".system", "bobby joined #dev"));
     say(&mut b, &bob, "/leave");
-    b.wait_for(&bob, "document.getElementById('current').textContent === '#lobby'");
+    b.wait_for(
+        &bob,
+        "document.getElementById('current').textContent === '#lobby'",
+    );
     b.wait_for(&ann, &shown(".system", "bobby left #dev"));
     b.wait_for(&ann, &format!("{USERS} === 'ann'"));
 
