@@ -146,24 +146,29 @@ impl Shared {
         st.typing.remove(&id);
     }
 
-    /// Renames `id` to `new` in this registry and in the hub, atomically with respect to
-    /// other renames and claims. Returns the old nickname.
+    /// Renames `id` to `new` in this registry (which decides uniqueness), then in the hub.
+    /// Returns the old nickname.
     fn rename(&self, hub: &Hub, id: ConnId, new: &str) -> Result<String, HubError> {
-        let mut st = self.lock();
-        let old = st
-            .by_conn
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| HubError::not_found("no such connection"))?;
-        if let Some((holder, _)) = st.by_nick.get(&new.to_lowercase()) {
-            if *holder != id {
-                return Err(HubError::forbidden(format!("the nickname {new} is taken")));
+        let old = {
+            let mut st = self.lock();
+            let old = st
+                .by_conn
+                .get(&id)
+                .cloned()
+                .ok_or_else(|| HubError::not_found("no such connection"))?;
+            if let Some((holder, _)) = st.by_nick.get(&new.to_lowercase()) {
+                if *holder != id {
+                    return Err(HubError::forbidden(format!("the nickname {new} is taken")));
+                }
             }
-        }
+            st.by_nick.remove(&old.to_lowercase());
+            st.by_nick.insert(new.to_lowercase(), (id, new.to_owned()));
+            st.by_conn.insert(id, new.to_owned());
+            old
+        };
+        // Outside the lock: this pushes the rooms' new user lists. A connection's events
+        // are handled one at a time, so nothing renames `id` meanwhile.
         hub.set_user(id, new)?;
-        st.by_nick.remove(&old.to_lowercase());
-        st.by_nick.insert(new.to_lowercase(), (id, new.to_owned()));
-        st.by_conn.insert(id, new.to_owned());
         Ok(old)
     }
 
