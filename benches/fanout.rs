@@ -95,6 +95,18 @@ fn fmt(kv: &[(String, String)]) -> String {
         .join(" ")
 }
 
+/// CPU time (user + system) used by this process (the server) so far.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct we own.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 /// Waits (bounded) until the previous run's connections are gone.
 fn wait_closed(server: &sockloop::Server) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -180,8 +192,14 @@ fn main() {
         let (mut rate_v, mut pct, mut p50, mut p99) = (vec![], vec![], vec![], vec![]);
         for _ in 0..runs {
             wait_closed(&chat.server);
+            let (cpu0, t0) = (cpu_time(), Instant::now());
             let (kv, err) = run_wsbench(&bin, &args);
+            let busy = (cpu_time() - cpu0).as_secs_f64() / t0.elapsed().as_secs_f64();
             println!("  run: {}", fmt(&kv));
+            println!(
+                "       server CPU {:.0}% of its core over the run (connects and 1 s settle included)",
+                busy * 100.0
+            );
             if !err.trim().is_empty() {
                 println!("  wsbench stderr: {}", err.trim());
             }
