@@ -206,6 +206,57 @@ impl<'h> Target<'h> {
         d
     }
 
+    /// Like [`emit`](Self::emit), without waiting for the pollers' counts: for a room or
+    /// everyone (on an [attached](Hub::attach) hub) the message is framed once and handed
+    /// to the pollers, and the call returns at once. A handler that emits many room
+    /// messages in a row (a chat's message path) then never waits for a poller's round
+    /// trip, and the pollers coalesce the messages queued meanwhile into one write per
+    /// member. Returns the number of recipients the hub's registry knows (the pollers may
+    /// still drop or find closed some of them; stats count them as queued). Other targets
+    /// are sent as by `emit`, whose counts are exact.
+    ///
+    /// # Errors
+    /// `internal` when `data` cannot be serialized.
+    pub fn emit_nowait<T: Serialize + ?Sized>(
+        self,
+        event: &str,
+        data: &T,
+    ) -> Result<usize, HubError> {
+        let text = encode(event, data, None, None)?;
+        Ok(self.send_text_nowait(&text))
+    }
+
+    /// Like [`send_text`](Self::send_text), without waiting for the pollers' counts; see
+    /// [`emit_nowait`](Self::emit_nowait).
+    pub fn send_text_nowait(self, text: &str) -> usize {
+        let Some(f) = self.hub.inner.bcast.get() else {
+            return self.send_text(text).queued;
+        };
+        let group = match &self.to {
+            To::Room(r) => {
+                let st = self.hub.state();
+                let Some(room) = st.rooms.get(r) else {
+                    return 0;
+                };
+                let skipped = self.except.iter();
+                let skipped = skipped.filter(|id| room.members.contains_key(id)).count();
+                Some((room.gid, room.members.len().saturating_sub(skipped)))
+            }
+            To::All => {
+                let n = self.hub.state().conns.len();
+                Some((self.hub.inner.all, n.saturating_sub(self.except.len())))
+            }
+            _ => None,
+        };
+        let Some((gid, n)) = group else {
+            return self.send_text(text).queued;
+        };
+        f.b.send_nowait(gid, &f.b.frames_text(text), &self.except);
+        let s = &self.hub.inner.stats;
+        s.messages_out.fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+
     fn to_group(&self, gid: GroupId, text: &str) -> Delivery {
         let Some(f) = self.hub.inner.bcast.get() else {
             return send_each(self.hub, &self.recipients(), text);

@@ -129,6 +129,72 @@ impl Hub {
         Ok(())
     }
 
+    /// Renames the user of a connection (a chat's `/nick`): the hub's user index, the
+    /// connection's [`ConnInfo::user`](super::ConnInfo::user) and its room memberships
+    /// follow, and every room whose user list changes gets `room:users`. Returns the
+    /// previous user. No `presence` event is sent (the application announces renames as it
+    /// likes); the old name's last-seen time is recorded when it has no connection left.
+    /// The identity the authenticator gave ([`WsConn::identity`](crate::WsConn::identity),
+    /// [`Ctx::user`](super::Ctx::user)) is immutable and keeps the old name: read the
+    /// current one with [`Hub::conn_info`].
+    ///
+    /// # Errors
+    /// `not_found` for an unknown connection; `bad_data` for an empty name.
+    pub fn set_user(&self, id: ConnId, user: &str) -> Result<Option<String>, HubError> {
+        if user.is_empty() {
+            return Err(HubError::bad_data("a user id cannot be empty"));
+        }
+        let (old, changed) = {
+            let mut st = self.state();
+            let State {
+                conns,
+                users,
+                rooms,
+                ..
+            } = &mut *st;
+            let e = conns.get_mut(&id).ok_or_else(|| not_found("connection"))?;
+            if e.info.user.as_deref() == Some(user) {
+                return Ok(e.info.user.clone());
+            }
+            let old = e.info.user.replace(user.to_owned());
+            let mut old_gone = false;
+            if let Some(o) = &old {
+                if let Some(set) = users.get_mut(o) {
+                    set.remove(&id);
+                    if set.is_empty() {
+                        users.remove(o);
+                        old_gone = true;
+                    }
+                }
+            }
+            users.entry(user.to_owned()).or_default().insert(id);
+            let mut changed = Vec::new();
+            for name in &e.info.rooms {
+                let Some(r) = rooms.get_mut(name) else {
+                    continue;
+                };
+                let before = r.users();
+                r.members.insert(id, Some(user.to_owned()));
+                let after = r.users();
+                if r.notifies() && after != before {
+                    changed.push((name.clone(), after));
+                }
+            }
+            if let (true, Some(o)) = (old_gone, &old) {
+                st.saw(
+                    o,
+                    std::time::SystemTime::now(),
+                    self.inner.cfg.max_last_seen,
+                );
+            }
+            (old, changed)
+        };
+        for (room, users) in &changed {
+            self.push_users(room, users);
+        }
+        Ok(old)
+    }
+
     fn push_users(&self, room: &str, users: &[String]) {
         let data = json!({"room": room, "users": users});
         self.to_room(room).emit("room:users", &data);

@@ -3,6 +3,7 @@
 mod alloc;
 mod browser;
 mod cdp;
+mod chat;
 mod clients;
 mod hub;
 mod supervise;
