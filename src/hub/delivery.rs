@@ -186,12 +186,7 @@ impl<'h> Target<'h> {
         let d = match &self.to {
             To::Room(r) => {
                 let gid = self.hub.state().rooms.get(r).map(|r| r.gid);
-                if self.hub.inner.subs.wants(r) {
-                    self.hub.inner.subs.publish(&super::RoomEvent::Message {
-                        room: r.clone(),
-                        text: text.into(),
-                    });
-                }
+                self.hub.publish_message(r, text);
                 gid.map_or_else(Delivery::default, |g| self.to_group(g, text))
             }
             To::All => self.to_group(self.hub.inner.all, text),
@@ -234,6 +229,7 @@ impl<'h> Target<'h> {
         };
         let group = match &self.to {
             To::Room(r) => {
+                self.hub.publish_message(r, text);
                 let st = self.hub.state();
                 let Some(room) = st.rooms.get(r) else {
                     return 0;

@@ -152,6 +152,16 @@ impl Hub {
         self.inner.subs.remove(id)
     }
 
+    /// Tells the room's subscribers about a message emitted to it.
+    pub(crate) fn publish_message(&self, room: &str, text: &str) {
+        if self.inner.subs.wants(room) {
+            self.inner.subs.publish(&RoomEvent::Message {
+                room: room.to_owned(),
+                text: text.into(),
+            });
+        }
+    }
+
     pub(crate) fn publish_member(
         &self,
         room: &str,

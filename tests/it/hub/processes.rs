@@ -161,3 +161,29 @@ fn a_dead_subscriber_is_dropped_and_a_closure_can_unsubscribe() {
     // The leave was fully handled (acked) after the unsubscribe: nothing more arrives.
     assert!(rx.try_recv().is_err());
 }
+
+#[test]
+fn messages_emitted_without_waiting_reach_subscribers_too() {
+    let rt = rt();
+    let hub = base()
+        .on("shout", |ctx: &mut Ctx| {
+            let text: String = ctx.data()?;
+            ctx.hub().to_room("den").emit_nowait("shouted", &text);
+            ctx.ack(&true)
+        })
+        .build();
+    let s = serve(&rt, &hub);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    hub.subscribe("den", move |e| tx.send(e.clone()).is_ok());
+    let (mut c, _) = connect(&s, "user=cy");
+    request(&mut c, &json!({"event": "join", "data": "den", "id": 1}));
+    request(&mut c, &json!({"event": "shout", "data": "hey", "id": 2}));
+    let shouted = rx.try_iter().find_map(|e| match e {
+        RoomEvent::Message { text, .. } if text.contains("shouted") => Some(text),
+        _ => None,
+    });
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&shouted.expect("the shout")).unwrap(),
+        json!({"event": "shouted", "data": "hey"})
+    );
+}
