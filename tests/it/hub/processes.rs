@@ -168,7 +168,7 @@ fn messages_emitted_without_waiting_reach_subscribers_too() {
     let hub = base()
         .on("shout", |ctx: &mut Ctx| {
             let text: String = ctx.data()?;
-            ctx.hub().to_room("den").emit_nowait("shouted", &text);
+            ctx.hub().to_room("den").emit_nowait("shouted", &text)?;
             ctx.ack(&true)
         })
         .build();
