@@ -162,36 +162,68 @@ fn wait_open(server: &Server, n: usize, limit: Duration) -> bool {
     true
 }
 
-fn idle(bin: &Path, rt: &Runtime) {
+/// One idle-memory measurement, in a fresh process (`BENCH_IDLE_CHILD` set): memory a
+/// previous run freed would otherwise be reused and hide the growth. Prints `per_conn=N`.
+fn idle_child(bin: &Path) {
     const CONNS: usize = 9000;
+    let rt = Runtime::builder()
+        .pollers(1)
+        .handler_threads(1)
+        .build()
+        .expect("runtime");
+    let server = echo_server(&rt);
+    let addr = server.local_addr().to_string();
+    let before = rss_bytes();
+    let b = bin.to_path_buf();
+    let child = std::thread::spawn(move || {
+        run_wsbench(
+            &b,
+            &args(&["idle", "--addr", &addr, "--conns", "9000", "--secs", "8"]),
+        )
+    });
+    let held = wait_open(&server, CONNS, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1)); // let the handshakes' buffers settle
+    let during = rss_bytes();
+    let kv = child.join().expect("wsbench thread");
+    let per = (during.saturating_sub(before)) as f64 / CONNS as f64;
+    println!(
+        "  run: held={held} rss_before={before} rss_with_9000={during} ({})",
+        fmt(&kv)
+    );
+    println!("per_conn={per:.0}");
+    server.shutdown(Duration::from_secs(2));
+    rt.shutdown(Duration::from_secs(2));
+}
+
+fn idle() {
     let mut per_conn = Vec::new();
     for _ in 0..runs() {
-        let server = echo_server(rt);
-        let addr = server.local_addr().to_string();
-        let before = rss_bytes();
-        let b = bin.to_path_buf();
-        let child = std::thread::spawn(move || {
-            run_wsbench(
-                &b,
-                &args(&["idle", "--addr", &addr, "--conns", "9000", "--secs", "8"]),
-            )
-        });
-        let held = wait_open(&server, CONNS, Duration::from_secs(30));
-        std::thread::sleep(Duration::from_secs(1)); // let the handshakes' buffers settle
-        let during = rss_bytes();
-        let kv = child.join().expect("wsbench thread");
-        let per = (during.saturating_sub(before)) as f64 / CONNS as f64;
-        println!(
-            "  run: held={held} rss_before={before} rss_with_9000={during} per_conn={per:.0} B  ({})",
-            fmt(&kv)
-        );
-        per_conn.push(per);
-        server.shutdown(Duration::from_secs(2));
+        let out = Command::new(std::env::current_exe().expect("own path"))
+            .env("BENCH_IDLE_CHILD", "1")
+            .output()
+            .expect("run the idle measurement");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for line in text.lines().filter(|l| l.starts_with("  run:")) {
+            println!("{line}");
+        }
+        let per = text
+            .lines()
+            .find_map(|l| l.strip_prefix("per_conn="))
+            .and_then(|v| v.parse::<f64>().ok());
+        match per {
+            Some(p) => {
+                println!("  per_conn={p:.0} B");
+                per_conn.push(p);
+            }
+            None => println!("  idle run failed: {text}"),
+        }
     }
-    println!(
-        "idle 9000 connections: median RSS growth {:.0} bytes per connection",
-        median(per_conn)
-    );
+    if !per_conn.is_empty() {
+        println!(
+            "idle 9000 connections: median RSS growth {:.0} bytes per connection (each run a fresh process)",
+            median(per_conn)
+        );
+    }
 }
 
 fn capacity(bin: &Path, server: &Server) {
@@ -253,6 +285,10 @@ fn main() {
         return;
     };
     pin_to(1);
+    if std::env::var_os("BENCH_IDLE_CHILD").is_some() {
+        idle_child(&bin);
+        return;
+    }
     let rt = Runtime::builder()
         .pollers(1)
         .handler_threads(1)
@@ -266,7 +302,7 @@ fn main() {
         echo(&bin, &server, 1);
     }
     if wanted("idle", true) {
-        idle(&bin, &rt);
+        idle();
     }
     if wanted("capacity", false) {
         capacity(&bin, &server);
