@@ -31,76 +31,14 @@
 #[path = "../examples/chat.rs"]
 mod chat;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use common::*;
+
 use std::time::{Duration, Instant};
 
 use sockloop::hub::RoomEvents;
 use sockloop::Runtime;
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn wsbench() -> Option<PathBuf> {
-    let p = std::env::var_os("WSBENCH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../shared/tools/wsbench/target/release/wsbench")
-        });
-    p.exists().then_some(p)
-}
-
-/// Pins the calling thread (and the threads it starts later) to one core.
-fn pin_to(core: usize) {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
-
-/// Runs wsbench on core 0 and returns its `key=value` figures (and its stderr).
-fn run_wsbench(bin: &Path, args: &[String]) -> (Vec<(String, String)>, String) {
-    let out = Command::new("taskset")
-        .args(["-c", "0"])
-        .arg(bin)
-        .args(args)
-        .output()
-        .expect("run wsbench under taskset");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().last().unwrap_or("").to_owned();
-    let kv = line
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    (kv, String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn field(kv: &[(String, String)], key: &str) -> f64 {
-    kv.iter()
-        .find(|(k, _)| k == key)
-        .and_then(|(_, v)| v.trim_end_matches("/s").parse().ok())
-        .unwrap_or(0.0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-fn fmt(kv: &[(String, String)]) -> String {
-    kv.iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
 
 /// CPU time (user + system) used by this process (the server) so far.
 fn cpu_time() -> Duration {

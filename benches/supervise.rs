@@ -10,6 +10,10 @@
 //! `BENCH_RUNS` (default 5) sets the number of runs; `BENCH_ONLY` a filter
 //! (`stream`, `pingpong`, `spawn`, `restart`).
 
+mod common;
+
+use common::*;
+
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -23,22 +27,6 @@ const PINGS: u64 = 50_000;
 const SPAWNS: usize = 2_000;
 const RESTARTS: usize = 2_000;
 const WAIT: Duration = Duration::from_secs(60);
-
-fn runs() -> usize {
-    std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5)
-}
-
-fn wanted(name: &str) -> bool {
-    std::env::var("BENCH_ONLY").map_or(true, |f| f.split(',').any(|x| x == name))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -84,7 +72,7 @@ fn bench_stream() {
     let budget = Some(Duration::from_millis(10));
     let timed = Node::with_config(NodeConfig::default().message_budget(budget));
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..runs() {
+    for _ in 0..runs(5) {
         a.push(stream_once(&plain));
         b.push(stream_once(&timed));
     }
@@ -147,7 +135,7 @@ fn pingpong_run(node: &Node) -> f64 {
 
 fn bench_pingpong() {
     let node = Node::new();
-    let v: Vec<f64> = (0..runs()).map(|_| pingpong_run(&node)).collect();
+    let v: Vec<f64> = (0..runs(5)).map(|_| pingpong_run(&node)).collect();
     let rt = median(v);
     println!("pingpong_round_trips_per_s={rt:.0}");
     println!("pingpong_round_trip_us={:.2}", 1e6 / rt);
@@ -177,7 +165,7 @@ fn bench_spawn() {
     let node = Node::new();
     let mut med = Vec::new();
     let mut all = Vec::new();
-    for _ in 0..runs() {
+    for _ in 0..runs(5) {
         let s = spawn_samples(&node);
         med.push(median(s.clone()));
         all.extend(s);
@@ -244,7 +232,7 @@ fn bench_restart() {
     let node = Node::new();
     let mut med = Vec::new();
     let mut all = Vec::new();
-    for _ in 0..runs() {
+    for _ in 0..runs(5) {
         let s = restart_samples(&node);
         med.push(median(s.clone()));
         all.extend(s);
@@ -257,17 +245,17 @@ fn bench_restart() {
 }
 
 fn main() {
-    println!("runs={}", runs());
-    if wanted("stream") {
+    println!("runs={}", runs(5));
+    if wanted("stream", true) {
         bench_stream();
     }
-    if wanted("pingpong") {
+    if wanted("pingpong", true) {
         bench_pingpong();
     }
-    if wanted("spawn") {
+    if wanted("spawn", true) {
         bench_spawn();
     }
-    if wanted("restart") {
+    if wanted("restart", true) {
         bench_restart();
     }
 }

@@ -9,6 +9,10 @@
 //! `BENCH_RUNS` (default 5) sets the number of alternating runs; `BENCH_ONLY` a filter
 //! (`tcp`, `tls`, `unix`, `udp`, `unixgram`, `echo`).
 
+mod common;
+
+use common::*;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
@@ -23,22 +27,6 @@ const STREAM_BYTES: u64 = 2 << 30;
 const CHUNK: usize = 64 << 10;
 const DGRAM: usize = 1472;
 const DGRAM_SECS: f64 = 2.0;
-
-fn runs() -> usize {
-    std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5)
-}
-
-fn wanted(name: &str) -> bool {
-    std::env::var("BENCH_ONLY").map_or(true, |f| f.split(',').any(|x| x == name))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 fn report(name: &str, unit: &str, ours: Vec<f64>, base: Vec<f64>) {
     let (o, b) = (median(ours), median(base));
@@ -438,7 +426,7 @@ fn main() {
     println!(
         "# sockloop transport bench: {} pollers, {} runs, medians",
         rt.pollers(),
-        runs()
+        runs(5)
     );
     let pairs: Vec<(&str, &str)> = vec![
         ("tcp", "GB/s"),
@@ -450,11 +438,11 @@ fn main() {
     ];
     let pki = tlsutil::pki();
     for (name, unit) in pairs {
-        if !wanted(name) {
+        if !wanted(name, true) {
             continue;
         }
         let (mut ours, mut base) = (Vec::new(), Vec::new());
-        for _ in 0..runs() {
+        for _ in 0..runs(5) {
             let (o, b) = match name {
                 "tcp" => (tcp_ours(&rt), tcp_std()),
                 "tls" => (tls_ours(&rt, &pki), tls_std(&pki)),

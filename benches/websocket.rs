@@ -12,43 +12,16 @@
 //! a comma-separated filter (`echo8`, `echo1`, `idle`, `capacity`), `WSBENCH` the path of
 //! the wsbench binary.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::*;
+
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sockloop::{on_message, Dispatch, Listen, Runtime, ServerConfig, WsConn, WsMessage};
 use sockloop::{Server, WsServerConfig};
-
-fn runs() -> usize {
-    std::env::var("BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
-}
-
-fn wanted(name: &str, default: bool) -> bool {
-    std::env::var("BENCH_ONLY").map_or(default, |f| f.split(',').any(|x| x == name))
-}
-
-fn wsbench() -> Option<PathBuf> {
-    let p = std::env::var_os("WSBENCH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../shared/tools/wsbench/target/release/wsbench")
-        });
-    p.exists().then_some(p)
-}
-
-/// Pins the calling thread (and the threads it starts later) to one core.
-fn pin_to(core: usize) {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes within it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
-}
 
 fn rss_bytes() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -77,32 +50,8 @@ fn echo_server(rt: &Runtime) -> Server {
         .expect("echo server")
 }
 
-/// Runs wsbench on core 0 and returns its `key=value` figures.
-fn run_wsbench(bin: &Path, args: &[String]) -> Vec<(String, String)> {
-    let out = Command::new("taskset")
-        .args(["-c", "0"])
-        .arg(bin)
-        .args(args)
-        .output()
-        .expect("run wsbench under taskset");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().last().unwrap_or("").to_owned();
-    line.split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
-
-fn field(kv: &[(String, String)], key: &str) -> f64 {
-    kv.iter()
-        .find(|(k, _)| k == key)
-        .and_then(|(_, v)| v.trim_end_matches("/s").parse().ok())
-        .unwrap_or(0.0)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+fn run_wsbench_figures(bin: &Path, args: &[String]) -> Vec<(String, String)> {
+    run_wsbench(bin, args).0
 }
 
 fn args(list: &[&str]) -> Vec<String> {
@@ -112,9 +61,9 @@ fn args(list: &[&str]) -> Vec<String> {
 fn echo(bin: &Path, server: &Server, depth: usize) {
     let addr = server.local_addr().to_string();
     let (mut rates, mut p99) = (Vec::new(), Vec::new());
-    for _ in 0..runs() {
+    for _ in 0..runs(3) {
         let d = depth.to_string();
-        let kv = run_wsbench(
+        let kv = run_wsbench_figures(
             bin,
             &args(&[
                 "echo",
@@ -143,13 +92,6 @@ fn echo(bin: &Path, server: &Server, depth: usize) {
     );
 }
 
-fn fmt(kv: &[(String, String)]) -> String {
-    kv.iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// Waits (bounded) until the server holds `n` connections.
 fn wait_open(server: &Server, n: usize, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
@@ -176,7 +118,7 @@ fn idle_child(bin: &Path) {
     let before = rss_bytes();
     let b = bin.to_path_buf();
     let child = std::thread::spawn(move || {
-        run_wsbench(
+        run_wsbench_figures(
             &b,
             &args(&["idle", "--addr", &addr, "--conns", "9000", "--secs", "8"]),
         )
@@ -197,7 +139,7 @@ fn idle_child(bin: &Path) {
 
 fn idle() {
     let mut per_conn = Vec::new();
-    for _ in 0..runs() {
+    for _ in 0..runs(3) {
         let out = Command::new(std::env::current_exe().expect("own path"))
             .env("BENCH_IDLE_CHILD", "1")
             .output()
