@@ -6,6 +6,8 @@
 //! - echo round trips/s, 100 connections × 8 messages of 32 bytes in flight, against a
 //!   thread-per-connection std echo server.
 //!
+//! Servers run on core 1 and the load on core 0, for sockloop and the baselines alike.
+//!
 //! `BENCH_RUNS` (default 5) sets the number of alternating runs; `BENCH_ONLY` a filter
 //! (`tcp`, `tls`, `unix`, `udp`, `unixgram`, `echo`).
 
@@ -113,7 +115,7 @@ fn tcp_ours(rt: &Runtime) -> f64 {
 fn tcp_std() -> f64 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
-    let h = std::thread::spawn(move || std_receiver(l.accept().unwrap().0));
+    let h = server_thread(move || std_receiver(l.accept().unwrap().0));
     let c = TcpStream::connect(addr).unwrap();
     let t0 = Instant::now();
     blast(&c);
@@ -135,7 +137,7 @@ fn unix_std(dir: &std::path::Path) -> f64 {
     let path = dir.join("std.sock");
     let _ = std::fs::remove_file(&path);
     let l = UnixListener::bind(&path).unwrap();
-    let h = std::thread::spawn(move || std_receiver(l.accept().unwrap().0));
+    let h = server_thread(move || std_receiver(l.accept().unwrap().0));
     let c = UnixStream::connect(&path).unwrap();
     let t0 = Instant::now();
     blast(&c);
@@ -208,7 +210,7 @@ fn tls_std(pki: &tlsutil::Pki) -> f64 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let scfg = pki.server.clone();
-    let h = std::thread::spawn(move || {
+    let h = server_thread(move || {
         let sock = l.accept().unwrap().0;
         let conn = rustls::ServerConnection::new(scfg).unwrap();
         std_receiver(rustls::StreamOwned::new(conn, sock))
@@ -270,7 +272,7 @@ fn udp_std() -> f64 {
     let c2 = count.clone();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
-    let h = std::thread::spawn(move || {
+    let h = server_thread(move || {
         let mut buf = [0u8; 65536];
         while !stop2.load(Ordering::Relaxed) {
             if srv.recv(&mut buf).is_ok() {
@@ -307,7 +309,7 @@ fn unixgram_std(dir: &std::path::Path) -> f64 {
     let c2 = count.clone();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
-    let h = std::thread::spawn(move || {
+    let h = server_thread(move || {
         let mut buf = [0u8; 65536];
         while !stop2.load(Ordering::Relaxed) {
             if srv.recv(&mut buf).is_ok() {
@@ -403,7 +405,7 @@ fn echo_ours(rt: &Runtime) -> f64 {
 fn echo_std() -> f64 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
+    server_thread(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { return };
             s.set_nodelay(true).unwrap();
@@ -420,8 +422,23 @@ fn echo_std() -> f64 {
     echo_load::run(addr, 3.0)
 }
 
+/// A thread of a std baseline server, on the servers' core (like the runtime's threads).
+fn server_thread<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(move || {
+        pin_to(1);
+        f()
+    })
+}
+
 fn main() {
+    // Servers (the runtime's threads, created now, and the std baselines' threads) run on
+    // core 1; the load (this thread and the clients it starts) on core 0: the same
+    // placement for both sides of every comparison, as in the WebSocket benches.
+    pin_to(1);
     let rt = Runtime::builder().build().unwrap();
+    pin_to(0);
     let dir = tempfile::tempdir().unwrap();
     println!(
         "# sockloop transport bench: {} pollers, {} runs, medians",
