@@ -158,6 +158,9 @@ fn shrunk(mut buf: Vec<u8>) -> Vec<u8> {
     buf
 }
 
+/// Largest arrived part of an incomplete text frame checked for invalid UTF-8 early.
+const EARLY_UTF8_CHECK: usize = 4 << 10;
+
 /// A message being reassembled from fragments (rare: boxed).
 struct Fragment {
     opcode: OpCode,
@@ -318,6 +321,7 @@ impl WsSession {
         self.check_size(&head, cfg)?;
         let total = head.header_len + head.payload_len as usize;
         if buf.len() < total {
+            self.check_partial_text(&head, &buf[head.header_len.min(buf.len())..])?;
             return Ok(Decoded::NeedMore(total));
         }
         let payload = &mut buf[head.header_len..total];
@@ -329,6 +333,28 @@ impl WsSession {
             msg,
             consumed: total,
         })
+    }
+
+    /// Fails fast (RFC 6455 8.1) on invalid UTF-8 in the arrived part of an uncompressed
+    /// text frame still incomplete, without consuming it. Each arrival re-checks the
+    /// prefix, so only prefixes up to [`EARLY_UTF8_CHECK`] bytes are checked; longer ones
+    /// are validated when the frame completes.
+    fn check_partial_text(&self, head: &FrameHeader, avail: &[u8]) -> Result<(), WsError> {
+        if avail.is_empty() || avail.len() > EARLY_UTF8_CHECK || head.rsv1 {
+            return Ok(());
+        }
+        let mut utf8 = match (head.opcode, self.frag.as_deref()) {
+            (OpCode::Text, None) => Utf8Validator::default(),
+            (OpCode::Continuation, Some(f)) if f.opcode == OpCode::Text && !f.compressed => f.utf8,
+            _ => return Ok(()),
+        };
+        let mut copy = [0u8; EARLY_UTF8_CHECK];
+        let copy = &mut copy[..avail.len()];
+        copy.copy_from_slice(avail);
+        if let Some(mask) = head.mask {
+            apply_mask(copy, mask, 0);
+        }
+        utf8.feed(copy).map_err(|_| WsError::InvalidUtf8)
     }
 
     /// 1009 as soon as a header announces too much: no need to buffer the payload first.

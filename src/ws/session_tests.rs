@@ -685,3 +685,36 @@ fn echo_rate() {
         total as f64 / secs / 1e6
     );
 }
+
+mod early_utf8 {
+    use super::*;
+
+    #[test]
+    fn invalid_utf8_in_an_incomplete_text_frame_fails_before_the_frame_ends() {
+        let mut payload = b"valid then ".to_vec();
+        payload.extend_from_slice(&[0xff, 0xfe]);
+        payload.extend_from_slice(b" and the rest of a long message");
+        let f = frame(0x81, &payload);
+        let cut = 2 + 4 + 13; // header, mask, 11 valid bytes and the two bad ones
+        assert_eq!(Harness::server().err(&f[..cut]), 1007);
+    }
+
+    #[test]
+    fn a_code_point_cut_by_the_read_is_not_an_error() {
+        let f = frame(0x81, "ab€cd".as_bytes());
+        let cut = 2 + 4 + 3; // "ab" and the first byte of "€"
+        let (msgs, r) = Harness::server().feed(&f[..cut]);
+        assert!(msgs.is_empty());
+        assert_eq!(r, Ok(0));
+    }
+
+    #[test]
+    fn an_incomplete_continuation_is_checked_with_the_message_so_far() {
+        let mut h = Harness::server();
+        // The first fragment ends inside "€"; the continuation's bad byte completes nothing.
+        let first = frame(0x01, &"x€".as_bytes()[..2]);
+        assert!(h.ok(&first).is_empty());
+        let cont = frame(0x80, &[0x41, 0x82, 0x42, 0x43]);
+        assert_eq!(h.err(&cont[..2 + 4 + 1]), 1007);
+    }
+}
