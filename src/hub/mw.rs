@@ -232,10 +232,31 @@ enum Key {
 /// Buckets kept before full (idle) ones are pruned.
 const PRUNE_AT: usize = 4096;
 
+/// Buckets, and the count at which idle (full) ones are pruned next.
+struct Buckets {
+    map: HashMap<Key, Bucket>,
+    prune_at: usize,
+}
+
+impl Buckets {
+    /// Drops full buckets once the map has grown past `prune_at`; the next pruning waits
+    /// until it doubles again, so pruning costs O(1) amortized per event even when many
+    /// buckets stay busy.
+    fn prune(&mut self, limit: &RateLimit, now: Instant) {
+        if self.map.len() > self.prune_at {
+            self.map.retain(|_, v| !v.is_full(limit, now));
+            self.prune_at = (self.map.len() * 2).max(PRUNE_AT);
+        }
+    }
+}
+
 /// Refuses with `rate_limited` past `limit`. Buckets of idle connections and users are
-/// pruned when more than 4,096 are kept.
+/// pruned when more than 4,096 are kept (then whenever their number doubles).
 pub fn rate_limit(limit: RateLimit) -> impl Middleware {
-    let buckets: Mutex<HashMap<Key, Bucket>> = Mutex::new(HashMap::new());
+    let buckets = Mutex::new(Buckets {
+        map: HashMap::new(),
+        prune_at: PRUNE_AT,
+    });
     move |ctx: &mut Ctx, next: Next<'_>| {
         let key = match (limit.scope, ctx.user()) {
             (Scope::User, Some(u)) => Key::User(u.to_owned()),
@@ -244,10 +265,11 @@ pub fn rate_limit(limit: RateLimit) -> impl Middleware {
         let now = Instant::now();
         let allowed = {
             let mut b = buckets.lock().unwrap_or_else(|e| e.into_inner());
-            if b.len() > PRUNE_AT {
-                b.retain(|_, v| !v.is_full(&limit, now));
-            }
-            let bucket = b.entry(key).or_insert_with(|| Bucket::full(&limit, now));
+            b.prune(&limit, now);
+            let bucket = b
+                .map
+                .entry(key)
+                .or_insert_with(|| Bucket::full(&limit, now));
             bucket.take(&limit, now)
         };
         if !allowed {
