@@ -1,7 +1,8 @@
 //! Raw-transport benchmarks (`cargo bench --bench transport`), each beside a plain std
 //! baseline measured in the same run, alternating, medians of several runs:
 //!
-//! - one-way stream throughput over one connection, 64 KiB writes: TCP, TLS, Unix;
+//! - one-way stream throughput over one connection, 64 KiB writes: TCP, TLS, Unix (TCP
+//!   also against a bare mio receive loop, `tcp-epoll`);
 //! - one-way datagram throughput, 1472-byte datagrams: UDP, Unix datagram;
 //! - echo round trips/s, 100 connections × 8 messages of 32 bytes in flight, against a
 //!   thread-per-connection std echo server.
@@ -32,8 +33,9 @@ const DGRAM_SECS: f64 = 2.0;
 
 fn report(name: &str, unit: &str, ours: Vec<f64>, base: Vec<f64>) {
     let (o, b) = (median(ours), median(base));
+    let base = if name == "tcp-epoll" { "mio" } else { "std" };
     println!(
-        "{name:<10} sockloop={o:>10.3} {unit}  std={b:>10.3} {unit}  ratio={:.3}",
+        "{name:<10} sockloop={o:>10.3} {unit}  {base}={b:>10.3} {unit}  ratio={:.3}",
         o / b
     );
 }
@@ -116,6 +118,48 @@ fn tcp_std() -> f64 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let h = server_thread(move || std_receiver(l.accept().unwrap().0));
+    let c = TcpStream::connect(addr).unwrap();
+    let t0 = Instant::now();
+    blast(&c);
+    gbps(STREAM_BYTES, h.join().unwrap() - t0)
+}
+
+/// The least an epoll-driven receiver can do: one `mio::Poll`, one socket, read until a
+/// short read, back to `poll`.
+fn tcp_bare_mio() -> f64 {
+    use mio::{Events, Interest, Poll, Token};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let h = server_thread(move || {
+        let (s, _) = l.accept().unwrap();
+        s.set_nonblocking(true).unwrap();
+        let mut s = mio::net::TcpStream::from_std(s);
+        let mut poll = Poll::new().unwrap();
+        let mut events = Events::with_capacity(64);
+        poll.registry()
+            .register(&mut s, Token(0), Interest::READABLE)
+            .unwrap();
+        let mut buf = vec![0u8; 256 << 10];
+        let mut n = 0u64;
+        loop {
+            poll.poll(&mut events, None).unwrap();
+            loop {
+                match s.read(&mut buf) {
+                    Ok(k) => {
+                        n += k as u64;
+                        if n >= STREAM_BYTES {
+                            return Instant::now();
+                        }
+                        if k < buf.len() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+    });
     let c = TcpStream::connect(addr).unwrap();
     let t0 = Instant::now();
     blast(&c);
@@ -447,6 +491,7 @@ fn main() {
     );
     let pairs: Vec<(&str, &str)> = vec![
         ("tcp", "GB/s"),
+        ("tcp-epoll", "GB/s"),
         ("tls", "GB/s"),
         ("unix", "GB/s"),
         ("udp", "dgram/s"),
@@ -462,6 +507,9 @@ fn main() {
         for _ in 0..runs(5) {
             let (o, b) = match name {
                 "tcp" => (tcp_ours(&rt), tcp_std()),
+                // The same reactor against a bare mio loop instead of a blocking reader:
+                // what any epoll-driven receiver gets here.
+                "tcp-epoll" => (tcp_ours(&rt), tcp_bare_mio()),
                 "tls" => (tls_ours(&rt, &pki), tls_std(&pki)),
                 "unix" => (unix_ours(&rt, dir.path()), unix_std(dir.path())),
                 "udp" => (udp_ours(&rt), udp_std()),
