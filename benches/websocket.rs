@@ -31,6 +31,15 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// One poller and one handler thread: the server side of every figure.
+fn one_core_runtime() -> Runtime {
+    Runtime::builder()
+        .pollers(1)
+        .handler_threads(1)
+        .build()
+        .expect("runtime")
+}
+
 fn echo_server(rt: &Runtime) -> Server {
     rt.serve(Listen::tcp("127.0.0.1:0"))
         .config(
@@ -108,11 +117,7 @@ fn wait_open(server: &Server, n: usize, limit: Duration) -> bool {
 /// previous run freed would otherwise be reused and hide the growth. Prints `per_conn=N`.
 fn idle_child(bin: &Path) {
     const CONNS: usize = 9000;
-    let rt = Runtime::builder()
-        .pollers(1)
-        .handler_threads(1)
-        .build()
-        .expect("runtime");
+    let rt = one_core_runtime();
     let server = echo_server(&rt);
     let addr = server.local_addr().to_string();
     let before = rss_bytes();
@@ -231,11 +236,7 @@ fn main() {
         idle_child(&bin);
         return;
     }
-    let rt = Runtime::builder()
-        .pollers(1)
-        .handler_threads(1)
-        .build()
-        .expect("runtime");
+    let rt = one_core_runtime();
     let server = echo_server(&rt);
     if wanted("echo8", true) {
         echo(&bin, &server, 8);

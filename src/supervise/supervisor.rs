@@ -226,7 +226,8 @@ impl Supervisor {
         Ok(())
     }
 
-    fn restart_child(&mut self, id: &str) -> Result<Pid, SupervisorError> {
+    /// The index of child `id`, which must exist and not be running.
+    fn stopped_child(&mut self, id: &str) -> Result<usize, SupervisorError> {
         let kids = self.kids();
         let i = kids
             .position(id)
@@ -234,18 +235,17 @@ impl Supervisor {
         if kids.list[i].pid.is_some() {
             return Err(SupervisorError::Running(id.to_owned()));
         }
-        kids.start(i).map_err(SupervisorError::Start)
+        Ok(i)
+    }
+
+    fn restart_child(&mut self, id: &str) -> Result<Pid, SupervisorError> {
+        let i = self.stopped_child(id)?;
+        self.kids().start(i).map_err(SupervisorError::Start)
     }
 
     fn delete_child(&mut self, id: &str) -> Result<(), SupervisorError> {
-        let kids = self.kids();
-        let i = kids
-            .position(id)
-            .ok_or_else(|| SupervisorError::NotFound(id.to_owned()))?;
-        if kids.list[i].pid.is_some() {
-            return Err(SupervisorError::Running(id.to_owned()));
-        }
-        kids.list.remove(i);
+        let i = self.stopped_child(id)?;
+        self.kids().list.remove(i);
         Ok(())
     }
 }
