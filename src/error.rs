@@ -15,7 +15,7 @@ pub enum Error {
     /// A TLS failure (handshake, certificate, or configuration).
     Tls(crate::tls::TlsError),
     /// A WebSocket protocol or handshake failure.
-    WebSocket(crate::ws::WsError),
+    WebSocket(crate::proto::ws::WsError),
     /// Invalid configuration, detected when a server or client was built.
     Config(String),
     /// The operation did not finish before its deadline.
@@ -83,8 +83,8 @@ impl From<crate::tls::TlsError> for Error {
     }
 }
 
-impl From<crate::ws::WsError> for Error {
-    fn from(e: crate::ws::WsError) -> Self {
+impl From<crate::proto::ws::WsError> for Error {
+    fn from(e: crate::proto::ws::WsError) -> Self {
         Error::WebSocket(e)
     }
 }

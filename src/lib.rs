@@ -3,40 +3,46 @@
 //! A fixed pool of poller threads, each with its own `mio::Poll`, owns every socket; user
 //! code runs in handlers, on separate handler threads by default or inline on the poller.
 //! See the README for the architecture and the defaults.
+//!
+//! # Layers
+//! Each module uses only modules of its own layer or a lower one (`.ci/layers.py` checks it):
+//!
+//! | layer | modules | holds |
+//! |---|---|---|
+//! | 0 | [`base`] | ids, addresses, close reasons, send outcomes, saturating deadlines |
+//! | 1 | [`error`], `proto` ([`http`], [`ws`]), `sys`, [`tls`], [`supervise`] | sans-IO engines, OS calls, TLS config, processes |
+//! | 2 | `reactor` | the only mio user: poll loop, typed commands, timers, the `Driver` contract |
+//! | 3 | `server`, [`client`] | binding, runtime, handler pool, drivers, broadcast; blocking clients |
+//! | 4 | [`hub`] | envelopes, router, rooms, identity, delivery |
 #![deny(missing_docs)]
 
-mod broadcast;
+pub mod base;
 pub mod client;
-mod config;
 pub mod error;
-mod handle;
-pub mod handler;
-pub mod http;
 pub mod hub;
-mod observe;
+mod proto;
 mod reactor;
-mod runtime;
 mod server;
-pub mod signal;
 pub mod supervise;
 mod sys;
 pub mod tls;
-mod websocket;
-pub mod ws;
 
-pub use broadcast::{Broadcaster, Delivery, Frames, GroupId};
-pub use config::{Dispatch, DropPolicy, ServerConfig};
+pub use base::{Addr, CloseReason, ConnId, Delivery, DropPolicy, GroupId, PeerCred, SendStatus};
 pub use error::{Error, Result};
-pub use handle::{Addr, CloseReason, Conn, ConnId, PeerCred, SendStatus};
-pub use handler::{DatagramHandler, DatagramSender, StreamHandler};
-pub use observe::{ConnState, Lifecycle, LogObserver, Observer, ServerStats};
+pub use proto::{http, ws};
 pub use reactor::{MAX_ACCEPTS_PER_TURN, MAX_COMMANDS_PER_TURN};
-pub use runtime::{Runtime, RuntimeBuilder};
-pub use server::{Listen, Server, ServerBuilder, Transport, UnixOptions};
-pub use websocket::{
+pub use server::broadcast::{Broadcaster, Frames};
+pub use server::config::{Dispatch, ServerConfig};
+pub use server::handle::Conn;
+pub use server::handler::{self, DatagramHandler, DatagramSender, StreamHandler};
+pub use server::observe::{ConnState, Lifecycle, LogObserver, Observer, ServerStats};
+pub use server::runtime::{Runtime, RuntimeBuilder};
+pub use server::websocket::{
     on_message, Authenticator, HttpHook, Identity, Origins, Rejection, WsConn, WsFactory,
     WsHandler, WsMessage, WsServerConfig,
 };
+pub use server::{Listen, Server, ServerBuilder, Transport, UnixOptions};
+pub use sys::signal;
 
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]

@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 
 use crate::error::{Error, Result};
+use crate::proto::ws::handshake::ClientHandshake;
+use crate::proto::ws::session::{close_reply, Decoded, Incoming, Scratch, WsSession};
+use crate::proto::ws::{CloseCode, DeflateMode, DeflateParams, OpCode, Role, WsConfig, WsError};
 use crate::tls::TlsError;
-use crate::ws::handshake::ClientHandshake;
-use crate::ws::session::{close_reply, Decoded, Incoming, Scratch, WsSession};
-use crate::ws::{CloseCode, DeflateMode, DeflateParams, OpCode, Role, WsConfig, WsError};
 
 /// Bytes read from the socket per `read` call.
 const READ_CHUNK: usize = 16 << 10;

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use super::*;
-use crate::http::{parse_request, ParseOutcome};
-use crate::ws::handshake::{accept, write_rejection};
-use crate::ws::{DeflateConfig, DeflateMode};
+use crate::proto::http::{parse_request, ParseOutcome};
+use crate::proto::ws::handshake::{accept, write_rejection};
+use crate::proto::ws::{DeflateConfig, DeflateMode};
 
 /// What the test server saw.
 #[derive(Debug, Default)]

@@ -11,7 +11,7 @@ use super::error::{ErrorCode, HubError};
 use super::mw::Next;
 use super::state::{ConnEntry, ConnInfo, Presence, State};
 use super::{Fanout, Hub, HubStats};
-use crate::ws::CloseCode;
+use crate::proto::ws::CloseCode;
 use crate::{ConnId, Dispatch, SendStatus, Server, WsConn, WsFactory};
 
 impl Hub {
@@ -31,7 +31,7 @@ impl Hub {
     /// [`ServerBuilder::websocket`](crate::ServerBuilder::websocket).
     pub fn factory(&self) -> impl WsFactory {
         let hub = self.clone();
-        move |_: &WsConn, _: &crate::http::Request| super::conn::HubConn(hub.clone())
+        move |_: &WsConn, _: &crate::proto::http::Request| super::conn::HubConn(hub.clone())
     }
 
     /// Connects the hub to its server, so rooms and broadcasts are framed once and fanned

@@ -9,7 +9,7 @@ use super::mw::{Handler, Middleware};
 use super::router::Router;
 use super::state::{next_group, RoomOptions, State};
 use super::{Hub, HubInner};
-use crate::ws::CloseCode;
+use crate::proto::ws::CloseCode;
 use crate::WsConn;
 
 /// How long emits with acknowledgement wait, and how often they resend.

@@ -1,8 +1,8 @@
 //! The per-connection WebSocket handler that feeds the hub.
 
 use super::Hub;
-use crate::http::Request;
-use crate::ws::CloseCode;
+use crate::proto::http::Request;
+use crate::proto::ws::CloseCode;
 use crate::{WsConn, WsHandler};
 
 /// Forwards one connection's events to the hub, in order.

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use mio::{Interest, Registry};
 
 use super::poller::{Entry, Poller};
-use super::pool::Job;
 use super::stream::describe_panic;
 use super::{Command, PollerShared};
-use crate::config::Dispatch;
-use crate::handle::{Addr, SendStatus};
-use crate::handler::{DatagramHandler, DatagramSender};
+use crate::base::{Addr, SendStatus};
+use crate::server::config::Dispatch;
+use crate::server::handler::{DatagramHandler, DatagramSender};
+use crate::server::pool::Job;
 use crate::server::ServerShared;
 use crate::Error;
 

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use super::poller::Poller;
 use super::stream::{Proto, StreamConn};
 use super::Payload;
-use crate::broadcast::{Delivery, GroupId};
-use crate::config::DropPolicy;
-use crate::handle::{account, CloseReason, ConnId, STATE_OPEN};
-use crate::ws::{SharedChoice, SharedFrames};
+use crate::base::DropPolicy;
+use crate::base::{CloseReason, ConnId};
+use crate::base::{Delivery, GroupId};
+use crate::proto::ws::{SharedChoice, SharedFrames};
+use crate::server::handle::{account, STATE_OPEN};
 
 /// What one member gets.
 enum Outcome {
@@ -131,7 +132,7 @@ fn offer(c: &mut StreamConn, frames: &SharedFrames) -> (Outcome, bool) {
         if close {
             c.shared()
                 .state
-                .store(crate::handle::STATE_CLOSING, Ordering::Release);
+                .store(crate::server::handle::STATE_CLOSING, Ordering::Release);
         }
         return (Outcome::Dropped { close }, false);
     }

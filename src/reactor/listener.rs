@@ -10,8 +10,8 @@ use mio::Registry;
 use super::poller::{Entry, Poller};
 use super::stream::{Accepted, StreamSock};
 use super::MAX_ACCEPTS_PER_TURN;
-use crate::handle::{Addr, CloseReason};
-use crate::observe::ConnState;
+use crate::base::{Addr, CloseReason};
+use crate::server::observe::ConnState;
 use crate::server::ServerShared;
 
 /// A listening socket.

@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 
-use crate::handle::ConnShared;
+use crate::server::handle::ConnShared;
 
 /// What a local send carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -12,7 +12,7 @@ pub(crate) enum Kind {
     /// Raw stream bytes.
     Raw,
     /// A WebSocket message of this opcode, framed by the poller.
-    Ws(crate::ws::OpCode),
+    Ws(crate::proto::ws::OpCode),
 }
 
 pub(crate) struct LocalOp {

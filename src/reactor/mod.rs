@@ -14,7 +14,6 @@ pub(crate) mod listener;
 pub(crate) mod local;
 pub(crate) mod outq;
 pub(crate) mod poller;
-pub(crate) mod pool;
 pub(crate) mod stream;
 pub(crate) mod timer;
 pub(crate) mod wsconn;
@@ -24,7 +23,8 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
-use crate::handle::{Addr, CloseReason, ConnShared};
+use crate::base::{Addr, CloseReason};
+use crate::server::handle::ConnShared;
 pub(crate) use outq::Payload;
 
 /// Commands run per loop turn, at most.
@@ -48,36 +48,36 @@ pub(crate) enum Command {
     /// A WebSocket message to frame on the poller.
     WsSend {
         conn: Arc<ConnShared>,
-        op: crate::ws::OpCode,
+        op: crate::proto::ws::OpCode,
         data: Vec<u8>,
     },
     /// A message framed once for many recipients.
     SendFrames {
         conn: Arc<ConnShared>,
-        frames: crate::ws::SharedFrames,
+        frames: crate::proto::ws::SharedFrames,
     },
     /// Start the WebSocket closing handshake.
     WsClose {
         conn: Arc<ConnShared>,
-        code: crate::ws::CloseCode,
+        code: crate::proto::ws::CloseCode,
         reason: String,
     },
     /// Deliver a shared frame to this poller's members of a group.
     GroupSend {
-        group: crate::broadcast::GroupId,
-        frames: crate::ws::SharedFrames,
-        except: Arc<[crate::handle::ConnId]>,
-        reply: Option<crossbeam_channel::Sender<crate::broadcast::Delivery>>,
+        group: crate::base::GroupId,
+        frames: crate::proto::ws::SharedFrames,
+        except: Arc<[crate::base::ConnId]>,
+        reply: Option<crossbeam_channel::Sender<crate::base::Delivery>>,
     },
     GroupJoin {
         slot: u32,
         gen: u32,
-        group: crate::broadcast::GroupId,
+        group: crate::base::GroupId,
     },
     GroupLeave {
         slot: u32,
         gen: u32,
-        group: crate::broadcast::GroupId,
+        group: crate::base::GroupId,
     },
     SendTo {
         slot: u32,

@@ -10,10 +10,10 @@ use slab::Slab;
 
 use super::datagram::DatagramSock;
 use super::listener::Listener;
-use super::pool::HandlerPool;
 use super::stream::StreamConn;
 use super::timer::{TimerKind, Timers};
 use super::{local, Command, PollerShared, MAX_COMMANDS_PER_TURN};
+use crate::server::pool::HandlerPool;
 
 const WAKER: Token = Token(usize::MAX);
 /// Size of the per-poller read buffer shared by all its connections.
@@ -52,11 +52,11 @@ pub(crate) struct Poller {
     pub(crate) pool: Arc<HandlerPool>,
     pub(crate) siblings: Vec<Arc<PollerShared>>,
     /// Shared WebSocket compressor, inflater and buffers of this thread.
-    pub(crate) ws_scratch: crate::ws::Scratch,
+    pub(crate) ws_scratch: crate::proto::ws::Scratch,
     local_bytes: Vec<u8>,
     local_ops: Vec<local::LocalOp>,
     /// Fan-out group → members on this poller.
-    pub(crate) groups: std::collections::HashMap<crate::broadcast::GroupId, Vec<(u32, u32)>>,
+    pub(crate) groups: std::collections::HashMap<crate::base::GroupId, Vec<(u32, u32)>>,
     running: bool,
 }
 
@@ -88,7 +88,7 @@ pub(crate) fn new_poller(
         again: Vec::new(),
         pool,
         siblings: Vec::new(),
-        ws_scratch: crate::ws::Scratch::new(),
+        ws_scratch: crate::proto::ws::Scratch::new(),
         local_bytes: Vec::new(),
         local_ops: Vec::new(),
         groups: Default::default(),

@@ -17,16 +17,16 @@ use slab::Slab;
 
 use super::outq::{OutQueue, Payload};
 use super::poller::{Entry, Poller};
-use super::pool::Job;
 use super::timer::TimerKind;
-use crate::config::{Dispatch, DropPolicy};
-use crate::handle::{
-    Addr, CloseReason, Conn, ConnId, ConnShared, STATE_CLOSED, STATE_CLOSING, STATE_OPEN,
-};
-use crate::handler::StreamHandler;
-use crate::observe::ConnState;
+use crate::base::DropPolicy;
+use crate::base::{Addr, CloseReason, ConnId};
+use crate::server::config::Dispatch;
+use crate::server::handle::{Conn, ConnShared, STATE_CLOSED, STATE_CLOSING, STATE_OPEN};
+use crate::server::handler::StreamHandler;
+use crate::server::observe::ConnState;
+use crate::server::pool::Job;
+use crate::server::websocket::{WsConn, WsHandler};
 use crate::server::ServerShared;
-use crate::websocket::{WsConn, WsHandler};
 use crate::Error;
 
 pub(crate) use super::wsconn::WsState;
@@ -134,7 +134,7 @@ pub(crate) struct StreamConn {
     pub(crate) rbuf: Vec<u8>,
     pub(crate) outq: OutQueue,
     /// Fan-out groups this connection belongs to (empty: no heap memory).
-    pub(crate) groups: Vec<crate::broadcast::GroupId>,
+    pub(crate) groups: Vec<crate::base::GroupId>,
     pub(crate) phase: Phase,
     pub(crate) last_read: Instant,
     writable_interest: bool,
@@ -381,7 +381,7 @@ pub(crate) struct Accepted {
     pub(crate) server: Arc<ServerShared>,
     pub(crate) peer: Addr,
     pub(crate) local: Addr,
-    pub(crate) cred: Option<crate::handle::PeerCred>,
+    pub(crate) cred: Option<crate::base::PeerCred>,
 }
 
 impl Poller {
@@ -557,7 +557,12 @@ impl Poller {
         server
             .observer
             .on_error(Some(id), &Error::HandlerPanic(msg.clone()));
-        self.ws_fail(slot, gen, crate::ws::CloseCode::ERROR, "handler failed");
+        self.ws_fail(
+            slot,
+            gen,
+            crate::proto::ws::CloseCode::ERROR,
+            "handler failed",
+        );
         self.begin_close(slot, gen, CloseReason::HandlerPanic(msg));
     }
 
@@ -1012,7 +1017,12 @@ impl Poller {
             })
             .collect();
         for (slot, gen, threads) in conns {
-            self.ws_fail(slot, gen, crate::ws::CloseCode::AWAY, "server shutdown");
+            self.ws_fail(
+                slot,
+                gen,
+                crate::proto::ws::CloseCode::AWAY,
+                "server shutdown",
+            );
             let Some(c) = self.stream_mut(slot, gen) else {
                 continue;
             };
@@ -1051,7 +1061,7 @@ mod size_tests {
         eprintln!(
             "StreamConn={} ConnShared={} WsState={} Entry={} Phase={} OutQueue={}",
             std::mem::size_of::<super::StreamConn>(),
-            std::mem::size_of::<crate::handle::ConnShared>(),
+            std::mem::size_of::<crate::server::handle::ConnShared>(),
             std::mem::size_of::<super::WsState>(),
             std::mem::size_of::<super::super::poller::Entry>(),
             std::mem::size_of::<super::Phase>(),

@@ -1,6 +1,6 @@
 //! WebSocket connections on a poller: the HTTP upgrade (and the plain HTTP hook), frame
 //! decoding into handler events, framing of outgoing messages, heartbeats and the closing
-//! handshake. The protocol itself is the sans-IO engine in [`crate::ws`]; this file only
+//! handshake. The protocol itself is the sans-IO engine in [`crate::proto::ws`]; this file only
 //! moves its bytes and events.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -9,18 +9,19 @@ use std::time::Instant;
 
 use super::local::{self, Kind};
 use super::poller::Poller;
-use super::pool::Job;
 use super::stream::{
     describe_panic, stream_in, Event, HandlerSlot, Phase, Proto, StreamConn, UserHandler,
 };
-use crate::handle::{account, CloseReason, ConnShared};
-use crate::http::{parse_request, ParseOutcome, Request};
-use crate::server::ServerShared;
-use crate::websocket::{WsConn, WsServerConfig};
-use crate::ws::handshake::{accept, is_upgrade, write_rejection};
-use crate::ws::{
+use crate::base::CloseReason;
+use crate::proto::http::{parse_request, ParseOutcome, Request};
+use crate::proto::ws::handshake::{accept, is_upgrade, write_rejection};
+use crate::proto::ws::{
     close_reply, CloseCode, Incoming, OpCode, Role, SharedChoice, SharedFrames, WsSession,
 };
+use crate::server::handle::{account, ConnShared};
+use crate::server::pool::Job;
+use crate::server::websocket::{WsConn, WsServerConfig};
+use crate::server::ServerShared;
 use crate::Error;
 
 /// Per-connection WebSocket state kept by the reactor (boxed: only WebSocket connections
@@ -218,9 +219,9 @@ impl Poller {
         let resp = match &ws.http {
             Some(hook) => catch_unwind(AssertUnwindSafe(|| hook(req))).unwrap_or_else(|p| {
                 log::error!("http hook panicked: {}", describe_panic(&*p));
-                crate::http::Response::text(500, "internal error")
+                crate::proto::http::Response::text(500, "internal error")
             }),
-            None => crate::http::Response::not_found(),
+            None => crate::proto::http::Response::not_found(),
         };
         let close = req.version() == 0
             || req
@@ -255,7 +256,7 @@ impl Poller {
         let mut out = Vec::new();
         let accepted = match accept(&req, &ws.ws, &[], &mut out) {
             Ok(a) => a,
-            Err(crate::ws::WsError::Handshake { status, reason }) => {
+            Err(crate::proto::ws::WsError::Handshake { status, reason }) => {
                 return self.reject(slot, gen, status, reason)
             }
             Err(e) => return self.reject(slot, gen, 400, e.reason()),
@@ -625,7 +626,7 @@ impl Poller {
 fn deliver(
     handler: &mut HandlerSlot,
     handle: &crate::Conn,
-    pool: &super::pool::HandlerPool,
+    pool: &crate::server::pool::HandlerPool,
     ev: Event<'_>,
     panicked: &mut Option<String>,
     inbound: &mut usize,

@@ -1,7 +1,7 @@
 //! Unit tests for the session: in memory, grouped by concern.
 
 use super::*;
-use crate::ws::{DeflateConfig, DeflateMode};
+use crate::proto::ws::{DeflateConfig, DeflateMode};
 
 /// An owned copy of an `Incoming`, for assertions.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,8 +6,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::reactor::poller::{new_poller, Poller};
-use crate::reactor::pool::HandlerPool;
 use crate::reactor::{Command, PollerShared};
+use crate::server::pool::HandlerPool;
 use crate::server::{shutdown_server, Listen, ServerBuilder, ServerShared};
 use crate::supervise::{Node, NodeConfig};
 use crate::Result;

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::handle::{Addr, CloseReason, ConnId};
+use crate::base::{Addr, CloseReason, ConnId};
 use crate::Error;
 
 /// A connection's state change, as reported to [`Observer::on_conn_state`].

@@ -4,19 +4,15 @@
 //! (and compresses it once), sends one command per poller, and each poller appends the
 //! shared bytes to its members' queues, applying their queue bounds and drop policies.
 
+use crate::base::{Delivery, GroupId};
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::handle::ConnId;
+use crate::base::ConnId;
+use crate::proto::ws::{encode_shared, OpCode, Scratch, SharedFrames, WsConfig};
 use crate::reactor::{Command, PollerShared};
 use crate::server::ServerShared;
-use crate::ws::{encode_shared, OpCode, Scratch, SharedFrames, WsConfig};
-
-/// A fan-out group (a room's delivery set). Any `u64`; groups are shared by every server
-/// of a runtime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct GroupId(pub u64);
 
 /// A message framed once, ready to send to many WebSocket connections.
 #[derive(Debug, Clone)]
@@ -33,25 +29,6 @@ impl Frames {
     /// Whether the frame is empty (never: a frame has a header).
     pub fn is_empty(&self) -> bool {
         self.inner.plain.is_empty()
-    }
-}
-
-/// What happened to a message sent to many connections.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Delivery {
-    /// Queued for this many connections.
-    pub queued: usize,
-    /// Refused by this many connections' drop policies (their queues were full).
-    pub dropped: usize,
-    /// This many members were closing or closed.
-    pub closed: usize,
-}
-
-impl Delivery {
-    pub(crate) fn add(&mut self, o: Delivery) {
-        self.queued += o.queued;
-        self.dropped += o.dropped;
-        self.closed += o.closed;
     }
 }
 

@@ -1,124 +1,15 @@
 //! Cloneable connection handles: send, close, addresses. Safe to keep after the connection
 //! is gone.
 
+use crate::base::{Addr, CloseReason, ConnId, PeerCred, SendStatus};
 use std::fmt;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::config::DropPolicy;
+use crate::base::DropPolicy;
 use crate::reactor::local::{self, Kind};
 use crate::reactor::{Command, PollerShared};
 use crate::server::ServerShared;
-
-/// What happened to a message handed to `send`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[must_use]
-pub enum SendStatus {
-    /// Queued for the connection; it leaves in order.
-    Queued,
-    /// Refused by the drop policy (the queue was full); counted in the server's stats.
-    Dropped,
-    /// The connection is closing or closed; nothing was queued.
-    Closed,
-}
-
-/// Why a connection closed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CloseReason {
-    /// Closed by this side (`close()` or the handler).
-    Local,
-    /// The peer closed its side (end of stream) after everything queued was flushed.
-    PeerClosed,
-    /// The peer reset the connection or an I/O error occurred (the message says which).
-    Reset(String),
-    /// No inbound bytes within the idle timeout.
-    IdleTimeout,
-    /// The TLS (or WebSocket) handshake did not finish within its timeout.
-    HandshakeTimeout,
-    /// A WebSocket peer did not answer a ping within the pong timeout.
-    PongTimeout,
-    /// A TLS handshake or protocol failure (the message says which).
-    Protocol(String),
-    /// The outbound queue overflowed under [`DropPolicy::Disconnect`].
-    QueueOverflow,
-    /// The server is at its connection limit; the connection was closed on accept.
-    ServerFull,
-    /// The server shut down.
-    Shutdown,
-    /// The handler panicked (with the panic message); only this connection was closed.
-    HandlerPanic(String),
-}
-
-impl fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CloseReason::Local => f.write_str("closed locally"),
-            CloseReason::PeerClosed => f.write_str("closed by peer"),
-            CloseReason::Reset(m) => write!(f, "reset: {m}"),
-            CloseReason::IdleTimeout => f.write_str("idle timeout"),
-            CloseReason::HandshakeTimeout => f.write_str("handshake timeout"),
-            CloseReason::PongTimeout => f.write_str("pong timeout"),
-            CloseReason::Protocol(m) => write!(f, "protocol error: {m}"),
-            CloseReason::QueueOverflow => f.write_str("outbound queue overflow"),
-            CloseReason::ServerFull => f.write_str("server full"),
-            CloseReason::Shutdown => f.write_str("server shutdown"),
-            CloseReason::HandlerPanic(m) => write!(f, "handler panicked: {m}"),
-        }
-    }
-}
-
-/// A socket address of either family sockloop serves.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Addr {
-    /// An IP address and port.
-    Inet(SocketAddr),
-    /// A Unix socket path (`None` for an unnamed socket).
-    Unix(Option<PathBuf>),
-}
-
-impl Addr {
-    /// The IP address, if this is one.
-    pub fn as_inet(&self) -> Option<SocketAddr> {
-        match self {
-            Addr::Inet(a) => Some(*a),
-            Addr::Unix(_) => None,
-        }
-    }
-}
-
-impl fmt::Display for Addr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Addr::Inet(a) => write!(f, "{a}"),
-            Addr::Unix(Some(p)) => write!(f, "{}", p.display()),
-            Addr::Unix(None) => f.write_str("(unnamed)"),
-        }
-    }
-}
-
-/// Credentials of the process at the other end of a Unix stream connection (SO_PEERCRED).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerCred {
-    /// User id.
-    pub uid: u32,
-    /// Group id.
-    pub gid: u32,
-    /// Process id.
-    pub pid: i32,
-}
-
-/// Process-unique connection id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub u64);
-
-impl fmt::Display for ConnId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "c{}", self.0)
-    }
-}
 
 pub(crate) const STATE_OPEN: u8 = 0;
 pub(crate) const STATE_CLOSING: u8 = 1;
@@ -141,7 +32,7 @@ pub(crate) struct ConnShared {
     /// The poller stopped reading until the handler thread catches up.
     pub(crate) paused: AtomicBool,
     /// Set by the WebSocket authenticator at upgrade.
-    pub(crate) identity: std::sync::OnceLock<Box<crate::websocket::Identity>>,
+    pub(crate) identity: std::sync::OnceLock<Box<crate::server::websocket::Identity>>,
 }
 
 /// Adjusts a connection's queued-byte count (and its server's) by `delta`.
@@ -246,7 +137,7 @@ impl Conn {
     }
 
     /// Queues a message framed once for many recipients (a broadcast).
-    pub(crate) fn send_frames(&self, frames: &crate::ws::SharedFrames) -> SendStatus {
+    pub(crate) fn send_frames(&self, frames: &crate::proto::ws::SharedFrames) -> SendStatus {
         match self.admit(frames.plain.len()) {
             SendStatus::Queued => {}
             other => return other,

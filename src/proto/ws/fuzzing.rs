@@ -3,7 +3,7 @@
 use super::deflate::{inflate_message, new_decompressor, DeflateParams, Role};
 use super::session::{Decoded, Scratch, WsSession};
 use super::WsConfig;
-use crate::http::{parse_request, HttpLimits, ParseOutcome};
+use crate::proto::http::{parse_request, HttpLimits, ParseOutcome};
 
 /// Decodes `data` as frames from a client (and, again, from a server), with deflate
 /// negotiated when `deflate` is set: once as one buffer, and once arriving in pieces of

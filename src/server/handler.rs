@@ -1,6 +1,7 @@
 //! The handler model: traits with defaulted methods, and closure adapters.
 
-use crate::handle::{Addr, CloseReason, Conn};
+use crate::base::{Addr, CloseReason};
+use crate::server::handle::Conn;
 use crate::Error;
 
 /// Handles the events of one stream connection (TCP, TLS or Unix stream).

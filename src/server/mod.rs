@@ -1,21 +1,30 @@
 //! Servers: what to listen on ([`Listen`]), the builder that starts one on a runtime, and the
 //! [`Server`] handle (addresses, stats, graceful shutdown).
 
+pub(crate) mod broadcast;
+pub(crate) mod config;
+pub(crate) mod handle;
+pub mod handler;
+pub(crate) mod observe;
+pub(crate) mod pool;
+pub(crate) mod runtime;
+pub(crate) mod websocket;
+
 use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::ServerConfig;
-use crate::handle::Addr;
-use crate::handler::{DatagramFactory, StreamFactory, StreamHandler};
-use crate::observe::{Lifecycle, LogObserver, Observer, ServerStats, Stats};
+use crate::base::Addr;
 use crate::reactor::datagram::DgramSock;
 use crate::reactor::listener::{ListenSock, Listener};
 use crate::reactor::poller::Entry;
-use crate::runtime::RuntimeInner;
-use crate::websocket::{WsFactory, WsServerConfig};
+use crate::server::config::ServerConfig;
+use crate::server::handler::{DatagramFactory, StreamFactory, StreamHandler};
+use crate::server::observe::{Lifecycle, LogObserver, Observer, ServerStats, Stats};
+use crate::server::runtime::RuntimeInner;
+use crate::server::websocket::{WsFactory, WsServerConfig};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::net::IpAddr;

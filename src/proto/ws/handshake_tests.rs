@@ -1,7 +1,7 @@
 //! Unit tests for the opening handshake.
 
 use super::*;
-use crate::ws::{DeflateConfig, DeflateMode};
+use crate::proto::ws::{DeflateConfig, DeflateMode};
 
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
@@ -128,8 +128,8 @@ fn client_round_trip(server_cfg: &WsConfig, client_cfg: &WsConfig) -> (Accepted,
         [7; 16],
         &mut req_bytes,
     );
-    let req = match crate::http::parse_request(&req_bytes, &Default::default()) {
-        crate::http::ParseOutcome::Complete { request, .. } => request,
+    let req = match crate::proto::http::parse_request(&req_bytes, &Default::default()) {
+        crate::proto::http::ParseOutcome::Complete { request, .. } => request,
         other => panic!("{other:?}"),
     };
     assert_eq!(req.header("host"), Some("h:81"));

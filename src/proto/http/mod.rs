@@ -1,6 +1,6 @@
 //! Plain HTTP/1.1: request parsing and responses for the upgrade and the HTTP hook (sans-IO).
 //!
-//! The reactor feeds the bytes it has read to [`parse_request`](crate::http) (crate-private)
+//! The reactor feeds the bytes it has read to [`parse_request`](crate::proto::http) (crate-private)
 //! until it reports a complete [`Request`]; a handler answers with a [`Response`], which the
 //! reactor serialises. Nothing here touches a socket.
 

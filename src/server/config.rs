@@ -1,22 +1,7 @@
 //! Server configuration: limits, queue bounds, drop policies and where handlers run.
 
+use crate::base::DropPolicy;
 use std::time::Duration;
-
-/// What happens when a connection's outbound queue would exceed its byte bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DropPolicy {
-    /// The new message is refused: `send` returns [`SendStatus::Dropped`](crate::SendStatus::Dropped)
-    /// and the queue keeps what it had. The default: a slow reader loses the newest data, never
-    /// a partial message, and nobody else is affected.
-    #[default]
-    DropNewest,
-    /// The new message is queued and the oldest whole messages not yet started on the wire are
-    /// dropped until the queue fits again (each counted as dropped).
-    DropOldest,
-    /// The connection is closed with [`CloseReason::QueueOverflow`](crate::CloseReason::QueueOverflow);
-    /// `send` returns `Dropped`.
-    Disconnect,
-}
 
 /// Where a server's handler code runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

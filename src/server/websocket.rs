@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::handle::{Conn, SendStatus};
-use crate::http::{Request, Response};
+use crate::base::SendStatus;
+use crate::proto::http::{Request, Response};
+use crate::proto::ws::{CloseCode, OpCode, WsConfig};
 use crate::reactor::Command;
-use crate::ws::{CloseCode, OpCode, WsConfig};
+use crate::server::handle::Conn;
 use crate::Error;
 
 /// Who a connection belongs to, as decided by the authenticator at upgrade time.

@@ -6,8 +6,8 @@ use ring::digest;
 use super::base64;
 use super::deflate::{self, DeflateParams};
 use super::{WsConfig, WsError};
-use crate::http::Request;
-use crate::http::{write_header, write_status_line};
+use crate::proto::http::Request;
+use crate::proto::http::{write_header, write_status_line};
 
 /// The GUID of RFC 6455 section 1.3.
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -135,7 +135,7 @@ pub(crate) fn write_rejection(status: u16, reason: &str, out: &mut Vec<u8>) {
     let body = format!(
         "{} {}: {}\n",
         status,
-        crate::http::reason_phrase(status),
+        crate::proto::http::reason_phrase(status),
         reason
     );
     write_header(out, "Content-Length", &body.len().to_string());

@@ -1,6 +1,8 @@
 //! Socket options and OS calls that std and mio do not offer (SO_REUSEPORT listeners,
 //! SO_PEERCRED, socket file ownership).
 
+pub mod signal;
+
 use std::ffi::CString;
 use std::io;
 use std::net::SocketAddr;
@@ -10,7 +12,7 @@ use std::path::Path;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::handle::PeerCred;
+use crate::base::PeerCred;
 
 /// A non-blocking TCP listener with SO_REUSEADDR and SO_REUSEPORT, so each poller can own one.
 pub(crate) fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {

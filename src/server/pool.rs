@@ -10,20 +10,20 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::stream::describe_panic;
-use super::stream::UserHandler;
-use super::Command;
-use crate::handle::{Addr, CloseReason, Conn, ConnId};
-use crate::handler::{
+use crate::base::{Addr, CloseReason, ConnId};
+use crate::proto::http::Request;
+use crate::proto::ws::CloseCode;
+use crate::reactor::stream::{describe_panic, UserHandler};
+use crate::reactor::Command;
+use crate::server::handle::Conn;
+use crate::server::handler::{
     DatagramFactory, DatagramHandler, DatagramSender, StreamFactory, StreamHandler,
 };
-use crate::http::Request;
+use crate::server::websocket::{WsConn, WsFactory, WsHandler};
 use crate::supervise::{
     BoxError, ChildSpec, Context, Control, Handled, Node, Process, Restart, Strategy,
     SupervisorRef, SupervisorSpec,
 };
-use crate::websocket::{WsConn, WsFactory, WsHandler};
-use crate::ws::CloseCode;
 use crate::Error;
 
 /// Work for a handler thread.

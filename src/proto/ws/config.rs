@@ -239,8 +239,8 @@ impl WsConfig {
     }
 
     /// The HTTP limits for the upgrade request (no body is expected).
-    pub fn http_limits(&self) -> crate::http::HttpLimits {
-        crate::http::HttpLimits::default()
+    pub fn http_limits(&self) -> crate::proto::http::HttpLimits {
+        crate::proto::http::HttpLimits::default()
             .max_head(self.max_request_size)
             .max_body(self.max_request_size)
     }

@@ -1,0 +1,14 @@
+//! Layer 0: the vocabulary every other layer shares — ids, addresses, close reasons, send
+//! outcomes and saturating deadlines. Depends on nothing but `std`.
+
+mod addr;
+mod close;
+mod deadline;
+mod ids;
+mod send;
+
+pub use addr::{Addr, PeerCred};
+pub use close::CloseReason;
+pub use deadline::{deadline, deadline_opt, earliest, elapsed};
+pub use ids::{ConnId, GroupId};
+pub use send::{Delivery, DropPolicy, SendStatus};

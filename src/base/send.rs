@@ -1,0 +1,48 @@
+//! What happened to a send: one message's status, a fan-out's counts, the drop policy.
+
+/// What happened to a message handed to `send`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum SendStatus {
+    /// Queued for the connection; it leaves in order.
+    Queued,
+    /// Refused by the drop policy (the queue was full); counted in the server's stats.
+    Dropped,
+    /// The connection is closing or closed; nothing was queued.
+    Closed,
+}
+
+/// What happened to a message sent to many connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Queued for this many connections.
+    pub queued: usize,
+    /// Refused by this many connections' drop policies (their queues were full).
+    pub dropped: usize,
+    /// This many members were closing or closed.
+    pub closed: usize,
+}
+
+impl Delivery {
+    pub(crate) fn add(&mut self, o: Delivery) {
+        self.queued += o.queued;
+        self.dropped += o.dropped;
+        self.closed += o.closed;
+    }
+}
+
+/// What happens when a connection's outbound queue would exceed its byte bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DropPolicy {
+    /// The new message is refused: `send` returns [`SendStatus::Dropped`](crate::SendStatus::Dropped)
+    /// and the queue keeps what it had. The default: a slow reader loses the newest data, never
+    /// a partial message, and nobody else is affected.
+    #[default]
+    DropNewest,
+    /// The new message is queued and the oldest whole messages not yet started on the wire are
+    /// dropped until the queue fits again (each counted as dropped).
+    DropOldest,
+    /// The connection is closed with [`CloseReason::QueueOverflow`](crate::CloseReason::QueueOverflow);
+    /// `send` returns `Dropped`.
+    Disconnect,
+}

@@ -1,0 +1,5 @@
+//! Layer 1: sans-IO protocol engines. They take bytes and the time and return bytes and
+//! actions; no socket is ever touched here.
+
+pub mod http;
+pub mod ws;
