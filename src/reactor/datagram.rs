@@ -14,8 +14,8 @@ use super::stream::describe_panic;
 use super::{Command, PollerShared};
 use crate::base::{Addr, SendStatus};
 use crate::server::config::Dispatch;
+use crate::server::dispatch::Job;
 use crate::server::handler::{DatagramHandler, DatagramSender};
-use crate::server::pool::Job;
 use crate::server::ServerShared;
 use crate::Error;
 
@@ -134,7 +134,9 @@ impl Poller {
             gen,
             server: server.clone(),
             local,
-            key: NEXT_SOCK_KEY.fetch_add(1, Ordering::Relaxed) as u64,
+            key: crate::server::dispatch::datagram_key(
+                NEXT_SOCK_KEY.fetch_add(1, Ordering::Relaxed) as u64,
+            ),
             queued: AtomicUsize::new(0),
         });
         let handler = match server.config.dispatch {

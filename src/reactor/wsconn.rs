@@ -18,8 +18,8 @@ use crate::proto::ws::handshake::{accept, is_upgrade, write_rejection};
 use crate::proto::ws::{
     close_reply, CloseCode, Incoming, OpCode, Role, SharedChoice, SharedFrames, WsSession,
 };
+use crate::server::dispatch::Job;
 use crate::server::handle::{account, ConnShared};
-use crate::server::pool::Job;
 use crate::server::websocket::{WsConn, WsServerConfig};
 use crate::server::ServerShared;
 use crate::Error;

@@ -3,6 +3,7 @@
 
 pub(crate) mod broadcast;
 pub(crate) mod config;
+pub(crate) mod dispatch;
 pub(crate) mod handle;
 pub mod handler;
 pub(crate) mod observe;

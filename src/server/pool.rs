@@ -4,83 +4,23 @@
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::base::{Addr, CloseReason, ConnId};
-use crate::proto::http::Request;
-use crate::proto::ws::CloseCode;
-use crate::reactor::stream::{describe_panic, UserHandler};
-use crate::reactor::Command;
-use crate::server::handle::Conn;
-use crate::server::handler::{
-    DatagramFactory, DatagramHandler, DatagramSender, StreamFactory, StreamHandler,
-};
-use crate::server::websocket::{WsConn, WsFactory, WsHandler};
+use super::dispatch::{Handlers, Job};
+use crate::reactor::stream::describe_panic;
 use crate::supervise::{
     BoxError, ChildSpec, Context, Control, Handled, Node, Process, Restart, Strategy,
     SupervisorRef, SupervisorSpec,
 };
-use crate::Error;
 
-/// Work for a handler thread.
-pub(crate) enum Job {
-    Open {
-        conn: Conn,
-        factory: Arc<dyn StreamFactory>,
-    },
-    Data {
-        conn: Conn,
-        data: Vec<u8>,
-    },
-    Drained {
-        conn: Conn,
-    },
-    Error {
-        conn: Conn,
-        error: Error,
-    },
-    Close {
-        conn: Conn,
-        reason: CloseReason,
-    },
-    WsOpen {
-        conn: Conn,
-        factory: Arc<dyn WsFactory>,
-        req: Request,
-    },
-    Text {
-        conn: Conn,
-        text: String,
-    },
-    Binary {
-        conn: Conn,
-        data: Vec<u8>,
-    },
-    WsClose {
-        conn: Conn,
-        code: CloseCode,
-        reason: String,
-    },
-    /// Reply `HandlerCaughtUp` to the poller once every earlier event was handled.
-    CatchUp {
-        conn: Conn,
-    },
-    Datagram {
-        sender: DatagramSender,
-        factory: Arc<dyn DatagramFactory>,
-        peer: Addr,
-        data: Vec<u8>,
-    },
-    DatagramError {
-        sender: DatagramSender,
-        factory: Arc<dyn DatagramFactory>,
-        error: Error,
-    },
-    /// Run a closure on the handler thread (used by higher layers and tests).
+/// What a handler thread's queue carries.
+enum Work {
+    /// A job of one key (a connection or datagram socket).
+    Key(u64, Job),
+    /// A closure (barriers).
     Run(Box<dyn FnOnce() + Send>),
     Stop,
 }
@@ -95,14 +35,14 @@ pub(crate) enum Job {
 /// and the node's hook sees `Exited` and `Restarted`. With a per-message budget set on the
 /// node, every job is timed and an overrun is reported as `OverBudget`.
 pub(crate) struct HandlerPool {
-    workers: Vec<Sender<Job>>,
+    workers: Vec<Sender<Work>>,
     node: Node,
     supervisor: Mutex<Option<SupervisorRef>>,
 }
 
 /// One handler thread's queue and handlers, kept across restarts of the thread.
 struct Lane {
-    rx: Receiver<Job>,
+    rx: Receiver<Work>,
     state: Mutex<Worker>,
 }
 
@@ -124,8 +64,8 @@ impl Process for LaneProcess {
 
     fn handle(&mut self, ctx: &mut Context<Pump>, _: Pump) -> Handled {
         let job = match self.lane.rx.recv() {
-            Ok(Job::Stop) | Err(_) => return Ok(Control::Stop),
-            Ok(job) => job,
+            Ok(Work::Stop) | Err(_) => return Ok(Control::Stop),
+            Ok(work) => work,
         };
         let mut worker = self.lane.state.lock().unwrap_or_else(|e| e.into_inner());
         worker.handle(job);
@@ -178,7 +118,7 @@ impl HandlerPool {
     /// Sends a job to the thread that owns `key` (a connection or socket id).
     pub(crate) fn dispatch(&self, key: u64, job: Job) {
         let i = (key % self.workers.len() as u64) as usize;
-        let _ = self.workers[i].send(job);
+        let _ = self.workers[i].send(Work::Key(key, job));
     }
 
     /// Stops every thread after the jobs already queued, waits for them (threads that
@@ -193,7 +133,7 @@ impl HandlerPool {
             return;
         };
         for w in &self.workers {
-            let _ = w.send(Job::Stop);
+            let _ = w.send(Work::Stop);
         }
         let deadline = std::time::Instant::now() + STOP_WAIT;
         while let Ok(children) = sup.which_children() {
@@ -214,7 +154,7 @@ impl HandlerPool {
         let (tx, rx) = crossbeam_channel::bounded(self.workers.len());
         for w in &self.workers {
             let tx = tx.clone();
-            let _ = w.send(Job::Run(Box::new(move || {
+            let _ = w.send(Work::Run(Box::new(move || {
                 let _ = tx.send(());
             })));
         }
@@ -225,169 +165,29 @@ impl HandlerPool {
 
 #[derive(Default)]
 struct Worker {
-    streams: HashMap<ConnId, UserHandler>,
-    datagrams: HashMap<u64, Box<dyn DatagramHandler>>,
+    keys: HashMap<u64, Handlers>,
     /// A handler panicked during the last job: the thread is to be restarted.
     failed: Option<String>,
 }
 
 impl Worker {
-    fn handle(&mut self, job: Job) {
-        match job {
-            Job::Open { conn, factory } => self.open(conn, factory),
-            Job::Data { conn, data } => {
-                self.call(&conn, |h, c| h.on_data(c, &data), |_, _| {});
-                consumed(&conn, data.len());
+    fn handle(&mut self, work: Work) {
+        match work {
+            Work::Key(key, job) => {
+                let ran = self.keys.entry(key).or_default().run(job);
+                if ran.finished {
+                    self.keys.remove(&key);
+                }
+                self.failed = ran.panicked;
             }
-            Job::Drained { conn } => {
-                self.call(&conn, |h, c| h.on_drained(c), |h, w| h.on_drained(w))
-            }
-            Job::Error { conn, error } => self.call(
-                &conn,
-                |h, c| h.on_error(c, &error),
-                |h, w| h.on_error(w, &error),
-            ),
-            Job::Close { conn, reason } => {
-                self.call(&conn, |h, c| h.on_close(c, &reason), |_, _| {});
-                self.streams.remove(&conn.id());
-            }
-            Job::WsOpen { conn, factory, req } => self.open_ws(conn, factory, req),
-            Job::Text { conn, text } => {
-                self.call(&conn, |_, _| {}, |h, w| h.on_text(w, &text));
-                consumed(&conn, text.len());
-            }
-            Job::Binary { conn, data } => {
-                self.call(&conn, |_, _| {}, |h, w| h.on_binary(w, &data));
-                consumed(&conn, data.len());
-            }
-            Job::WsClose { conn, code, reason } => {
-                self.call(&conn, |_, _| {}, |h, w| h.on_close(w, code, &reason));
-                self.streams.remove(&conn.id());
-            }
-            Job::CatchUp { conn } => {
-                let (slot, gen) = (conn.inner.slot, conn.inner.gen);
-                conn.inner
-                    .poller
-                    .command(Command::HandlerCaughtUp { slot, gen });
-            }
-            Job::Datagram {
-                sender,
-                factory,
-                peer,
-                data,
-            } => self.datagram(&sender, factory, |h, s| h.on_datagram(s, &peer, &data)),
-            Job::DatagramError {
-                sender,
-                factory,
-                error,
-            } => self.datagram(&sender, factory, |h, _| h.on_error(&error)),
-            Job::Run(f) => {
+            Work::Run(f) => {
                 if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
                     let msg = describe_panic(&*p);
                     log::error!("handler-thread job panicked: {msg}");
                     self.failed = Some(msg);
                 }
             }
-            Job::Stop => {}
+            Work::Stop => {}
         }
-    }
-
-    fn open(&mut self, conn: Conn, factory: Arc<dyn StreamFactory>) {
-        match catch_unwind(AssertUnwindSafe(|| factory.create(&conn))) {
-            Ok(h) => {
-                self.streams.insert(conn.id(), UserHandler::Stream(h));
-                self.call(&conn, |h, c| h.on_open(c), |_, _| {});
-            }
-            Err(p) => self.panicked(&conn, describe_panic(&*p)),
-        }
-    }
-
-    fn open_ws(&mut self, conn: Conn, factory: Arc<dyn WsFactory>, req: Request) {
-        let ws = WsConn::from_conn(&conn);
-        match catch_unwind(AssertUnwindSafe(|| factory.create(ws, &req))) {
-            Ok(h) => {
-                self.streams.insert(conn.id(), UserHandler::Ws(h));
-                self.call(&conn, |_, _| {}, |h, w| h.on_open(w, &req));
-            }
-            Err(p) => self.panicked(&conn, describe_panic(&*p)),
-        }
-    }
-
-    /// Runs a handler method (`s` for stream handlers, `w` for WebSocket handlers); a panic
-    /// drops the handler and closes the connection.
-    fn call(
-        &mut self,
-        conn: &Conn,
-        s: impl FnOnce(&mut dyn StreamHandler, &Conn),
-        w: impl FnOnce(&mut dyn WsHandler, &WsConn),
-    ) {
-        let Some(h) = self.streams.get_mut(&conn.id()) else {
-            return;
-        };
-        let r = catch_unwind(AssertUnwindSafe(|| match h {
-            UserHandler::Stream(h) => s(h.as_mut(), conn),
-            UserHandler::Ws(h) => w(h.as_mut(), WsConn::from_conn(conn)),
-        }));
-        if let Err(p) = r {
-            self.streams.remove(&conn.id());
-            self.panicked(conn, describe_panic(&*p));
-        }
-    }
-
-    fn datagram(
-        &mut self,
-        sender: &DatagramSender,
-        factory: Arc<dyn DatagramFactory>,
-        f: impl FnOnce(&mut dyn DatagramHandler, &DatagramSender),
-    ) {
-        let key = sender.inner.key;
-        let h = self
-            .datagrams
-            .entry(key)
-            .or_insert_with(|| factory.create());
-        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(h.as_mut(), sender))) {
-            let msg = describe_panic(&*p);
-            log::error!("datagram handler panicked: {msg}");
-            let server = &sender.inner.server;
-            server
-                .observer
-                .on_error(None, &Error::HandlerPanic(msg.clone()));
-            self.failed = Some(msg);
-        }
-    }
-
-    /// A handler panicked: its connection closes, and this thread is to be restarted.
-    fn panicked(&mut self, conn: &Conn, msg: String) {
-        panicked(conn, msg.clone());
-        self.failed = Some(msg);
-    }
-}
-
-fn panicked(conn: &Conn, msg: String) {
-    log::error!("conn={} handler panicked: {msg}", conn.id());
-    let server = &conn.inner.server;
-    server
-        .observer
-        .on_error(Some(conn.id()), &Error::HandlerPanic(msg.clone()));
-    if server.ws.is_some() {
-        WsConn::from_conn(conn).close(CloseCode::ERROR, "handler failed");
-    } else {
-        conn.close_with(CloseReason::HandlerPanic(msg));
-    }
-}
-
-/// The handler consumed `n` inbound bytes: resume a paused reader once it caught up.
-fn consumed(conn: &Conn, n: usize) {
-    let sh = &conn.inner;
-    let left = sh.inbound.fetch_sub(n, Ordering::SeqCst) - n;
-    let max = sh.server.config.max_inbound_pending;
-    if left <= max / 2
-        && sh.paused.load(Ordering::SeqCst)
-        && sh.paused.swap(false, Ordering::SeqCst)
-    {
-        sh.poller.command(Command::Resume {
-            slot: sh.slot,
-            gen: sh.gen,
-        });
     }
 }
