@@ -21,6 +21,9 @@ pub struct Delivery {
     pub dropped: usize,
     /// This many members were closing or closed.
     pub closed: usize,
+    /// Pollers whose members are not counted above: the call could not wait for them
+    /// (see [`Broadcaster::send`](crate::Broadcaster::send)). Zero for a complete report.
+    pub pending: usize,
 }
 
 impl Delivery {
@@ -28,6 +31,7 @@ impl Delivery {
         self.queued += o.queued;
         self.dropped += o.dropped;
         self.closed += o.closed;
+        self.pending += o.pending;
     }
 }
 

@@ -7,8 +7,6 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, SockAddr, Socket, Type};
-
 use crate::error::{Error, Result};
 use crate::tls::io_error;
 
@@ -43,11 +41,9 @@ pub(crate) fn tcp(addr: impl ToSocketAddrs, deadline: Instant) -> Result<TcpStre
 
 /// Connects to a Unix stream socket, retrying while its backlog is full, until `deadline`.
 pub(crate) fn unix(path: &Path, deadline: Instant) -> Result<UnixStream> {
-    let addr = SockAddr::unix(path)?;
-    let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    sock.set_nonblocking(true)?;
+    let sock = crate::sys::UnixConnect::new(path)?;
     loop {
-        match sock.connect(&addr) {
+        match sock.attempt() {
             Ok(()) => break,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 std::thread::sleep(remaining(deadline)?.min(BACKLOG_RETRY));
@@ -56,8 +52,7 @@ pub(crate) fn unix(path: &Path, deadline: Instant) -> Result<UnixStream> {
             Err(e) => return Err(e.into()),
         }
     }
-    sock.set_nonblocking(false)?;
-    Ok(sock.into())
+    Ok(sock.finish()?)
 }
 
 /// Drives the client handshake to completion before `deadline`.

@@ -1,22 +1,18 @@
 //! Datagram sockets (UDP, Unix datagram) on a poller: bounded reads per turn, oversize
-//! detection, and a bounded reply queue.
+//! detection, and a reply queue. What a datagram means is the socket's
+//! [`DatagramDriver`](super::DatagramDriver).
 
 use std::collections::VecDeque;
 use std::io;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use mio::{Interest, Registry};
 
+use super::driver::{DatagramDriver, Policy};
 use super::poller::{Entry, Poller};
-use super::stream::describe_panic;
-use super::{Command, PollerShared};
-use crate::base::{Addr, SendStatus};
-use crate::server::config::Dispatch;
-use crate::server::dispatch::Job;
-use crate::server::handler::{DatagramHandler, DatagramSender};
-use crate::server::ServerShared;
+use super::Place;
+use crate::base::Addr;
 use crate::Error;
 
 /// Datagrams read per readiness event, at most, before the poller moves on.
@@ -29,6 +25,16 @@ pub(crate) enum DgramSock {
 }
 
 impl DgramSock {
+    /// From a bound, non-blocking std UDP socket.
+    pub(crate) fn udp(s: std::net::UdpSocket) -> Self {
+        DgramSock::Udp(mio::net::UdpSocket::from_std(s))
+    }
+
+    /// From a bound, non-blocking std Unix datagram socket.
+    pub(crate) fn unix(s: std::os::unix::net::UnixDatagram) -> Self {
+        DgramSock::Unix(mio::net::UnixDatagram::from_std(s))
+    }
+
     fn source(&mut self) -> &mut dyn mio::event::Source {
         match self {
             DgramSock::Udp(s) => s,
@@ -57,52 +63,20 @@ impl DgramSock {
     }
 }
 
-/// What handles of a datagram socket share.
-pub(crate) struct DatagramShared {
-    pub(crate) poller: Arc<PollerShared>,
-    pub(crate) slot: u32,
-    pub(crate) gen: u32,
-    pub(crate) server: Arc<ServerShared>,
-    pub(crate) local: Addr,
-    pub(crate) key: u64,
-    queued: AtomicUsize,
-}
-
-impl DatagramSender {
-    /// Sends one datagram to `to` (queued when the socket pushes back, within the server's
-    /// `max_queued_bytes`; past it the datagram is dropped).
-    pub fn send_to(&self, data: &[u8], to: &Addr) -> SendStatus {
-        let sh = &self.inner;
-        if sh.server.draining.load(Ordering::Acquire) && sh.server.stopped() {
-            return SendStatus::Closed;
-        }
-        let limit = sh.server.config.max_queued_bytes;
-        let before = sh.queued.fetch_add(data.len(), Ordering::AcqRel);
-        if before > 0 && before + data.len() > limit {
-            sh.queued.fetch_sub(data.len(), Ordering::AcqRel);
-            sh.server.stats.dropped(1);
-            return SendStatus::Dropped;
-        }
-        sh.poller.command(Command::SendTo {
-            slot: sh.slot,
-            gen: sh.gen,
-            data: data.to_vec(),
-            to: to.clone(),
-        });
-        SendStatus::Queued
-    }
-
-    /// The socket's local address.
-    pub fn local_addr(&self) -> &Addr {
-        &self.inner.local
-    }
+/// A datagram socket to adopt: the socket, its owner's policy, and how to build its
+/// driver once its place is known.
+pub(crate) struct NewDatagram {
+    pub(crate) sock: DgramSock,
+    pub(crate) policy: Arc<Policy>,
+    #[allow(clippy::type_complexity)]
+    pub(crate) make: Box<dyn FnOnce(Place) -> io::Result<Box<dyn DatagramDriver>> + Send>,
 }
 
 /// A datagram socket owned by one poller.
 pub(crate) struct DatagramSock {
     sock: DgramSock,
-    sender: DatagramSender,
-    handler: Option<Box<dyn DatagramHandler>>,
+    policy: Arc<Policy>,
+    driver: Box<dyn DatagramDriver>,
     outq: VecDeque<(Vec<u8>, Addr)>,
     writable_interest: bool,
 }
@@ -112,55 +86,39 @@ impl DatagramSock {
         reg.deregister(self.sock.source())
     }
 
-    fn shared(&self) -> &DatagramShared {
-        &self.sender.inner
+    pub(crate) fn is_of(&self, owner: &Arc<Policy>) -> bool {
+        Arc::ptr_eq(&self.policy, owner)
     }
 }
 
-static NEXT_SOCK_KEY: AtomicUsize = AtomicUsize::new(1);
-
 impl Poller {
-    /// Registers a datagram socket of `server` on this poller.
-    pub(crate) fn adopt_datagram(
-        &mut self,
-        sock: DgramSock,
-        server: Arc<ServerShared>,
-        local: Addr,
-    ) -> io::Result<()> {
-        let (slot, gen) = self.reserve();
-        let shared = Arc::new(DatagramShared {
-            poller: self.shared.clone(),
-            slot: slot as u32,
-            gen,
-            server: server.clone(),
-            local,
-            key: crate::server::dispatch::datagram_key(
-                NEXT_SOCK_KEY.fetch_add(1, Ordering::Relaxed) as u64,
-            ),
-            queued: AtomicUsize::new(0),
-        });
-        let handler = match server.config.dispatch {
-            Dispatch::Inline => Some(server.datagram_factory()?.create()),
-            Dispatch::Threads => None,
-        };
-        let mut d = DatagramSock {
-            sock,
-            sender: DatagramSender { inner: shared },
-            handler,
+    /// Registers a datagram socket on this poller.
+    pub(crate) fn adopt_datagram(&mut self, d: NewDatagram) -> io::Result<()> {
+        let place = self.new_place();
+        let (slot, gen) = (place.slot, place.gen);
+        let driver = (d.make)(place)?;
+        let mut sock = Box::new(DatagramSock {
+            sock: d.sock,
+            policy: d.policy,
+            driver,
             outq: VecDeque::new(),
             writable_interest: false,
-        };
-        self.register(d.sock.source(), slot, gen, Interest::READABLE)?;
-        self.entries.insert(Entry::Datagram(Box::new(d)));
-        self.datagram_ready(slot as u32, gen, false);
+        });
+        self.registry().register(
+            sock.sock.source(),
+            super::poller::token(slot as usize, gen),
+            Interest::READABLE,
+        )?;
+        self.insert_entry(Entry::Datagram(sock));
+        self.datagram_ready(slot, gen, false);
         Ok(())
     }
 
     fn datagram_mut(&mut self, slot: u32, gen: u32) -> Option<&mut DatagramSock> {
-        if self.gen_of(slot as usize)? != gen {
+        if !self.is_live(slot, gen) {
             return None;
         }
-        match self.entries.get_mut(slot as usize) {
+        match self.entry_mut(slot as usize) {
             Some(Entry::Datagram(d)) => Some(d),
             _ => None,
         }
@@ -172,24 +130,22 @@ impl Poller {
             self.flush_datagrams(slot, gen);
         }
         for _ in 0..MAX_DATAGRAMS_PER_TURN {
-            let mut buf = std::mem::take(&mut self.read_buf);
+            let mut buf = self.take_read_buf();
             let more = self.read_datagram(slot, gen, &mut buf);
-            self.read_buf = buf;
+            self.put_read_buf(buf);
             if !more {
                 return;
             }
         }
-        self.again.push((slot, gen));
+        self.push_again(slot, gen);
     }
 
     /// Reads and handles one datagram. Returns false when there is nothing more to read.
     fn read_datagram(&mut self, slot: u32, gen: u32, buf: &mut Vec<u8>) -> bool {
-        let pool = self.pool.clone();
         let Some(d) = self.datagram_mut(slot, gen) else {
             return false;
         };
-        let server = d.shared().server.clone();
-        let limit = server.config.max_datagram_size;
+        let limit = d.policy.limits.max_datagram_size;
         if buf.len() < limit + 1 {
             buf.resize(limit + 1, 0);
         }
@@ -198,58 +154,20 @@ impl Poller {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
             Err(e) => {
-                server.observer.on_error(None, &e.into());
+                d.driver.on_error(e.into());
                 return true;
             }
         };
-        server.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
-        server.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        let c = &d.policy.counters;
+        c.datagrams_in.fetch_add(1, Ordering::Relaxed);
+        c.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
         if n > limit {
             let err = Error::DatagramTooLarge { received: n, limit };
             log::debug!("datagram from {peer} dropped: {err}");
-            server.observer.on_error(None, &err);
-            match &mut d.handler {
-                Some(h) => {
-                    let _ = catch_unwind(AssertUnwindSafe(|| h.on_error(&err)));
-                }
-                None if server.config.dispatch == Dispatch::Threads => {
-                    if let Ok(factory) = server.datagram_factory() {
-                        let job = Job::DatagramError {
-                            sender: d.sender.clone(),
-                            factory,
-                            error: err,
-                        };
-                        pool.dispatch(d.shared().key, job);
-                    }
-                }
-                None => {}
-            }
+            d.driver.on_error(err);
             return true;
         }
-        let data = &buf[..n];
-        match &mut d.handler {
-            Some(h) => {
-                let sender = &d.sender;
-                if let Err(p) =
-                    catch_unwind(AssertUnwindSafe(|| h.on_datagram(sender, &peer, data)))
-                {
-                    let msg = describe_panic(&*p);
-                    log::error!("datagram handler panicked: {msg}");
-                    server.observer.on_error(None, &Error::HandlerPanic(msg));
-                }
-            }
-            None => {
-                if let Ok(factory) = server.datagram_factory() {
-                    let job = Job::Datagram {
-                        sender: d.sender.clone(),
-                        factory,
-                        peer,
-                        data: data.to_vec(),
-                    };
-                    pool.dispatch(d.shared().key, job);
-                }
-            }
-        }
+        d.driver.on_datagram(&peer, &buf[..n]);
         true
     }
 
@@ -261,29 +179,29 @@ impl Poller {
         self.flush_datagrams(slot, gen);
     }
 
-    fn flush_datagrams(&mut self, slot: u32, gen: u32) {
-        let registry = self.poll.registry();
-        let Some(Entry::Datagram(d)) = self.entries.get_mut(slot as usize) else {
-            return;
-        };
-        let server = d.shared().server.clone();
+    pub(crate) fn flush_datagrams(&mut self, slot: u32, gen: u32) {
+        self.with_datagram(slot, gen, |d, registry| d.flush(registry, slot, gen));
+    }
+}
+
+impl DatagramSock {
+    fn flush(&mut self, registry: &Registry, slot: u32, gen: u32) {
+        let d = self;
         while let Some((data, to)) = d.outq.front() {
             match d.sock.send_to(data, to) {
                 Ok(_) => {
-                    server.stats.datagrams_out.fetch_add(1, Ordering::Relaxed);
-                    server
-                        .stats
-                        .bytes_out
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    let c = &d.policy.counters;
+                    c.datagrams_out.fetch_add(1, Ordering::Relaxed);
+                    c.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     log::debug!("datagram to {to} failed: {e}");
-                    server.observer.on_error(None, &e.into());
+                    d.driver.on_error(e.into());
                 }
             }
             let (data, _) = d.outq.pop_front().expect("front exists");
-            d.shared().queued.fetch_sub(data.len(), Ordering::AcqRel);
+            d.driver.sent(data.len());
         }
         let want = !d.outq.is_empty();
         if want != d.writable_interest {
@@ -295,24 +213,6 @@ impl Poller {
             };
             let tok = super::poller::token(slot as usize, gen);
             let _ = registry.reregister(d.sock.source(), tok, interest);
-        }
-    }
-
-    /// Flushes and removes every datagram socket of `server`.
-    pub(crate) fn close_datagrams(&mut self, server: &Arc<ServerShared>) {
-        let socks: Vec<(u32, u32)> = self
-            .entries
-            .iter()
-            .filter_map(|(k, e)| match e {
-                Entry::Datagram(d) if Arc::ptr_eq(&d.shared().server, server) => {
-                    Some((k as u32, d.shared().gen))
-                }
-                _ => None,
-            })
-            .collect();
-        for (slot, gen) in socks {
-            self.flush_datagrams(slot, gen);
-            self.remove_entry(slot as usize);
         }
     }
 }

@@ -1,18 +1,16 @@
-//! Listening sockets: accept with a per-turn bound, enforce the connection limit, and hand
-//! connections to pollers.
+//! Listening sockets: accept with a per-turn bound, ask the owner to admit each connection,
+//! and hand connections to pollers.
 
 use std::io;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use mio::Registry;
 
+use super::driver::{Accept, Policy};
 use super::poller::{Entry, Poller};
 use super::stream::{Accepted, StreamSock};
 use super::MAX_ACCEPTS_PER_TURN;
-use crate::base::{Addr, CloseReason};
-use crate::server::observe::ConnState;
-use crate::server::ServerShared;
+use crate::base::Addr;
 
 /// A listening socket.
 pub(crate) enum ListenSock {
@@ -22,48 +20,102 @@ pub(crate) enum ListenSock {
 
 /// A listener owned by one poller.
 pub(crate) struct Listener {
-    pub(crate) sock: ListenSock,
-    pub(crate) server: Arc<ServerShared>,
+    sock: ListenSock,
+    owner: Arc<dyn Accept>,
     /// Spread accepted connections over all pollers (a single listener, e.g. Unix).
-    pub(crate) handoff: bool,
+    handoff: bool,
+    /// Set TCP_NODELAY on accepted sockets.
+    nodelay: bool,
+    /// The listener's own address (for connections whose local address is unknown).
+    local: Addr,
     rr: usize,
 }
 
 impl Listener {
-    pub(crate) fn new(sock: ListenSock, server: Arc<ServerShared>, handoff: bool) -> Self {
-        Listener {
-            sock,
-            server,
+    /// A TCP listener (from a bound, non-blocking std listener).
+    pub(crate) fn tcp(
+        l: std::net::TcpListener,
+        owner: Arc<dyn Accept>,
+        handoff: bool,
+        nodelay: bool,
+        local: Addr,
+    ) -> Box<Self> {
+        Self::new(
+            ListenSock::Tcp(mio::net::TcpListener::from_std(l)),
+            owner,
             handoff,
+            nodelay,
+            local,
+        )
+    }
+
+    /// A Unix stream listener (from a bound, non-blocking std listener).
+    pub(crate) fn unix(
+        l: std::os::unix::net::UnixListener,
+        owner: Arc<dyn Accept>,
+        handoff: bool,
+        local: Addr,
+    ) -> Box<Self> {
+        Self::new(
+            ListenSock::Unix(mio::net::UnixListener::from_std(l)),
+            owner,
+            handoff,
+            false,
+            local,
+        )
+    }
+
+    fn new(
+        sock: ListenSock,
+        owner: Arc<dyn Accept>,
+        handoff: bool,
+        nodelay: bool,
+        local: Addr,
+    ) -> Box<Self> {
+        Box::new(Listener {
+            sock,
+            owner,
+            handoff,
+            nodelay,
+            local,
             rr: 0,
+        })
+    }
+
+    pub(crate) fn is_of(&self, owner: &Arc<Policy>) -> bool {
+        Arc::ptr_eq(self.owner.policy(), owner)
+    }
+
+    pub(crate) fn source(&mut self) -> &mut dyn mio::event::Source {
+        match &mut self.sock {
+            ListenSock::Tcp(l) => l,
+            ListenSock::Unix(l) => l,
         }
     }
 
     pub(crate) fn deregister(&mut self, reg: &Registry) -> io::Result<()> {
-        match &mut self.sock {
-            ListenSock::Tcp(l) => reg.deregister(l),
-            ListenSock::Unix(l) => reg.deregister(l),
-        }
+        reg.deregister(self.source())
     }
 
     fn accept(&self) -> io::Result<Accepted> {
-        let server = self.server.clone();
+        let owner = self.owner.clone();
         match &self.sock {
             ListenSock::Tcp(l) => {
                 let (s, peer) = l.accept()?;
-                if server.config.nodelay {
+                if self.nodelay {
                     let _ = s.set_nodelay(true);
                 }
                 let local = s
                     .local_addr()
                     .map(Addr::Inet)
-                    .unwrap_or(server.local.clone());
+                    .unwrap_or_else(|_| self.local.clone());
                 Ok(Accepted {
+                    owner,
                     sock: StreamSock::Tcp(s),
-                    server,
                     peer: Addr::Inet(peer),
                     local,
                     cred: None,
+                    place: None,
                 })
             }
             ListenSock::Unix(l) => {
@@ -71,11 +123,12 @@ impl Listener {
                 let cred = crate::sys::peer_cred(crate::sys::fd_of(&s));
                 let peer = Addr::Unix(peer.as_pathname().map(|p| p.to_path_buf()));
                 Ok(Accepted {
+                    owner,
                     sock: StreamSock::Unix(s),
-                    local: server.local.clone(),
-                    server,
+                    local: self.local.clone(),
                     peer,
                     cred,
+                    place: None,
                 })
             }
         }
@@ -86,58 +139,46 @@ impl Poller {
     /// Accepts up to [`MAX_ACCEPTS_PER_TURN`] connections.
     pub(crate) fn listener_ready(&mut self, slot: usize) {
         for _ in 0..MAX_ACCEPTS_PER_TURN {
-            let Some(Entry::Listener(l)) = self.entries.get_mut(slot) else {
+            let Some((acc, target)) = self.accept_one(slot) else {
                 return;
             };
-            let acc = match l.accept() {
-                Ok(a) => a,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::warn!("accept failed: {e}");
-                    l.server.observer.on_error(None, &e.into());
-                    return;
-                }
-            };
-            let target = if l.handoff && self.siblings.len() > 1 {
-                l.rr = l.rr.wrapping_add(1);
-                Some(self.siblings[l.rr % self.siblings.len()].clone())
-            } else {
-                None
-            };
-            if !admit(&acc) {
-                continue;
-            }
-            match target {
-                Some(p) if p.id != self.shared.id => p.run(move |poller| poller.adopt_stream(acc)),
-                _ => self.adopt_stream(acc),
+            if let Some(acc) = acc {
+                self.place_accepted(target, acc);
             }
         }
         // Budget spent with connections possibly still waiting: come back next turn.
-        let gen = self.gens[slot];
-        self.again.push((slot as u32, gen));
+        self.again_listener(slot);
     }
 }
 
-/// Counts the connection and applies the connection limit and draining state. A refused
-/// connection is dropped (closed) here.
-fn admit(acc: &Accepted) -> bool {
-    let server = &acc.server;
-    let stats = &server.stats;
-    stats.accepted.fetch_add(1, Ordering::Relaxed);
-    if server.draining.load(Ordering::Acquire) {
-        return false;
+impl Poller {
+    /// One accept: `None` when there is nothing more (or the listener is gone);
+    /// `Some((None, _))` for a refused or failed one.
+    fn accept_one(
+        &mut self,
+        slot: usize,
+    ) -> Option<(Option<Accepted>, Option<Arc<super::PollerShared>>)> {
+        let n = self.siblings().len();
+        let Some(Entry::Listener(l)) = self.entry_mut(slot) else {
+            return None;
+        };
+        let acc = match l.accept() {
+            Ok(a) => a,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Some((None, None)),
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                return None;
+            }
+        };
+        let target = (l.handoff && n > 1).then(|| {
+            l.rr = l.rr.wrapping_add(1);
+            l.rr % n
+        });
+        if !l.owner.admit(&acc.peer) {
+            return Some((None, None));
+        }
+        let target = target.map(|i| self.siblings()[i].clone());
+        Some((Some(acc), target))
     }
-    let open = stats.open.fetch_add(1, Ordering::AcqRel);
-    if open < server.config.max_connections {
-        return true;
-    }
-    stats.open.fetch_sub(1, Ordering::AcqRel);
-    stats.rejected.fetch_add(1, Ordering::Relaxed);
-    stats.closed.fetch_add(1, Ordering::Relaxed);
-    let id = crate::ConnId(0);
-    server
-        .observer
-        .on_conn_state(id, &acc.peer, &ConnState::Closed(CloseReason::ServerFull));
-    false
 }

@@ -1,5 +1,10 @@
-//! The reactor: poller threads, each with its own `mio::Poll`, connection slab, command queue
-//! (woken by a `mio::Waker`) and timers. The only code that touches mio.
+//! Layer 2, the reactor: poller threads, each with its own `mio::Poll`, connection slab,
+//! typed command queue (woken by a `mio::Waker`) and timers. The only code that touches mio.
+//!
+//! A connection's protocol is a [`Driver`]: the reactor reads bytes and hands them to the
+//! driver with the time; the driver answers with output (appended to the connection's
+//! queue through [`Io`]), requests (close, pause) and its next deadline. The reactor knows
+//! no protocol and no handler: raw streams, WebSocket and HTTP are drivers of `server/`.
 //!
 //! # Work per loop turn (fairness)
 //! Each turn a poller handles at most one batch of readiness events (up to 1024), and for
@@ -9,6 +14,7 @@
 //! [`MAX_ACCEPTS_PER_TURN`] connections are accepted per listener event.
 
 pub(crate) mod datagram;
+pub(crate) mod driver;
 pub(crate) mod group;
 pub(crate) mod listener;
 pub(crate) mod local;
@@ -16,15 +22,15 @@ pub(crate) mod outq;
 pub(crate) mod poller;
 pub(crate) mod stream;
 pub(crate) mod timer;
-pub(crate) mod wsconn;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
-use crate::base::{Addr, CloseReason};
-use crate::server::handle::ConnShared;
+use crate::base::{Addr, CloseReason, ConnId, Delivery, GroupId};
+use crate::proto::ws::{CloseCode, OpCode, SharedFrames};
+pub(crate) use driver::{Accept, Counters, DatagramDriver, Driver, Io, Limits, Offer, Policy};
 pub(crate) use outq::Payload;
 
 /// Commands run per loop turn, at most.
@@ -32,70 +38,142 @@ pub const MAX_COMMANDS_PER_TURN: usize = 4096;
 /// Accepts per listener readiness event, at most.
 pub const MAX_ACCEPTS_PER_TURN: usize = 256;
 
-/// A job run on a poller thread with access to its state.
-pub(crate) type PollerJob = Box<dyn FnOnce(&mut poller::Poller) + Send>;
+/// Connection states other threads see ([`Link::state`]).
+pub(crate) const STATE_OPEN: u8 = 0;
+pub(crate) const STATE_CLOSING: u8 = 1;
+pub(crate) const STATE_CLOSED: u8 = 2;
+
+/// What every thread may know of one connection: where it lives (poller, slot,
+/// generation) and the counters its handles update. `X` is the owner's extra data (the
+/// server's connection info); the reactor sees `Link<dyn Send + Sync>`.
+pub(crate) struct Link<X: ?Sized + Send + Sync = dyn Send + Sync> {
+    pub(crate) poller: Arc<PollerShared>,
+    pub(crate) slot: u32,
+    pub(crate) gen: u32,
+    /// Output bytes admitted and not yet written.
+    pub(crate) queued: AtomicUsize,
+    pub(crate) state: AtomicU8,
+    /// Inbound bytes handed to a handler thread and not yet handled.
+    pub(crate) inbound: AtomicUsize,
+    /// The poller stopped reading until the handler thread catches up.
+    pub(crate) paused: AtomicBool,
+    /// The owner's limits and counters.
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) ext: X,
+}
+
+/// Where a new connection will live, for its owner to build its [`Link`].
+pub(crate) struct Place {
+    pub(crate) poller: Arc<PollerShared>,
+    pub(crate) slot: u32,
+    pub(crate) gen: u32,
+}
+
+impl<X: Send + Sync> Link<X> {
+    /// A link for a connection at `place`, open, with nothing queued.
+    pub(crate) fn new(place: Place, policy: Arc<Policy>, ext: X) -> Self {
+        Link {
+            poller: place.poller,
+            slot: place.slot,
+            gen: place.gen,
+            queued: AtomicUsize::new(0),
+            state: AtomicU8::new(STATE_OPEN),
+            inbound: AtomicUsize::new(0),
+            paused: AtomicBool::new(false),
+            policy,
+            ext,
+        }
+    }
+}
+
+impl<X: Send + Sync + 'static> Link<X> {
+    /// Sends a command about this connection to its poller.
+    pub(crate) fn command(self: &Arc<Self>, cmd: ConnCmd) {
+        let link: Arc<Link> = self.clone();
+        self.poller.command(Command::Conn { link, cmd });
+    }
+}
+
+impl<X: ?Sized + Send + Sync> Link<X> {
+    /// Adjusts this connection's queued-byte count (and its owner's) by `delta`.
+    pub(crate) fn account(&self, delta: isize) {
+        if delta >= 0 {
+            self.queued.fetch_add(delta as usize, Ordering::AcqRel);
+            self.policy.counters.add_queued(delta as usize);
+        } else {
+            self.queued
+                .fetch_sub(delta.unsigned_abs(), Ordering::AcqRel);
+            self.policy.counters.sub_queued(delta.unsigned_abs());
+        }
+    }
+
+    /// Moves the connection from open to closing; true for the caller that did it.
+    pub(crate) fn begin_closing(&self) -> bool {
+        self.state
+            .compare_exchange(
+                STATE_OPEN,
+                STATE_CLOSING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+}
+
+/// A request about one connection, from a handle on any thread.
+pub(crate) enum ConnCmd {
+    /// Bytes to queue as they are (already admitted).
+    Send(Payload),
+    /// A message for the driver to frame (already admitted).
+    Message(OpCode, Vec<u8>),
+    /// A message framed once for many recipients (already admitted at its plain length).
+    Frames(SharedFrames),
+    /// Close gracefully (flush, then shut down).
+    Close(CloseReason),
+    /// Close with a protocol-level code (a WebSocket close frame).
+    CloseWith(CloseCode, String),
+    JoinGroup(GroupId),
+    LeaveGroup(GroupId),
+    /// A handler thread caught up with inbound bytes; reading may resume.
+    Resume,
+    /// The handler thread handled every event sent so far.
+    CaughtUp,
+    /// The handler panicked (with this message): close with `HandlerPanic`.
+    Failed(String),
+}
 
 /// A request to a poller from another thread (or from its own handlers).
 pub(crate) enum Command {
-    Send {
-        conn: Arc<ConnShared>,
-        data: Payload,
+    /// About one connection (stale ones are dropped, their admitted bytes uncounted).
+    Conn {
+        link: Arc<Link>,
+        cmd: ConnCmd,
     },
-    Close {
-        conn: Arc<ConnShared>,
-        reason: CloseReason,
-    },
-    /// A WebSocket message to frame on the poller.
-    WsSend {
-        conn: Arc<ConnShared>,
-        op: crate::proto::ws::OpCode,
-        data: Vec<u8>,
-    },
-    /// A message framed once for many recipients.
-    SendFrames {
-        conn: Arc<ConnShared>,
-        frames: crate::proto::ws::SharedFrames,
-    },
-    /// Start the WebSocket closing handshake.
-    WsClose {
-        conn: Arc<ConnShared>,
-        code: crate::proto::ws::CloseCode,
-        reason: String,
-    },
-    /// Deliver a shared frame to this poller's members of a group.
-    GroupSend {
-        group: crate::base::GroupId,
-        frames: crate::proto::ws::SharedFrames,
-        except: Arc<[crate::base::ConnId]>,
-        reply: Option<crossbeam_channel::Sender<crate::base::Delivery>>,
-    },
-    GroupJoin {
-        slot: u32,
-        gen: u32,
-        group: crate::base::GroupId,
-    },
-    GroupLeave {
-        slot: u32,
-        gen: u32,
-        group: crate::base::GroupId,
-    },
+    /// A datagram to send from a datagram socket.
     SendTo {
         slot: u32,
         gen: u32,
         data: Vec<u8>,
         to: Addr,
     },
-    /// A handler thread caught up with inbound bytes; reading may resume.
-    Resume {
-        slot: u32,
-        gen: u32,
+    /// Deliver a shared frame to this poller's members of a group.
+    GroupSend {
+        group: GroupId,
+        frames: SharedFrames,
+        except: Arc<[ConnId]>,
+        reply: Option<Sender<Delivery>>,
     },
-    /// The handler thread has handled every event sent so far (close after peer EOF).
-    HandlerCaughtUp {
-        slot: u32,
-        gen: u32,
-    },
-    Run(PollerJob),
+    /// Take ownership of a listener (the reply says whether it was registered).
+    AddListener(Box<listener::Listener>, Sender<std::io::Result<()>>),
+    /// Take ownership of a datagram socket.
+    AddDatagram(Box<datagram::NewDatagram>, Sender<std::io::Result<()>>),
+    /// Adopt a connection accepted by a sibling poller.
+    Adopt(Box<stream::Accepted>),
+    /// Stop accepting for an owner: remove its listeners and datagram sockets, and start
+    /// draining its connections (their drivers decide how).
+    Drain(Arc<Policy>, Sender<()>),
+    /// Drop every remaining connection of an owner at once.
+    ForceClose(Arc<Policy>, Sender<()>),
     Stop,
 }
 
@@ -123,8 +201,8 @@ impl PollerShared {
         }
     }
 
-    /// Runs `f` on the poller thread.
-    pub(crate) fn run(&self, f: impl FnOnce(&mut poller::Poller) + Send + 'static) {
-        self.command(Command::Run(Box::new(f)));
+    /// Whether the calling thread is this poller's thread.
+    pub(crate) fn is_current(&self) -> bool {
+        local::current() == self.id
     }
 }

@@ -10,10 +10,11 @@ use slab::Slab;
 
 use super::datagram::DatagramSock;
 use super::listener::Listener;
-use super::stream::StreamConn;
+use super::local::LocalOp;
+use super::stream::{Accepted, Ctx, Step, Stream};
 use super::timer::{TimerKind, Timers};
-use super::{local, Command, PollerShared, MAX_COMMANDS_PER_TURN};
-use crate::server::pool::HandlerPool;
+use super::{Command, ConnCmd, Link, Place, Policy, PollerShared, MAX_COMMANDS_PER_TURN};
+use crate::base::{CloseReason, GroupId};
 
 const WAKER: Token = Token(usize::MAX);
 /// Size of the per-poller read buffer shared by all its connections.
@@ -22,7 +23,7 @@ pub(crate) const READ_BUF: usize = 256 << 10;
 /// Everything a poller owns, one per slab slot.
 pub(crate) enum Entry {
     Listener(Box<Listener>),
-    Stream(Box<StreamConn>),
+    Stream(Box<Stream>),
     Datagram(Box<DatagramSock>),
 }
 
@@ -36,35 +37,32 @@ fn untoken(t: Token) -> (usize, u32) {
 
 /// A poller thread's state. Only that thread touches it.
 pub(crate) struct Poller {
-    pub(crate) shared: Arc<PollerShared>,
-    pub(crate) poll: Poll,
+    shared: Arc<PollerShared>,
+    poll: Poll,
     rx: Receiver<Command>,
-    pub(crate) entries: Slab<Entry>,
-    pub(crate) gens: Vec<u32>,
-    pub(crate) timers: Timers,
-    pub(crate) read_buf: Vec<u8>,
+    entries: Slab<Entry>,
+    gens: Vec<u32>,
+    timers: Timers,
+    read_buf: Vec<u8>,
     /// Connections with new output to flush at the end of this turn.
-    pub(crate) dirty: Vec<(u32, u32)>,
+    dirty: Vec<(u32, u32)>,
     /// The list being flushed, kept between turns so flushing allocates nothing.
     dirty_spare: Vec<(u32, u32)>,
     /// Connections to read again next turn (read budget exhausted).
-    pub(crate) again: Vec<(u32, u32)>,
-    pub(crate) pool: Arc<HandlerPool>,
-    pub(crate) siblings: Vec<Arc<PollerShared>>,
-    /// Shared WebSocket compressor, inflater and buffers of this thread.
-    pub(crate) ws_scratch: crate::proto::ws::Scratch,
-    local_bytes: Vec<u8>,
-    local_ops: Vec<local::LocalOp>,
+    again: Vec<(u32, u32)>,
+    siblings: Vec<Arc<PollerShared>>,
+    /// Inline handlers' sends for connections other than the one being driven.
+    deferred: Vec<LocalOp>,
+    deferred_bytes: Vec<u8>,
     /// Fan-out group → members on this poller.
-    pub(crate) groups: std::collections::HashMap<crate::base::GroupId, Vec<(u32, u32)>>,
+    groups: std::collections::HashMap<GroupId, Vec<(u32, u32)>>,
+    /// The time of this turn (read once after each wait).
+    now: Instant,
     running: bool,
 }
 
 /// Creates a poller and the handle other threads use to reach it.
-pub(crate) fn new_poller(
-    index: usize,
-    pool: Arc<HandlerPool>,
-) -> std::io::Result<(Poller, Arc<PollerShared>)> {
+pub(crate) fn new_poller(index: usize) -> std::io::Result<(Poller, Arc<PollerShared>)> {
     let poll = Poll::new()?;
     let waker = Waker::new(poll.registry(), WAKER)?;
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -86,12 +84,11 @@ pub(crate) fn new_poller(
         dirty: Vec::new(),
         dirty_spare: Vec::new(),
         again: Vec::new(),
-        pool,
         siblings: Vec::new(),
-        ws_scratch: crate::proto::ws::Scratch::new(),
-        local_bytes: Vec::new(),
-        local_ops: Vec::new(),
+        deferred: Vec::new(),
+        deferred_bytes: Vec::new(),
         groups: Default::default(),
+        now: Instant::now(),
         running: true,
     };
     Ok((poller, shared))
@@ -101,7 +98,7 @@ impl Poller {
     /// The loop: wait for readiness (or the nearest timer, or a command), handle it, flush.
     pub(crate) fn run(mut self, siblings: Vec<Arc<PollerShared>>) {
         self.siblings = siblings;
-        local::enter(self.shared.id);
+        super::local::enter(self.shared.id);
         let mut events = Events::with_capacity(1024);
         while self.running {
             let timeout = self.poll_timeout();
@@ -112,6 +109,7 @@ impl Poller {
                 log::error!("poller {}: poll failed: {e}", self.shared.index);
                 break;
             }
+            self.now = Instant::now();
             for ev in events.iter() {
                 if ev.token() != WAKER {
                     self.on_event(ev);
@@ -133,7 +131,7 @@ impl Poller {
     }
 
     /// Reserves a slot and its next generation.
-    pub(crate) fn reserve(&mut self) -> (usize, u32) {
+    fn reserve(&mut self) -> (usize, u32) {
         let slot = self.entries.vacant_key();
         if self.gens.len() <= slot {
             self.gens.resize(slot + 1, 0);
@@ -142,25 +140,25 @@ impl Poller {
         (slot, self.gens[slot])
     }
 
-    /// The live generation of a slot (0 when free).
-    pub(crate) fn gen_of(&self, slot: usize) -> Option<u32> {
+    /// A place for a new entry, as other layers see it.
+    fn place(&mut self) -> Place {
+        let (slot, gen) = self.reserve();
+        Place {
+            poller: self.shared.clone(),
+            slot: slot as u32,
+            gen,
+        }
+    }
+
+    /// The live generation of a slot (`None` when free).
+    fn gen_of(&self, slot: usize) -> Option<u32> {
         self.entries
             .contains(slot)
             .then(|| self.gens.get(slot).copied())
             .flatten()
     }
 
-    pub(crate) fn stream_mut(&mut self, slot: u32, gen: u32) -> Option<&mut StreamConn> {
-        if self.gen_of(slot as usize)? != gen {
-            return None;
-        }
-        match self.entries.get_mut(slot as usize) {
-            Some(Entry::Stream(c)) => Some(c),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn register<S: mio::event::Source + ?Sized>(
+    fn register<S: mio::event::Source + ?Sized>(
         &self,
         src: &mut S,
         slot: usize,
@@ -170,6 +168,77 @@ impl Poller {
         self.poll
             .registry()
             .register(src, token(slot, gen), interest)
+    }
+
+    /// Runs `f` on a live stream connection with its context (one lookup), then removes the
+    /// connection if `f` says it is gone and applies inline handlers' sends to others.
+    pub(crate) fn on_stream(
+        &mut self,
+        slot: u32,
+        gen: u32,
+        f: impl FnOnce(&mut Stream, &mut Ctx<'_>) -> Step,
+    ) -> bool {
+        let Poller {
+            entries,
+            gens,
+            poll,
+            timers,
+            read_buf,
+            dirty,
+            again,
+            now,
+            ..
+        } = self;
+        if gens.get(slot as usize) != Some(&gen) {
+            return false;
+        }
+        let Some(Entry::Stream(c)) = entries.get_mut(slot as usize) else {
+            return false;
+        };
+        let mut ctx = Ctx {
+            registry: poll.registry(),
+            read_buf,
+            timers,
+            dirty,
+            again,
+            now: *now,
+        };
+        let mut step = f(c, &mut ctx);
+        if let Step::Live = step {
+            step = c.apply_local(&mut ctx);
+        }
+        if let Step::Gone(reason) = step {
+            self.finalize(slot, gen, reason);
+        }
+        self.apply_deferred();
+        true
+    }
+
+    /// Inline handlers' sends for other connections of this poller (and any left in the
+    /// outbox by a callback outside a connection).
+    fn apply_deferred(&mut self) {
+        while super::local::pending() {
+            let base = self.deferred_bytes.len();
+            super::local::take(&mut self.deferred_bytes, &mut self.deferred, base);
+            if self.deferred.is_empty() {
+                self.deferred_bytes.clear();
+                return;
+            }
+            let mut ops = std::mem::take(&mut self.deferred);
+            let mut bytes = std::mem::take(&mut self.deferred_bytes);
+            for op in &ops {
+                let data = &bytes[op.start..op.end];
+                let kind = op.kind;
+                self.on_stream(op.slot, op.gen, |c, ctx| {
+                    let ((), step) = c.drive(ctx, |d, io| d.on_local(io, kind, data));
+                    step
+                });
+            }
+            ops.clear();
+            bytes.clear();
+            self.deferred = ops;
+            self.deferred_bytes = bytes;
+        }
     }
 
     fn on_event(&mut self, ev: &mio::event::Event) {
@@ -183,7 +252,9 @@ impl Poller {
                 let hangup = ev.is_read_closed() || ev.is_error();
                 let readable = ev.is_readable() || hangup;
                 let writable = ev.is_writable() || ev.is_write_closed();
-                self.stream_ready(slot as u32, gen, readable, writable, !hangup)
+                self.on_stream(slot as u32, gen, |c, ctx| {
+                    c.ready(ctx, readable, writable, !hangup)
+                });
             }
             Some(Entry::Datagram(_)) => self.datagram_ready(slot as u32, gen, ev.is_writable()),
             None => {}
@@ -206,29 +277,53 @@ impl Poller {
 
     fn command(&mut self, cmd: Command) {
         match cmd {
-            Command::Send { conn, data } => self.cmd_send(&conn, data),
-            Command::Close { conn, reason } => self.cmd_close(conn.slot, conn.gen, reason),
+            Command::Conn { link, cmd } => self.conn_command(link, cmd),
             Command::SendTo {
                 slot,
                 gen,
                 data,
                 to,
             } => self.cmd_send_to(slot, gen, data, to),
-            Command::WsSend { conn, op, data } => self.cmd_ws_send(&conn, op, &data),
-            Command::SendFrames { conn, frames } => self.cmd_send_frames(&conn, frames),
-            Command::WsClose { conn, code, reason } => self.cmd_ws_close(&conn, code, &reason),
             Command::GroupSend {
                 group,
                 frames,
                 except,
                 reply,
             } => self.cmd_group_send(group, frames, except, reply),
-            Command::GroupJoin { slot, gen, group } => self.cmd_group_join(slot, gen, group),
-            Command::GroupLeave { slot, gen, group } => self.cmd_group_leave(slot, gen, group),
-            Command::Resume { slot, gen } => self.cmd_resume(slot, gen),
-            Command::HandlerCaughtUp { slot, gen } => self.cmd_caught_up(slot, gen),
-            Command::Run(job) => job(self),
+            Command::AddListener(l, reply) => {
+                let _ = reply.send(self.add_listener(l));
+            }
+            Command::AddDatagram(d, reply) => {
+                let _ = reply.send(self.adopt_datagram(*d));
+            }
+            Command::Adopt(acc) => self.adopt(*acc),
+            Command::Drain(owner, done) => {
+                self.drain(&owner);
+                let _ = done.send(());
+            }
+            Command::ForceClose(owner, done) => {
+                self.force_close(&owner);
+                let _ = done.send(());
+            }
             Command::Stop => self.running = false,
+        }
+    }
+
+    fn conn_command(&mut self, link: Arc<Link>, cmd: ConnCmd) {
+        let (slot, gen) = (link.slot, link.gen);
+        match cmd {
+            ConnCmd::JoinGroup(g) => self.group_join(slot, gen, g),
+            ConnCmd::LeaveGroup(g) => self.group_leave(slot, gen, g),
+            cmd => {
+                let mut cmd = Some(cmd);
+                let found = self.on_stream(slot, gen, |c, ctx| {
+                    let cmd = cmd.take().expect("taken once");
+                    c.command(ctx, cmd)
+                });
+                if let (false, Some(cmd)) = (found, cmd) {
+                    super::stream::unadmit_stale(&link, &cmd);
+                }
+            }
         }
     }
 
@@ -244,7 +339,9 @@ impl Poller {
             }
             match self.entries.get(slot as usize) {
                 Some(Entry::Listener(_)) => self.listener_ready(slot as usize),
-                Some(Entry::Stream(_)) => self.stream_ready(slot, gen, true, false, false),
+                Some(Entry::Stream(_)) => {
+                    self.on_stream(slot, gen, |c, ctx| c.read(ctx, false));
+                }
                 Some(Entry::Datagram(_)) => self.datagram_ready(slot, gen, false),
                 None => {}
             }
@@ -252,15 +349,10 @@ impl Poller {
     }
 
     fn fire_timers(&mut self) {
-        let now = Instant::now();
-        while let Some(t) = self.timers.pop_due(now) {
-            if self.gen_of(t.slot as usize) != Some(t.gen) {
-                continue;
-            }
-            match t.kind {
-                TimerKind::Conn => self.stream_timer(t.slot, t.gen, now),
-                TimerKind::CloseDeadline => self.close_deadline(t.slot, t.gen),
-            }
+        self.now = Instant::now();
+        while let Some(t) = self.timers.pop_due(self.now) {
+            let kind: TimerKind = t.kind;
+            self.on_stream(t.slot, t.gen, |c, ctx| c.timer(ctx, kind));
         }
     }
 
@@ -270,57 +362,41 @@ impl Poller {
         while !self.dirty.is_empty() {
             std::mem::swap(&mut work, &mut self.dirty);
             for (slot, gen) in work.drain(..) {
-                self.flush_stream(slot, gen);
+                self.on_stream(slot, gen, |c, ctx| c.flush(ctx));
             }
         }
         self.dirty_spare = work;
     }
 
-    /// Applies sends made by inline handlers on this thread.
-    pub(crate) fn drain_local(&mut self) {
-        let mut bytes = std::mem::take(&mut self.local_bytes);
-        let mut ops = std::mem::take(&mut self.local_ops);
-        if local::swap(&mut bytes, &mut ops) {
-            for op in &ops {
-                let data = &bytes[op.start..op.end];
-                match op.kind {
-                    local::Kind::Raw => self.local_raw_send(op.slot, op.gen, data),
-                    local::Kind::Ws(code) => self.local_ws_send(op.slot, op.gen, code, data),
-                }
-            }
-            bytes.clear();
-            ops.clear();
+    /// Takes ownership of an accepted connection (already admitted by its owner).
+    pub(crate) fn adopt(&mut self, mut acc: Accepted) {
+        let place = self.place();
+        let (slot, gen) = (place.slot, place.gen);
+        acc.place = Some(place);
+        let owner = acc.owner.clone();
+        let Some(mut c) = owner.open(acc) else {
+            return;
+        };
+        if let Err(e) = self.register(c.source(), slot as usize, gen, Interest::READABLE) {
+            c.finish(&CloseReason::Reset(e.to_string()));
+            return;
         }
-        self.local_bytes = bytes;
-        self.local_ops = ops;
+        let key = self.entries.insert(Entry::Stream(c));
+        debug_assert_eq!(key, slot as usize);
+        self.on_stream(slot, gen, |c, ctx| c.start(ctx));
     }
 
-    fn local_raw_send(&mut self, slot: u32, gen: u32, data: &[u8]) {
-        if let Some(c) = self.stream_mut(slot, gen) {
-            if c.push_local(data) {
-                self.dirty.push((slot, gen));
-            }
-        }
+    fn add_listener(&mut self, mut l: Box<Listener>) -> std::io::Result<()> {
+        let (slot, gen) = self.reserve();
+        self.poll
+            .registry()
+            .register(l.source(), token(slot, gen), Interest::READABLE)?;
+        self.entries.insert(Entry::Listener(l));
+        Ok(())
     }
 
-    fn close_everything(&mut self) {
-        let slots: Vec<usize> = self.entries.iter().map(|(k, _)| k).collect();
-        for slot in slots {
-            let gen = self.gens[slot];
-            match self.entries.get(slot) {
-                Some(Entry::Stream(_)) => {
-                    self.finalize_stream(slot as u32, gen, crate::CloseReason::Shutdown)
-                }
-                Some(_) => {
-                    self.remove_entry(slot);
-                }
-                None => {}
-            }
-        }
-    }
-
-    /// Removes an entry and deregisters its source.
-    pub(crate) fn remove_entry(&mut self, slot: usize) -> Option<Entry> {
+    /// Removes the entry at `slot` and deregisters its source.
+    fn remove_entry(&mut self, slot: usize) -> Option<Entry> {
         let mut e = self.entries.try_remove(slot)?;
         let reg = self.poll.registry();
         let _ = match &mut e {
@@ -329,5 +405,148 @@ impl Poller {
             Entry::Datagram(d) => d.deregister(reg),
         };
         Some(e)
+    }
+
+    /// Removes a stream connection, releases everything, tells its driver.
+    fn finalize(&mut self, slot: u32, gen: u32, reason: CloseReason) {
+        if self.gen_of(slot as usize) != Some(gen) {
+            return;
+        }
+        let Some(Entry::Stream(mut c)) = self.remove_entry(slot as usize) else {
+            return;
+        };
+        let groups = std::mem::take(&mut c.groups);
+        for g in groups {
+            self.remove_member(g, slot, gen);
+        }
+        c.finish(&reason);
+        drop(c);
+        self.apply_deferred();
+    }
+
+    /// Entries of `owner`: (slot, gen) of its streams.
+    fn streams_of(&self, owner: &Arc<Policy>) -> Vec<(u32, u32)> {
+        self.entries
+            .iter()
+            .filter_map(|(k, e)| match e {
+                Entry::Stream(c) if c.is_of(owner) => Some((k as u32, self.gens[k])),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Stops accepting for `owner` and starts draining its connections.
+    fn drain(&mut self, owner: &Arc<Policy>) {
+        let others: Vec<usize> = self
+            .entries
+            .iter()
+            .filter_map(|(k, e)| match e {
+                Entry::Listener(l) if l.is_of(owner) => Some(k),
+                Entry::Datagram(d) if d.is_of(owner) => Some(k),
+                _ => None,
+            })
+            .collect();
+        for k in others {
+            if let Some(Entry::Datagram(_)) = self.entries.get(k) {
+                self.flush_datagrams(k as u32, self.gens[k]);
+            }
+            self.remove_entry(k);
+        }
+        for (slot, gen) in self.streams_of(owner) {
+            self.on_stream(slot, gen, |c, ctx| c.shutdown(ctx));
+        }
+    }
+
+    /// Drops every remaining connection of `owner` at once.
+    fn force_close(&mut self, owner: &Arc<Policy>) {
+        for (slot, gen) in self.streams_of(owner) {
+            self.finalize(slot, gen, CloseReason::Shutdown);
+        }
+    }
+
+    fn close_everything(&mut self) {
+        let slots: Vec<usize> = self.entries.iter().map(|(k, _)| k).collect();
+        for slot in slots {
+            let gen = self.gens[slot];
+            match self.entries.get(slot) {
+                Some(Entry::Stream(_)) => self.finalize(slot as u32, gen, CloseReason::Shutdown),
+                Some(_) => {
+                    self.remove_entry(slot);
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Hands an accepted connection to a sibling poller, or adopts it here.
+    pub(crate) fn place_accepted(&mut self, target: Option<Arc<PollerShared>>, acc: Accepted) {
+        match target {
+            Some(p) if p.id != self.shared.id => p.command(Command::Adopt(Box::new(acc))),
+            _ => self.adopt(acc),
+        }
+    }
+}
+
+impl Poller {
+    pub(crate) fn siblings(&self) -> &[Arc<PollerShared>] {
+        &self.siblings
+    }
+
+    pub(crate) fn entry_mut(&mut self, slot: usize) -> Option<&mut Entry> {
+        self.entries.get_mut(slot)
+    }
+
+    pub(crate) fn groups_mut(
+        &mut self,
+    ) -> &mut std::collections::HashMap<GroupId, Vec<(u32, u32)>> {
+        &mut self.groups
+    }
+
+    pub(crate) fn is_live(&self, slot: u32, gen: u32) -> bool {
+        self.gen_of(slot as usize) == Some(gen)
+    }
+
+    pub(crate) fn new_place(&mut self) -> Place {
+        self.place()
+    }
+
+    pub(crate) fn registry(&self) -> &mio::Registry {
+        self.poll.registry()
+    }
+
+    /// Runs `f` on a live datagram socket with the registry.
+    pub(crate) fn with_datagram(
+        &mut self,
+        slot: u32,
+        gen: u32,
+        f: impl FnOnce(&mut DatagramSock, &mio::Registry),
+    ) {
+        if self.gens.get(slot as usize) != Some(&gen) {
+            return;
+        }
+        if let Some(Entry::Datagram(d)) = self.entries.get_mut(slot as usize) {
+            f(d, self.poll.registry());
+        }
+    }
+
+    pub(crate) fn insert_entry(&mut self, e: Entry) {
+        self.entries.insert(e);
+    }
+
+    pub(crate) fn take_read_buf(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.read_buf)
+    }
+
+    pub(crate) fn put_read_buf(&mut self, b: Vec<u8>) {
+        self.read_buf = b;
+    }
+
+    pub(crate) fn push_again(&mut self, slot: u32, gen: u32) {
+        self.again.push((slot, gen));
+    }
+
+    pub(crate) fn again_listener(&mut self, slot: usize) {
+        let gen = self.gens[slot];
+        self.again.push((slot as u32, gen));
     }
 }

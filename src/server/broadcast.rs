@@ -85,6 +85,12 @@ impl Broadcaster {
     /// Sends `frames` to every member of `group` except the connections in `except`, and
     /// waits (up to 5 s) for each poller's counts.
     ///
+    /// Called on a poller thread (from an inline handler), `send` never waits — that poller
+    /// is busy running the caller, and two pollers waiting on each other would stall both:
+    /// the frames go out as with [`send_nowait`](Self::send_nowait) and every poller is
+    /// reported in [`Delivery::pending`]. A poller that does not answer within 5 s is
+    /// reported there too.
+    ///
     /// # Examples
     /// ```no_run
     /// # fn f(server: &sockloop::Server, ws: &sockloop::WsConn) {
@@ -96,15 +102,30 @@ impl Broadcaster {
     /// # }
     /// ```
     pub fn send(&self, group: GroupId, frames: &Frames, except: &[ConnId]) -> Delivery {
-        let (tx, rx) = crossbeam_channel::bounded(self.pollers.len());
+        let n = self.pollers.len();
+        if self.pollers.iter().any(|p| p.is_current()) {
+            self.dispatch(group, frames, except, None);
+            return Delivery {
+                pending: n,
+                ..Delivery::default()
+            };
+        }
+        let (tx, rx) = crossbeam_channel::bounded(n);
         self.dispatch(group, frames, except, Some(tx));
         let mut total = Delivery::default();
-        for _ in 0..self.pollers.len() {
-            match rx.recv_timeout(REPORT_WAIT) {
-                Ok(d) => total.add(d),
+        let mut answered = 0;
+        let until = std::time::Instant::now() + REPORT_WAIT;
+        while answered < n {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(d) => {
+                    total.add(d);
+                    answered += 1;
+                }
                 Err(_) => break,
             }
         }
+        total.pending = n - answered;
         total
     }
 

@@ -1,16 +1,20 @@
-//! What a handler thread does with one connection's job: creates the handler, calls its
-//! methods, contains its panics. The pool ([`super::pool`]) decides which thread runs which
-//! connection's jobs; this file holds everything that runs once a job is taken.
+//! Where handlers run, and the one path by which they are called.
+//!
+//! [`Handlers`] holds one key's handlers (a connection's, or a datagram socket's) and calls
+//! them for an [`Event`], containing panics. Inline dispatch calls it on the poller with
+//! borrowed data; threaded dispatch sends a [`Job`] (owned data) to the pool, whose thread
+//! calls the same [`Handlers::event`]. A panic is handled once, in [`panicked`], for both.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::base::{Addr, CloseReason};
+use super::pool::HandlerPool;
+use crate::base::{Addr, CloseReason, ConnId};
 use crate::proto::http::Request;
 use crate::proto::ws::CloseCode;
-use crate::reactor::stream::{describe_panic, UserHandler};
-use crate::reactor::Command;
+use crate::reactor::stream::describe_panic;
+use crate::reactor::{ConnCmd, Io};
 use crate::server::handle::Conn;
 use crate::server::handler::{
     DatagramFactory, DatagramHandler, DatagramSender, StreamFactory, StreamHandler,
@@ -18,13 +22,48 @@ use crate::server::handler::{
 use crate::server::websocket::{WsConn, WsFactory, WsHandler};
 use crate::Error;
 
-/// Work for a handler thread.
+/// A user handler of either protocol (a WebSocket handler keeps its `WsConn`).
+pub(crate) enum UserHandler {
+    Stream(Box<dyn StreamHandler>),
+    Ws(Box<dyn WsHandler>, WsConn),
+}
+
+/// How a connection's handler is created.
+#[derive(Clone)]
+pub(crate) enum Factory {
+    Stream(Arc<dyn StreamFactory>),
+    Ws(Arc<dyn WsFactory>),
+}
+
+/// A handler event, borrowed (inline) or taken from a [`Job`] (threads).
+pub(crate) enum Event<'a> {
+    /// Create the handler and call `on_open` (with the upgrade request for WebSocket).
+    Open(&'a Factory, Option<&'a Request>),
+    Data(&'a [u8]),
+    Text(&'a str),
+    Binary(&'a [u8]),
+    Drained,
+    Error(&'a Error),
+    Close(&'a CloseReason),
+    WsClose(CloseCode, &'a str),
+}
+
+/// Work for a handler thread: one connection's event with owned data, or a datagram.
 pub(crate) enum Job {
     Open {
         conn: Conn,
-        factory: Arc<dyn StreamFactory>,
+        factory: Factory,
+        req: Option<Box<Request>>,
     },
     Data {
+        conn: Conn,
+        data: Vec<u8>,
+    },
+    Text {
+        conn: Conn,
+        text: String,
+    },
+    Binary {
         conn: Conn,
         data: Vec<u8>,
     },
@@ -39,25 +78,12 @@ pub(crate) enum Job {
         conn: Conn,
         reason: CloseReason,
     },
-    WsOpen {
-        conn: Conn,
-        factory: Arc<dyn WsFactory>,
-        req: Request,
-    },
-    Text {
-        conn: Conn,
-        text: String,
-    },
-    Binary {
-        conn: Conn,
-        data: Vec<u8>,
-    },
     WsClose {
         conn: Conn,
         code: CloseCode,
         reason: String,
     },
-    /// Reply `HandlerCaughtUp` to the poller once every earlier event was handled.
+    /// Tell the poller once every earlier event was handled.
     CatchUp {
         conn: Conn,
     },
@@ -75,7 +101,7 @@ pub(crate) enum Job {
 }
 
 /// The handlers of one key (a connection or a datagram socket), owned by whichever thread
-/// runs the key's jobs at the moment.
+/// runs the key's jobs at the moment (or by the connection's driver, inline).
 #[derive(Default)]
 pub(crate) struct Handlers {
     stream: Option<UserHandler>,
@@ -98,114 +124,95 @@ pub(crate) fn datagram_key(sock: u64) -> u64 {
 }
 
 impl Handlers {
-    /// Runs one job of this key.
+    /// Runs one job of this key (on a handler thread).
     pub(crate) fn run(&mut self, job: Job) -> Ran {
-        let mut ran = Ran::default();
         match job {
-            Job::Open { conn, factory } => self.open(conn, factory, &mut ran),
+            Job::Open { conn, factory, req } => {
+                self.event(&conn, Event::Open(&factory, req.as_deref()))
+            }
             Job::Data { conn, data } => {
-                self.call(&conn, &mut ran, |h, c| h.on_data(c, &data), |_, _| {});
+                let ran = self.event(&conn, Event::Data(&data));
                 consumed(&conn, data.len());
+                ran
             }
-            Job::Drained { conn } => self.call(
-                &conn,
-                &mut ran,
-                |h, c| h.on_drained(c),
-                |h, w| h.on_drained(w),
-            ),
-            Job::Error { conn, error } => self.call(
-                &conn,
-                &mut ran,
-                |h, c| h.on_error(c, &error),
-                |h, w| h.on_error(w, &error),
-            ),
-            Job::Close { conn, reason } => {
-                self.call(&conn, &mut ran, |h, c| h.on_close(c, &reason), |_, _| {});
-                self.stream = None;
-                ran.finished = true;
-            }
-            Job::WsOpen { conn, factory, req } => self.open_ws(conn, factory, req, &mut ran),
             Job::Text { conn, text } => {
-                self.call(&conn, &mut ran, |_, _| {}, |h, w| h.on_text(w, &text));
+                let ran = self.event(&conn, Event::Text(&text));
                 consumed(&conn, text.len());
+                ran
             }
             Job::Binary { conn, data } => {
-                self.call(&conn, &mut ran, |_, _| {}, |h, w| h.on_binary(w, &data));
+                let ran = self.event(&conn, Event::Binary(&data));
                 consumed(&conn, data.len());
+                ran
             }
-            Job::WsClose { conn, code, reason } => {
-                self.call(
-                    &conn,
-                    &mut ran,
-                    |_, _| {},
-                    |h, w| h.on_close(w, code, &reason),
-                );
-                self.stream = None;
-                ran.finished = true;
-            }
+            Job::Drained { conn } => self.event(&conn, Event::Drained),
+            Job::Error { conn, error } => self.event(&conn, Event::Error(&error)),
+            Job::Close { conn, reason } => self.event(&conn, Event::Close(&reason)),
+            Job::WsClose { conn, code, reason } => self.event(&conn, Event::WsClose(code, &reason)),
             Job::CatchUp { conn } => {
-                let (slot, gen) = (conn.inner.slot, conn.inner.gen);
-                conn.inner
-                    .poller
-                    .command(Command::HandlerCaughtUp { slot, gen });
+                conn.inner.command(ConnCmd::CaughtUp);
+                Ran::default()
             }
             Job::Datagram {
                 sender,
                 factory,
                 peer,
                 data,
-            } => self.datagram(&sender, factory, &mut ran, |h, s| {
-                h.on_datagram(s, &peer, &data)
-            }),
+            } => self.datagram(&sender, factory, |h, s| h.on_datagram(s, &peer, &data)),
             Job::DatagramError {
                 sender,
                 factory,
                 error,
-            } => self.datagram(&sender, factory, &mut ran, |h, _| h.on_error(&error)),
+            } => self.datagram(&sender, factory, |h, _| h.on_error(&error)),
+        }
+    }
+
+    /// Calls the handler for one event of `conn` — the one invocation path, inline and on
+    /// handler threads. A panic drops the handler and closes the connection.
+    pub(crate) fn event(&mut self, conn: &Conn, ev: Event<'_>) -> Ran {
+        let mut ran = Ran::default();
+        if let Event::Open(factory, req) = ev {
+            return self.open(conn, factory, req);
+        }
+        let last = matches!(ev, Event::Close(_) | Event::WsClose(..));
+        if let Some(h) = self.stream.as_mut() {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| call(h, conn, ev))) {
+                self.stream = None;
+                ran.panicked = Some(panicked(conn, describe_panic(&*p), !last));
+            }
+        }
+        if last {
+            self.stream = None;
+            ran.finished = true;
         }
         ran
     }
 
-    fn open(&mut self, conn: Conn, factory: Arc<dyn StreamFactory>, ran: &mut Ran) {
-        match catch_unwind(AssertUnwindSafe(|| factory.create(&conn))) {
-            Ok(h) => {
-                self.stream = Some(UserHandler::Stream(h));
-                self.call(&conn, ran, |h, c| h.on_open(c), |_, _| {});
+    fn open(&mut self, conn: &Conn, factory: &Factory, req: Option<&Request>) -> Ran {
+        let made = catch_unwind(AssertUnwindSafe(|| match (factory, req) {
+            (Factory::Stream(f), _) => {
+                let mut h = f.create(conn);
+                h.on_open(conn);
+                UserHandler::Stream(h)
             }
-            Err(p) => panicked(&conn, describe_panic(&*p), ran),
-        }
-    }
-
-    fn open_ws(&mut self, conn: Conn, factory: Arc<dyn WsFactory>, req: Request, ran: &mut Ran) {
-        let ws = WsConn::from_conn(&conn);
-        match catch_unwind(AssertUnwindSafe(|| factory.create(ws, &req))) {
-            Ok(h) => {
-                self.stream = Some(UserHandler::Ws(h));
-                self.call(&conn, ran, |_, _| {}, |h, w| h.on_open(w, &req));
+            (Factory::Ws(f), req) => {
+                let ws = WsConn { conn: conn.clone() };
+                let empty = Request::default();
+                let req = req.unwrap_or(&empty);
+                let mut h = f.create(&ws, req);
+                h.on_open(&ws, req);
+                UserHandler::Ws(h, ws)
             }
-            Err(p) => panicked(&conn, describe_panic(&*p), ran),
-        }
-    }
-
-    /// Runs a handler method (`s` for stream handlers, `w` for WebSocket handlers); a panic
-    /// drops the handler and closes the connection.
-    fn call(
-        &mut self,
-        conn: &Conn,
-        ran: &mut Ran,
-        s: impl FnOnce(&mut dyn StreamHandler, &Conn),
-        w: impl FnOnce(&mut dyn WsHandler, &WsConn),
-    ) {
-        let Some(h) = self.stream.as_mut() else {
-            return;
-        };
-        let r = catch_unwind(AssertUnwindSafe(|| match h {
-            UserHandler::Stream(h) => s(h.as_mut(), conn),
-            UserHandler::Ws(h) => w(h.as_mut(), WsConn::from_conn(conn)),
         }));
-        if let Err(p) = r {
-            self.stream = None;
-            panicked(conn, describe_panic(&*p), ran);
+        match made {
+            Ok(h) => {
+                self.stream = Some(h);
+                Ran::default()
+            }
+            Err(p) => Ran {
+                finished: false,
+                panicked: Some(panicked(conn, describe_panic(&*p), true)),
+            },
         }
     }
 
@@ -213,49 +220,199 @@ impl Handlers {
         &mut self,
         sender: &DatagramSender,
         factory: Arc<dyn DatagramFactory>,
-        ran: &mut Ran,
         f: impl FnOnce(&mut dyn DatagramHandler, &DatagramSender),
-    ) {
-        let h = self.datagram.get_or_insert_with(|| factory.create());
-        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(h.as_mut(), sender))) {
+    ) -> Ran {
+        let mut ran = Ran::default();
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let h = self.datagram.get_or_insert_with(|| factory.create());
+            f(h.as_mut(), sender)
+        }));
+        if let Err(p) = r {
             let msg = describe_panic(&*p);
             log::error!("datagram handler panicked: {msg}");
-            let server = &sender.inner.server;
-            server
-                .observer
-                .on_error(None, &Error::HandlerPanic(msg.clone()));
+            sender
+                .inner
+                .server
+                .report_error(None, &Error::HandlerPanic(msg.clone()));
             ran.panicked = Some(msg);
         }
+        ran
     }
 }
 
-/// A handler panicked: its connection closes, and the thread is to report it.
-fn panicked(conn: &Conn, msg: String, ran: &mut Ran) {
-    log::error!("conn={} handler panicked: {msg}", conn.id());
-    let server = &conn.inner.server;
-    server
-        .observer
-        .on_error(Some(conn.id()), &Error::HandlerPanic(msg.clone()));
-    if server.ws.is_some() {
-        WsConn::from_conn(conn).close(CloseCode::ERROR, "handler failed");
-    } else {
-        conn.close_with(CloseReason::HandlerPanic(msg.clone()));
+fn call(h: &mut UserHandler, conn: &Conn, ev: Event<'_>) {
+    match h {
+        UserHandler::Stream(h) => match ev {
+            Event::Data(d) => h.on_data(conn, d),
+            Event::Drained => h.on_drained(conn),
+            Event::Error(e) => h.on_error(conn, e),
+            Event::Close(r) => h.on_close(conn, r),
+            _ => {}
+        },
+        UserHandler::Ws(h, ws) => match ev {
+            Event::Text(t) => h.on_text(ws, t),
+            Event::Binary(b) => h.on_binary(ws, b),
+            Event::Drained => h.on_drained(ws),
+            Event::Error(e) => h.on_error(ws, e),
+            Event::WsClose(code, reason) => h.on_close(ws, code, reason),
+            Event::Close(_) => h.on_close(ws, CloseCode::ABNORMAL, ""),
+            _ => {}
+        },
     }
-    ran.panicked = Some(msg);
+}
+
+/// A handler panicked: report it and (unless the connection is already gone) close the
+/// connection with [`CloseReason::HandlerPanic`] (1011 for WebSocket). Returns the message.
+fn panicked(conn: &Conn, msg: String, close: bool) -> String {
+    log::error!("conn={} handler panicked: {msg}", conn.id());
+    let server = conn.server();
+    server.report_error(Some(conn.id()), &Error::HandlerPanic(msg.clone()));
+    if close && conn.begin_closing() {
+        conn.inner.command(ConnCmd::Failed(msg.clone()));
+    }
+    msg
 }
 
 /// The handler consumed `n` inbound bytes: resume a paused reader once it caught up.
 fn consumed(conn: &Conn, n: usize) {
     let sh = &conn.inner;
     let left = sh.inbound.fetch_sub(n, Ordering::SeqCst) - n;
-    let max = sh.server.config.max_inbound_pending;
+    let max = sh.policy.limits.max_inbound_pending;
     if left <= max / 2
         && sh.paused.load(Ordering::SeqCst)
         && sh.paused.swap(false, Ordering::SeqCst)
     {
-        sh.poller.command(Command::Resume {
-            slot: sh.slot,
-            gen: sh.gen,
-        });
+        sh.command(ConnCmd::Resume);
     }
+}
+
+/// Where a connection's handler runs: inline (its handlers live in the driver) or on the
+/// pool. Both go through [`Handlers::event`].
+pub(crate) enum HandlerSlot {
+    Inline(Handlers),
+    Threads(Arc<HandlerPool>),
+}
+
+impl HandlerSlot {
+    pub(crate) fn new(inline: bool, pool: &Arc<HandlerPool>) -> Self {
+        if inline {
+            HandlerSlot::Inline(Handlers::default())
+        } else {
+            HandlerSlot::Threads(pool.clone())
+        }
+    }
+
+    /// Hands an event to the handler: called here, or queued for the pool. Inbound bytes
+    /// handed to the pool are counted, and reading pauses past the bound.
+    pub(crate) fn deliver(&mut self, conn: &Conn, io: Option<&mut Io<'_>>, ev: Event<'_>) {
+        match self {
+            HandlerSlot::Inline(h) => {
+                let _ = h.event(conn, ev);
+            }
+            HandlerSlot::Threads(pool) => {
+                let conn_ = conn.clone();
+                let (job, inbound) = match ev {
+                    Event::Open(f, req) => (
+                        Job::Open {
+                            conn: conn_,
+                            factory: f.clone(),
+                            req: req.map(|r| Box::new(r.clone())),
+                        },
+                        0,
+                    ),
+                    Event::Data(d) => (
+                        Job::Data {
+                            conn: conn_,
+                            data: d.to_vec(),
+                        },
+                        d.len(),
+                    ),
+                    Event::Text(t) => (
+                        Job::Text {
+                            conn: conn_,
+                            text: t.to_owned(),
+                        },
+                        t.len(),
+                    ),
+                    Event::Binary(b) => (
+                        Job::Binary {
+                            conn: conn_,
+                            data: b.to_vec(),
+                        },
+                        b.len(),
+                    ),
+                    Event::Drained => (Job::Drained { conn: conn_ }, 0),
+                    Event::Error(_) => unreachable!("errors go through deliver_error"),
+                    Event::Close(r) => (
+                        Job::Close {
+                            conn: conn_,
+                            reason: r.clone(),
+                        },
+                        0,
+                    ),
+                    Event::WsClose(code, reason) => (
+                        Job::WsClose {
+                            conn: conn_,
+                            code,
+                            reason: reason.to_owned(),
+                        },
+                        0,
+                    ),
+                };
+                if inbound > 0 {
+                    conn.inner.inbound.fetch_add(inbound, Ordering::SeqCst);
+                }
+                pool.dispatch(conn.id().0, job);
+                if let (true, Some(io)) = (inbound > 0, io) {
+                    pause_if_behind(conn, io);
+                }
+            }
+        }
+    }
+
+    /// Hands an error (owned: it goes to a handler thread as it is) to the handler.
+    pub(crate) fn deliver_error(&mut self, conn: &Conn, error: Error) {
+        match self {
+            HandlerSlot::Inline(h) => {
+                let _ = h.event(conn, Event::Error(&error));
+            }
+            HandlerSlot::Threads(pool) => {
+                let conn_ = conn.clone();
+                pool.dispatch(conn.id().0, Job::Error { conn: conn_, error });
+            }
+        }
+    }
+
+    /// Queues a job that reports back once every earlier event was handled (threads only).
+    pub(crate) fn catch_up(&self, conn: &Conn) -> bool {
+        match self {
+            HandlerSlot::Threads(pool) => {
+                pool.dispatch(conn.id().0, Job::CatchUp { conn: conn.clone() });
+                true
+            }
+            HandlerSlot::Inline(_) => false,
+        }
+    }
+}
+
+/// Pauses reading while the handler thread has more than `max_inbound_pending` bytes to
+/// consume (the bytes are counted before they are handed over, so the handler's
+/// subtraction never runs ahead of the count).
+fn pause_if_behind(conn: &Conn, io: &mut Io<'_>) {
+    let sh = &conn.inner;
+    let max = sh.policy.limits.max_inbound_pending;
+    if sh.inbound.load(Ordering::SeqCst) <= max {
+        return;
+    }
+    sh.paused.store(true, Ordering::SeqCst);
+    if sh.inbound.load(Ordering::SeqCst) <= max / 2 && sh.paused.swap(false, Ordering::SeqCst) {
+        return;
+    }
+    io.pause();
+}
+
+/// Connection ids are process-unique.
+pub(crate) fn next_conn_id() -> ConnId {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    ConnId(NEXT.fetch_add(1, Ordering::Relaxed))
 }

@@ -3,48 +3,28 @@
 
 use crate::base::{Addr, CloseReason, ConnId, PeerCred, SendStatus};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::base::DropPolicy;
 use crate::reactor::local::{self, Kind};
-use crate::reactor::{Command, PollerShared};
+use crate::reactor::{ConnCmd, Link, Payload, STATE_OPEN};
 use crate::server::ServerShared;
 
-pub(crate) const STATE_OPEN: u8 = 0;
-pub(crate) const STATE_CLOSING: u8 = 1;
-pub(crate) const STATE_CLOSED: u8 = 2;
-
-pub(crate) struct ConnShared {
+/// What the server keeps about each connection, beside the reactor's [`Link`].
+pub(crate) struct ConnInfo {
     pub(crate) id: ConnId,
-    pub(crate) poller: Arc<PollerShared>,
-    pub(crate) slot: u32,
-    pub(crate) gen: u32,
     pub(crate) server: Arc<ServerShared>,
-    pub(crate) queued: AtomicUsize,
-    pub(crate) state: AtomicU8,
     pub(crate) peer: Addr,
     /// The local address when it differs from the server's (wildcard binds).
     pub(crate) local: Option<Box<Addr>>,
     pub(crate) cred: Option<Box<PeerCred>>,
-    /// Inbound bytes handed to a handler thread and not yet handled.
-    pub(crate) inbound: AtomicUsize,
-    /// The poller stopped reading until the handler thread catches up.
-    pub(crate) paused: AtomicBool,
     /// Set by the WebSocket authenticator at upgrade.
     pub(crate) identity: std::sync::OnceLock<Box<crate::server::websocket::Identity>>,
 }
 
-/// Adjusts a connection's queued-byte count (and its server's) by `delta`.
-pub(crate) fn account(sh: &ConnShared, delta: isize) {
-    if delta >= 0 {
-        sh.queued.fetch_add(delta as usize, Ordering::AcqRel);
-        sh.server.stats.add_queued(delta as usize);
-    } else {
-        sh.queued.fetch_sub(delta.unsigned_abs(), Ordering::AcqRel);
-        sh.server.stats.sub_queued(delta.unsigned_abs());
-    }
-}
+/// A connection as every thread sees it: the reactor's link with the server's info.
+pub(crate) type ConnShared = Link<ConnInfo>;
 
 /// A cloneable, `Send + Sync` handle to one stream connection.
 ///
@@ -58,8 +38,8 @@ pub struct Conn {
 impl fmt::Debug for Conn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Conn")
-            .field("id", &self.inner.id)
-            .field("peer", &self.inner.peer)
+            .field("id", &self.inner.ext.id)
+            .field("peer", &self.inner.ext.peer)
             .finish()
     }
 }
@@ -67,25 +47,26 @@ impl fmt::Debug for Conn {
 impl Conn {
     /// The connection's process-unique id.
     pub fn id(&self) -> ConnId {
-        self.inner.id
+        self.inner.ext.id
     }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> &Addr {
-        &self.inner.peer
+        &self.inner.ext.peer
     }
 
     /// The local address the connection arrived on.
     pub fn local_addr(&self) -> &Addr {
         self.inner
+            .ext
             .local
             .as_deref()
-            .unwrap_or(&self.inner.server.local)
+            .unwrap_or(&self.inner.ext.server.local)
     }
 
     /// Peer credentials, for Unix stream connections.
     pub fn peer_cred(&self) -> Option<PeerCred> {
-        self.inner.cred.as_deref().copied()
+        self.inner.ext.cred.as_deref().copied()
     }
 
     /// Whether the connection is still open (not closing or closed).
@@ -119,18 +100,11 @@ impl Conn {
             SendStatus::Queued => {}
             other => return other,
         }
-        if !local::try_send_local(&self.inner, kind, data) {
-            let conn = self.inner.clone();
-            self.inner.poller.command(match kind {
-                Kind::Raw => Command::Send {
-                    conn,
-                    data: crate::reactor::Payload::Owned(data.to_vec()),
-                },
-                Kind::Ws(op) => Command::WsSend {
-                    conn,
-                    op,
-                    data: data.to_vec(),
-                },
+        let sh = &self.inner;
+        if !local::try_send_local(sh.poller.id, sh.slot, sh.gen, kind, data) {
+            self.inner.command(match kind {
+                Kind::Raw => ConnCmd::Send(Payload::Owned(data.to_vec())),
+                Kind::Ws(op) => ConnCmd::Message(op, data.to_vec()),
             });
         }
         SendStatus::Queued
@@ -142,24 +116,13 @@ impl Conn {
             SendStatus::Queued => {}
             other => return other,
         }
-        self.inner.poller.command(Command::SendFrames {
-            conn: self.inner.clone(),
-            frames: frames.clone(),
-        });
+        self.inner.command(ConnCmd::Frames(frames.clone()));
         SendStatus::Queued
     }
 
     /// Moves the connection from open to closing; true for the caller that did it.
     pub(crate) fn begin_closing(&self) -> bool {
-        self.inner
-            .state
-            .compare_exchange(
-                STATE_OPEN,
-                STATE_CLOSING,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok()
+        self.inner.begin_closing()
     }
 
     /// Queues an owned buffer without copying it (same semantics as [`send`](Self::send)).
@@ -168,10 +131,7 @@ impl Conn {
             SendStatus::Queued => {}
             other => return other,
         }
-        self.inner.poller.command(Command::Send {
-            conn: self.inner.clone(),
-            data: crate::reactor::Payload::Owned(data),
-        });
+        self.inner.command(ConnCmd::Send(Payload::Owned(data)));
         SendStatus::Queued
     }
 
@@ -181,10 +141,7 @@ impl Conn {
             SendStatus::Queued => {}
             other => return other,
         }
-        self.inner.poller.command(Command::Send {
-            conn: self.inner.clone(),
-            data: crate::reactor::Payload::Shared(data),
-        });
+        self.inner.command(ConnCmd::Send(Payload::Shared(data)));
         SendStatus::Queued
     }
 
@@ -196,11 +153,13 @@ impl Conn {
 
     pub(crate) fn close_with(&self, reason: CloseReason) {
         if self.begin_closing() {
-            self.inner.poller.command(Command::Close {
-                conn: self.inner.clone(),
-                reason,
-            });
+            self.inner.command(ConnCmd::Close(reason));
         }
+    }
+
+    /// The server this connection belongs to.
+    pub(crate) fn server(&self) -> &Arc<ServerShared> {
+        &self.inner.ext.server
     }
 
     /// Accounts `len` bytes against the queue bound; decides the status.
@@ -209,25 +168,27 @@ impl Conn {
         if inner.state.load(Ordering::Acquire) != STATE_OPEN {
             return SendStatus::Closed;
         }
-        let limit = inner.server.config.max_queued_bytes;
+        let limits = &inner.policy.limits;
+        let counters = &inner.policy.counters;
+        let limit = limits.max_queued_bytes;
         let before = inner.queued.fetch_add(len, Ordering::AcqRel);
         if before + len <= limit || before == 0 {
-            inner.server.stats.add_queued(len);
+            counters.add_queued(len);
             return SendStatus::Queued;
         }
-        match inner.server.config.drop_policy {
+        match limits.drop_policy {
             DropPolicy::DropOldest => {
-                inner.server.stats.add_queued(len);
+                counters.add_queued(len);
                 SendStatus::Queued
             }
             DropPolicy::DropNewest => {
                 inner.queued.fetch_sub(len, Ordering::AcqRel);
-                inner.server.stats.dropped(1);
+                counters.dropped(1);
                 SendStatus::Dropped
             }
             DropPolicy::Disconnect => {
                 inner.queued.fetch_sub(len, Ordering::AcqRel);
-                inner.server.stats.dropped(1);
+                counters.dropped(1);
                 self.close_with(CloseReason::QueueOverflow);
                 SendStatus::Dropped
             }

@@ -87,7 +87,7 @@ where
 /// A cloneable handle for sending datagrams from one datagram server socket.
 #[derive(Clone)]
 pub struct DatagramSender {
-    pub(crate) inner: std::sync::Arc<crate::reactor::datagram::DatagramShared>,
+    pub(crate) inner: std::sync::Arc<crate::server::datagram::DatagramShared>,
 }
 
 impl std::fmt::Debug for DatagramSender {

@@ -3,13 +3,16 @@
 
 pub(crate) mod broadcast;
 pub(crate) mod config;
+pub(crate) mod datagram;
 pub(crate) mod dispatch;
 pub(crate) mod handle;
 pub mod handler;
 pub(crate) mod observe;
 pub(crate) mod pool;
 pub(crate) mod runtime;
+pub(crate) mod stream;
 pub(crate) mod websocket;
+pub(crate) mod ws_driver;
 
 use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
@@ -17,13 +20,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::base::Addr;
-use crate::reactor::datagram::DgramSock;
-use crate::reactor::listener::{ListenSock, Listener};
-use crate::reactor::poller::Entry;
+use crate::base::{Addr, CloseReason, ConnId};
+use crate::reactor::datagram::{DgramSock, NewDatagram};
+use crate::reactor::listener::Listener;
+use crate::reactor::stream::{new_stream, Accepted, Stream};
+use crate::reactor::{Accept, Command, Limits, Link, Policy};
 use crate::server::config::ServerConfig;
+use crate::server::dispatch::{next_conn_id, Factory, HandlerSlot};
+use crate::server::handle::{Conn, ConnInfo, ConnShared};
 use crate::server::handler::{DatagramFactory, StreamFactory, StreamHandler};
-use crate::server::observe::{Lifecycle, LogObserver, Observer, ServerStats, Stats};
+use crate::server::observe::{ConnState, Lifecycle, LogObserver, Observer, ServerStats};
+use crate::server::pool::HandlerPool;
 use crate::server::runtime::RuntimeInner;
 use crate::server::websocket::{WsFactory, WsServerConfig};
 use crate::{Error, Result};
@@ -150,12 +157,17 @@ impl Listen {
 struct NoStream;
 impl StreamHandler for NoStream {}
 
+fn no_stream() -> Factory {
+    Factory::Stream(Arc::new(|_: &crate::Conn| NoStream))
+}
+
 /// Shared state of one server, seen by its connections and handles.
 pub(crate) struct ServerShared {
     pub(crate) config: ServerConfig,
-    pub(crate) stats: Stats,
+    /// Limits and counters, shared with the reactor (also the server's identity there).
+    pub(crate) policy: Arc<Policy>,
     pub(crate) observer: Arc<dyn Observer>,
-    pub(crate) factory: Arc<dyn StreamFactory>,
+    pub(crate) factory: Factory,
     dfactory: Option<Arc<dyn DatagramFactory>>,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) handshake_timeout: Duration,
@@ -164,21 +176,51 @@ pub(crate) struct ServerShared {
     pub(crate) local: Addr,
     unix_path: Option<PathBuf>,
     done: (Mutex<()>, Condvar),
-    /// WebSocket servers: the upgrade configuration and the handler factory.
+    /// WebSocket servers: the upgrade configuration.
     pub(crate) ws: Option<Arc<WsServerConfig>>,
-    pub(crate) ws_factory: Option<Arc<dyn WsFactory>>,
     /// Open WebSockets per client IP, when a per-IP cap is set.
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    pub(crate) pool: Arc<HandlerPool>,
+}
+
+/// Runs an observer callback; a panic in it is logged and contained (a poller never dies
+/// of an observer).
+fn guarded(what: &str, f: impl FnOnce()) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        let msg = crate::reactor::stream::describe_panic(&*p);
+        log::error!("observer {what} panicked: {msg}");
+    }
 }
 
 impl ServerShared {
     /// One connection fewer; wakes a waiting shutdown when the last one goes.
     pub(crate) fn conn_gone(&self) {
-        let before = self.stats.open.fetch_sub(1, Ordering::AcqRel);
+        let before = self.policy.counters.open.fetch_sub(1, Ordering::AcqRel);
         if before == 1 && self.draining.load(Ordering::Acquire) {
             let _g = self.done.0.lock();
             self.done.1.notify_all();
         }
+    }
+
+    /// Tells the observer of an error (contained).
+    pub(crate) fn report_error(&self, conn: Option<ConnId>, err: &Error) {
+        guarded("on_error", || self.observer.on_error(conn, err));
+    }
+
+    /// Tells the observer of a connection's state (contained).
+    pub(crate) fn report_state(&self, conn: ConnId, peer: &Addr, state: &ConnState) {
+        guarded("on_conn_state", || {
+            self.observer.on_conn_state(conn, peer, state)
+        });
+    }
+
+    /// Tells the observer of a lifecycle step (contained).
+    pub(crate) fn report_lifecycle(&self, step: &Lifecycle) {
+        guarded("on_lifecycle", || self.observer.on_lifecycle(step));
+    }
+
+    pub(crate) fn inline(&self) -> bool {
+        self.config.dispatch == crate::Dispatch::Inline
     }
 
     /// Counts a new WebSocket from `peer` against the per-IP cap; false when over it.
@@ -220,18 +262,21 @@ impl ServerShared {
             .ok_or_else(|| std::io::Error::other("not a datagram server"))
     }
 
-    /// Waits until no connection is open or `until` passes. True when none is open.
-    fn wait_closed(&self, until: Instant) -> bool {
+    /// Waits until no connection is open or `until` passes (`None`: no limit). True when
+    /// none is open.
+    fn wait_closed(&self, until: Option<Instant>) -> bool {
         let mut g = self.done.0.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if self.stats.open.load(Ordering::Acquire) == 0 {
+            if self.policy.counters.open.load(Ordering::Acquire) == 0 {
                 return true;
             }
             let now = Instant::now();
-            if now >= until {
-                return false;
-            }
-            g = match self.done.1.wait_timeout(g, until - now) {
+            let left = match until {
+                Some(t) if now >= t => return false,
+                Some(t) => t - now,
+                None => Duration::from_secs(3600),
+            };
+            g = match self.done.1.wait_timeout(g, left) {
                 Ok((g, _)) => g,
                 Err(e) => e.into_inner().0,
             };
@@ -248,7 +293,7 @@ pub struct ServerBuilder<'a> {
     listen: Listen,
     config: ServerConfig,
     observer: Arc<dyn Observer>,
-    ws: Option<(Arc<WsServerConfig>, Arc<dyn WsFactory>)>,
+    ws: Option<Arc<WsServerConfig>>,
 }
 
 impl<'a> ServerBuilder<'a> {
@@ -286,7 +331,7 @@ impl<'a> ServerBuilder<'a> {
                 self.listen.transport
             )));
         }
-        self.start(Arc::new(factory), None)
+        self.start(Factory::Stream(Arc::new(factory)), None)
     }
 
     /// Starts a WebSocket server (ws:// over TCP or Unix, wss:// over TLS): the HTTP
@@ -298,8 +343,8 @@ impl<'a> ServerBuilder<'a> {
         if self.listen.transport.is_datagram() {
             return Err(Error::Config("WebSocket needs a stream transport".into()));
         }
-        self.ws = Some((Arc::new(config), Arc::new(factory)));
-        self.start(Arc::new(|_: &crate::Conn| NoStream), None)
+        self.ws = Some(Arc::new(config));
+        self.start(Factory::Ws(Arc::new(factory)), None)
     }
 
     /// Starts a datagram server (UDP or Unix datagram).
@@ -313,17 +358,10 @@ impl<'a> ServerBuilder<'a> {
                 self.listen.transport
             )));
         }
-        self.start(
-            Arc::new(|_: &crate::Conn| NoStream),
-            Some(Arc::new(factory)),
-        )
+        self.start(no_stream(), Some(Arc::new(factory)))
     }
 
-    fn start(
-        self,
-        factory: Arc<dyn StreamFactory>,
-        dfactory: Option<Arc<dyn DatagramFactory>>,
-    ) -> Result<Server> {
+    fn start(self, factory: Factory, dfactory: Option<Arc<dyn DatagramFactory>>) -> Result<Server> {
         let (tls, handshake_timeout) = match &self.listen.tls {
             Some(t) => (Some(t.server_config()), t.handshake_timeout()),
             None => (None, Duration::from_secs(10)),
@@ -335,9 +373,21 @@ impl<'a> ServerBuilder<'a> {
             }
             _ => None,
         };
+        let c = &self.config;
+        let limits = Limits {
+            max_read_per_turn: c.max_read_per_turn,
+            max_queued_bytes: c.max_queued_bytes,
+            drop_policy: c.drop_policy,
+            max_inbound_pending: c.max_inbound_pending,
+            close_timeout: c.close_timeout,
+            max_datagram_size: c.max_datagram_size,
+        };
         let shared = Arc::new(ServerShared {
             config: self.config,
-            stats: Stats::default(),
+            policy: Arc::new(Policy {
+                limits,
+                counters: Default::default(),
+            }),
             observer: self.observer,
             factory,
             dfactory,
@@ -348,14 +398,12 @@ impl<'a> ServerBuilder<'a> {
             local: sockets.local.clone(),
             unix_path,
             done: (Mutex::new(()), Condvar::new()),
-            ws: self.ws.as_ref().map(|w| w.0.clone()),
-            ws_factory: self.ws.map(|w| w.1),
+            ws: self.ws,
             per_ip: Mutex::new(HashMap::new()),
+            pool: self.rt.pool.clone(),
         });
         install(self.rt, &shared, sockets)?;
-        shared
-            .observer
-            .on_lifecycle(&Lifecycle::Listening(shared.local.clone()));
+        shared.report_lifecycle(&Lifecycle::Listening(shared.local.clone()));
         self.rt.add_server(shared.clone());
         Ok(Server {
             shared,
@@ -364,10 +412,79 @@ impl<'a> ServerBuilder<'a> {
     }
 }
 
+/// A server as the reactor's listeners see it: admits and builds its connections.
+struct Acceptor(Arc<ServerShared>);
+
+impl Accept for Acceptor {
+    fn policy(&self) -> &Arc<Policy> {
+        &self.0.policy
+    }
+
+    /// Counts the connection and applies the connection limit and draining state.
+    fn admit(&self, peer: &Addr) -> bool {
+        let server = &self.0;
+        let stats = &server.policy.counters;
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        if server.draining.load(Ordering::Acquire) {
+            return false;
+        }
+        let open = stats.open.fetch_add(1, Ordering::AcqRel);
+        if open < server.config.max_connections {
+            return true;
+        }
+        stats.open.fetch_sub(1, Ordering::AcqRel);
+        stats.rejected.fetch_add(1, Ordering::Relaxed);
+        stats.closed.fetch_add(1, Ordering::Relaxed);
+        let id = ConnId(0);
+        server.report_state(id, peer, &ConnState::Closed(CloseReason::ServerFull));
+        false
+    }
+
+    fn open(&self, acc: Accepted) -> Option<Box<Stream>> {
+        let server = &self.0;
+        let place = acc.place?;
+        let tls = match &server.tls {
+            None => None,
+            Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
+                Ok(t) => Some((t, server.handshake_timeout)),
+                Err(e) => {
+                    let err = Error::Tls(crate::tls::TlsError::Rustls(e));
+                    server.report_error(None, &err);
+                    server.conn_gone();
+                    return None;
+                }
+            },
+        };
+        let info = ConnInfo {
+            id: next_conn_id(),
+            server: server.clone(),
+            local: (acc.local != server.local).then(|| Box::new(acc.local)),
+            peer: acc.peer,
+            cred: acc.cred.map(Box::new),
+            identity: Default::default(),
+        };
+        let link: Arc<ConnShared> = Arc::new(Link::new(place, server.policy.clone(), info));
+        let conn = Conn {
+            inner: link.clone(),
+        };
+        server.report_state(conn.id(), conn.peer_addr(), &ConnState::Accepted);
+        let handler = HandlerSlot::new(server.inline(), &server.pool);
+        let link: Arc<Link> = link;
+        Some(match &server.ws {
+            Some(ws) => {
+                let driver = ws_driver::WsDriver::new(conn, handler, ws.clone());
+                new_stream(acc.sock, link, tls, driver)
+            }
+            None => new_stream(acc.sock, link, tls, stream::RawDriver::new(conn, handler)),
+        })
+    }
+}
+
 /// Bound sockets, one per poller or a single one.
 struct Bound {
     local: Addr,
-    listeners: Vec<ListenSock>,
+    tcp: Vec<std::net::TcpListener>,
+    unix: Option<std::os::unix::net::UnixListener>,
     datagrams: Vec<DgramSock>,
 }
 
@@ -380,7 +497,8 @@ fn resolve(addr: &str) -> Result<std::net::SocketAddr> {
 fn bind(listen: &Listen, cfg: &ServerConfig, pollers: usize) -> Result<Bound> {
     let mut b = Bound {
         local: Addr::Unix(None),
-        listeners: Vec::new(),
+        tcp: Vec::new(),
+        unix: None,
         datagrams: Vec::new(),
     };
     match listen.transport {
@@ -388,24 +506,19 @@ fn bind(listen: &Listen, cfg: &ServerConfig, pollers: usize) -> Result<Bound> {
             let first = crate::sys::tcp_listener(resolve(&listen.addr)?, cfg.backlog)?;
             let actual = first.local_addr()?;
             b.local = Addr::Inet(actual);
-            b.listeners
-                .push(ListenSock::Tcp(mio::net::TcpListener::from_std(first)));
+            b.tcp.push(first);
             for _ in 1..pollers {
-                let l = crate::sys::tcp_listener(actual, cfg.backlog)?;
-                b.listeners
-                    .push(ListenSock::Tcp(mio::net::TcpListener::from_std(l)));
+                b.tcp.push(crate::sys::tcp_listener(actual, cfg.backlog)?);
             }
         }
         Transport::Udp => {
             let first = crate::sys::udp_socket(resolve(&listen.addr)?)?;
             let actual = first.local_addr()?;
             b.local = Addr::Inet(actual);
-            b.datagrams
-                .push(DgramSock::Udp(mio::net::UdpSocket::from_std(first)));
+            b.datagrams.push(DgramSock::udp(first));
             for _ in 1..pollers {
-                let s = crate::sys::udp_socket(actual)?;
                 b.datagrams
-                    .push(DgramSock::Udp(mio::net::UdpSocket::from_std(s)));
+                    .push(DgramSock::udp(crate::sys::udp_socket(actual)?));
             }
         }
         Transport::Unix => {
@@ -414,8 +527,7 @@ fn bind(listen: &Listen, cfg: &ServerConfig, pollers: usize) -> Result<Bound> {
             let l = crate::sys::unix_listener(path, cfg.backlog)?;
             crate::sys::set_socket_owner(path, listen.unix.mode, listen.unix.group.as_deref())?;
             b.local = Addr::Unix(Some(path.to_path_buf()));
-            b.listeners
-                .push(ListenSock::Unix(mio::net::UnixListener::from_std(l)));
+            b.unix = Some(l);
         }
         Transport::Unixgram => {
             let path = Path::new(&listen.addr);
@@ -423,8 +535,7 @@ fn bind(listen: &Listen, cfg: &ServerConfig, pollers: usize) -> Result<Bound> {
             let s = crate::sys::unix_datagram(path)?;
             crate::sys::set_socket_owner(path, listen.unix.mode, listen.unix.group.as_deref())?;
             b.local = Addr::Unix(Some(path.to_path_buf()));
-            b.datagrams
-                .push(DgramSock::Unix(mio::net::UnixDatagram::from_std(s)));
+            b.datagrams.push(DgramSock::unix(s));
         }
     }
     Ok(b)
@@ -435,30 +546,35 @@ fn install(rt: &Arc<RuntimeInner>, server: &Arc<ServerShared>, b: Bound) -> Resu
     let (tx, rx) = crossbeam_channel::unbounded();
     let n = rt.pollers.len();
     let start = rt.next_poller();
-    let single = b.listeners.len() == 1 && n > 1;
-    let mut count = 0;
-    for (i, l) in b.listeners.into_iter().enumerate() {
-        let (server, tx) = (server.clone(), tx.clone());
-        count += 1;
-        rt.pollers[(start + i) % n].run(move |p| {
-            let (slot, gen) = p.reserve();
-            let mut listener = Listener::new(l, server, single);
-            let r = match &mut listener.sock {
-                ListenSock::Tcp(s) => p.register(s, slot, gen, mio::Interest::READABLE),
-                ListenSock::Unix(s) => p.register(s, slot, gen, mio::Interest::READABLE),
-            };
-            if r.is_ok() {
-                p.entries.insert(Entry::Listener(Box::new(listener)));
-            }
-            let _ = tx.send(r);
-        });
+    let owner: Arc<dyn Accept> = Arc::new(Acceptor(server.clone()));
+    let nodelay = server.config.nodelay;
+    let mut listeners = Vec::new();
+    let single = b.tcp.len() == 1 && n > 1;
+    for l in b.tcp {
+        let local = server.local.clone();
+        listeners.push(Listener::tcp(l, owner.clone(), single, nodelay, local));
     }
-    for (i, d) in b.datagrams.into_iter().enumerate() {
-        let (server, tx, local) = (server.clone(), tx.clone(), server.local.clone());
+    if let Some(l) = b.unix {
+        listeners.push(Listener::unix(
+            l,
+            owner.clone(),
+            n > 1,
+            server.local.clone(),
+        ));
+    }
+    let mut count = 0;
+    for (i, l) in listeners.into_iter().enumerate() {
         count += 1;
-        rt.pollers[(start + i) % n].run(move |p| {
-            let _ = tx.send(p.adopt_datagram(d, server, local));
-        });
+        rt.pollers[(start + i) % n].command(Command::AddListener(l, tx.clone()));
+    }
+    for (i, sock) in b.datagrams.into_iter().enumerate() {
+        count += 1;
+        let d = NewDatagram {
+            sock,
+            policy: server.policy.clone(),
+            make: datagram::maker(server.clone()),
+        };
+        rt.pollers[(start + i) % n].command(Command::AddDatagram(Box::new(d), tx.clone()));
     }
     for _ in 0..count {
         rx.recv().map_err(|_| Error::Closed)??;
@@ -489,7 +605,7 @@ impl Server {
 
     /// Open connections right now.
     pub fn open_connections(&self) -> usize {
-        self.shared.stats.open.load(Ordering::Acquire)
+        self.shared.policy.counters.open.load(Ordering::Acquire)
     }
 
     /// A handle for sending framed-once messages to fan-out groups.
@@ -502,7 +618,7 @@ impl Server {
 
     /// A snapshot of the server's counters.
     pub fn stats(&self) -> ServerStats {
-        self.shared.stats.snapshot()
+        ServerStats::of(&self.shared.policy.counters)
     }
 
     /// Graceful shutdown: stop accepting, let handlers finish what they have, flush queued
@@ -519,43 +635,25 @@ pub(crate) fn shutdown_server(
     server: &Arc<ServerShared>,
     deadline: Duration,
 ) -> bool {
+    let until = crate::base::deadline(Instant::now(), deadline);
     if server.draining.swap(true, Ordering::AcqRel) {
-        return server.wait_closed(Instant::now() + deadline);
+        return server.wait_closed(until);
     }
-    let until = Instant::now() + deadline;
-    server.observer.on_lifecycle(&Lifecycle::Draining);
-    rt.on_pollers(server, |p, s| {
-        p.remove_listeners(s);
-        p.close_datagrams(s);
-        p.drain_server(s);
-    });
+    server.report_lifecycle(&Lifecycle::Draining);
+    rt.on_pollers(|done| Command::Drain(server.policy.clone(), done));
     let clean = server.wait_closed(until);
     if !clean {
-        rt.on_pollers(server, |p, s| p.force_close_server(s));
-        server.wait_closed(Instant::now() + Duration::from_secs(1));
+        rt.on_pollers(|done| Command::ForceClose(server.policy.clone(), done));
+        server.wait_closed(crate::base::deadline(
+            Instant::now(),
+            Duration::from_secs(1),
+        ));
     }
     rt.pool.barrier();
     if let Some(path) = &server.unix_path {
         let _ = std::fs::remove_file(path);
     }
     server.stopped.store(true, Ordering::Release);
-    server.observer.on_lifecycle(&Lifecycle::Stopped);
+    server.report_lifecycle(&Lifecycle::Stopped);
     clean
-}
-
-impl crate::reactor::poller::Poller {
-    /// Removes (and closes) every listener of `server` on this poller.
-    pub(crate) fn remove_listeners(&mut self, server: &Arc<ServerShared>) {
-        let slots: Vec<usize> = self
-            .entries
-            .iter()
-            .filter_map(|(k, e)| match e {
-                Entry::Listener(l) if Arc::ptr_eq(&l.server, server) => Some(k),
-                _ => None,
-            })
-            .collect();
-        for k in slots {
-            self.remove_entry(k);
-        }
-    }
 }

@@ -1,6 +1,8 @@
 //! Observers (errors, connection states, server lifecycle) and statistics.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::reactor::Counters;
 
 use crate::base::{Addr, CloseReason, ConnId};
 use crate::Error;
@@ -88,42 +90,20 @@ pub struct ServerStats {
     pub datagrams_out: u64,
 }
 
-#[derive(Default)]
-pub(crate) struct Stats {
-    pub(crate) accepted: AtomicU64,
-    pub(crate) rejected: AtomicU64,
-    pub(crate) closed: AtomicU64,
-    pub(crate) bytes_in: AtomicU64,
-    pub(crate) bytes_out: AtomicU64,
-    pub(crate) dropped: AtomicU64,
-    pub(crate) queued: AtomicUsize,
-    pub(crate) open: AtomicUsize,
-    pub(crate) datagrams_in: AtomicU64,
-    pub(crate) datagrams_out: AtomicU64,
-}
-
-impl Stats {
-    pub(crate) fn add_queued(&self, n: usize) {
-        self.queued.fetch_add(n, Ordering::Relaxed);
-    }
-    pub(crate) fn sub_queued(&self, n: usize) {
-        self.queued.fetch_sub(n, Ordering::Relaxed);
-    }
-    pub(crate) fn dropped(&self, n: u64) {
-        self.dropped.fetch_add(n, Ordering::Relaxed);
-    }
-    pub(crate) fn snapshot(&self) -> ServerStats {
+impl ServerStats {
+    /// A snapshot of a server's counters.
+    pub(crate) fn of(c: &Counters) -> ServerStats {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         ServerStats {
-            accepted: g(&self.accepted),
-            rejected: g(&self.rejected),
-            closed: g(&self.closed),
-            bytes_in: g(&self.bytes_in),
-            bytes_out: g(&self.bytes_out),
-            dropped: g(&self.dropped),
-            queued_bytes: self.queued.load(Ordering::Relaxed) as u64,
-            datagrams_in: g(&self.datagrams_in),
-            datagrams_out: g(&self.datagrams_out),
+            accepted: g(&c.accepted),
+            rejected: g(&c.rejected),
+            closed: g(&c.closed),
+            bytes_in: g(&c.bytes_in),
+            bytes_out: g(&c.bytes_out),
+            dropped: g(&c.dropped),
+            queued_bytes: c.queued.load(Ordering::Relaxed) as u64,
+            datagrams_in: g(&c.datagrams_in),
+            datagrams_out: g(&c.datagrams_out),
         }
     }
 }

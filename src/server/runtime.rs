@@ -99,7 +99,7 @@ impl RuntimeBuilder {
         let mut pollers = Vec::new();
         let mut shareds = Vec::new();
         for i in 0..self.pollers {
-            let (p, s) = new_poller(i, pool.clone())?;
+            let (p, s) = new_poller(i)?;
             pollers.push(p);
             shareds.push(s);
         }
@@ -151,19 +151,11 @@ impl RuntimeInner {
         self.rr.fetch_add(1, Ordering::Relaxed) % self.pollers.len()
     }
 
-    /// Runs `f` on every poller and waits until all ran it.
-    pub(crate) fn on_pollers(
-        &self,
-        server: &Arc<ServerShared>,
-        f: fn(&mut Poller, &Arc<ServerShared>),
-    ) {
+    /// Sends a command made by `f` to every poller and waits until each has run it.
+    pub(crate) fn on_pollers(&self, f: impl Fn(crossbeam_channel::Sender<()>) -> Command) {
         let (tx, rx) = crossbeam_channel::unbounded();
         for p in &self.pollers {
-            let (s, tx) = (server.clone(), tx.clone());
-            p.run(move |poller| {
-                f(poller, &s);
-                let _ = tx.send(());
-            });
+            p.command(f(tx.clone()));
         }
         drop(tx);
         while rx.recv_timeout(Duration::from_secs(5)).is_ok() {}

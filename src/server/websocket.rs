@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::base::SendStatus;
 use crate::proto::http::{Request, Response};
 use crate::proto::ws::{CloseCode, OpCode, WsConfig};
-use crate::reactor::Command;
+use crate::reactor::ConnCmd;
 use crate::server::handle::Conn;
 use crate::Error;
 
@@ -287,11 +287,6 @@ impl fmt::Debug for WsConn {
 }
 
 impl WsConn {
-    pub(crate) fn from_conn(conn: &Conn) -> &WsConn {
-        // SAFETY: WsConn is a repr(transparent) wrapper around Conn.
-        unsafe { &*(conn as *const Conn as *const WsConn) }
-    }
-
     /// The underlying connection handle (id, addresses, queue figures).
     pub fn conn(&self) -> &Conn {
         &self.conn
@@ -309,7 +304,7 @@ impl WsConn {
 
     /// The identity the authenticator gave this connection.
     pub fn identity(&self) -> Option<&Identity> {
-        self.conn.inner.identity.get().map(|b| &**b)
+        self.conn.inner.ext.identity.get().map(|b| &**b)
     }
 
     /// Whether the connection is open.
@@ -345,33 +340,20 @@ impl WsConn {
     /// Adds this connection to a fan-out group (applied on its poller; left automatically
     /// on close).
     pub fn join_group(&self, group: crate::GroupId) {
-        let sh = &self.conn.inner;
-        sh.poller.command(Command::GroupJoin {
-            slot: sh.slot,
-            gen: sh.gen,
-            group,
-        });
+        self.conn.inner.command(ConnCmd::JoinGroup(group));
     }
 
     /// Removes this connection from a fan-out group.
     pub fn leave_group(&self, group: crate::GroupId) {
-        let sh = &self.conn.inner;
-        sh.poller.command(Command::GroupLeave {
-            slot: sh.slot,
-            gen: sh.gen,
-            group,
-        });
+        self.conn.inner.command(ConnCmd::LeaveGroup(group));
     }
 
     /// Starts the closing handshake with `code` and `reason`; the connection closes when
     /// the peer answers or after the close timeout. Harmless on a closed connection.
     pub fn close(&self, code: CloseCode, reason: &str) {
         if self.conn.begin_closing() {
-            self.conn.inner.poller.command(Command::WsClose {
-                conn: self.conn.inner.clone(),
-                code,
-                reason: reason.to_owned(),
-            });
+            let reason = reason.to_owned();
+            self.conn.inner.command(ConnCmd::CloseWith(code, reason));
         }
     }
 }

@@ -1,5 +1,20 @@
-//! Socket options and OS calls that std and mio do not offer (SO_REUSEPORT listeners,
-//! SO_PEERCRED, socket file ownership).
+//! Socket options and OS calls that std and mio do not offer. The only module that may use
+//! `libc`, `socket2` or `unsafe` (`.ci/layers.py` checks it).
+//!
+//! # Contract (Linux; the only platform sockloop supports today)
+//! | function | provides | errors |
+//! |---|---|---|
+//! | [`tcp_listener`] | a bound, listening, non-blocking TCP socket with `SO_REUSEADDR` and `SO_REUSEPORT` (IPv6: v6-only) | the `bind`/`listen` error |
+//! | [`udp_socket`] | a bound, non-blocking UDP socket (`SO_REUSEPORT`) | the `bind` error |
+//! | [`unix_listener`], [`unix_datagram`] | a bound, non-blocking Unix socket at a path | the `bind` error |
+//! | [`clear_stale_socket`] | removes a socket file nobody listens on; a live one is `AddrInUse`; any other file is left alone and is an error | as said |
+//! | [`set_socket_owner`] | `chmod`/`chown` of the socket file (group by name or id) | the OS error; an unknown group is `NotFound` |
+//! | [`peer_cred`] | `SO_PEERCRED` of a Unix stream socket | `None` when the call fails |
+//! | [`UnixConnect`] | a non-blocking Unix `connect`, so a full backlog is `WouldBlock` | the OS error |
+//! | [`signal`] | SIGINT/SIGTERM as a flag and a channel | — |
+//!
+//! Every `unsafe` block here states why it is sound next to it; every function is safe to
+//! call from any thread.
 
 pub mod signal;
 
@@ -10,7 +25,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::base::PeerCred;
 
@@ -169,4 +184,31 @@ pub(crate) fn unix_datagram(path: &Path) -> io::Result<std::os::unix::net::UnixD
     Ok(std::os::unix::net::UnixDatagram::from(
         std::os::fd::OwnedFd::from(s),
     ))
+}
+
+/// A Unix stream socket connecting in non-blocking mode, so that a listener with a full
+/// backlog answers `WouldBlock` at once instead of making `connect` wait.
+pub(crate) struct UnixConnect {
+    sock: Socket,
+    addr: SockAddr,
+}
+
+impl UnixConnect {
+    pub(crate) fn new(path: &Path) -> io::Result<Self> {
+        let addr = SockAddr::unix(path)?;
+        let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+        sock.set_nonblocking(true)?;
+        Ok(UnixConnect { sock, addr })
+    }
+
+    /// One connection attempt (`WouldBlock`: the backlog is full, try again).
+    pub(crate) fn attempt(&self) -> io::Result<()> {
+        self.sock.connect(&self.addr)
+    }
+
+    /// The connected socket, blocking again.
+    pub(crate) fn finish(self) -> io::Result<std::os::unix::net::UnixStream> {
+        self.sock.set_nonblocking(false)?;
+        Ok(self.sock.into())
+    }
 }

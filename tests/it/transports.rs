@@ -353,7 +353,7 @@ fn drop_oldest_keeps_the_queue_bounded() {
     assert!(st.iter().all(|s| *s == SendStatus::Queued));
     // Let the poller apply every send, then the queue is within bound + one message.
     let deadline = std::time::Instant::now() + WAIT;
-    while s.stats().dropped == 0 && std::time::Instant::now() < deadline {
+    while s.stats().dropped <= 100 && std::time::Instant::now() < deadline {
         std::thread::yield_now();
     }
     assert!(s.stats().dropped > 100, "dropped {}", s.stats().dropped);

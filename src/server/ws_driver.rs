@@ -1,0 +1,558 @@
+//! The WebSocket driver: the HTTP upgrade (and the plain HTTP hook), frame decoding into
+//! handler events, framing of outgoing messages, heartbeats and the closing handshake. The
+//! protocol itself is the sans-IO engine in [`crate::proto::ws`]; this file moves its bytes
+//! and events between the reactor and the handler.
+
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::dispatch::{Event, HandlerSlot};
+use super::handle::Conn;
+use super::observe::ConnState;
+use super::websocket::WsServerConfig;
+use crate::base::{deadline, deadline_opt, earliest, elapsed, CloseReason};
+use crate::proto::http::{parse_request, ParseOutcome, Request};
+use crate::proto::ws::handshake::{accept, is_upgrade, write_rejection};
+use crate::proto::ws::{
+    close_reply, CloseCode, Incoming, OpCode, Role, Scratch, SharedChoice, SharedFrames, WsSession,
+};
+use crate::reactor::local::{self, Kind};
+use crate::reactor::stream::describe_panic;
+use crate::reactor::{ConnCmd, Driver, Io, Offer, Payload};
+use crate::Error;
+
+thread_local! {
+    /// The compressor, inflater and buffers every WebSocket of this poller thread shares.
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::new());
+}
+
+/// Runs `f` with this thread's scratch (a fresh one if it is busy, which never happens on
+/// a poller: callbacks do not nest).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut s) => f(&mut s),
+        Err(_) => f(&mut Scratch::new()),
+    })
+}
+
+/// Where a WebSocket connection is: the HTTP request phase, or upgraded.
+enum Phase {
+    /// Waiting for a request (`None`: no deadline).
+    Http {
+        deadline: Option<Instant>,
+    },
+    Ws(WsState),
+}
+
+/// An upgraded connection's state.
+struct WsState {
+    session: WsSession,
+    /// When our last ping left (a pong or any input after it proves liveness).
+    ping_sent: Option<Instant>,
+    /// The close exchanged (boxed: only closing connections pay for it).
+    close: Option<Box<CloseInfo>>,
+}
+
+/// The close code and reason exchanged (ours or the peer's), for `on_close`, and how long
+/// we wait for the peer's answer to ours.
+struct CloseInfo {
+    code: CloseCode,
+    reason: String,
+    deadline: Option<Instant>,
+}
+
+impl WsState {
+    fn close_deadline(&self) -> Option<Instant> {
+        self.close.as_ref().and_then(|c| c.deadline)
+    }
+
+    fn record_close(&mut self, code: CloseCode, reason: &str) {
+        if self.close.is_none() {
+            self.close = Some(Box::new(CloseInfo {
+                code,
+                reason: reason.to_owned(),
+                deadline: None,
+            }));
+        }
+    }
+
+    /// What `on_close` reports: the exchanged close, or 1006 when there was none.
+    fn close_for_handler(&self) -> (CloseCode, String) {
+        match &self.close {
+            Some(c) => (c.code, c.reason.clone()),
+            None => (CloseCode::ABNORMAL, String::new()),
+        }
+    }
+}
+
+/// A WebSocket server connection's protocol.
+pub(crate) struct WsDriver {
+    conn: Conn,
+    handler: HandlerSlot,
+    cfg: Arc<WsServerConfig>,
+    phase: Phase,
+    /// Waiting for the handler thread to catch up before closing with this reason.
+    awaiting: Option<Box<CloseReason>>,
+}
+
+impl WsDriver {
+    pub(crate) fn new(conn: Conn, handler: HandlerSlot, cfg: Arc<WsServerConfig>) -> Self {
+        WsDriver {
+            conn,
+            handler,
+            cfg,
+            phase: Phase::Http { deadline: None },
+            awaiting: None,
+        }
+    }
+
+    fn http_deadline(&self, now: Instant) -> Phase {
+        Phase::Http {
+            deadline: deadline(now, self.cfg.ws.handshake_timeout),
+        }
+    }
+
+    /// Frames this connection's pending local sends (inline replies, pongs) so that what
+    /// the driver queues next comes after them.
+    fn take_local(&mut self, io: &mut Io<'_>) {
+        let (slot, gen) = (self.conn.inner.slot, self.conn.inner.gen);
+        local::take_for(slot, gen, |kind, data| self.frame_local(io, kind, data));
+    }
+
+    fn frame_local(&mut self, io: &mut Io<'_>, kind: Kind, data: &[u8]) {
+        match kind {
+            Kind::Ws(op) => self.frame_admitted(io, op, data, data.len()),
+            Kind::Raw => io.push_copy(data),
+        }
+    }
+
+    /// Consumes what it can of `buf`: HTTP requests, then WebSocket frames.
+    fn process(&mut self, io: &mut Io<'_>, buf: &mut [u8]) -> usize {
+        let mut pos = 0;
+        while pos < buf.len() {
+            if io.req.close.is_some() || io.req.abort.is_some() {
+                return buf.len(); // closing: discard
+            }
+            match self.phase {
+                Phase::Http { .. } => match self.http_step(io, &buf[pos..]) {
+                    Some(used) => pos += used,
+                    None => return pos,
+                },
+                Phase::Ws(_) => return pos + self.decode(io, &mut buf[pos..]),
+            }
+        }
+        pos
+    }
+
+    /// Parses one HTTP request. `None` when more bytes are needed.
+    fn http_step(&mut self, io: &mut Io<'_>, buf: &[u8]) -> Option<usize> {
+        match parse_request(buf, &self.cfg.ws.http_limits()) {
+            ParseOutcome::Partial => None,
+            ParseOutcome::Error { status } => {
+                self.reject(io, status, "malformed or oversized request");
+                Some(buf.len())
+            }
+            ParseOutcome::Complete {
+                mut request,
+                consumed,
+            } => {
+                if let Some(peer) = self.conn.peer_addr().as_inet() {
+                    request.set_peer(peer);
+                }
+                let on_path = self.cfg.path.as_deref().is_none_or(|p| p == request.path());
+                if is_upgrade(&request) && on_path {
+                    self.upgrade(io, request);
+                } else {
+                    self.http_hook(io, &request);
+                }
+                Some(consumed)
+            }
+        }
+    }
+
+    /// Answers a refused request with `status` and closes.
+    fn reject(&mut self, io: &mut Io<'_>, status: u16, reason: &str) {
+        log::debug!("upgrade refused: {status} {reason}");
+        io.append(false, |out| write_rejection(status, reason, out));
+        let why = format!("request refused with {status}: {reason}");
+        io.close(CloseReason::Protocol(why));
+    }
+
+    fn http_hook(&mut self, io: &mut Io<'_>, req: &Request) {
+        let resp = match &self.cfg.http {
+            Some(hook) => catch_unwind(AssertUnwindSafe(|| hook(req))).unwrap_or_else(|p| {
+                log::error!("http hook panicked: {}", describe_panic(&*p));
+                crate::proto::http::Response::text(500, "internal error")
+            }),
+            None => crate::proto::http::Response::not_found(),
+        };
+        let close = req.version() == 0
+            || req
+                .header("connection")
+                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        io.append(false, |out| resp.write_to(out));
+        if close {
+            io.close(CloseReason::Local);
+        } else {
+            // Keep-alive: the next request gets a fresh handshake deadline.
+            self.phase = self.http_deadline(io.now);
+            io.rearm();
+        }
+    }
+
+    /// Checks origin, authenticator and per-IP cap, answers 101 and opens the handler.
+    fn upgrade(&mut self, io: &mut Io<'_>, req: Request) {
+        let cfg = self.cfg.clone();
+        if !cfg.origins.allows(req.header("origin")) {
+            return self.reject(io, 403, "origin not allowed");
+        }
+        let identity = match &cfg.auth {
+            None => None,
+            Some(auth) => match catch_unwind(AssertUnwindSafe(|| auth(&req))) {
+                Ok(Ok(id)) => id,
+                Ok(Err(rej)) => return self.reject(io, rej.status, &rej.reason),
+                Err(p) => {
+                    log::error!("authenticator panicked: {}", describe_panic(&*p));
+                    return self.reject(io, 500, "authenticator failed");
+                }
+            },
+        };
+        let mut out = Vec::new();
+        let accepted = match accept(&req, &cfg.ws, &[], &mut out) {
+            Ok(a) => a,
+            Err(crate::proto::ws::WsError::Handshake { status, reason }) => {
+                return self.reject(io, status, reason)
+            }
+            Err(e) => return self.reject(io, 400, e.reason()),
+        };
+        let server = self.conn.server().clone();
+        if !server.ws_admit(self.conn.peer_addr(), cfg.max_per_ip) {
+            return self.reject(io, 429, "too many connections from this address");
+        }
+        if let Some(id) = identity {
+            let _ = self.conn.inner.ext.identity.set(Box::new(id));
+        }
+        self.phase = Phase::Ws(WsState {
+            session: WsSession::new(Role::Server, accepted.deflate),
+            ping_sent: None,
+            close: None,
+        });
+        io.rearm();
+        io.append(false, |o| o.extend_from_slice(&out));
+        let factory = server.factory.clone();
+        self.handler
+            .deliver(&self.conn, None, Event::Open(&factory, Some(&req)));
+    }
+
+    /// Decodes frames, delivering messages to the handler; answers pings and closes.
+    fn decode(&mut self, io: &mut Io<'_>, buf: &mut [u8]) -> usize {
+        let WsDriver {
+            conn,
+            handler,
+            cfg,
+            phase,
+            ..
+        } = self;
+        let Phase::Ws(st) = phase else {
+            return buf.len();
+        };
+        let link = &conn.inner;
+        let mut pings: Vec<Vec<u8>> = Vec::new();
+        let mut peer_close: Option<(CloseCode, String)> = None;
+        let result = with_scratch(|scratch| {
+            st.session.decode(buf, &cfg.ws, scratch, |m| {
+                let ev = match m {
+                    Incoming::Text(t) => Event::Text(t),
+                    Incoming::Binary(b) => Event::Binary(b),
+                    Incoming::Ping(p) => {
+                        // Through the local outbox, so the pong keeps its place among replies.
+                        link.account(p.len() as isize);
+                        let op = Kind::Ws(OpCode::Pong);
+                        if !local::try_send_local(link.poller.id, link.slot, link.gen, op, p) {
+                            link.account(-(p.len() as isize));
+                            pings.push(p.to_vec());
+                        }
+                        return;
+                    }
+                    Incoming::Pong(_) => return,
+                    Incoming::Close(code, reason) => {
+                        peer_close = Some((code, reason.to_owned()));
+                        return;
+                    }
+                };
+                handler.deliver(conn, Some(&mut *io), ev);
+            })
+        });
+        self.take_local(io);
+        for p in pings {
+            self.frame_admitted(io, OpCode::Pong, &p, 0);
+        }
+        match result {
+            Ok(used) => {
+                if let Some((code, reason)) = peer_close {
+                    self.peer_closed(io, code, reason);
+                }
+                used
+            }
+            Err(e) => {
+                let code = e.close_code().unwrap_or(CloseCode::PROTOCOL);
+                self.close_frame(io, Some(code), e.reason());
+                let reason = CloseReason::Protocol(e.to_string());
+                self.report(Error::WebSocket(e));
+                io.close(reason);
+                buf.len()
+            }
+        }
+    }
+
+    fn report(&mut self, err: Error) {
+        self.conn.server().report_error(Some(self.conn.id()), &err);
+        self.handler.deliver_error(&self.conn, err);
+    }
+
+    /// The peer sent close: answer it (unless we started), then close the TCP connection.
+    fn peer_closed(&mut self, io: &mut Io<'_>, code: CloseCode, reason: String) {
+        let Phase::Ws(st) = &mut self.phase else {
+            return;
+        };
+        let ours = st.session.close_sent();
+        if !ours {
+            st.record_close(code, &reason);
+            self.close_frame(io, close_reply(code), "");
+        }
+        io.close(if ours {
+            CloseReason::Local
+        } else {
+            CloseReason::PeerClosed
+        });
+    }
+
+    /// Sends a close frame with `code` if none was sent yet, and records it for `on_close`.
+    fn close_frame(&mut self, io: &mut Io<'_>, code: Option<CloseCode>, reason: &str) {
+        let Phase::Ws(st) = &mut self.phase else {
+            return;
+        };
+        let mut sent = false;
+        with_scratch(|scratch| {
+            io.append(false, |out| {
+                sent = st.session.encode_close(out, code, reason, &mut scratch.tx);
+            })
+        });
+        if sent {
+            st.record_close(code.unwrap_or(CloseCode::STATUS), reason);
+        }
+    }
+
+    /// Frames one message; `admitted` bytes were already counted against the queue bound.
+    fn frame_admitted(&mut self, io: &mut Io<'_>, op: OpCode, payload: &[u8], admitted: usize) {
+        let keep = io.keep_boundaries() && !op.is_control();
+        match &mut self.phase {
+            Phase::Ws(st) if !st.session.close_sent() => {
+                let cfg = &self.cfg.ws;
+                with_scratch(|scratch| {
+                    io.append_admitted(keep, admitted, |out| {
+                        st.session.encode(out, op, payload, cfg, &mut scratch.tx)
+                    })
+                })
+            }
+            _ => io.unadmit(admitted),
+        }
+    }
+
+    /// The user asked to close: send the close frame and wait for the peer's answer.
+    fn user_close(&mut self, io: &mut Io<'_>, code: CloseCode, reason: &str) {
+        if !matches!(self.phase, Phase::Ws(_)) {
+            return io.close(CloseReason::Local);
+        }
+        self.close_frame(io, Some(code), reason);
+        let at = deadline(io.now, self.cfg.ws.close_timeout);
+        if let Phase::Ws(st) = &mut self.phase {
+            if let Some(info) = st.close.as_mut() {
+                info.deadline = at;
+            }
+        }
+        io.rearm();
+    }
+
+    /// Closes once the handler thread has handled everything it was given (at once inline).
+    fn close_after_handler(&mut self, io: &mut Io<'_>, reason: CloseReason) {
+        if self.awaiting.is_some() {
+            return;
+        }
+        let opened = matches!(self.phase, Phase::Ws(_));
+        if opened && self.handler.catch_up(&self.conn) {
+            self.awaiting = Some(Box::new(reason));
+        } else {
+            io.close(reason);
+        }
+    }
+
+    fn idle_timeout(&self) -> Option<std::time::Duration> {
+        self.cfg
+            .ws
+            .idle_timeout
+            .or(self.conn.server().config.idle_timeout)
+    }
+}
+
+impl Driver for WsDriver {
+    fn on_open(&mut self, io: &mut Io<'_>) {
+        self.phase = self.http_deadline(io.now);
+        io.rearm();
+    }
+
+    fn on_input(&mut self, io: &mut Io<'_>, data: &mut [u8]) -> usize {
+        if self.awaiting.is_some() {
+            return data.len();
+        }
+        let used = self.process(io, data);
+        self.take_local(io);
+        used
+    }
+
+    fn on_eof(&mut self, io: &mut Io<'_>) {
+        self.close_after_handler(io, CloseReason::PeerClosed);
+    }
+
+    fn on_drained(&mut self, _io: &mut Io<'_>) {
+        if matches!(self.phase, Phase::Ws(_)) {
+            self.handler.deliver(&self.conn, None, Event::Drained);
+        }
+    }
+
+    /// Handshake, heartbeat, pong, idle and close timeouts.
+    fn on_timer(&mut self, io: &mut Io<'_>) {
+        let now = io.now;
+        let idle = self.idle_timeout();
+        let (ping_interval, pong_timeout) = (self.cfg.ws.ping_interval, self.cfg.ws.pong_timeout);
+        let st = match &mut self.phase {
+            Phase::Http { deadline } => {
+                if deadline.is_some_and(|d| now >= d) {
+                    io.close(CloseReason::HandshakeTimeout);
+                }
+                return;
+            }
+            Phase::Ws(st) => st,
+        };
+        if st.close_deadline().is_some_and(|t| now >= t) {
+            return io.close(CloseReason::Local);
+        }
+        if idle.is_some_and(|i| elapsed(io.last_read, now, i)) {
+            self.close_frame(io, Some(CloseCode::AWAY), "idle timeout");
+            return io.close(CloseReason::IdleTimeout);
+        }
+        match st.ping_sent {
+            Some(sent) if sent >= io.last_read => {
+                if elapsed(sent, now, pong_timeout) {
+                    self.close_frame(io, Some(CloseCode::AWAY), "pong timeout");
+                    io.close(CloseReason::PongTimeout);
+                }
+            }
+            _ => {
+                if ping_interval.is_some_and(|i| elapsed(io.last_read, now, i)) {
+                    st.ping_sent = Some(now);
+                    self.frame_admitted(io, OpCode::Ping, b"", 0);
+                }
+            }
+        }
+    }
+
+    fn on_command(&mut self, io: &mut Io<'_>, cmd: ConnCmd) {
+        match cmd {
+            ConnCmd::Message(op, data) => self.frame_admitted(io, op, &data, data.len()),
+            ConnCmd::Frames(f) => {
+                let admitted = f.plain.len();
+                match &self.phase {
+                    Phase::Ws(st) if !st.session.close_sent() => {
+                        let bytes = match (st.session.shared_choice(), &f.deflated) {
+                            (SharedChoice::Deflated, Some(d)) => d.clone(),
+                            _ => f.plain.clone(),
+                        };
+                        io.push_admitted(Payload::Shared(bytes), admitted);
+                    }
+                    _ => io.unadmit(admitted),
+                }
+            }
+            ConnCmd::Send(p) => {
+                let n = p.as_slice().len();
+                io.push_admitted(p, n);
+            }
+            ConnCmd::Close(reason) => io.close(reason),
+            ConnCmd::CloseWith(code, reason) => self.user_close(io, code, &reason),
+            ConnCmd::Failed(msg) => {
+                self.close_frame(io, Some(CloseCode::ERROR), "handler failed");
+                io.close(CloseReason::HandlerPanic(msg));
+            }
+            ConnCmd::CaughtUp => {
+                if let Some(reason) = self.awaiting.take() {
+                    io.close(*reason);
+                }
+            }
+            ConnCmd::Resume | ConnCmd::JoinGroup(_) | ConnCmd::LeaveGroup(_) => {}
+        }
+    }
+
+    fn on_local(&mut self, io: &mut Io<'_>, kind: Kind, data: &[u8]) {
+        self.frame_local(io, kind, data);
+    }
+
+    fn offer(&mut self, io: &mut Io<'_>, frames: &SharedFrames) -> Offer {
+        let bytes = match &self.phase {
+            Phase::Ws(st) if !st.session.close_sent() => {
+                match (st.session.shared_choice(), &frames.deflated) {
+                    (SharedChoice::Deflated, Some(d)) => d.clone(),
+                    _ => frames.plain.clone(),
+                }
+            }
+            _ => return Offer::Closed,
+        };
+        io.offer_shared(bytes)
+    }
+
+    fn on_shutdown(&mut self, io: &mut Io<'_>) {
+        self.close_frame(io, Some(CloseCode::AWAY), "server shutdown");
+        self.close_after_handler(io, CloseReason::Shutdown);
+    }
+
+    fn on_error(&mut self, _io: &mut Io<'_>, error: Error) {
+        self.report(error);
+    }
+
+    fn on_closing(&mut self) {
+        let c = &self.conn;
+        c.server()
+            .report_state(c.id(), c.peer_addr(), &ConnState::Closing);
+    }
+
+    fn on_closed(&mut self, reason: &CloseReason) {
+        let c = self.conn.clone();
+        let server = c.server().clone();
+        server.report_state(c.id(), c.peer_addr(), &ConnState::Closed(reason.clone()));
+        if let Phase::Ws(st) = &self.phase {
+            server.ws_conn_gone(c.peer_addr());
+            let (code, why) = st.close_for_handler();
+            self.handler.deliver(&c, None, Event::WsClose(code, &why));
+        }
+        server.conn_gone();
+    }
+
+    fn next_deadline(&self, last_read: Instant) -> Option<Instant> {
+        let st = match &self.phase {
+            Phase::Http { deadline } => return *deadline,
+            Phase::Ws(st) => st,
+        };
+        let cfg = &self.cfg.ws;
+        let beat = match st.ping_sent {
+            Some(sent) if sent >= last_read => deadline(sent, cfg.pong_timeout),
+            _ => deadline_opt(last_read, cfg.ping_interval),
+        };
+        let idle = deadline_opt(last_read, self.idle_timeout());
+        earliest(st.close_deadline(), earliest(beat, idle))
+    }
+
+    fn id(&self) -> u64 {
+        self.conn.id().0
+    }
+}
