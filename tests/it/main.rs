@@ -5,6 +5,7 @@ mod browser;
 mod cdp;
 mod chat;
 mod clients;
+mod core;
 mod hub;
 mod supervise;
 mod transports;
