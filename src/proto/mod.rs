@@ -1,5 +1,6 @@
 //! Layer 1: sans-IO protocol engines. They take bytes and the time and return bytes and
 //! actions; no socket is ever touched here.
 
+pub mod conn;
 pub mod http;
 pub mod ws;

@@ -351,8 +351,8 @@ impl Poller {
     fn fire_timers(&mut self) {
         self.now = Instant::now();
         while let Some(t) = self.timers.pop_due(self.now) {
-            let kind: TimerKind = t.kind;
-            self.on_stream(t.slot, t.gen, |c, ctx| c.timer(ctx, kind));
+            debug_assert_eq!(t.kind, TimerKind::Conn);
+            self.on_stream(t.slot, t.gen, |c, ctx| c.timer(ctx));
         }
     }
 

@@ -1,9 +1,9 @@
 //! Stream connections (TCP, TLS, Unix stream) on a poller: reading, corked writing, the TLS
 //! session, the close sequence and timers. The protocol is the connection's [`Driver`].
 //!
-//! Lifecycle: `Handshake` (TLS only) → `Open` → `Closing` (flush, then shut down the write
-//! side and linger briefly for the peer's FIN) → removed. Every transition goes through
-//! [`StreamConn::set_phase`], which logs `conn=… old=>new`.
+//! The lifecycle (`Handshake` (TLS only) → `Open` → `Flushing` → `Lingering` → removed) is
+//! the sans-IO machine in [`crate::proto::conn`]; every transition goes through
+//! [`StreamConn::step`], which logs `conn=… old=>new` and carries out the machine's action.
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::Ordering;
@@ -17,10 +17,8 @@ use super::outq::OutQueue;
 use super::timer::TimerKind;
 use super::{Link, Place, STATE_CLOSED, STATE_CLOSING, STATE_OPEN};
 use crate::base::{Addr, CloseReason, GroupId, PeerCred};
+use crate::proto::conn::{Action, Lifecycle, State};
 use crate::Error;
-
-/// How long a closed-for-writing connection waits for the peer's FIN before it is dropped.
-const LINGER: Duration = Duration::from_secs(1);
 
 /// The socket under a stream connection.
 pub(crate) enum StreamSock {
@@ -71,17 +69,6 @@ impl Write for StreamSock {
     }
 }
 
-/// Where a connection is in its life.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Phase {
-    /// TLS handshake (`None`: no deadline).
-    Handshake { deadline: Option<Instant> },
-    /// The driver has the connection.
-    Open,
-    /// Flushing, then shutting down.
-    Closing(Box<CloseReason>),
-}
-
 /// A freshly accepted socket with what its owner needs to build the connection.
 pub(crate) struct Accepted {
     pub(crate) owner: Arc<dyn Accept>,
@@ -104,11 +91,9 @@ pub(crate) struct StreamConn<D: ?Sized + Driver = dyn Driver> {
     outq: OutQueue,
     /// Fan-out groups this connection belongs to (empty: no heap memory).
     pub(crate) groups: Vec<GroupId>,
-    phase: Phase,
+    life: Lifecycle,
     last_read: Instant,
     writable_interest: bool,
-    read_closed: bool,
-    write_shut: bool,
     paused: bool,
     in_dirty: bool,
     driver: D,
@@ -127,14 +112,9 @@ pub(crate) fn new_stream<D: Driver>(
     driver: D,
 ) -> Box<Stream> {
     let now = Instant::now();
-    let (tls, phase) = match tls {
-        Some((t, timeout)) => (
-            Some(Box::new(t)),
-            Phase::Handshake {
-                deadline: crate::base::deadline(now, timeout),
-            },
-        ),
-        None => (None, Phase::Open),
+    let (tls, handshake) = match tls {
+        Some((t, timeout)) => (Some(Box::new(t)), Some(timeout)),
+        None => (None, None),
     };
     Box::new(StreamConn {
         link,
@@ -143,11 +123,9 @@ pub(crate) fn new_stream<D: Driver>(
         rbuf: Vec::new(),
         outq: OutQueue::default(),
         groups: Vec::new(),
-        phase,
+        life: Lifecycle::new(now, handshake),
         last_read: now,
         writable_interest: false,
-        read_closed: false,
-        write_shut: false,
         paused: false,
         in_dirty: false,
         driver,
@@ -188,9 +166,18 @@ impl Stream {
         Arc::ptr_eq(&self.link.policy, owner)
     }
 
-    fn set_phase(&mut self, next: Phase) {
-        log::trace!("conn={} {:?}=>{:?}", self.driver.id(), self.phase, next);
-        self.phase = next;
+    /// Feeds the lifecycle machine one event (logging the transition) and returns what the
+    /// reactor must do.
+    fn step(&mut self, f: impl FnOnce(&mut Lifecycle) -> Action) -> Action {
+        let before = std::mem::discriminant(self.life.state());
+        let old = log::log_enabled!(log::Level::Trace).then(|| self.life.state().clone());
+        let action = f(&mut self.life);
+        if let Some(old) = old {
+            if std::mem::discriminant(self.life.state()) != before {
+                log::trace!("conn={} {old:?}=>{:?}", self.driver.id(), self.life.state());
+            }
+        }
+        action
     }
 
     pub(crate) fn source(&mut self) -> &mut dyn mio::event::Source {
@@ -239,14 +226,13 @@ impl Stream {
         }
     }
 
-    /// Adds a timer at the driver's next deadline, if it has one.
+    /// Adds a timer at the next deadline of the lifecycle or (while open) the driver.
     fn arm(&self, ctx: &mut Ctx<'_>) {
-        let at = match &self.phase {
-            Phase::Handshake { deadline } => *deadline,
-            Phase::Open => self.driver.next_deadline(self.last_read),
-            Phase::Closing(_) => None,
+        let driver = match self.life.is_open() {
+            true => self.driver.next_deadline(self.last_read),
+            false => None,
         };
-        if let Some(at) = at {
+        if let Some(at) = crate::base::earliest(self.life.poll_at(), driver) {
             let (slot, gen) = self.slot_gen();
             ctx.timers.add(at, slot, gen, TimerKind::Conn);
         }
@@ -261,7 +247,7 @@ impl Stream {
     /// Registers the connection's first timer and opens the driver (plain connections).
     pub(crate) fn start(&mut self, ctx: &mut Ctx<'_>) -> Step {
         self.arm(ctx);
-        if self.phase == Phase::Open {
+        if self.life.is_open() {
             let ((), step) = self.drive(ctx, |d, io| d.on_open(io));
             if let Step::Gone(r) = step {
                 return Step::Gone(r);
@@ -274,7 +260,7 @@ impl Stream {
     /// Reading goes on in every phase until end of stream (while closing, input is read and
     /// discarded so that closing never turns into a reset that loses our queued output).
     fn can_read(&self) -> bool {
-        !self.read_closed && !self.paused
+        self.life.reads() && !self.paused
     }
 
     fn read_some(&mut self, buf: &mut [u8]) -> ReadOutcome {
@@ -352,12 +338,11 @@ impl Stream {
 
     /// The TLS handshake just completed: the driver gets the connection.
     fn after_handshake(&mut self, ctx: &mut Ctx<'_>) -> Step {
-        let done = matches!(self.phase, Phase::Handshake { .. })
+        let done = matches!(self.life.state(), State::Handshake { .. })
             && self.tls.as_ref().is_some_and(|t| !t.is_handshaking());
-        if !done {
+        if !done || self.step(|l| l.handshake_done()) != Action::Open {
             return Step::Live;
         }
-        self.set_phase(Phase::Open);
         self.last_read = ctx.now;
         self.arm(ctx);
         let ((), step) = self.drive(ctx, |d, io| d.on_open(io));
@@ -369,7 +354,7 @@ impl Stream {
         self.last_read = ctx.now;
         let counters = &self.link.policy.counters;
         counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-        if self.write_shut || self.phase != Phase::Open {
+        if !self.life.is_open() {
             return Step::Live; // closing: input is discarded
         }
         let mut kept = std::mem::take(&mut self.rbuf);
@@ -377,7 +362,7 @@ impl Stream {
             let buf = std::mem::take(ctx.read_buf);
             let mut data = buf;
             let (used, step) = self.drive(ctx, |d, io| d.on_input(io, &mut data[..n]));
-            if used < n && matches!(step, Step::Live) && self.phase == Phase::Open {
+            if used < n && matches!(step, Step::Live) && self.life.is_open() {
                 self.rbuf = data[used..n].to_vec();
             }
             *ctx.read_buf = data;
@@ -386,7 +371,7 @@ impl Stream {
             kept.extend_from_slice(&ctx.read_buf[..n]);
             let (used, step) = self.drive(ctx, |d, io| d.on_input(io, &mut kept));
             kept.drain(..used.min(kept.len()));
-            if !kept.is_empty() && matches!(step, Step::Live) && self.phase == Phase::Open {
+            if !kept.is_empty() && matches!(step, Step::Live) && self.life.is_open() {
                 self.rbuf = kept;
             }
             step
@@ -413,59 +398,45 @@ impl Stream {
 
     /// The peer finished sending.
     fn eof(&mut self, ctx: &mut Ctx<'_>) -> Step {
-        self.read_closed = true;
-        if self.write_shut {
-            return Step::Gone(self.closing_reason(CloseReason::PeerClosed));
-        }
-        if matches!(self.phase, Phase::Closing(_)) {
-            return Step::Live;
-        }
-        if matches!(self.phase, Phase::Handshake { .. }) {
-            return Step::Gone(CloseReason::PeerClosed);
-        }
-        let ((), step) = self.drive(ctx, |d, io| d.on_eof(io));
-        step
-    }
-
-    fn closing_reason(&self, otherwise: CloseReason) -> CloseReason {
-        match &self.phase {
-            Phase::Closing(r) => (**r).clone(),
-            _ => otherwise,
+        match self.step(|l| l.eof()) {
+            Action::Remove(r) => Step::Gone(r),
+            Action::AskDriver => self.drive(ctx, |d, io| d.on_eof(io)).1,
+            _ => Step::Live,
         }
     }
 
     /// A fatal error: the driver reports it, and the connection goes at once.
     fn fail(&mut self, ctx: &mut Ctx<'_>, reason: CloseReason, err: Error) -> Step {
         let ((), _) = self.drive(ctx, |d, io| d.on_error(io, err));
-        Step::Gone(reason)
+        match self.step(|l| l.fail(reason)) {
+            Action::Remove(r) => Step::Gone(r),
+            _ => unreachable!("fail always removes"),
+        }
     }
 
     /// Starts a graceful close: flush queued output, then shut down the write side.
     pub(crate) fn begin_close(&mut self, ctx: &mut Ctx<'_>, reason: CloseReason) -> Step {
-        match self.phase {
-            Phase::Closing(_) => return Step::Live,
-            Phase::Handshake { .. } => return Step::Gone(reason),
-            Phase::Open => {}
-        }
-        self.rbuf = Vec::new();
-        let _ = self.link.state.compare_exchange(
-            STATE_OPEN,
-            STATE_CLOSING,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
-        self.set_phase(Phase::Closing(Box::new(reason)));
-        if let Some(tls) = &mut self.tls {
-            tls.send_close_notify();
-        }
-        self.driver.on_closing();
         let timeout = self.link.policy.limits.close_timeout;
-        if let Some(at) = crate::base::deadline(ctx.now, timeout) {
-            let (slot, gen) = self.slot_gen();
-            ctx.timers.add(at, slot, gen, TimerKind::CloseDeadline);
+        match self.step(|l| l.close(ctx.now, reason, timeout)) {
+            Action::Remove(r) => Step::Gone(r),
+            Action::StartClose => {
+                self.rbuf = Vec::new();
+                let _ = self.link.state.compare_exchange(
+                    STATE_OPEN,
+                    STATE_CLOSING,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+                if let Some(tls) = &mut self.tls {
+                    tls.send_close_notify();
+                }
+                self.driver.on_closing();
+                self.arm(ctx);
+                self.mark_dirty(ctx);
+                Step::Live
+            }
+            _ => Step::Live,
         }
-        self.mark_dirty(ctx);
-        Step::Live
     }
 
     /// Writes queued output. Returns plaintext bytes taken from the queue and socket bytes.
@@ -505,7 +476,7 @@ impl Stream {
     /// Writes the connection's output; handles drained, close and write interest.
     pub(crate) fn flush(&mut self, ctx: &mut Ctx<'_>) -> Step {
         self.in_dirty = false;
-        if self.write_shut {
+        if !self.life.writes() {
             return Step::Live;
         }
         let had_interest = self.writable_interest;
@@ -526,7 +497,7 @@ impl Stream {
         if pending {
             return Step::Live;
         }
-        if let Phase::Closing(_) = self.phase {
+        if self.life.closing() {
             return self.shut_write(ctx);
         }
         if had_interest {
@@ -538,38 +509,34 @@ impl Stream {
 
     /// Output is flushed on a closing connection: send FIN, linger for the peer's.
     fn shut_write(&mut self, ctx: &mut Ctx<'_>) -> Step {
-        self.sock.shutdown_write();
-        self.write_shut = true;
-        if self.read_closed {
-            return Step::Gone(self.closing_reason(CloseReason::Local));
+        match self.step(|l| l.flushed(ctx.now)) {
+            Action::Remove(r) => Step::Gone(r),
+            Action::ShutWrite => {
+                self.sock.shutdown_write();
+                self.arm(ctx);
+                // The peer's FIN (or more data to discard) may already be buffered.
+                self.read(ctx, false)
+            }
+            _ => Step::Live,
         }
-        if let Some(at) = crate::base::deadline(ctx.now, LINGER) {
-            let (slot, gen) = self.slot_gen();
-            ctx.timers.add(at, slot, gen, TimerKind::CloseDeadline);
-        }
-        // The peer's FIN (or more data to discard) may already be buffered.
-        self.read(ctx, false)
     }
 
-    /// A timer of this connection fired.
-    pub(crate) fn timer(&mut self, ctx: &mut Ctx<'_>, kind: TimerKind) -> Step {
-        match (&self.phase, kind) {
-            (Phase::Closing(r), TimerKind::CloseDeadline) => Step::Gone((**r).clone()),
-            (_, TimerKind::CloseDeadline) => Step::Live,
-            (Phase::Handshake { deadline }, TimerKind::Conn) => {
-                if deadline.is_some_and(|d| ctx.now >= d) {
-                    return self.fail(ctx, CloseReason::HandshakeTimeout, Error::Timeout);
-                }
-                Step::Live
+    /// A timer of this connection fired (or a stale one: every deadline is re-checked).
+    pub(crate) fn timer(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        match self.step(|l| l.timer(ctx.now)) {
+            Action::Remove(r) => Step::Gone(r),
+            Action::TimedOut => {
+                let ((), _) = self.drive(ctx, |d, io| d.on_error(io, Error::Timeout));
+                Step::Gone(CloseReason::HandshakeTimeout)
             }
-            (Phase::Open, TimerKind::Conn) => {
+            _ if self.life.is_open() => {
                 let ((), step) = self.drive(ctx, |d, io| d.on_timer(io));
-                if matches!(step, Step::Live) && self.phase == Phase::Open {
+                if matches!(step, Step::Live) && self.life.is_open() {
                     self.arm(ctx);
                 }
                 step
             }
-            (Phase::Closing(_), TimerKind::Conn) => Step::Live,
+            _ => Step::Live,
         }
     }
 
@@ -579,7 +546,7 @@ impl Stream {
             self.paused = false;
             return self.read(ctx, false);
         }
-        if self.write_shut {
+        if !self.life.writes() {
             unadmit_stale(&self.link, &cmd);
             return Step::Live;
         }
@@ -589,12 +556,9 @@ impl Stream {
 
     /// The owner shuts down.
     pub(crate) fn shutdown(&mut self, ctx: &mut Ctx<'_>) -> Step {
-        match self.phase {
-            Phase::Open => {
-                let ((), step) = self.drive(ctx, |d, io| d.on_shutdown(io));
-                step
-            }
-            _ => self.begin_close(ctx, CloseReason::Shutdown),
+        match self.life.is_open() {
+            true => self.drive(ctx, |d, io| d.on_shutdown(io)).1,
+            false => self.begin_close(ctx, CloseReason::Shutdown),
         }
     }
 
@@ -604,7 +568,7 @@ impl Stream {
         ctx: &mut Ctx<'_>,
         frames: &crate::proto::ws::SharedFrames,
     ) -> super::Offer {
-        if self.link.state.load(Ordering::Acquire) != STATE_OPEN || self.write_shut {
+        if self.link.state.load(Ordering::Acquire) != STATE_OPEN || !self.life.writes() {
             return super::Offer::Closed;
         }
         let (offer, step) = self.drive(ctx, |d, io| d.offer(io, frames));
@@ -728,10 +692,40 @@ mod size_tests {
     #[test]
     fn print_sizes() {
         eprintln!(
-            "StreamConn<()>-ish={} Phase={} OutQueue={}",
-            std::mem::size_of::<super::Phase>() + std::mem::size_of::<super::OutQueue>(),
-            std::mem::size_of::<super::Phase>(),
+            "StreamConn<()>={} Lifecycle={} OutQueue={} StreamSock={}",
+            std::mem::size_of::<super::StreamConn<NoDriver>>(),
+            std::mem::size_of::<super::Lifecycle>(),
             std::mem::size_of::<super::OutQueue>(),
+            std::mem::size_of::<super::StreamSock>(),
         );
+    }
+
+    /// A zero-sized driver, to measure the reactor's part of a connection.
+    struct NoDriver;
+
+    impl super::Driver for NoDriver {
+        fn on_open(&mut self, _: &mut super::Io<'_>) {}
+        fn on_input(&mut self, _: &mut super::Io<'_>, d: &mut [u8]) -> usize {
+            d.len()
+        }
+        fn on_drained(&mut self, _: &mut super::Io<'_>) {}
+        fn on_timer(&mut self, _: &mut super::Io<'_>) {}
+        fn on_command(&mut self, _: &mut super::Io<'_>, _: crate::reactor::ConnCmd) {}
+        fn on_local(&mut self, _: &mut super::Io<'_>, _: crate::reactor::local::Kind, _: &[u8]) {}
+        fn offer(
+            &mut self,
+            _: &mut super::Io<'_>,
+            _: &crate::proto::ws::SharedFrames,
+        ) -> crate::reactor::Offer {
+            crate::reactor::Offer::Closed
+        }
+        fn on_error(&mut self, _: &mut super::Io<'_>, _: crate::Error) {}
+        fn on_closed(&mut self, _: &crate::base::CloseReason) {}
+        fn next_deadline(&self, _: std::time::Instant) -> Option<std::time::Instant> {
+            None
+        }
+        fn id(&self) -> u64 {
+            0
+        }
     }
 }

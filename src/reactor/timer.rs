@@ -11,10 +11,8 @@ use std::time::{Duration, Instant};
 /// What a timer is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum TimerKind {
-    /// Idle timeout, handshake timeout, heartbeat: the connection re-checks its deadlines.
+    /// Any deadline of a connection (lifecycle or driver): it re-checks them all.
     Conn,
-    /// A closing connection's flush deadline.
-    CloseDeadline,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -12,8 +12,7 @@ use sockloop::http::Request;
 use sockloop::ws::{CloseCode, WsConfig};
 use sockloop::{
     handler, Addr, Broadcaster, CloseReason, ConnId, ConnState, Dispatch, Error, GroupId,
-    Lifecycle, Listen, Observer, Runtime, Server, ServerConfig, WsConn, WsHandler,
-    WsServerConfig,
+    Lifecycle, Listen, Observer, Runtime, Server, ServerConfig, WsConn, WsHandler, WsServerConfig,
 };
 
 use crate::util::{recorder, WAIT};
