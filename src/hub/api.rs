@@ -241,16 +241,22 @@ impl Hub {
         self.state().presence(user)
     }
 
-    /// A metadata value of a connection.
-    pub fn meta(&self, id: ConnId, key: &str) -> Option<String> {
+    /// A metadata value of a connection (any JSON value).
+    pub fn meta(&self, id: ConnId, key: &str) -> Option<serde_json::Value> {
         let st = self.state();
         st.conns
             .get(&id)
             .and_then(|e| e.info.meta.get(key).cloned())
     }
 
-    /// Sets a metadata value of a connection (ignored for unknown connections).
-    pub fn set_meta(&self, id: ConnId, key: impl Into<String>, value: impl Into<String>) {
+    /// Sets a metadata value of a connection (ignored for unknown connections). Any JSON
+    /// value: `"away"`, `3`, `json!({"x": 1})`.
+    pub fn set_meta(
+        &self,
+        id: ConnId,
+        key: impl Into<String>,
+        value: impl Into<serde_json::Value>,
+    ) {
         if let Some(e) = self.state().conns.get_mut(&id) {
             e.info.meta.insert(key.into(), value.into());
         }

@@ -63,7 +63,7 @@ pub use ctx::Ctx;
 pub use delivery::{AckStatus, DeliveryReport, Target};
 pub use envelope::{encode, encode_error, parse_envelope, Envelope, EnvelopeLimits, Refused};
 pub use error::{ErrorCode, HubError};
-pub use mw::{Middleware, Next, RateLimit};
+pub use mw::{Handler, Middleware, Next, RateLimit, Scope};
 pub use state::{Cleanup, ConnInfo, Presence, Role, RoomEvents, RoomInfo, RoomOptions, RoomPolicy};
 pub use subscribe::{RoomEvent, SubscriptionId};
 

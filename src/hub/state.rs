@@ -9,7 +9,7 @@ use super::error::{ErrorCode, HubError};
 use crate::{ConnId, GroupId, WsConn};
 
 /// What the hub knows about one connection; filters see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConnInfo {
     /// The connection's id.
     pub id: ConnId,
@@ -19,7 +19,7 @@ pub struct ConnInfo {
     pub tags: Vec<String>,
     /// Metadata: the identity's attributes, then whatever was set with
     /// [`Hub::set_meta`](super::Hub::set_meta).
-    pub meta: BTreeMap<String, String>,
+    pub meta: BTreeMap<String, serde_json::Value>,
     /// The rooms the connection is in.
     pub rooms: BTreeSet<String>,
     /// When the connection opened.

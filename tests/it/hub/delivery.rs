@@ -56,19 +56,26 @@ fn metadata_and_identity_are_kept_per_connection() {
     let rt = rt();
     let hub = base()
         .on("set", |ctx: &mut Ctx| {
-            let v: String = ctx.data()?;
+            let v: serde_json::Value = ctx.data()?;
             ctx.set_meta("status", v);
             ctx.ack(&ctx.meta("status"))
         })
         .build();
     let s = serve(&rt, &hub);
-    let (mut a, ia) = connect(&s, "user=ann&tags=x,y");
+    let (mut a, ia) = connect(&s, "user=ann&tags=x,y&seats=3");
     let v = request(&mut a, &json!({"event": "set", "data": "away", "id": 1}));
     assert_eq!(v["data"], "away");
+    // Metadata values are JSON values, from the identity and from handlers alike.
+    let status = json!({"away": true, "since": 1700000000});
+    let v = request(&mut a, &json!({"event": "set", "data": status, "id": 2}));
+    assert_eq!(v["data"], status);
     let info = hub.conn_info(ia).unwrap();
     assert_eq!(info.user.as_deref(), Some("ann"));
     assert_eq!(info.tags, ["x", "y"]);
-    assert_eq!(hub.meta(ia, "status").as_deref(), Some("away"));
+    assert_eq!(info.meta["plan"], json!({"tier": "pro", "seats": 3}));
+    assert_eq!(hub.meta(ia, "status"), Some(status));
+    hub.set_meta(ia, "score", 7);
+    assert_eq!(hub.meta(ia, "score"), Some(json!(7)));
 }
 
 #[test]
