@@ -160,7 +160,7 @@ impl Hub {
     pub(crate) fn on_text(&self, ws: &WsConn, text: &str) {
         self.inner.stats.messages_in.fetch_add(1, Ordering::Relaxed);
         match parse_envelope(text, &self.inner.cfg.limits) {
-            Ok(env) if env.event == "ack" => self.ack_arrived(ws.id(), env.reference),
+            Ok(env) if env.event == "ack" => self.ack_arrived(ws.id(), env.reference, env.data),
             Ok(env) => self.dispatch(ws, env),
             Err(r) => self.send_error(ws, &r.error, r.reference),
         }

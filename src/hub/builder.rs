@@ -235,10 +235,10 @@ impl HubBuilder {
         self
     }
 
-    /// The hub. Starts its one timer thread (typing indicators).
+    /// The hub. Starts its one timer thread (typing indicators, ack resends and timeouts).
     pub fn build(self) -> Hub {
         let inner = Arc::new_cyclic(|weak| HubInner {
-            typing: super::presence::spawn_timer(weak.clone()),
+            timer: super::timer::spawn(weak.clone()),
             cfg: self.cfg,
             router: self.router,
             global: self.global,
