@@ -85,6 +85,7 @@ impl Hub {
             let entry = ConnEntry {
                 ws: ws.clone(),
                 info,
+                created: 0,
             };
             st.conns.insert(ws.id(), entry);
             user.as_ref().is_some_and(|u| {
@@ -105,19 +106,38 @@ impl Hub {
     }
 
     pub(crate) fn on_close(&self, ws: &WsConn, code: CloseCode, reason: &str) {
-        self.ack_conn_closed(ws.id());
-        let rooms = self.leave_all(ws.id());
+        self.depart(ws.id());
+        if let Some(f) = &self.inner.on_disconnect {
+            f(self, ws, code, reason);
+        }
+    }
+
+    /// Takes a connection out of the hub — pending acks, rooms, its user, presence — once:
+    /// when its close begins (seen by the timer's close check) or at the latest when it
+    /// closed.
+    pub(crate) fn depart(&self, id: ConnId) {
+        if !self.state().conns.contains_key(&id) {
+            return;
+        }
+        self.ack_conn_closed(id);
+        let rooms = self.leave_all(id);
         let gone = {
             let mut st = self.state();
-            let entry = st.conns.remove(&ws.id());
-            let user = entry.and_then(|e| e.info.user);
-            user.filter(|u| {
+            let Some(entry) = st.conns.remove(&id) else {
+                return;
+            };
+            // A join made by the connection's last handler after `leave_all` read its rooms.
+            for room in &entry.info.rooms {
+                st.drop_member(id, room);
+            }
+            entry.info.user.filter(|u| {
                 let last = st.users.get_mut(u).is_some_and(|s| {
-                    s.remove(&ws.id());
+                    s.remove(&id);
                     s.is_empty()
                 });
                 if last {
                     st.users.remove(u);
+                    st.announced.remove(u);
                     st.saw(u, SystemTime::now(), self.inner.cfg.max_last_seen);
                 }
                 last
@@ -126,8 +146,18 @@ impl Hub {
         if let Some(u) = gone {
             self.announce_offline(&u, &rooms);
         }
-        if let Some(f) = &self.inner.on_disconnect {
-            f(self, ws, code, reason);
+    }
+
+    /// Connections whose close began: they leave the hub now, though their sockets may
+    /// linger until the close handshake ends (timer thread, every `close_check`).
+    pub(crate) fn depart_closing(&self) {
+        let closing: Vec<ConnId> = {
+            let st = self.state();
+            let closing = st.conns.values().filter(|e| !e.ws.is_open());
+            closing.map(|e| e.info.id).collect()
+        };
+        for id in closing {
+            self.depart(id);
         }
     }
 
@@ -267,6 +297,7 @@ impl Hub {
         match self.conn(id) {
             Some(ws) => {
                 ws.close(code, reason);
+                self.depart(id);
                 true
             }
             None => false,
@@ -278,6 +309,7 @@ impl Hub {
         let conns = self.state().user_conns(user);
         for ws in &conns {
             ws.close(code, reason);
+            self.depart(ws.id());
         }
         conns.len()
     }

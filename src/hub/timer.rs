@@ -1,6 +1,6 @@
-//! The hub's one timer thread: typing indicators that expire, and the deadlines of
-//! acknowledged deliveries (resends, timeouts). No thread per timer; the thread ends when
-//! the hub is dropped.
+//! The hub's one timer thread: typing indicators that expire, the deadlines of
+//! acknowledged deliveries (resends, timeouts), and the close check (connections whose close
+//! began leave the hub). No thread per timer; the thread ends when the hub is dropped.
 
 use std::collections::BTreeMap;
 use std::sync::Weak;
@@ -27,20 +27,33 @@ pub(crate) enum TimerCmd {
 }
 
 /// The deadlines the thread keeps (sans-IO: the caller passes the time).
-#[derive(Default)]
 struct Timers {
     typing: Typing,
     acks: BTreeMap<(Instant, u64), (u64, u32)>,
     seq: u64,
+    close_check: Duration,
+    next_check: Instant,
 }
 
 /// What came due.
 enum Due {
     TypingEnded(Vec<((String, String), crate::ConnId)>),
     Ack(u64, u32),
+    /// Look for connections whose close began.
+    CloseCheck,
 }
 
 impl Timers {
+    fn new(close_check: Duration) -> Self {
+        Timers {
+            typing: Typing::default(),
+            acks: BTreeMap::new(),
+            seq: 0,
+            close_check: close_check.max(Duration::from_millis(1)),
+            next_check: later(close_check),
+        }
+    }
+
     fn apply(&mut self, cmd: TimerCmd) -> Option<Due> {
         match cmd {
             TimerCmd::Typing(c) => self.typing.apply(c).map(|e| Due::TypingEnded(vec![e])),
@@ -54,7 +67,8 @@ impl Timers {
 
     fn next_deadline(&self) -> Option<Instant> {
         let ack = self.acks.keys().next().map(|k| k.0);
-        crate::base::earliest(self.typing.next_deadline(), ack)
+        let next = crate::base::earliest(self.typing.next_deadline(), ack);
+        crate::base::earliest(next, Some(self.next_check))
     }
 
     fn due(&mut self, now: Instant) -> Vec<Due> {
@@ -70,26 +84,30 @@ impl Timers {
         if !ended.is_empty() {
             out.push(Due::TypingEnded(ended));
         }
+        if now >= self.next_check {
+            self.next_check = crate::base::deadline(now, self.close_check).unwrap_or(now);
+            out.push(Due::CloseCheck);
+        }
         out
     }
 }
 
 /// Starts the hub's timer thread.
-pub(crate) fn spawn(hub: Weak<HubInner>) -> Sender<TimerCmd> {
+pub(crate) fn spawn(hub: Weak<HubInner>, close_check: Duration) -> Sender<TimerCmd> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let spawned = std::thread::Builder::new()
         .name("sockloop-hub-timer".into())
-        .spawn(move || run(&hub, &rx));
+        .spawn(move || run(&hub, &rx, close_check));
     if let Err(e) = spawned {
         log::error!("hub: no timer thread, typing indicators and ack timeouts will not fire: {e}");
     }
     tx
 }
 
-fn run(hub: &Weak<HubInner>, rx: &Receiver<TimerCmd>) {
+fn run(hub: &Weak<HubInner>, rx: &Receiver<TimerCmd>, close_check: Duration) {
     // Waiting for acks here would stop the clock that ends them.
     let _hub_code = InHub::enter();
-    let mut timers = Timers::default();
+    let mut timers = Timers::new(close_check);
     loop {
         let wait = timers
             .next_deadline()
@@ -117,6 +135,7 @@ fn fire(hub: &Hub, due: Due) {
     match due {
         Due::TypingEnded(ended) => ended.into_iter().for_each(|e| presence::ended(hub, e)),
         Due::Ack(id, attempt) => hub.ack_deadline(id, attempt),
+        Due::CloseCheck => hub.depart_closing(),
     }
 }
 
