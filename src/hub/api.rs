@@ -116,21 +116,19 @@ impl Hub {
     /// when its close begins (seen by the timer's close check) or at the latest when it
     /// closed.
     pub(crate) fn depart(&self, id: ConnId) {
-        if !self.state().conns.contains_key(&id) {
-            return;
-        }
-        self.ack_conn_closed(id);
-        let rooms = self.leave_all(id);
-        let gone = {
+        let (lefts, gone) = {
             let mut st = self.state();
             let Some(entry) = st.conns.remove(&id) else {
                 return;
             };
-            // A join made by the connection's last handler after `leave_all` read its rooms.
-            for room in &entry.info.rooms {
-                st.drop_member(id, room);
-            }
-            entry.info.user.filter(|u| {
+            // Out of the registry first: whoever hears `room:left` finds it gone.
+            let lefts: Vec<_> = entry
+                .info
+                .rooms
+                .iter()
+                .filter_map(|room| super::rooms::remove_member(&mut st, id, room))
+                .collect();
+            let gone = entry.info.user.filter(|u| {
                 let last = st.users.get_mut(u).is_some_and(|s| {
                     s.remove(&id);
                     s.is_empty()
@@ -141,8 +139,14 @@ impl Hub {
                     st.saw(u, SystemTime::now(), self.inner.cfg.max_last_seen);
                 }
                 last
-            })
+            });
+            (lefts, gone)
         };
+        self.ack_conn_closed(id);
+        let rooms: Vec<String> = lefts.iter().map(|l| l.room.clone()).collect();
+        for left in &lefts {
+            self.announce_left(left, id);
+        }
         if let Some(u) = gone {
             self.announce_offline(&u, &rooms);
         }

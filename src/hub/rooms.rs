@@ -11,8 +11,8 @@ use crate::ConnId;
 use std::time::{Duration, Instant};
 
 /// What removing one member changed.
-struct Left {
-    room: String,
+pub(super) struct Left {
+    pub(super) room: String,
     user: Option<String>,
     /// The member list when the user's last connection left the room.
     users: Option<Vec<String>>,
@@ -33,7 +33,7 @@ fn not_found(what: &str) -> HubError {
 
 /// Removes `id` from `room` (delivery group included); removes an emptied room per its
 /// cleanup.
-fn remove_member(st: &mut State, id: ConnId, room: &str) -> Option<Left> {
+pub(super) fn remove_member(st: &mut State, id: ConnId, room: &str) -> Option<Left> {
     let State { conns, rooms, .. } = st;
     let r = rooms.get_mut(room)?;
     let user = r.members.remove(&id)?;
@@ -284,7 +284,7 @@ impl Hub {
         self.to_room(room).emit("room:users", &data);
     }
 
-    fn announce_left(&self, left: &Left, id: ConnId) {
+    pub(super) fn announce_left(&self, left: &Left, id: ConnId) {
         self.publish_member(&left.room, id, &left.user, false);
         if !left.notify {
             return;

@@ -259,17 +259,6 @@ impl State {
         Some(room)
     }
 
-    /// Removes `id` from `room` without a word (its connection is gone from the hub).
-    pub(crate) fn drop_member(&mut self, id: ConnId, room: &str) {
-        let Some(r) = self.rooms.get_mut(room) else {
-            return;
-        };
-        r.members.remove(&id);
-        if r.members.is_empty() && r.opts.cleanup == Cleanup::WhenEmpty {
-            self.remove_room(room);
-        }
-    }
-
     /// Bans `user` from `room` until `until`.
     pub(crate) fn ban(&mut self, room: &str, user: &str, until: Instant, now: Instant) {
         self.bans.insert((room.to_owned(), user.to_owned()), until);
