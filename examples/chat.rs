@@ -10,18 +10,26 @@
 //! answers 200 "ok". SIGINT / SIGTERM drain gracefully (clients get 1001, 5 s deadline).
 //!
 //! Nicknames: 1 to 24 letters, digits, `_`, `-` or `.`; anything else is refused at the
-//! upgrade with HTTP 400. A nickname already online (case-insensitively) gets the first free
-//! numeric suffix (`ann` → `ann2`); the `chat:welcome` event tells the page which one it got.
-//! Everyone joins `lobby` (which always exists) at connect.
+//! upgrade with HTTP 400. A nickname that looks like one online (any case, fullwidth forms,
+//! Cyrillic or Greek look-alikes: see [`skeleton`]) is taken: a newcomer gets the first free
+//! numeric suffix (`ann` → `ann2`; the `chat:welcome` event tells the page which one it got),
+//! `/nick` is refused. Everyone joins `lobby` (which always exists) at connect.
+//!
+//! Put online: only the page's own origin (or none: non-browser clients) may open the
+//! WebSocket, others get 403; `--allow-origin ORIGIN` (repeatable, `*` for any) widens it.
+//! The page is served with a Content-Security-Policy (its inline script and style by hash),
+//! `X-Frame-Options: DENY` and `X-Content-Type-Options: nosniff`; `HEAD` has no body.
 //!
 //! Client events: `chat:say {room, text}` (a message, or a slash command when `text`
 //! starts with `/`; `//x` sends `/x` literally), `room:join {room}`, `room:leave {room}`,
-//! `room:typing {room, typing}` (the built-in events' shapes, see `docs/PROTOCOL.md`).
+//! `room:typing {room, typing}` (the built-in events' shapes, see `docs/PROTOCOL.md`),
+//! `room:list` (acked with `{rooms: [{room, users}]}`, the listed rooms).
 //! Server events: `chat:welcome {nick, conn}`, `chat:joined {room, users}` and
 //! `chat:left {room}` (to the connection that joined or left), `chat:message {room, from,
 //! kind: "text"|"me", text}`, `chat:private {from, to, text}`, `chat:system {room?, text}`,
 //! `chat:nick {nick}`, and the hub's `room:joined`, `room:left`, `room:users`, `typing`,
-//! `error`. Commands: `/nick NEW`, `/join ROOM`, `/leave [ROOM]`, `/me ACTION`, `/who`,
+//! `error`. Commands: `/nick NEW`, `/join ROOM`, `/leave [ROOM]`, `/me ACTION`, `/who [ROOM]`
+//! (rooms one is in),
 //! `/shrug [TEXT]`, `/msg NICK TEXT`, `/help`.
 
 use std::collections::{HashMap, HashSet};
@@ -49,7 +57,7 @@ pub const MAX_TEXT: usize = 2000;
 /// What `/shrug` appends.
 pub const SHRUG: &str = r"¯\_(ツ)_/¯";
 
-const HELP: &str = "commands: /nick NEW, /join ROOM, /leave [ROOM], /me ACTION, /who, \
+const HELP: &str = "commands: /nick NEW, /join ROOM, /leave [ROOM], /me ACTION, /who [ROOM], \
                     /shrug [TEXT], /msg NICK TEXT, /help; //text sends /text";
 
 /// How the chat server is set up; every default is listed on its field.
@@ -65,6 +73,10 @@ pub struct ChatConfig {
     pub rate_limit: Option<RateLimit>,
     /// How long a typing indicator lasts without a refresh (default 4 s).
     pub typing_ttl: Duration,
+    /// Origins allowed to open the WebSocket besides the page's own (default: none, so
+    /// only same-origin pages and clients sending no `Origin`; `*` allows any). Others get
+    /// 403.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ChatConfig {
@@ -74,6 +86,7 @@ impl Default for ChatConfig {
             room_events: RoomEvents::Notify,
             rate_limit: Some(RateLimit::per_conn(30, Duration::from_secs(3))),
             typing_ttl: Duration::from_secs(4),
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -105,6 +118,56 @@ struct State {
     typing: HashMap<ConnId, HashSet<String>>,
 }
 
+impl State {
+    /// Whether `nick` (or a look-alike) is held by a connection still in the hub.
+    fn taken(&self, hub: &Hub, nick: &str) -> bool {
+        let held = self.by_nick.get(&skeleton(nick));
+        held.is_some_and(|(id, _)| hub.conn(*id).is_some())
+    }
+}
+
+/// What a nickname looks like, for uniqueness: lower case, fullwidth forms as ASCII, and
+/// the Cyrillic and Greek letters that look like Latin ones as those (`аlice` with a
+/// Cyrillic `а`, `ａｌｉｃｅ` and `Alice` are all `alice`).
+pub fn skeleton(nick: &str) -> String {
+    nick.chars()
+        .flat_map(char::to_lowercase)
+        .map(unconfuse)
+        .collect()
+}
+
+fn unconfuse(c: char) -> char {
+    let fullwidth = ('\u{FF01}'..='\u{FF5E}').contains(&c);
+    if fullwidth {
+        let ascii = char::from_u32(c as u32 - 0xFEE0).unwrap_or(c);
+        return ascii.to_ascii_lowercase();
+    }
+    match c {
+        'а' | 'α' => 'a',
+        'в' | 'β' => 'b',
+        'с' | 'ϲ' => 'c',
+        'ԁ' => 'd',
+        'е' | 'ε' => 'e',
+        'һ' => 'h',
+        'і' | 'ι' | 'ı' => 'i',
+        'ј' => 'j',
+        'к' | 'κ' => 'k',
+        'м' => 'm',
+        'п' | 'η' => 'n',
+        'о' | 'ο' | 'σ' => 'o',
+        'р' | 'ρ' => 'p',
+        'ԛ' => 'q',
+        'ѕ' => 's',
+        'т' | 'τ' => 't',
+        'υ' => 'u',
+        'ν' => 'v',
+        'ԝ' | 'ω' => 'w',
+        'х' | 'χ' => 'x',
+        'у' | 'γ' => 'y',
+        _ => c,
+    }
+}
+
 #[derive(Default)]
 struct Shared(Mutex<State>);
 
@@ -113,18 +176,20 @@ impl Shared {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Gives `id` the nickname `wanted`, or the first free `wanted2`, `wanted3`…
-    fn claim(&self, wanted: &str, id: ConnId) -> String {
+    /// Gives `id` the nickname `wanted`, or the first free `wanted2`, `wanted3`… A
+    /// nickname is taken when one that looks the same (see [`skeleton`]) is held by a
+    /// connection still in the hub.
+    fn claim(&self, hub: &Hub, wanted: &str, id: ConnId) -> String {
         let mut st = self.lock();
         let mut nick = wanted.to_owned();
         let mut n = 2u64;
-        while st.by_nick.contains_key(&nick.to_lowercase()) {
+        while st.taken(hub, &nick) {
             let suffix = n.to_string();
             let base: String = wanted.chars().take(MAX_NICK - suffix.len()).collect();
             nick = format!("{base}{suffix}");
             n += 1;
         }
-        st.by_nick.insert(nick.to_lowercase(), (id, nick.clone()));
+        st.by_nick.insert(skeleton(&nick), (id, nick.clone()));
         st.by_conn.insert(id, nick.clone());
         nick
     }
@@ -133,15 +198,26 @@ impl Shared {
         self.lock().by_conn.get(&id).cloned()
     }
 
-    /// The connection holding `nick` (any case), and the nickname's own spelling.
-    fn find(&self, nick: &str) -> Option<(ConnId, String)> {
-        self.lock().by_nick.get(&nick.to_lowercase()).cloned()
+    /// The connection holding `nick` (or a look-alike) and still in the hub, and the
+    /// nickname's own spelling. A connection that left the hub (its close began) holds
+    /// nothing: what is sent to its nickname is not kept for whoever takes it next.
+    fn find(&self, hub: &Hub, nick: &str) -> Option<(ConnId, String)> {
+        let st = self.lock();
+        let held = st.by_nick.get(&skeleton(nick)).cloned();
+        held.filter(|(id, _)| hub.conn(*id).is_some())
     }
 
     fn release(&self, id: ConnId) {
         let mut st = self.lock();
         if let Some(nick) = st.by_conn.remove(&id) {
-            st.by_nick.remove(&nick.to_lowercase());
+            let key = skeleton(&nick);
+            if st
+                .by_nick
+                .get(&key)
+                .is_some_and(|(holder, _)| *holder == id)
+            {
+                st.by_nick.remove(&key);
+            }
         }
         st.typing.remove(&id);
     }
@@ -156,13 +232,12 @@ impl Shared {
                 .get(&id)
                 .cloned()
                 .ok_or_else(|| HubError::not_found("no such connection"))?;
-            if let Some((holder, _)) = st.by_nick.get(&new.to_lowercase()) {
-                if *holder != id {
-                    return Err(HubError::forbidden(format!("the nickname {new} is taken")));
-                }
+            let holder = st.by_nick.get(&skeleton(new)).map(|h| h.0);
+            if holder.is_some_and(|h| h != id) && st.taken(hub, new) {
+                return Err(HubError::forbidden(format!("the nickname {new} is taken")));
             }
-            st.by_nick.remove(&old.to_lowercase());
-            st.by_nick.insert(new.to_lowercase(), (id, new.to_owned()));
+            st.by_nick.remove(&skeleton(&old));
+            st.by_nick.insert(skeleton(new), (id, new.to_owned()));
             st.by_conn.insert(id, new.to_owned());
             old
         };
@@ -337,11 +412,12 @@ impl Handlers {
             "shrug" if rest.is_empty() => self.post(ctx, room, "text", SHRUG),
             "shrug" => self.post(ctx, room, "text", &format!("{rest} {SHRUG}")),
             "who" => {
-                let room = room_name(room)?;
-                let users = ctx.hub().room_users(&room);
-                if users.is_empty() {
-                    return Err(HubError::not_found(format!("no room #{room}")));
+                let room = room_name(if rest.is_empty() { room } else { rest })?;
+                let member = ctx.hub().conn_info(ctx.conn_id());
+                if !member.is_some_and(|i| i.rooms.contains(&room)) {
+                    return Err(HubError::forbidden(format!("you are not in #{room}")));
                 }
+                let users = ctx.hub().room_users(&room);
                 let text = format!("in #{room} ({}): {}", users.len(), users.join(", "));
                 Self::tell(ctx, Some(&room), &text)
             }
@@ -382,7 +458,7 @@ impl Handlers {
     fn private(&self, ctx: &Ctx, to: &str, text: &str) -> Result<(), HubError> {
         let (conn, to) = self
             .0
-            .find(to)
+            .find(ctx.hub(), to)
             .ok_or_else(|| HubError::not_found(format!("nobody called {to} is online")))?;
         let from = self.me(ctx)?;
         let data = json!({"from": from, "to": to, "text": text});
@@ -409,7 +485,7 @@ impl Handlers {
     /// A new connection: its unique nickname, the welcome, the lobby.
     fn connected(&self, hub: &Hub, ws: &WsConn) {
         let wanted = ws.identity().map(|i| i.user.clone()).unwrap_or_default();
-        let nick = self.0.claim(&wanted, ws.id());
+        let nick = self.0.claim(hub, &wanted, ws.id());
         if nick != wanted {
             if let Err(e) = hub.set_user(ws.id(), &nick) {
                 log::warn!("chat: cannot rename {wanted} to {nick}: {e}");
@@ -428,20 +504,111 @@ impl Handlers {
     }
 }
 
-/// The upgrade's authenticator: `?nick=` must be a valid nickname (400 otherwise).
-fn authenticate(req: &sockloop::http::Request) -> Result<Option<Identity>, Rejection> {
+/// Whether the request's `Origin` (when it has one) is the page's own (`http(s)://` + its
+/// `Host`) or one of `allowed` (`*`: any).
+fn origin_allowed(req: &sockloop::http::Request, allowed: &[String]) -> bool {
+    let Some(origin) = req.header("origin") else {
+        return true; // not a browser: nothing to hijack
+    };
+    let host = req.header("host").unwrap_or("");
+    let own = ["http://", "https://"]
+        .iter()
+        .any(|scheme| origin.strip_prefix(scheme) == Some(host));
+    own || allowed.iter().any(|a| a == "*" || a == origin)
+}
+
+/// The upgrade's authenticator: a same-origin page (or an allowed origin; 403 otherwise),
+/// and `?nick=` a valid nickname (400 otherwise).
+fn authenticate(
+    req: &sockloop::http::Request,
+    allowed: &[String],
+) -> Result<Option<Identity>, Rejection> {
+    if !origin_allowed(req, allowed) {
+        return Err(Rejection::new(403, "this origin may not open the chat"));
+    }
     let nick = req.query_param("nick").unwrap_or("").trim();
     check_nick(nick).map_err(|m| Rejection::new(400, m))?;
     Ok(Some(Identity::user(nick)))
 }
 
-/// The page, `/health`, 404 for the rest.
+/// The page's security headers: its inline script and style are allowed by hash, nothing
+/// else loads, it may not be framed.
+fn page_headers(r: Response) -> Response {
+    static CSP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let csp = CSP.get_or_init(|| {
+        let hash = |tag: &str| {
+            let body = between(PAGE, &format!("<{tag}>"), &format!("</{tag}>"));
+            let digest = ring::digest::digest(&ring::digest::SHA256, body.as_bytes());
+            format!("'sha256-{}'", base64(digest.as_ref()))
+        };
+        format!(
+            "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; \
+             img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            hash("script"),
+            hash("style")
+        )
+    });
+    r.header("Content-Security-Policy", csp.as_str())
+        .header("X-Frame-Options", "DENY")
+        .header("X-Content-Type-Options", "nosniff")
+        .header("Referrer-Policy", "no-referrer")
+        .header("Cache-Control", "no-store")
+}
+
+/// The text between the first `open` and the next `close` (empty when absent).
+fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
+    let Some(start) = text.find(open).map(|i| i + open.len()) else {
+        return "";
+    };
+    let end = text[start..].find(close).map_or(text.len(), |i| start + i);
+    &text[start..end]
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            let pad = i > chunk.len();
+            out.push(if pad {
+                '='
+            } else {
+                ABC[(n >> (18 - 6 * i)) as usize & 63] as char
+            });
+        }
+    }
+    out
+}
+
+/// The page, `/health`, 404 for the rest; `HEAD` gets the headers without a body.
 fn http(req: &sockloop::http::Request) -> Response {
-    match req.path() {
-        "/" | "/index.html" => Response::html(PAGE).header("Cache-Control", "no-store"),
+    let r = match req.path() {
+        "/" | "/index.html" => page_headers(Response::html(PAGE)),
         "/health" => Response::text(200, "ok"),
         _ => Response::not_found(),
+    };
+    if req.method() == "HEAD" {
+        return r.body(Vec::new());
     }
+    r
+}
+
+/// The rooms one can see (not private), with their user counts, for the page's list.
+fn room_list(ctx: &mut Ctx) -> Result<(), HubError> {
+    let rooms: Vec<_> = ctx
+        .hub()
+        .rooms()
+        .into_iter()
+        .map(|r| json!({"room": r.name, "users": r.users.len()}))
+        .collect();
+    ctx.ack(&json!({ "rooms": rooms }))
 }
 
 /// The chat's hub: routes, middleware, the lobby.
@@ -471,6 +638,7 @@ pub fn hub(cfg: &ChatConfig) -> Hub {
             ctx.ack(&json!({ "room": room }))
         })
         .on("room:typing", move |ctx: &mut Ctx| typing.typing(ctx))
+        .on("room:list", room_list)
         .on_connect(move |hub, ws| conn.connected(hub, ws))
         .on_disconnect(move |_, ws, _, _| gone.0.release(ws.id()))
         .build();
@@ -486,9 +654,10 @@ pub fn hub(cfg: &ChatConfig) -> Hub {
 /// When the address cannot be bound.
 pub fn serve(rt: &Runtime, cfg: &ChatConfig) -> sockloop::Result<Chat> {
     let hub = hub(cfg);
+    let allowed = cfg.allowed_origins.clone();
     let ws = WsServerConfig::new()
         .path(Some("/ws".into()))
-        .authenticator(authenticate)
+        .authenticator(move |req| authenticate(req, &allowed))
         .http(http);
     let server = rt
         .serve(Listen::tcp(cfg.addr.clone()))
@@ -503,6 +672,10 @@ fn parse_args() -> ChatConfig {
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--addr" => cfg.addr = it.next().unwrap_or_else(|| usage("--addr needs a value")),
+            "--allow-origin" => cfg.allowed_origins.push(
+                it.next()
+                    .unwrap_or_else(|| usage("--allow-origin needs a value")),
+            ),
             "-h" | "--help" => usage(""),
             other => usage(&format!("unknown flag {other}")),
         }
@@ -514,7 +687,11 @@ fn usage(msg: &str) -> ! {
     if !msg.is_empty() {
         eprintln!("chat: {msg}");
     }
-    eprintln!("usage: chat [--addr HOST:PORT]   (default 127.0.0.1:8080)");
+    eprintln!(
+        "usage: chat [--addr HOST:PORT] [--allow-origin ORIGIN]...\n  \
+         --addr          where to listen (default 127.0.0.1:8080)\n  \
+         --allow-origin  an origin allowed besides the page's own (`*`: any); repeatable"
+    );
     std::process::exit(2)
 }
 

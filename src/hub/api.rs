@@ -85,6 +85,7 @@ impl Hub {
             let entry = ConnEntry {
                 ws: ws.clone(),
                 info,
+                created: 0,
             };
             st.conns.insert(ws.id(), entry);
             user.as_ref().is_some_and(|u| {
@@ -105,29 +106,62 @@ impl Hub {
     }
 
     pub(crate) fn on_close(&self, ws: &WsConn, code: CloseCode, reason: &str) {
-        self.ack_conn_closed(ws.id());
-        let rooms = self.leave_all(ws.id());
-        let gone = {
+        self.depart(ws.id());
+        if let Some(f) = &self.inner.on_disconnect {
+            f(self, ws, code, reason);
+        }
+    }
+
+    /// Takes a connection out of the hub — pending acks, rooms, its user, presence — once:
+    /// when its close begins (seen by the timer's close check) or at the latest when it
+    /// closed.
+    pub(crate) fn depart(&self, id: ConnId) {
+        let (lefts, gone) = {
             let mut st = self.state();
-            let entry = st.conns.remove(&ws.id());
-            let user = entry.and_then(|e| e.info.user);
-            user.filter(|u| {
+            let Some(entry) = st.conns.remove(&id) else {
+                return;
+            };
+            // Out of the registry first: whoever hears `room:left` finds it gone.
+            let lefts: Vec<_> = entry
+                .info
+                .rooms
+                .iter()
+                .filter_map(|room| super::rooms::remove_member(&mut st, id, room))
+                .collect();
+            let gone = entry.info.user.filter(|u| {
                 let last = st.users.get_mut(u).is_some_and(|s| {
-                    s.remove(&ws.id());
+                    s.remove(&id);
                     s.is_empty()
                 });
                 if last {
                     st.users.remove(u);
+                    st.announced.remove(u);
                     st.saw(u, SystemTime::now(), self.inner.cfg.max_last_seen);
                 }
                 last
-            })
+            });
+            (lefts, gone)
         };
+        self.ack_conn_closed(id);
+        let rooms: Vec<String> = lefts.iter().map(|l| l.room.clone()).collect();
+        for left in &lefts {
+            self.announce_left(left, id);
+        }
         if let Some(u) = gone {
             self.announce_offline(&u, &rooms);
         }
-        if let Some(f) = &self.inner.on_disconnect {
-            f(self, ws, code, reason);
+    }
+
+    /// Connections whose close began: they leave the hub now, though their sockets may
+    /// linger until the close handshake ends (timer thread, every `close_check`).
+    pub(crate) fn depart_closing(&self) {
+        let closing: Vec<ConnId> = {
+            let st = self.state();
+            let closing = st.conns.values().filter(|e| !e.ws.is_open());
+            closing.map(|e| e.info.id).collect()
+        };
+        for id in closing {
+            self.depart(id);
         }
     }
 
@@ -160,7 +194,7 @@ impl Hub {
     pub(crate) fn on_text(&self, ws: &WsConn, text: &str) {
         self.inner.stats.messages_in.fetch_add(1, Ordering::Relaxed);
         match parse_envelope(text, &self.inner.cfg.limits) {
-            Ok(env) if env.event == "ack" => self.ack_arrived(ws.id(), env.reference),
+            Ok(env) if env.event == "ack" => self.ack_arrived(ws.id(), env.reference, env.data),
             Ok(env) => self.dispatch(ws, env),
             Err(r) => self.send_error(ws, &r.error, r.reference),
         }
@@ -241,16 +275,22 @@ impl Hub {
         self.state().presence(user)
     }
 
-    /// A metadata value of a connection.
-    pub fn meta(&self, id: ConnId, key: &str) -> Option<String> {
+    /// A metadata value of a connection (any JSON value).
+    pub fn meta(&self, id: ConnId, key: &str) -> Option<serde_json::Value> {
         let st = self.state();
         st.conns
             .get(&id)
             .and_then(|e| e.info.meta.get(key).cloned())
     }
 
-    /// Sets a metadata value of a connection (ignored for unknown connections).
-    pub fn set_meta(&self, id: ConnId, key: impl Into<String>, value: impl Into<String>) {
+    /// Sets a metadata value of a connection (ignored for unknown connections). Any JSON
+    /// value: `"away"`, `3`, `json!({"x": 1})`.
+    pub fn set_meta(
+        &self,
+        id: ConnId,
+        key: impl Into<String>,
+        value: impl Into<serde_json::Value>,
+    ) {
         if let Some(e) = self.state().conns.get_mut(&id) {
             e.info.meta.insert(key.into(), value.into());
         }
@@ -261,6 +301,7 @@ impl Hub {
         match self.conn(id) {
             Some(ws) => {
                 ws.close(code, reason);
+                self.depart(id);
                 true
             }
             None => false,
@@ -272,6 +313,7 @@ impl Hub {
         let conns = self.state().user_conns(user);
         for ws in &conns {
             ws.close(code, reason);
+            self.depart(ws.id());
         }
         conns.len()
     }

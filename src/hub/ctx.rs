@@ -79,12 +79,12 @@ impl Ctx {
     }
 
     /// A metadata value of this connection.
-    pub fn meta(&self, key: &str) -> Option<String> {
+    pub fn meta(&self, key: &str) -> Option<serde_json::Value> {
         self.hub.meta(self.conn_id(), key)
     }
 
     /// Sets a metadata value of this connection.
-    pub fn set_meta(&self, key: impl Into<String>, value: impl Into<String>) {
+    pub fn set_meta(&self, key: impl Into<String>, value: impl Into<serde_json::Value>) {
         self.hub.set_meta(self.conn_id(), key, value);
     }
 

@@ -1,13 +1,10 @@
 //! Delivery: emit to a connection, a user's devices, users, a room (minus some), a filter or
-//! everyone — framed once — optionally waiting for acknowledgements with retries.
+//! everyone — framed once. Acknowledged delivery is in `ack.rs`.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use serde::Serialize;
 
-use super::builder::AckOptions;
 use super::envelope::encode;
 use super::error::HubError;
 use super::state::{ConnInfo, State};
@@ -25,7 +22,7 @@ enum To<'h> {
 
 /// Who an emit goes to; made by [`Hub::to_room`] and its siblings.
 pub struct Target<'h> {
-    hub: &'h Hub,
+    pub(super) hub: &'h Hub,
     to: To<'h>,
     except: Vec<ConnId>,
 }
@@ -35,45 +32,6 @@ impl std::fmt::Debug for Target<'_> {
         f.debug_struct("Target")
             .field("except", &self.except)
             .finish()
-    }
-}
-
-/// The outcome of an acknowledged delivery for one recipient.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AckStatus {
-    /// The recipient acknowledged.
-    Acked,
-    /// No acknowledgement after every attempt.
-    TimedOut,
-    /// The last attempt was refused by the recipient's drop policy.
-    Dropped,
-    /// The connection closed before acknowledging.
-    Closed,
-}
-
-/// Per-recipient outcomes of [`Target::emit_with_ack`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeliveryReport {
-    /// Each recipient and what happened, in id order.
-    pub results: Vec<(ConnId, AckStatus)>,
-    /// Sends made, retries included.
-    pub attempts: usize,
-}
-
-impl DeliveryReport {
-    /// How many recipients ended with `status`.
-    pub fn count(&self, status: AckStatus) -> usize {
-        self.results.iter().filter(|(_, s)| *s == status).count()
-    }
-
-    /// What happened for one recipient.
-    pub fn status(&self, id: ConnId) -> Option<AckStatus> {
-        self.results.iter().find(|(c, _)| *c == id).map(|(_, s)| *s)
-    }
-
-    /// Whether every recipient acknowledged.
-    pub fn all_acked(&self) -> bool {
-        self.results.iter().all(|(_, s)| *s == AckStatus::Acked)
     }
 }
 
@@ -124,22 +82,6 @@ impl Hub {
     /// quick, and do not call the hub from it).
     pub fn to_filter<'h>(&'h self, f: impl Fn(&ConnInfo) -> bool + 'h) -> Target<'h> {
         self.target(To::Filter(Box::new(f)))
-    }
-
-    pub(crate) fn ack_arrived(&self, from: ConnId, reference: Option<u64>) {
-        let Some(r) = reference else { return };
-        let tx = lock_acks(self).get(&r).cloned();
-        if let Some(tx) = tx {
-            let _ = tx.send(AckMsg::Acked(from));
-        }
-    }
-
-    /// Tells every delivery waiting for acknowledgements that `id` closed.
-    pub(crate) fn ack_conn_closed(&self, id: ConnId) {
-        let waiting: Vec<_> = lock_acks(self).values().cloned().collect();
-        for tx in waiting {
-            let _ = tx.send(AckMsg::Closed(id));
-        }
     }
 }
 
@@ -272,7 +214,7 @@ impl<'h> Target<'h> {
     }
 
     /// The recipients' handles, minus the exceptions, in id order.
-    fn recipients(&self) -> Vec<WsConn> {
+    pub(super) fn recipients(&self) -> Vec<WsConn> {
         let st = self.hub.state();
         let mut v = self.collect(&st);
         v.retain(|w| !self.except.contains(&w.id()));
@@ -300,62 +242,6 @@ impl<'h> Target<'h> {
                 .collect(),
         }
     }
-
-    /// Sends `{"event", "data", "id"}` to every recipient and waits for each one's
-    /// `{"event":"ack","ref":id}`: up to `opts.timeout` per attempt, resending to the
-    /// silent ones `opts.retries` times. Blocks the calling thread until every recipient
-    /// acked or the last attempt timed out. The message is serialized and framed once.
-    ///
-    /// Call it from a handler thread ([`Dispatch::Threads`](crate::Dispatch), the default)
-    /// or your own thread, never from an inline handler: the poller it would block is the
-    /// one that reads the acknowledgements.
-    ///
-    /// # Errors
-    /// `internal` when `data` cannot be serialized.
-    ///
-    /// # Examples
-    /// ```no_run
-    /// # fn f(hub: &sockloop::hub::Hub) -> Result<(), sockloop::hub::HubError> {
-    /// use std::time::Duration;
-    /// use sockloop::hub::{AckOptions, AckStatus};
-    /// let report = hub.to_user("ann").emit_with_ack("order:filled", &42,
-    ///     AckOptions::new(Duration::from_secs(2), 1))?;
-    /// println!("{} devices acked", report.count(AckStatus::Acked));
-    /// # Ok(()) }
-    /// ```
-    pub fn emit_with_ack<T: Serialize + ?Sized>(
-        self,
-        event: &str,
-        data: &T,
-        opts: AckOptions,
-    ) -> Result<DeliveryReport, HubError> {
-        let id = self.hub.inner.next_ack.fetch_add(1, Ordering::Relaxed);
-        let text = encode(event, data, Some(id), None)?;
-        let list = self.recipients();
-        let (tx, rx) = crossbeam_channel::unbounded();
-        lock_acks(self.hub).insert(id, tx);
-        let pending = &self.hub.inner.stats.acks_pending;
-        pending.fetch_add(list.len(), Ordering::Relaxed);
-        let report = AckRound::new(self.hub, &list, &text).run(&rx, opts);
-        pending.fetch_sub(list.len(), Ordering::Relaxed);
-        lock_acks(self.hub).remove(&id);
-        Ok(report)
-    }
-}
-
-/// What a delivery waiting for acknowledgements hears.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum AckMsg {
-    /// This connection acknowledged.
-    Acked(ConnId),
-    /// This connection closed.
-    Closed(ConnId),
-}
-
-fn lock_acks(
-    hub: &Hub,
-) -> std::sync::MutexGuard<'_, HashMap<u64, crossbeam_channel::Sender<AckMsg>>> {
-    hub.inner.acks.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Frames `text` once (when attached) and sends it to each connection.
@@ -368,7 +254,7 @@ fn send_each(hub: &Hub, list: &[WsConn], text: &str) -> Delivery {
     d
 }
 
-fn send_to(ws: &WsConn, frames: Option<&Frames>, text: &str) -> SendStatus {
+pub(super) fn send_to(ws: &WsConn, frames: Option<&Frames>, text: &str) -> SendStatus {
     match frames {
         Some(f) => ws.send_frames(f),
         None => ws.send_text(text),
@@ -380,88 +266,5 @@ fn tally(d: &mut Delivery, st: SendStatus) {
         SendStatus::Queued => d.queued += 1,
         SendStatus::Dropped => d.dropped += 1,
         SendStatus::Closed => d.closed += 1,
-    }
-}
-
-/// The state of one acknowledged delivery.
-struct AckRound<'a> {
-    hub: &'a Hub,
-    frames: Option<Frames>,
-    text: &'a str,
-    /// Recipient → final status, or the last send's status while pending.
-    state: Vec<(WsConn, Option<AckStatus>, SendStatus)>,
-    attempts: usize,
-}
-
-impl<'a> AckRound<'a> {
-    fn new(hub: &'a Hub, list: &[WsConn], text: &'a str) -> Self {
-        let frames = hub.inner.bcast.get().map(|f| f.b.frames_text(text));
-        let state = list
-            .iter()
-            .map(|w| (w.clone(), None, SendStatus::Queued))
-            .collect();
-        AckRound {
-            hub,
-            frames,
-            text,
-            state,
-            attempts: 0,
-        }
-    }
-
-    fn pending(&self) -> usize {
-        self.state.iter().filter(|s| s.1.is_none()).count()
-    }
-
-    fn send_pending(&mut self) {
-        for (ws, fin, last) in self.state.iter_mut().filter(|s| s.1.is_none()) {
-            *last = send_to(ws, self.frames.as_ref(), self.text);
-            self.hub.count(*last);
-            self.attempts += 1;
-            if *last == SendStatus::Closed {
-                *fin = Some(AckStatus::Closed);
-            }
-        }
-    }
-
-    fn collect_acks(&mut self, rx: &crossbeam_channel::Receiver<AckMsg>, until: Instant) {
-        while self.pending() > 0 {
-            let left = until.saturating_duration_since(Instant::now());
-            let (from, status) = match rx.recv_timeout(left) {
-                Ok(AckMsg::Acked(c)) => (c, AckStatus::Acked),
-                Ok(AckMsg::Closed(c)) => (c, AckStatus::Closed),
-                Err(_) => return,
-            };
-            if let Some(s) = self.state.iter_mut().find(|s| s.0.id() == from) {
-                s.1.get_or_insert(status);
-            }
-        }
-    }
-
-    fn run(mut self, rx: &crossbeam_channel::Receiver<AckMsg>, opts: AckOptions) -> DeliveryReport {
-        for _ in 0..=opts.retries {
-            self.send_pending();
-            self.collect_acks(rx, Instant::now() + opts.timeout);
-            if self.pending() == 0 {
-                break;
-            }
-        }
-        let results = self
-            .state
-            .iter()
-            .map(|(ws, fin, last)| (ws.id(), fin.unwrap_or_else(|| unacked(ws, *last))))
-            .collect();
-        DeliveryReport {
-            results,
-            attempts: self.attempts,
-        }
-    }
-}
-
-fn unacked(ws: &WsConn, last: SendStatus) -> AckStatus {
-    match (ws.is_open(), last) {
-        (false, _) => AckStatus::Closed,
-        (true, SendStatus::Dropped) => AckStatus::Dropped,
-        (true, _) => AckStatus::TimedOut,
     }
 }

@@ -7,8 +7,10 @@ use serde_json::Value;
 
 use super::error::{ErrorCode, HubError};
 
-/// One message of the hub protocol (see `docs/PROTOCOL.md`).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// One message of the hub protocol (see `docs/PROTOCOL.md`). Only a JSON object is an
+/// envelope: deserializing an array (`["chat:say", {…}, 5]`) fails, though serde would
+/// accept one for a derived struct.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct Envelope {
     /// The event name, e.g. `chat:send`.
     pub event: String,
@@ -33,6 +35,59 @@ pub struct Envelope {
     /// Optional string headers (trace ids, client versions…).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+}
+
+/// The envelope's fields as serde derives them (which accepts arrays too); read only
+/// through [`Envelope`]'s object-only `Deserialize`.
+#[derive(Deserialize)]
+struct Wire {
+    event: String,
+    #[serde(default)]
+    data: Value,
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(default, rename = "ref")]
+    reference: Option<u64>,
+    #[serde(default)]
+    topic: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+impl From<Wire> for Envelope {
+    fn from(w: Wire) -> Self {
+        Envelope {
+            event: w.event,
+            data: w.data,
+            id: w.id,
+            reference: w.reference,
+            topic: w.topic,
+            namespace: w.namespace,
+            version: w.version,
+            headers: w.headers,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectOnly;
+        impl<'de> serde::de::Visitor<'de> for ObjectOnly {
+            type Value = Envelope;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an envelope object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Envelope, A::Error> {
+                let d = serde::de::value::MapAccessDeserializer::new(map);
+                Wire::deserialize(d).map(Envelope::from)
+            }
+        }
+        d.deserialize_map(ObjectOnly)
+    }
 }
 
 /// Limits applied to every inbound envelope before and while parsing.
@@ -135,7 +190,10 @@ pub fn parse_envelope(text: &str, limits: &EnvelopeLimits) -> Result<Envelope, R
     let env: Envelope = match serde_json::from_str(text) {
         Ok(e) => e,
         Err(e) => {
-            let id = serde_json::from_str::<IdOnly>(text).ok().and_then(|i| i.id);
+            // Only an object has an `id` (a derived struct would read one from an array).
+            let object = text.trim_start().starts_with('{');
+            let id = object.then(|| serde_json::from_str::<IdOnly>(text).ok());
+            let id = id.flatten().and_then(|i| i.id);
             return Err(refuse(id, ErrorCode::BadEnvelope, e.to_string()));
         }
     };
@@ -222,6 +280,10 @@ mod tests {
             ErrorCode::BadEnvelope
         );
         assert_eq!(code(r#"{"event":"a","id":-1}"#), ErrorCode::BadEnvelope);
+        assert_eq!(code(r#"["chat:say",{"t":1},5]"#), ErrorCode::BadEnvelope);
+        assert_eq!(code(r#""chat:say""#), ErrorCode::BadEnvelope);
+        assert_eq!(code("5"), ErrorCode::BadEnvelope);
+        assert_eq!(code("null"), ErrorCode::BadEnvelope);
         assert_eq!(code(&"[".repeat(10_000)), ErrorCode::BadEnvelope);
         let big = format!(r#"{{"event":"a","data":"{}"}}"#, "x".repeat(1 << 20));
         assert_eq!(code(&big), ErrorCode::TooLarge);
@@ -231,6 +293,13 @@ mod tests {
     fn the_id_comes_back_with_a_type_error() {
         let r = parse(r#"{"event":"a","id":9,"headers":[1]}"#).unwrap_err();
         assert_eq!(r.reference, Some(9));
+        assert_eq!(parse("[9]").unwrap_err().reference, None);
+        let r = parse(r#"["chat:say",{},5]"#).unwrap_err();
+        assert!(
+            r.error.message.contains("an envelope object"),
+            "{}",
+            r.error.message
+        );
     }
 
     #[test]

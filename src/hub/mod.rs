@@ -39,6 +39,7 @@
 //! # Ok::<(), sockloop::Error>(())
 //! ```
 
+mod ack;
 mod api;
 mod builder;
 mod conn;
@@ -53,17 +54,19 @@ mod router;
 mod state;
 mod subscribe;
 mod system;
+mod timer;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub use ack::{AckHandle, AckStatus, DeliveryReport};
 pub use builder::{AckOptions, HubBuilder, HubConfig, PresenceScope, Route};
 pub use ctx::Ctx;
-pub use delivery::{AckStatus, DeliveryReport, Target};
+pub use delivery::Target;
 pub use envelope::{encode, encode_error, parse_envelope, Envelope, EnvelopeLimits, Refused};
 pub use error::{ErrorCode, HubError};
-pub use mw::{Middleware, Next, RateLimit};
+pub use mw::{Handler, Middleware, Next, RateLimit, Scope};
 pub use state::{Cleanup, ConnInfo, Presence, Role, RoomEvents, RoomInfo, RoomOptions, RoomPolicy};
 pub use subscribe::{RoomEvent, SubscriptionId};
 
@@ -116,10 +119,12 @@ pub(crate) struct HubInner {
     pub(crate) bcast: OnceLock<Fanout>,
     /// Every connection of the hub is in this group.
     pub(crate) all: GroupId,
-    pub(crate) acks: Mutex<HashMap<u64, crossbeam_channel::Sender<delivery::AckMsg>>>,
+    /// Acknowledged deliveries under way, by message id.
+    pub(crate) acks: Mutex<HashMap<u64, Arc<ack::Round>>>,
     pub(crate) next_ack: AtomicU64,
     pub(crate) stats: Counters,
-    pub(crate) typing: crossbeam_channel::Sender<presence::TimerCmd>,
+    /// The timer thread: typing expiry, ack resends and timeouts.
+    pub(crate) timer: crossbeam_channel::Sender<timer::TimerCmd>,
     /// Room subscribers outside the connections (processes, bridges).
     pub(crate) subs: subscribe::Subscriptions,
 }

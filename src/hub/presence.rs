@@ -1,48 +1,54 @@
-//! Typing indicators with a time to live, expired by the hub's single timer thread.
+//! Typing indicators with a time to live, expired by the hub's timer thread.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Weak;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde_json::json;
 
 use super::error::HubError;
-use super::{Hub, HubInner};
+use super::timer::TimerCmd;
+use super::Hub;
 use crate::ConnId;
 
-/// A typing indicator to expire at `until` unless refreshed.
-pub(crate) struct TimerCmd {
+/// A typing indicator to expire at `until` unless refreshed, or to end now (`stop`).
+pub(crate) struct TypingCmd {
     room: String,
     user: String,
     conn: ConnId,
     until: Instant,
+    stop: bool,
 }
 
 type Key = (String, String);
 
 /// Deadlines of live indicators (sans-IO: the caller passes the time).
 #[derive(Default)]
-struct Typing {
+pub(crate) struct Typing {
     latest: HashMap<Key, (Instant, ConnId)>,
     queue: BTreeMap<(Instant, u64), Key>,
     seq: u64,
 }
 
 impl Typing {
-    fn set(&mut self, c: TimerCmd) {
-        self.seq += 1;
+    /// Applies a command; returns an indicator that ended now (a stop of a live one).
+    pub(crate) fn apply(&mut self, c: TypingCmd) -> Option<(Key, ConnId)> {
         let key = (c.room, c.user);
+        if c.stop {
+            // A stale queue entry stays; `expire` skips entries that are not the latest.
+            return self.latest.remove(&key).map(|(_, conn)| (key, conn));
+        }
+        self.seq += 1;
         self.queue.insert((c.until, self.seq), key.clone());
         self.latest.insert(key, (c.until, c.conn));
+        None
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.queue.keys().next().map(|k| k.0)
     }
 
     /// Indicators whose latest deadline passed at `now`.
-    fn expire(&mut self, now: Instant) -> Vec<(Key, ConnId)> {
+    pub(crate) fn expire(&mut self, now: Instant) -> Vec<(Key, ConnId)> {
         let mut out = Vec::new();
         while let Some(entry) = self.queue.first_entry() {
             if entry.key().0 > now {
@@ -58,41 +64,9 @@ impl Typing {
     }
 }
 
-/// Starts the hub's timer thread; it ends when the hub is dropped.
-pub(crate) fn spawn_timer(hub: Weak<HubInner>) -> Sender<TimerCmd> {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let spawned = std::thread::Builder::new()
-        .name("sockloop-hub-timer".into())
-        .spawn(move || timer_loop(&hub, &rx));
-    if let Err(e) = spawned {
-        log::error!("hub: no timer thread, typing indicators will not expire: {e}");
-    }
-    tx
-}
-
-fn timer_loop(hub: &Weak<HubInner>, rx: &Receiver<TimerCmd>) {
-    let mut typing = Typing::default();
-    loop {
-        let wait = typing
-            .next_deadline()
-            .map_or(Duration::from_secs(3600), |d| {
-                d.saturating_duration_since(Instant::now())
-            });
-        match rx.recv_timeout(wait) {
-            Ok(cmd) => typing.set(cmd),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-        let expired = typing.expire(Instant::now());
-        if expired.is_empty() {
-            continue;
-        }
-        let Some(inner) = hub.upgrade() else { return };
-        let hub = Hub { inner };
-        for ((room, user), conn) in expired {
-            announce(&hub, &room, &user, conn, false);
-        }
-    }
+/// Tells the other members of `room` that `user` stopped typing (timer thread).
+pub(crate) fn ended(hub: &Hub, ((room, user), conn): (Key, ConnId)) {
+    announce(hub, &room, &user, conn, false);
 }
 
 fn announce(hub: &Hub, room: &str, user: &str, conn: ConnId, typing: bool) {
@@ -113,28 +87,30 @@ impl Hub {
     pub fn typing(&self, conn: ConnId, room: &str) -> Result<(), HubError> {
         let user = self.member_user(conn, room)?;
         announce(self, room, &user, conn, true);
-        self.schedule(conn, room, user, self.inner.cfg.typing_ttl);
+        self.schedule(conn, room, user, self.inner.cfg.typing_ttl, false);
         Ok(())
     }
 
-    /// Ends the user's typing indicator in `room` now (members get `"typing":false`).
+    /// Ends the user's typing indicator in `room` now: members get `"typing":false` when
+    /// one was on, nothing otherwise.
     ///
     /// # Errors
     /// As [`typing`](Self::typing).
     pub fn stop_typing(&self, conn: ConnId, room: &str) -> Result<(), HubError> {
         let user = self.member_user(conn, room)?;
-        self.schedule(conn, room, user, Duration::ZERO);
+        self.schedule(conn, room, user, Duration::ZERO, true);
         Ok(())
     }
 
-    fn schedule(&self, conn: ConnId, room: &str, user: String, ttl: Duration) {
-        let cmd = TimerCmd {
+    fn schedule(&self, conn: ConnId, room: &str, user: String, ttl: Duration, stop: bool) {
+        let cmd = TypingCmd {
             room: room.to_owned(),
             user,
             conn,
-            until: Instant::now() + ttl,
+            until: super::timer::later(ttl),
+            stop,
         };
-        let _ = self.inner.typing.send(cmd);
+        self.timer(TimerCmd::Typing(cmd));
     }
 
     fn member_user(&self, conn: ConnId, room: &str) -> Result<String, HubError> {
@@ -155,22 +131,38 @@ impl Hub {
 mod tests {
     use super::*;
 
-    fn cmd(user: &str, until: Instant) -> TimerCmd {
-        TimerCmd {
+    fn cmd(user: &str, until: Instant) -> TypingCmd {
+        TypingCmd {
             room: "r".into(),
             user: user.into(),
             conn: ConnId(1),
             until,
+            stop: false,
         }
+    }
+
+    #[test]
+    fn stopping_ends_only_a_live_indicator() {
+        let t0 = Instant::now();
+        let mut t = Typing::default();
+        let stop = |u: &str| TypingCmd {
+            stop: true,
+            ..cmd(u, t0)
+        };
+        assert!(t.apply(stop("a")).is_none(), "a was not typing");
+        assert!(t.apply(cmd("a", t0 + Duration::from_secs(1))).is_none());
+        assert!(t.apply(stop("a")).is_some());
+        assert!(t.apply(stop("a")).is_none(), "already ended");
+        assert!(t.expire(t0 + Duration::from_secs(2)).is_empty());
     }
 
     #[test]
     fn refreshed_indicator_expires_once_at_its_latest_deadline() {
         let t0 = Instant::now();
         let mut t = Typing::default();
-        t.set(cmd("a", t0 + Duration::from_secs(1)));
-        t.set(cmd("a", t0 + Duration::from_secs(3)));
-        t.set(cmd("b", t0 + Duration::from_secs(2)));
+        t.apply(cmd("a", t0 + Duration::from_secs(1)));
+        t.apply(cmd("a", t0 + Duration::from_secs(3)));
+        t.apply(cmd("b", t0 + Duration::from_secs(2)));
         assert!(t.expire(t0 + Duration::from_millis(1500)).is_empty());
         let b = t.expire(t0 + Duration::from_secs(2));
         assert_eq!(b.len(), 1);

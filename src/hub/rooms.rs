@@ -1,19 +1,30 @@
-//! Rooms on the hub: create, join, leave, invite, kick, roles, members and counts.
+//! Rooms on the hub: create, join, leave, invite, kick and ban, roles, members and counts.
 
 use serde_json::json;
 
+use super::builder::PresenceScope;
 use super::error::{ErrorCode, HubError};
 use super::state::{Cleanup, Role, Room, RoomInfo, RoomOptions, RoomPolicy, State};
 use super::Hub;
 use crate::ConnId;
 
+use std::time::{Duration, Instant};
+
 /// What removing one member changed.
-struct Left {
-    room: String,
+pub(super) struct Left {
+    pub(super) room: String,
     user: Option<String>,
     /// The member list when the user's last connection left the room.
     users: Option<Vec<String>>,
     notify: bool,
+}
+
+fn banned(until: Instant) -> HubError {
+    let secs = until
+        .saturating_duration_since(Instant::now())
+        .as_secs()
+        .max(1);
+    HubError::forbidden(format!("banned from this room for {secs} s more"))
 }
 
 fn not_found(what: &str) -> HubError {
@@ -22,7 +33,7 @@ fn not_found(what: &str) -> HubError {
 
 /// Removes `id` from `room` (delivery group included); removes an emptied room per its
 /// cleanup.
-fn remove_member(st: &mut State, id: ConnId, room: &str) -> Option<Left> {
+pub(super) fn remove_member(st: &mut State, id: ConnId, room: &str) -> Option<Left> {
     let State { conns, rooms, .. } = st;
     let r = rooms.get_mut(room)?;
     let user = r.members.remove(&id)?;
@@ -38,7 +49,7 @@ fn remove_member(st: &mut State, id: ConnId, room: &str) -> Option<Left> {
         notify: r.notifies(),
     };
     if r.members.is_empty() && r.opts.cleanup == Cleanup::WhenEmpty {
-        rooms.remove(room);
+        st.remove_room(room);
     }
     Some(left)
 }
@@ -67,25 +78,31 @@ impl Hub {
         Ok(())
     }
 
-    /// Deletes a room: its members leave it (they get `room:closed`). False when unknown.
+    /// Deletes a room: its members leave it (they get `room:closed`). True when the room
+    /// existed, false when unknown.
     pub fn delete_room(&self, name: &str) -> bool {
-        let members = self.members(name);
         if !self.state().rooms.contains_key(name) {
             return false;
         }
         self.to_room(name)
             .emit("room:closed", &json!({"room": name}));
         let mut st = self.state();
+        let members = st
+            .rooms
+            .get(name)
+            .map(|r| r.members.keys().copied().collect());
+        let members: Vec<ConnId> = members.unwrap_or_default();
         let left: Vec<(ConnId, Left)> = members
             .into_iter()
             .filter_map(|id| remove_member(&mut st, id, name).map(|l| (id, l)))
             .collect();
-        let existed = st.rooms.remove(name).is_some();
+        // Removing the last member may have removed the room already (its cleanup).
+        st.remove_room(name);
         drop(st);
         for (id, l) in &left {
             self.publish_member(name, *id, &l.user, false);
         }
-        existed
+        true
     }
 
     /// Adds a connection to a room, creating the room per
@@ -99,19 +116,28 @@ impl Hub {
     pub fn join(&self, id: ConnId, room: &str) -> Result<(), HubError> {
         let (user, users, notify) = {
             let mut st = self.state();
+            let user = st.conns.get(&id).ok_or_else(|| not_found("connection"))?;
+            let user = user.info.user.clone();
+            if let Some(u) = &user {
+                if let Some(until) = st.banned_until(room, u, Instant::now()) {
+                    return Err(banned(until));
+                }
+            }
+            if !st.rooms.contains_key(room) {
+                self.create_by_join(&mut st, id, room, user.as_deref())?;
+            }
             let State { conns, rooms, .. } = &mut *st;
             let entry = conns.get_mut(&id).ok_or_else(|| not_found("connection"))?;
-            if !rooms.contains_key(room) {
-                let opts = self.inner.cfg.auto_create.clone();
-                let opts = opts.ok_or_else(|| not_found("room"))?;
-                rooms.insert(room.to_owned(), Room::new(opts));
-            }
             let r = rooms.get_mut(room).ok_or_else(|| not_found("room"))?;
             if r.members.contains_key(&id) {
                 return Ok(());
             }
-            let user = entry.info.user.clone();
-            r.admit(user.as_deref())?;
+            if let Err(e) = r.admit(user.as_deref()) {
+                if r.members.is_empty() && r.creator == Some(id) {
+                    st.remove_room(room);
+                }
+                return Err(e);
+            }
             let new_user = user.as_deref().is_some_and(|u| !r.has_user(u));
             r.members.insert(id, user.clone());
             entry.ws.join_group(r.gid);
@@ -125,8 +151,66 @@ impl Hub {
             if let Some(users) = users {
                 self.push_users(room, &users);
             }
+            if let Some(u) = &user {
+                self.announce_online(id, u, room);
+            }
         }
         Ok(())
+    }
+
+    /// Creates `room` for a first join by `id` (per `auto_create`, within the connection's
+    /// cap); the joiner's user owns it.
+    fn create_by_join(
+        &self,
+        st: &mut State,
+        id: ConnId,
+        room: &str,
+        user: Option<&str>,
+    ) -> Result<(), HubError> {
+        let cfg = &self.inner.cfg;
+        let mut opts = cfg.auto_create.clone().ok_or_else(|| not_found("room"))?;
+        let entry = st
+            .conns
+            .get_mut(&id)
+            .ok_or_else(|| not_found("connection"))?;
+        if cfg.max_rooms_per_conn.is_some_and(|n| entry.created >= n) {
+            let n = cfg.max_rooms_per_conn.unwrap_or(0);
+            let msg = format!("a connection may create at most {n} rooms");
+            return Err(HubError::forbidden(msg));
+        }
+        entry.created += 1;
+        if opts.owner.is_none() {
+            opts.owner = user.map(str::to_owned);
+        }
+        let mut r = Room::new(opts);
+        r.creator = Some(id);
+        st.rooms.insert(room.to_owned(), r);
+        Ok(())
+    }
+
+    /// `presence` `online: true` to `room`, the first time `user` enters it after coming
+    /// online (presence in the rooms scope).
+    fn announce_online(&self, id: ConnId, user: &str, room: &str) {
+        if self.inner.cfg.presence != PresenceScope::Rooms {
+            return;
+        }
+        let first = {
+            let mut st = self.state();
+            let State {
+                announced, conns, ..
+            } = &mut *st;
+            let set = announced.entry(user.to_owned()).or_default();
+            if set.len() > 256 {
+                // Keep it bounded: forget rooms the connection is no longer in.
+                let now_in = conns.get(&id).map(|e| e.info.rooms.clone());
+                set.retain(|r| now_in.as_ref().is_some_and(|n| n.contains(r)));
+            }
+            set.insert(room.to_owned())
+        };
+        if first {
+            let data = json!({"user": user, "online": true});
+            self.to_room(room).except(id).emit("presence", &data);
+        }
     }
 
     /// Renames the user of a connection (a chat's `/nick`): the hub's user index, the
@@ -200,7 +284,7 @@ impl Hub {
         self.to_room(room).emit("room:users", &data);
     }
 
-    fn announce_left(&self, left: &Left, id: ConnId) {
+    pub(super) fn announce_left(&self, left: &Left, id: ConnId) {
         self.publish_member(&left.room, id, &left.user, false);
         if !left.notify {
             return;
@@ -254,11 +338,55 @@ impl Hub {
 
     /// Removes every connection of `user` from a room and withdraws their invitation and
     /// role; they get `room:kicked`, the rest `room:left`. Returns how many connections
-    /// were removed.
+    /// were removed. They may join again (see [`ban`](Self::ban)).
     ///
     /// # Errors
     /// `not_found` for an unknown room.
     pub fn kick(&self, room: &str, user: &str) -> Result<usize, HubError> {
+        self.remove_user(room, user, None)
+    }
+
+    /// Kicks `user` from a room (as [`kick`](Self::kick)) and refuses their joins for
+    /// `duration` (`forbidden`, even when the room empties and is created again); they get
+    /// `room:kicked` with `"ban_secs"`. A later ban replaces an earlier one.
+    ///
+    /// # Errors
+    /// `not_found` for an unknown room.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use sockloop::hub::{Hub, RoomOptions};
+    /// let hub = Hub::builder().build();
+    /// hub.create_room("dev", RoomOptions::new()).unwrap();
+    /// assert_eq!(hub.ban("dev", "troll", Duration::from_secs(600)).unwrap(), 0);
+    /// assert!(hub.banned("dev", "troll").is_some());
+    /// assert!(hub.unban("dev", "troll"));
+    /// ```
+    pub fn ban(&self, room: &str, user: &str, duration: Duration) -> Result<usize, HubError> {
+        self.remove_user(room, user, Some(duration))
+    }
+
+    /// Lifts a ban; false when there was none in force.
+    pub fn unban(&self, room: &str, user: &str) -> bool {
+        let key = (room.to_owned(), user.to_owned());
+        let until = self.state().bans.remove(&key);
+        until.is_some_and(|t| t > Instant::now())
+    }
+
+    /// How long `user`'s ban from a room still lasts, if one is in force.
+    pub fn banned(&self, room: &str, user: &str) -> Option<Duration> {
+        let now = Instant::now();
+        let until = self.state().banned_until(room, user, now)?;
+        Some(until.saturating_duration_since(now))
+    }
+
+    fn remove_user(
+        &self,
+        room: &str,
+        user: &str,
+        ban: Option<Duration>,
+    ) -> Result<usize, HubError> {
         let (kicked, lefts) = {
             let mut st = self.state();
             let r = st.rooms.get_mut(room).ok_or_else(|| not_found("room"))?;
@@ -270,13 +398,19 @@ impl Hub {
                 .filter(|(_, u)| u.as_deref() == Some(user))
                 .map(|(id, _)| *id)
                 .collect();
+            if let Some(d) = ban {
+                st.ban(room, user, super::timer::later(d), Instant::now());
+            }
             let lefts: Vec<(ConnId, Left)> = ids
                 .iter()
                 .filter_map(|id| remove_member(&mut st, *id, room).map(|l| (*id, l)))
                 .collect();
             (ids, lefts)
         };
-        let data = json!({"room": room});
+        let data = match ban {
+            Some(d) => json!({"room": room, "ban_secs": d.as_secs()}),
+            None => json!({"room": room}),
+        };
         for id in &kicked {
             self.to_conn(*id).emit("room:kicked", &data);
         }

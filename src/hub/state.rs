@@ -3,13 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use super::error::{ErrorCode, HubError};
 use crate::{ConnId, GroupId, WsConn};
 
 /// What the hub knows about one connection; filters see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConnInfo {
     /// The connection's id.
     pub id: ConnId,
@@ -19,7 +19,7 @@ pub struct ConnInfo {
     pub tags: Vec<String>,
     /// Metadata: the identity's attributes, then whatever was set with
     /// [`Hub::set_meta`](super::Hub::set_meta).
-    pub meta: BTreeMap<String, String>,
+    pub meta: BTreeMap<String, serde_json::Value>,
     /// The rooms the connection is in.
     pub rooms: BTreeSet<String>,
     /// When the connection opened.
@@ -29,6 +29,8 @@ pub struct ConnInfo {
 pub(crate) struct ConnEntry {
     pub(crate) ws: WsConn,
     pub(crate) info: ConnInfo,
+    /// Rooms this connection created by joining them, still existing.
+    pub(crate) created: usize,
 }
 
 /// Who may join a room.
@@ -87,7 +89,8 @@ pub struct RoomOptions {
     pub cleanup: Cleanup,
     /// System events pushed to members (default [`RoomEvents::Notify`]).
     pub events: RoomEvents,
-    /// The owner's user id (default: none).
+    /// The owner's user id (default: none; a room created by a first join is owned by the
+    /// joiner's user).
     pub owner: Option<String>,
 }
 
@@ -167,6 +170,8 @@ pub(crate) fn next_group() -> GroupId {
 
 pub(crate) struct Room {
     pub(crate) gid: GroupId,
+    /// The connection that created the room by joining it (counted against its cap).
+    pub(crate) creator: Option<ConnId>,
     pub(crate) opts: RoomOptions,
     pub(crate) members: BTreeMap<ConnId, Option<String>>,
     pub(crate) roles: HashMap<String, Role>,
@@ -181,6 +186,7 @@ impl Room {
         }
         Room {
             gid: next_group(),
+            creator: None,
             opts,
             members: BTreeMap::new(),
             roles,
@@ -224,15 +230,50 @@ impl Room {
     }
 }
 
+/// Bans kept before expired ones are pruned (then whenever their number doubles).
+const PRUNE_BANS_AT: usize = 1024;
+
 #[derive(Default)]
 pub(crate) struct State {
     pub(crate) conns: HashMap<ConnId, ConnEntry>,
     pub(crate) users: HashMap<String, BTreeSet<ConnId>>,
     pub(crate) last_seen: HashMap<String, SystemTime>,
     pub(crate) rooms: HashMap<String, Room>,
+    /// (room, user) → end of the ban. Kept apart from the rooms, so a ban outlives the
+    /// room emptying (a banned user cannot re-create it by joining).
+    pub(crate) bans: HashMap<(String, String), Instant>,
+    prune_bans_at: usize,
+    /// Online users → the rooms their coming online was announced to (presence in the
+    /// rooms scope); forgotten when they go offline.
+    pub(crate) announced: HashMap<String, HashSet<String>>,
 }
 
 impl State {
+    /// Removes a room, releasing its creator's count.
+    pub(crate) fn remove_room(&mut self, name: &str) -> Option<Room> {
+        let room = self.rooms.remove(name)?;
+        let creator = room.creator.and_then(|c| self.conns.get_mut(&c));
+        if let Some(e) = creator {
+            e.created = e.created.saturating_sub(1);
+        }
+        Some(room)
+    }
+
+    /// Bans `user` from `room` until `until`.
+    pub(crate) fn ban(&mut self, room: &str, user: &str, until: Instant, now: Instant) {
+        self.bans.insert((room.to_owned(), user.to_owned()), until);
+        if self.bans.len() > self.prune_bans_at.max(PRUNE_BANS_AT) {
+            self.bans.retain(|_, t| *t > now);
+            self.prune_bans_at = self.bans.len() * 2;
+        }
+    }
+
+    /// When `user`'s ban from `room` ends, if it has not yet.
+    pub(crate) fn banned_until(&self, room: &str, user: &str, now: Instant) -> Option<Instant> {
+        let key = (room.to_owned(), user.to_owned());
+        self.bans.get(&key).copied().filter(|t| *t > now)
+    }
+
     /// Open connections of `user`.
     pub(crate) fn user_conns(&self, user: &str) -> Vec<WsConn> {
         let Some(ids) = self.users.get(user) else {
@@ -296,6 +337,24 @@ mod tests {
         assert!(st.last_seen.len() <= 20);
         assert!(matches!(st.presence("u24"), Presence::Offline { .. }));
         assert_eq!(st.presence("u0"), Presence::Unknown);
+    }
+
+    #[test]
+    fn bans_end_and_expired_ones_are_pruned() {
+        let mut st = State::default();
+        let t0 = Instant::now();
+        let s = std::time::Duration::from_secs;
+        st.ban("r", "u", t0 + s(10), t0);
+        assert!(st.banned_until("r", "u", t0 + s(9)).is_some());
+        assert!(st.banned_until("r", "u", t0 + s(10)).is_none());
+        assert!(st.banned_until("other", "u", t0).is_none());
+        for i in 0..2000 {
+            st.ban("r", &format!("x{i}"), t0 + s(1), t0 + s(20));
+        }
+        // Past 1,024 bans the expired ones go: never more than 1,025 kept here.
+        assert!(st.bans.len() <= 1025, "{}", st.bans.len());
+        st.ban("r", "y", t0 + s(30), t0 + s(20));
+        assert!(st.banned_until("r", "y", t0 + s(20)).is_some());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Optional built-in room events (`room:join`, `room:leave`, `room:typing`, `room:invite`,
 //! `room:kick`), added by [`HubBuilder::room_events`](super::HubBuilder::room_events).
 
+use std::time::Duration;
+
 use serde::Deserialize;
 use serde_json::json;
 
@@ -24,6 +26,9 @@ fn yes() -> bool {
 struct UserArg {
     room: String,
     user: String,
+    /// For `room:kick`: also refuse the user's joins for this long.
+    #[serde(default)]
+    ban_secs: Option<u64>,
 }
 
 fn join(ctx: &mut Ctx) -> Result<(), HubError> {
@@ -66,15 +71,19 @@ fn invite(ctx: &mut Ctx) -> Result<(), HubError> {
 fn kick(ctx: &mut Ctx) -> Result<(), HubError> {
     let a: UserArg = ctx.data()?;
     moderator(ctx, &a.room)?;
-    let n = ctx.hub().kick(&a.room, &a.user)?;
+    let n = match a.ban_secs {
+        Some(s) => ctx.hub().ban(&a.room, &a.user, Duration::from_secs(s))?,
+        None => ctx.hub().kick(&a.room, &a.user)?,
+    };
     ctx.ack(&json!({"room": a.room, "user": a.user, "connections": n}))
 }
 
 impl HubBuilder {
     /// Adds the built-in room events, all answering with an ack when asked (see
     /// `docs/PROTOCOL.md`): `room:join` and `room:leave` (`{"room"}`), `room:typing`
-    /// (`{"room", "typing": bool}`), and for owners and moderators `room:invite` and
-    /// `room:kick` (`{"room", "user"}`).
+    /// (`{"room", "typing": bool}`), and for owners and moderators `room:invite`
+    /// (`{"room", "user"}`) and `room:kick` (`{"room", "user", "ban_secs"?}`: with
+    /// `ban_secs`, a [ban](super::Hub::ban)). Whoever creates a room by joining it owns it.
     pub fn room_events(self) -> Self {
         self.on("room:join", join)
             .on("room:leave", leave)

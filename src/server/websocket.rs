@@ -13,14 +13,21 @@ use crate::server::handle::Conn;
 use crate::Error;
 
 /// Who a connection belongs to, as decided by the authenticator at upgrade time.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// # Examples
+/// ```
+/// use serde_json::json;
+/// let id = sockloop::Identity::user("ann").tag("admin").meta("plan", "pro").meta("seats", 3);
+/// assert_eq!(id.meta["seats"], json!(3));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Identity {
     /// The user id (several connections may share one: devices).
     pub user: String,
     /// Tags for grouping connections (roles, plans, regions…).
     pub tags: Vec<String>,
-    /// Free-form attributes from the authenticator.
-    pub meta: BTreeMap<String, String>,
+    /// Free-form attributes from the authenticator: any JSON values.
+    pub meta: BTreeMap<String, serde_json::Value>,
 }
 
 impl Identity {
@@ -35,6 +42,12 @@ impl Identity {
     /// Adds a tag.
     pub fn tag(mut self, tag: impl Into<String>) -> Self {
         self.tags.push(tag.into());
+        self
+    }
+
+    /// Sets an attribute (a later value for the same key replaces the earlier).
+    pub fn meta(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.meta.insert(key.into(), value.into());
         self
     }
 }

@@ -323,3 +323,134 @@ fn emit_nowait_counts_the_members_and_delivers_in_order() {
         assert_eq!(got, want);
     }
 }
+
+/// A raw HTTP request's whole answer.
+fn http_raw(chat: &Chat, request: &str) -> String {
+    let mut s = std::net::TcpStream::connect(chat.server.local_addr().to_string()).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn dial_from(chat: &Chat, nick: &str, origin: &str) -> sockloop::Result<WsClient> {
+    let url = format!("ws://{}/ws?nick={nick}", chat.server.local_addr());
+    let opts = WsClientOptions::default()
+        .deflate(false)
+        .header("Origin", origin);
+    WsClient::connect(&url, opts)
+}
+
+#[test]
+fn the_chat_refuses_a_foreign_origin_unless_allowed() {
+    let rt = rt();
+    let chat = start(&rt);
+    let own = format!("http://{}", chat.server.local_addr());
+    match dial_from(&chat, "eve", "https://evil.example") {
+        Err(Error::WebSocket(WsError::Handshake { status, .. })) => assert_eq!(status, 403),
+        Err(e) => panic!("expected a 403, got {e}"),
+        Ok(_) => panic!("a foreign origin opened the chat"),
+    }
+    assert!(
+        dial_from(&chat, "ann", &own).is_ok(),
+        "the page's own origin"
+    );
+    assert!(dial(&chat, "bob").is_ok(), "no Origin: not a browser");
+    let cfg = ChatConfig {
+        addr: "127.0.0.1:0".into(),
+        allowed_origins: vec!["https://chat.example".into()],
+        ..ChatConfig::default()
+    };
+    let wide = server::serve(&rt, &cfg).unwrap();
+    assert!(dial_from(&wide, "cy", "https://chat.example").is_ok());
+    assert!(dial_from(&wide, "cy", "https://evil.example").is_err());
+}
+
+#[test]
+fn the_page_has_security_headers_and_head_has_no_body() {
+    let rt = rt();
+    let chat = start(&rt);
+    let get = http_raw(
+        &chat,
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let (head, body) = get.split_once("\r\n\r\n").unwrap();
+    assert!(body.contains("<title>sockloop chat</title>"));
+    let csp = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Security-Policy: "))
+        .expect("a CSP");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'sha256-"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(head.contains("\r\nX-Frame-Options: DENY"), "{head}");
+    assert!(
+        head.contains("\r\nX-Content-Type-Options: nosniff"),
+        "{head}"
+    );
+    for path in ["/", "/health", "/nope"] {
+        let r = http_raw(
+            &chat,
+            &format!("HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        let (head, body) = r.split_once("\r\n\r\n").unwrap();
+        assert_eq!(body, "", "HEAD {path} has no body");
+        assert!(head.starts_with("HTTP/1.1 "), "{head}");
+    }
+}
+
+#[test]
+fn look_alike_nicknames_are_taken_and_who_needs_membership() {
+    let rt = rt();
+    let chat = start(&rt);
+    let (mut alice, _) = join(&chat, "alice");
+    // A Cyrillic а, fullwidth letters, another case: all look like alice.
+    for fake in [
+        "%D0%B0lice",
+        "%EF%BD%81%EF%BD%8C%EF%BD%89%EF%BD%83%EF%BD%85",
+        "ALICE",
+    ] {
+        let (_c, nick) = join(&chat, fake);
+        assert!(
+            nick.ends_with('2') || nick.ends_with('3') || nick.ends_with('4'),
+            "{nick}"
+        );
+    }
+    let (mut bob, _) = join(&chat, "bob");
+    say(&mut bob, "lobby", "/nick аlice");
+    let e = next_event(&mut bob, "error")["data"].clone();
+    assert_eq!(e["code"], "forbidden", "{e}");
+    // /who answers only for a room one is in, whichever room the line claims to be from.
+    say(&mut alice, "lobby", "/join secret");
+    next_event(&mut alice, "chat:joined");
+    say(&mut bob, "secret", "/who");
+    assert_eq!(next_event(&mut bob, "error")["data"]["code"], "forbidden");
+    say(&mut bob, "lobby", "/who secret");
+    assert_eq!(next_event(&mut bob, "error")["data"]["code"], "forbidden");
+    say(&mut alice, "lobby", "/who secret");
+    let w = next_event(&mut alice, "chat:system")["data"]["text"].clone();
+    assert_eq!(w, "in #secret (1): alice");
+}
+
+#[test]
+fn a_freed_nickname_does_not_inherit_its_private_messages() {
+    let rt = rt();
+    let chat = start(&rt);
+    let (mut ann, _) = join(&chat, "ann");
+    let (mut bob, _) = join(&chat, "bob");
+    // Ann's close frame; her socket lingers, but she is gone from the chat at once.
+    ann.send_raw(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8]).unwrap();
+    next_where(&mut bob, "room:left", |d| d["user"] == "ann");
+    say(&mut bob, "lobby", "/msg ann are you there?");
+    let e = next_event(&mut bob, "error")["data"].clone();
+    assert_eq!(e["code"], "not_found", "{e}");
+    // A newcomer takes the nickname, and only what is sent from now on.
+    let (mut ann2, nick) = join(&chat, "ann");
+    assert_eq!(nick, "ann");
+    say(&mut bob, "lobby", "/msg ann welcome");
+    let p = next_event(&mut ann2, "chat:private")["data"].clone();
+    assert_eq!(p["text"], "welcome");
+    drop(ann);
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sockloop::client::ws::Message;
-use sockloop::hub::{mw, Ctx, ErrorCode, HubError, Next, RateLimit, Route};
+use sockloop::hub::{mw, Ctx, ErrorCode, Handler, HubError, Next, RateLimit, Route, Scope};
 
 use super::*;
 
@@ -42,6 +42,11 @@ fn malformed_envelopes_get_errors_and_the_connection_keeps_serving() {
         (r#"{"event":["a"]}"#.into(), "bad_envelope"),
         (r#"{"event":"echo","id":"seven"}"#.into(), "bad_envelope"),
         (r#"{"event":"echo","data":1e400}"#.into(), "bad_envelope"),
+        // Only an object is an envelope: serde would read a derived struct from an array.
+        (r#"["whoami",null,5]"#.into(), "bad_envelope"),
+        (r#"["echo",{"x":1}]"#.into(), "bad_envelope"),
+        (r#""echo""#.into(), "bad_envelope"),
+        ("42".into(), "bad_envelope"),
         (deep, "bad_envelope"),
         (huge, "too_large"),
     ];
@@ -202,6 +207,15 @@ fn rate_limits_per_connection_and_per_user() {
                 .middleware(mw::rate_limit(RateLimit::per_user(3, hour))),
         )
         .build();
+    // A route's types are exported where users look: `sockloop::hub::{Scope, Handler, …}`.
+    let by_user = RateLimit {
+        scope: Scope::User,
+        burst: 3,
+        per: hour,
+    };
+    assert_eq!(by_user, RateLimit::per_user(3, hour));
+    fn a_handler(_: &impl Handler) {}
+    a_handler(&|ctx: &mut Ctx| ctx.ack("ok"));
     let s = serve(&rt, &hub);
     let (mut a, _) = connect(&s, "user=ann");
     let (mut b, _) = connect(&s, "user=ann");

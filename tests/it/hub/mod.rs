@@ -54,6 +54,9 @@ fn auth_config() -> WsServerConfig {
                 id = id.tag(t);
             }
         }
+        if let Some(seats) = req.query_param("seats").and_then(|s| s.parse::<u64>().ok()) {
+            id = id.meta("plan", json!({"tier": "pro", "seats": seats}));
+        }
         Ok(Some(id))
     })
 }

@@ -123,3 +123,72 @@ fn inline_dispatch_serves_rooms_in_order() {
         .collect();
     assert_eq!(said, (0..20).map(|i| i.to_string()).collect::<Vec<_>>());
 }
+
+/// Namespaces (docs/PROTOCOL.md): one hub per namespace on one port, chosen by the path.
+#[test]
+fn namespaces_are_hubs_chosen_by_path() {
+    use sockloop::http::Request;
+    use sockloop::{WsConn, WsFactory};
+    let rt = rt();
+    let admin = base()
+        .on("admin:stats", |ctx: &mut Ctx| {
+            ctx.ack(&ctx.hub().stats().connections)
+        })
+        .build();
+    let chat = base().build();
+    let (a, c) = (admin.factory(), chat.factory());
+    let factory = move |ws: &WsConn, req: &Request| -> Box<dyn sockloop::WsHandler> {
+        match req.path() {
+            "/admin" => a.create(ws, req),
+            _ => c.create(ws, req),
+        }
+    };
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .websocket(auth_config(), BoxFactory(factory))
+        .unwrap();
+    admin.attach(&s);
+    chat.attach(&s);
+    let open = |path: &str| {
+        let url = format!("ws://{}{path}?user=ann", s.local_addr());
+        let mut c = WsClient::connect(&url, WsClientOptions::default().deflate(false)).unwrap();
+        send(&mut c, &json!({"event": "whoami", "id": 0}));
+        let id = finish_whoami(&mut c);
+        (c, id)
+    };
+    let (mut ad, _) = open("/admin");
+    let (mut ch, ich) = open("/chat");
+    // Each namespace has its own routes, connections and rooms.
+    let v = request(&mut ad, &json!({"event": "admin:stats", "id": 1}));
+    assert_eq!(v["data"], 1, "the admin hub counts only its own connection");
+    let v = request(&mut ch, &json!({"event": "admin:stats", "id": 2}));
+    assert_eq!(v["data"]["code"], "unknown_event");
+    request(&mut ch, &json!({"event": "join", "data": "lobby", "id": 3}));
+    assert_eq!(chat.members("lobby"), [ich]);
+    assert!(admin.members("lobby").is_empty());
+    assert_eq!(admin.to_room("lobby").emit("x", &1).queued, 0);
+    assert_eq!(chat.to_all().emit("hello", &"chat").queued, 1);
+    assert!(
+        drain(&mut ad).is_empty(),
+        "the admin namespace heard the chat's broadcast"
+    );
+}
+
+/// A factory from a closure returning boxed handlers.
+struct BoxFactory<F>(F);
+
+impl<F> sockloop::WsFactory for BoxFactory<F>
+where
+    F: Fn(&sockloop::WsConn, &sockloop::http::Request) -> Box<dyn sockloop::WsHandler>
+        + Send
+        + Sync
+        + 'static,
+{
+    fn create(
+        &self,
+        ws: &sockloop::WsConn,
+        req: &sockloop::http::Request,
+    ) -> Box<dyn sockloop::WsHandler> {
+        (self.0)(ws, req)
+    }
+}

@@ -103,7 +103,8 @@ fn a_process_in_a_room_hears_joins_messages_and_leaves_across_a_restart() {
             other => panic!("expected messages, got {other:?}"),
         }
     }
-    assert_eq!(events, ["room:joined", "room:users", "said"]);
+    // `presence`: ann's coming online, announced to the first room she enters.
+    assert_eq!(events, ["room:joined", "room:users", "presence", "said"]);
 
     // The watcher crashes; its supervisor restarts it and the new instance subscribes again.
     let old = node.whereis("watcher").unwrap();

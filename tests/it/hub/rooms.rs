@@ -234,3 +234,59 @@ fn built_in_room_events_check_roles() {
     let v = call(&mut ann, "room:join", json!({"nope": 1}), 9);
     assert_eq!(v["data"]["code"], "bad_data");
 }
+
+#[test]
+fn creators_own_rooms_bans_outlive_them_and_creation_is_capped() {
+    let rt = rt();
+    let cfg = sockloop::hub::HubConfig::new().max_rooms_per_conn(Some(2));
+    let hub = base().config(cfg).room_events().build();
+    let s = serve(&rt, &hub);
+    let (mut ann, _) = connect(&s, "user=ann");
+    let (mut bob, _) = connect(&s, "user=bob");
+    let call = |c: &mut WsClient, event: &str, data: serde_json::Value, id: u64| {
+        request(c, &json!({"event": event, "data": data, "id": id}))
+    };
+    let join = |c: &mut WsClient, room: &str, id: u64| call(c, "join", json!(room), id);
+    // Whoever creates a room by joining it owns it.
+    assert_eq!(join(&mut ann, "a", 1)["event"], "ack");
+    assert_eq!(hub.role("a", "ann"), Some(Role::Owner));
+    assert_eq!(
+        hub.room_info("a").unwrap().options.owner.as_deref(),
+        Some("ann")
+    );
+    assert_eq!(join(&mut bob, "a", 2)["event"], "ack");
+    assert_eq!(hub.role("a", "bob"), Some(Role::Member));
+
+    // A ban: a kick whose target may not come back until it ends.
+    let kick = json!({"room": "a", "user": "bob", "ban_secs": 3600});
+    let v = call(&mut ann, "room:kick", kick, 3);
+    assert_eq!(v["data"]["connections"], 1, "{v}");
+    let k = next_event(&mut bob, "room:kicked")["data"].clone();
+    assert_eq!(k, json!({"room": "a", "ban_secs": 3600}));
+    let v = join(&mut bob, "a", 4);
+    assert_eq!(v["data"]["code"], "forbidden", "{v}");
+    assert!(hub.banned("a", "bob").is_some_and(|d| d.as_secs() > 3500));
+    // The room empties and goes; the ban stays, so bob cannot create it again.
+    assert_eq!(call(&mut ann, "leave", json!("a"), 5)["event"], "ack");
+    assert!(hub.room_info("a").is_none());
+    assert_eq!(join(&mut bob, "a", 6)["data"]["code"], "forbidden");
+    assert!(hub.unban("a", "bob"));
+    assert!(!hub.unban("a", "bob"));
+    assert_eq!(join(&mut bob, "a", 7)["event"], "ack");
+    assert_eq!(hub.role("a", "bob"), Some(Role::Owner));
+
+    // Ann created "a", which is gone: two more rooms, then the cap; joining is not creating.
+    assert_eq!(join(&mut ann, "b", 8)["event"], "ack");
+    assert_eq!(join(&mut ann, "c", 9)["event"], "ack");
+    let v = join(&mut ann, "d", 10);
+    assert_eq!(v["data"]["code"], "forbidden");
+    assert!(v["data"]["message"].as_str().unwrap().contains("at most 2"));
+    assert!(hub.room_info("d").is_none());
+    assert_eq!(join(&mut ann, "a", 11)["event"], "ack");
+    // Deleting an existing room says so, with the default cleanup too, and frees the count.
+    assert!(hub.delete_room("b"));
+    assert!(!hub.delete_room("b"));
+    assert_eq!(next_event(&mut ann, "room:closed")["data"]["room"], "b");
+    assert_eq!(join(&mut ann, "d", 12)["event"], "ack");
+    assert!(!hub.delete_room("nope"));
+}
