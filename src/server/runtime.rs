@@ -211,6 +211,12 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
+    /// A poller's shared half (for unit tests that drive a connection by hand).
+    #[cfg(test)]
+    pub(crate) fn poller_for_tests(&self) -> Arc<PollerShared> {
+        self.inner.pollers[0].clone()
+    }
+
     /// A runtime with the default configuration.
     ///
     /// # Errors

@@ -556,3 +556,224 @@ impl Driver for WsDriver {
         self.conn.id().0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The WebSocket driver alone, with fake time: bytes in, bytes and requests out.
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::proto::ws::WsConfig;
+    use crate::reactor::driver::Requests;
+    use crate::reactor::outq::OutQueue;
+    use crate::reactor::{Link, Place};
+    use crate::server::handle::ConnInfo;
+    use crate::{Listen, Runtime, ServerConfig, WsMessage};
+
+    struct Rig {
+        _rt: Runtime,
+        driver: WsDriver,
+        link: Arc<Link>,
+        out: OutQueue,
+        now: Instant,
+        last_read: Instant,
+    }
+
+    /// A driver for a connection of a real (idle) server, driven by hand.
+    fn rig(ws: WsConfig) -> Rig {
+        let rt = Runtime::builder()
+            .pollers(1)
+            .handler_threads(1)
+            .build()
+            .unwrap();
+        let server = rt
+            .serve(Listen::tcp("127.0.0.1:0"))
+            .config(ServerConfig::new().dispatch(crate::Dispatch::Inline))
+            .websocket(
+                WsServerConfig::new().ws(ws),
+                crate::on_message(|ws: &crate::WsConn, m: WsMessage<'_>| {
+                    if let WsMessage::Text(t) = m {
+                        let _ = ws.send_text(t);
+                    }
+                }),
+            )
+            .unwrap();
+        let shared = server.shared.clone();
+        let poller = rt.poller_for_tests();
+        // This thread stands in for the poller: inline handlers' sends use its outbox.
+        local::enter(poller.id);
+        let place = Place {
+            poller,
+            slot: 9999,
+            gen: 1,
+        };
+        let info = ConnInfo {
+            id: crate::server::dispatch::next_conn_id(),
+            server: shared.clone(),
+            peer: crate::Addr::Inet("127.0.0.1:1".parse().unwrap()),
+            local: None,
+            cred: None,
+            identity: Default::default(),
+        };
+        let link: Arc<crate::server::handle::ConnShared> =
+            Arc::new(Link::new(place, shared.policy.clone(), info));
+        let conn = Conn {
+            inner: link.clone(),
+        };
+        let handler = HandlerSlot::new(true, &shared.pool);
+        let cfg = shared.ws.clone().unwrap();
+        let now = Instant::now();
+        Rig {
+            _rt: rt,
+            driver: WsDriver::new(conn, handler, cfg),
+            link,
+            out: OutQueue::default(),
+            now,
+            last_read: now,
+        }
+    }
+
+    impl Rig {
+        fn call<R>(&mut self, f: impl FnOnce(&mut WsDriver, &mut Io<'_>) -> R) -> (R, Requests) {
+            let mut req = Requests::default();
+            let mut io = Io::new(
+                self.now,
+                self.last_read,
+                &self.link,
+                &mut self.out,
+                &mut req,
+            );
+            let r = f(&mut self.driver, &mut io);
+            (r, req)
+        }
+
+        fn input(&mut self, bytes: &[u8]) -> Requests {
+            self.last_read = self.now;
+            let mut buf = bytes.to_vec();
+            let (used, req) = self.call(|d, io| d.on_input(io, &mut buf));
+            assert_eq!(used, bytes.len());
+            req
+        }
+
+        fn output(&mut self) -> Vec<u8> {
+            let mut w = Vec::new();
+            self.out.flush_to(&mut w).unwrap();
+            w
+        }
+
+        fn open(&mut self) {
+            let (_, req) = self.call(|d, io| d.on_open(io));
+            assert!(req.rearm, "the upgrade deadline is armed");
+            let req = self.input(UPGRADE.as_bytes());
+            assert!(req.close.is_none());
+            let out = String::from_utf8(self.output()).unwrap();
+            assert!(out.starts_with("HTTP/1.1 101"), "{out}");
+        }
+    }
+
+    const UPGRADE: &str = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    /// A masked client text frame.
+    fn text(t: &str) -> Vec<u8> {
+        let mut f = vec![0x81, 0x80 | t.len() as u8, 1, 2, 3, 4];
+        f.extend(t.bytes().enumerate().map(|(i, b)| b ^ [1, 2, 3, 4][i % 4]));
+        f
+    }
+
+    #[test]
+    fn the_upgrade_answers_101_and_messages_reach_the_inline_handler() {
+        let mut r = rig(WsConfig::default());
+        r.open();
+        let _ = r.input(&text("hi"));
+        // The inline handler's echo went to the local outbox, framed by `take_local`.
+        assert_eq!(r.output(), vec![0x81, 2, b'h', b'i']);
+    }
+
+    #[test]
+    fn the_handshake_deadline_closes_a_silent_client() {
+        let mut r = rig(WsConfig::default().handshake_timeout(Duration::from_secs(2)));
+        let (_, _) = r.call(|d, io| d.on_open(io));
+        let at = r.driver.next_deadline(r.last_read).unwrap();
+        assert_eq!(at, r.now + Duration::from_secs(2));
+        r.now += Duration::from_secs(1);
+        let (_, req) = r.call(|d, io| d.on_timer(io));
+        assert!(req.close.is_none());
+        r.now += Duration::from_secs(1);
+        let (_, req) = r.call(|d, io| d.on_timer(io));
+        assert_eq!(req.close, Some(CloseReason::HandshakeTimeout));
+    }
+
+    #[test]
+    fn heartbeat_pings_then_a_silent_peer_times_out() {
+        let cfg = WsConfig::default()
+            .ping_interval(Some(Duration::from_secs(10)))
+            .pong_timeout(Duration::from_secs(5));
+        let mut r = rig(cfg);
+        r.open();
+        assert_eq!(
+            r.driver.next_deadline(r.last_read),
+            Some(r.last_read + Duration::from_secs(10))
+        );
+        r.now += Duration::from_secs(10);
+        let (_, req) = r.call(|d, io| d.on_timer(io));
+        assert!(req.close.is_none());
+        assert_eq!(r.output(), vec![0x89, 0], "an empty ping");
+        assert_eq!(
+            r.driver.next_deadline(r.last_read),
+            Some(r.now + Duration::from_secs(5))
+        );
+        r.now += Duration::from_secs(5);
+        let (_, req) = r.call(|d, io| d.on_timer(io));
+        assert_eq!(req.close, Some(CloseReason::PongTimeout));
+        let out = r.output();
+        assert_eq!(
+            &out[..4],
+            &[0x88, 14, 0x03, 0xe9],
+            "close 1001 'pong timeout'"
+        );
+    }
+
+    #[test]
+    fn input_after_a_ping_proves_liveness() {
+        let cfg = WsConfig::default()
+            .ping_interval(Some(Duration::from_secs(10)))
+            .pong_timeout(Duration::from_secs(5));
+        let mut r = rig(cfg);
+        r.open();
+        r.now += Duration::from_secs(10);
+        let _ = r.call(|d, io| d.on_timer(io));
+        r.now += Duration::from_secs(1);
+        let _ = r.input(&text("x"));
+        r.now += Duration::from_secs(4);
+        let (_, req) = r.call(|d, io| d.on_timer(io));
+        assert!(req.close.is_none(), "the peer spoke after our ping");
+    }
+
+    #[test]
+    fn a_protocol_error_sends_1002_and_closes() {
+        let mut r = rig(WsConfig::default());
+        r.open();
+        // An unmasked client frame is a protocol error (RFC 6455 5.1).
+        let req = r.input(&[0x81, 1, b'x']);
+        assert!(matches!(req.close, Some(CloseReason::Protocol(_))));
+        let out = r.output();
+        assert_eq!(&out[..4], &[0x88, out[1], 0x03, 0xea], "close 1002");
+    }
+
+    #[test]
+    fn duration_max_timeouts_arm_nothing() {
+        let cfg = WsConfig::default()
+            .handshake_timeout(Duration::MAX)
+            .ping_interval(Some(Duration::MAX))
+            .idle_timeout(Some(Duration::MAX));
+        let mut r = rig(cfg);
+        let _ = r.call(|d, io| d.on_open(io));
+        assert_eq!(r.driver.next_deadline(r.last_read), None);
+        r.open();
+        assert_eq!(r.driver.next_deadline(r.last_read), None);
+        r.now += Duration::from_secs(1 << 30);
+        let (_, req) = r.call(|d, io| d.on_timer(io));
+        assert!(req.close.is_none());
+    }
+}
