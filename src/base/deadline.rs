@@ -16,6 +16,12 @@ pub fn deadline(now: Instant, d: Duration) -> Option<Instant> {
     now.checked_add(d)
 }
 
+/// `now + d`, saturating about a century ahead: for waits that need an `Instant` (a
+/// blocking client's deadline), where "never" cannot be `None`.
+pub fn saturating(now: Instant, d: Duration) -> Instant {
+    deadline(now, d).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
 /// `now + d` for an optional timeout (`None` or unrepresentable: never).
 pub fn deadline_opt(now: Instant, d: Option<Duration>) -> Option<Instant> {
     d.and_then(|d| deadline(now, d))

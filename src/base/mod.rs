@@ -9,6 +9,6 @@ mod send;
 
 pub use addr::{Addr, PeerCred};
 pub use close::CloseReason;
-pub use deadline::{deadline, deadline_opt, earliest, elapsed};
+pub use deadline::{deadline, deadline_opt, earliest, elapsed, saturating};
 pub use ids::{ConnId, GroupId};
 pub use send::{Delivery, DropPolicy, SendStatus};

@@ -90,7 +90,7 @@ impl<S: Dgram> DatagramCore<S> {
     }
 
     pub(crate) fn once(&self, request: &[u8], timeout: Duration) -> Result<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::base::saturating(Instant::now(), timeout);
         let result = self.exchange(request, deadline);
         let restored = self.restore_timeouts();
         let reply = result?;

@@ -146,7 +146,7 @@ impl<S: Duplex> StreamCore<S> {
     ) -> Result<Vec<u8>> {
         self.check_open()?;
         end.validate()?;
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::base::saturating(Instant::now(), timeout);
         let result = self
             .send_by(request, deadline)
             .and_then(|()| self.reply_by(end, deadline));
@@ -209,7 +209,7 @@ impl<S: Duplex> StreamCore<S> {
         }
         self.state = State::Closed;
         self.pending = Vec::new();
-        let deadline = Instant::now() + self.close_timeout;
+        let deadline = crate::base::saturating(Instant::now(), self.close_timeout);
         let _ = self.io.set_write_timeout(Some(self.close_timeout));
         let sent = self
             .io

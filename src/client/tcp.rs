@@ -44,7 +44,7 @@ impl TcpClient {
     /// last address's error, such as connection refused).
     pub fn connect(addr: impl ToSocketAddrs, opts: ClientOptions) -> Result<TcpClient> {
         opts.validate()?;
-        let tcp = connect::tcp(addr, Instant::now() + opts.connect_timeout)?;
+        let tcp = connect::tcp(addr, crate::base::saturating(Instant::now(), opts.connect_timeout))?;
         tcp.set_nodelay(opts.nodelay)?;
         Ok(TcpClient {
             core: StreamCore::new(tcp, &opts)?,
@@ -132,7 +132,7 @@ impl TlsClient {
         opts.validate()?;
         let name = ServerName::try_from(server_name.to_owned())
             .map_err(|_| Error::Config(format!("invalid TLS server name {server_name:?}")))?;
-        let deadline = Instant::now() + opts.connect_timeout;
+        let deadline = crate::base::saturating(Instant::now(), opts.connect_timeout);
         let tcp = connect::tcp(addr, deadline)?;
         tcp.set_nodelay(opts.nodelay)?;
         let conn = rustls::ClientConnection::new(config, name).map_err(TlsError::from_rustls)?;

@@ -306,7 +306,7 @@ impl WsClient {
         let url = parse_url(url)?;
         let tcp = connect_tcp(&url, opts.connect_timeout)?;
         tcp.set_nodelay(true)?;
-        let deadline = Instant::now() + opts.handshake_timeout;
+        let deadline = crate::base::saturating(Instant::now(), opts.handshake_timeout);
         let stream = wrap_tls(tcp, &url, &opts)?;
         let mut client = WsClient {
             stream,
@@ -442,7 +442,7 @@ impl WsClient {
     ///
     /// As [`recv`](Self::recv).
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Message>> {
-        self.recv_until(Some(Instant::now() + timeout))
+        self.recv_until(Some(crate::base::saturating(Instant::now(), timeout)))
     }
 
     fn recv_until(&mut self, deadline: Option<Instant>) -> Result<Option<Message>> {
@@ -589,7 +589,7 @@ impl WsClient {
         {
             self.flush_out()?;
         }
-        let deadline = Instant::now() + self.cfg.close_timeout;
+        let deadline = crate::base::saturating(Instant::now(), self.cfg.close_timeout);
         while !self.done {
             match self.recv_until(Some(deadline)) {
                 Ok(Some(_)) => {}

@@ -14,8 +14,7 @@ use super::{Hub, HubInner};
 
 /// `now + d`, saturating far in the future ("never" in practice).
 pub(crate) fn later(d: Duration) -> Instant {
-    let now = Instant::now();
-    crate::base::deadline(now, d).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+    crate::base::saturating(Instant::now(), d)
 }
 
 /// What the timer thread is told.
