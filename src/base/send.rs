@@ -36,11 +36,16 @@ impl Delivery {
 }
 
 /// What happens when a connection's outbound queue would exceed its byte bound.
+///
+/// Whatever the policy, reading from a connection pauses while its queue is above half the
+/// bound and resumes below a quarter, so a peer that sends without reading is pushed back
+/// by TCP instead of filling memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DropPolicy {
     /// The new message is refused: `send` returns [`SendStatus::Dropped`](crate::SendStatus::Dropped)
-    /// and the queue keeps what it had. The default: a slow reader loses the newest data, never
-    /// a partial message, and nobody else is affected.
+    /// and the queue keeps what it had. The default for message transports (WebSocket): a
+    /// slow reader loses the newest messages, never a partial one, and nobody else is
+    /// affected.
     #[default]
     DropNewest,
     /// The new message is queued and the oldest whole messages not yet started on the wire are
@@ -49,4 +54,11 @@ pub enum DropPolicy {
     /// The connection is closed with [`CloseReason::QueueOverflow`](crate::CloseReason::QueueOverflow);
     /// `send` returns `Dropped`.
     Disconnect,
+    /// For byte streams, where dropping would cut bytes out of the middle: nothing is ever
+    /// dropped. Reading from the peer pauses while the queue is above its high-water mark
+    /// (half the bound), so a peer that does not read stops being read; a handler that
+    /// keeps sending regardless may queue up to twice the bound, past which the connection
+    /// is closed with [`CloseReason::QueueOverflow`](crate::CloseReason::QueueOverflow)
+    /// (counted) rather than lose bytes. The default for TCP, TLS and Unix stream servers.
+    Backpressure,
 }

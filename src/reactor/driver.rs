@@ -62,6 +62,43 @@ pub(crate) struct Policy {
     pub(crate) counters: Counters,
 }
 
+/// What the queue policy decided for more bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Counted against the queue: send them.
+    Queued,
+    /// Refused (drop newest); counted as dropped.
+    Dropped,
+    /// Refused, and the connection is to close with `QueueOverflow`; counted as dropped.
+    Overflow,
+}
+
+/// The one queue policy: decides whether `len` more bytes may be queued for `link`, and
+/// counts them when they may (and a refusal as a drop). Every send path goes through it.
+pub(crate) fn admit<X: ?Sized + Send + Sync>(link: &Link<X>, len: usize) -> Admit {
+    let limits = &link.policy.limits;
+    let counters = &link.policy.counters;
+    let bound = limits.max_queued_bytes;
+    let before = link.queued.fetch_add(len, Ordering::AcqRel);
+    let fits = before == 0 || before + len <= bound;
+    let queued = fits
+        || match limits.drop_policy {
+            DropPolicy::DropOldest => true,
+            DropPolicy::Backpressure => before + len <= bound.saturating_mul(2),
+            DropPolicy::DropNewest | DropPolicy::Disconnect => false,
+        };
+    if queued {
+        counters.add_queued(len);
+        return Admit::Queued;
+    }
+    link.queued.fetch_sub(len, Ordering::AcqRel);
+    counters.dropped(1);
+    match limits.drop_policy {
+        DropPolicy::DropNewest => Admit::Dropped,
+        _ => Admit::Overflow,
+    }
+}
+
 /// What a group member's driver did with a shared frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Offer {
@@ -179,28 +216,20 @@ impl<'a> Io<'a> {
 
     /// Offers a shared frame under the queue bound and drop policy (group fan-out).
     pub(crate) fn offer_shared(&mut self, bytes: Arc<[u8]>) -> Offer {
-        let limits = &self.policy.limits;
-        let queued = self.link.queued.load(Ordering::Acquire);
         let len = bytes.len();
-        if queued > 0 && queued + len > limits.max_queued_bytes {
-            match limits.drop_policy {
-                DropPolicy::DropOldest => {}
-                DropPolicy::DropNewest => {
-                    self.policy.counters.dropped(1);
-                    return Offer::Dropped { close: false };
-                }
-                DropPolicy::Disconnect => {
-                    self.policy.counters.dropped(1);
-                    self.link
-                        .state
-                        .store(super::STATE_CLOSING, Ordering::Release);
-                    return Offer::Dropped { close: true };
-                }
+        match admit(self.link, len) {
+            Admit::Queued => {
+                self.push_admitted(Payload::Shared(bytes), len);
+                Offer::Queued
+            }
+            Admit::Dropped => Offer::Dropped { close: false },
+            Admit::Overflow => {
+                self.link
+                    .state
+                    .store(super::STATE_CLOSING, Ordering::Release);
+                Offer::Dropped { close: true }
             }
         }
-        self.link.account(len as isize);
-        self.push_admitted(Payload::Shared(bytes), len);
-        Offer::Queued
     }
 
     /// Asks for a graceful close (queued output is flushed first).

@@ -30,7 +30,9 @@ use crossbeam_channel::Sender;
 
 use crate::base::{Addr, CloseReason, ConnId, Delivery, GroupId};
 use crate::proto::ws::{CloseCode, OpCode, SharedFrames};
-pub(crate) use driver::{Accept, Counters, DatagramDriver, Driver, Io, Limits, Offer, Policy};
+pub(crate) use driver::{
+    admit, Accept, Admit, Counters, DatagramDriver, Driver, Io, Limits, Offer, Policy,
+};
 pub(crate) use outq::Payload;
 
 /// Commands run per loop turn, at most.

@@ -94,7 +94,10 @@ pub(crate) struct StreamConn<D: ?Sized + Driver = dyn Driver> {
     life: Lifecycle,
     last_read: Instant,
     writable_interest: bool,
+    /// Reading paused until the handler thread catches up with inbound bytes.
     paused: bool,
+    /// Reading paused while the output queue is above its high-water mark.
+    out_paused: bool,
     in_dirty: bool,
     driver: D,
 }
@@ -127,6 +130,7 @@ pub(crate) fn new_stream<D: Driver>(
         last_read: now,
         writable_interest: false,
         paused: false,
+        out_paused: false,
         in_dirty: false,
         driver,
     })
@@ -219,6 +223,9 @@ impl Stream {
         }
         if req.dirty {
             self.mark_dirty(ctx);
+            if self.outq.len() > self.high_water() {
+                self.out_paused = true;
+            }
         }
         match req.close {
             Some(reason) => self.begin_close(ctx, reason),
@@ -260,7 +267,17 @@ impl Stream {
     /// Reading goes on in every phase until end of stream (while closing, input is read and
     /// discarded so that closing never turns into a reset that loses our queued output).
     fn can_read(&self) -> bool {
-        self.life.reads() && !self.paused
+        self.life.reads() && !self.paused && !self.out_paused
+    }
+
+    /// Output queued past this pauses reading (half the queue bound).
+    fn high_water(&self) -> usize {
+        self.link.policy.limits.max_queued_bytes / 2
+    }
+
+    /// Reading resumes once output is down to this (a quarter of the bound).
+    fn low_water(&self) -> usize {
+        self.link.policy.limits.max_queued_bytes / 4
     }
 
     fn read_some(&mut self, buf: &mut [u8]) -> ReadOutcome {
@@ -491,6 +508,11 @@ impl Stream {
                 }
             }
             Err(e) => return self.fail(ctx, CloseReason::Reset(e.to_string()), e.into()),
+        }
+        if self.out_paused && self.outq.len() <= self.low_water() {
+            // Edge-triggered: what the peer sent meanwhile waits in the socket; read it.
+            self.out_paused = false;
+            ctx.again.push(self.slot_gen());
         }
         let pending = self.output_pending();
         self.update_interest(ctx.registry);

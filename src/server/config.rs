@@ -23,7 +23,8 @@ pub struct ServerConfig {
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) max_read_per_turn: usize,
     pub(crate) max_queued_bytes: usize,
-    pub(crate) drop_policy: DropPolicy,
+    /// `None`: the transport's default (see [`ServerConfig::drop_policy`]).
+    pub(crate) drop_policy: Option<DropPolicy>,
     pub(crate) dispatch: Dispatch,
     pub(crate) max_inbound_pending: usize,
     pub(crate) max_datagram_size: usize,
@@ -39,7 +40,7 @@ impl Default for ServerConfig {
             idle_timeout: None,
             max_read_per_turn: 256 << 10,
             max_queued_bytes: 4 << 20,
-            drop_policy: DropPolicy::DropNewest,
+            drop_policy: None,
             dispatch: Dispatch::Threads,
             max_inbound_pending: 1 << 20,
             max_datagram_size: 64 << 10,
@@ -82,10 +83,20 @@ impl ServerConfig {
         self
     }
 
-    /// What happens when the outbound queue is full (default [`DropPolicy::DropNewest`]).
+    /// What happens when the outbound queue is full. Default: [`DropPolicy::Backpressure`]
+    /// for TCP, TLS and Unix stream servers (a byte stream never loses bytes from its
+    /// middle), [`DropPolicy::DropNewest`] for WebSocket and datagram servers.
     pub fn drop_policy(mut self, p: DropPolicy) -> Self {
-        self.drop_policy = p;
+        self.drop_policy = Some(p);
         self
+    }
+
+    /// The drop policy in effect for a server of this kind.
+    pub(crate) fn policy_for(&self, byte_stream: bool) -> DropPolicy {
+        self.drop_policy.unwrap_or(match byte_stream {
+            true => DropPolicy::Backpressure,
+            false => DropPolicy::DropNewest,
+        })
     }
 
     /// Where handlers run (default [`Dispatch::Threads`]).

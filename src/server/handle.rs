@@ -6,9 +6,8 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::base::DropPolicy;
 use crate::reactor::local::{self, Kind};
-use crate::reactor::{ConnCmd, Link, Payload, STATE_OPEN};
+use crate::reactor::{Admit, ConnCmd, Link, Payload, STATE_OPEN};
 use crate::server::ServerShared;
 
 /// What the server keeps about each connection, beside the reactor's [`Link`].
@@ -162,33 +161,16 @@ impl Conn {
         &self.inner.ext.server
     }
 
-    /// Accounts `len` bytes against the queue bound; decides the status.
+    /// Accounts `len` bytes against the queue bound (the one queue policy,
+    /// [`crate::reactor::admit`]); decides the status.
     fn admit(&self, len: usize) -> SendStatus {
-        let inner = &self.inner;
-        if inner.state.load(Ordering::Acquire) != STATE_OPEN {
+        if self.inner.state.load(Ordering::Acquire) != STATE_OPEN {
             return SendStatus::Closed;
         }
-        let limits = &inner.policy.limits;
-        let counters = &inner.policy.counters;
-        let limit = limits.max_queued_bytes;
-        let before = inner.queued.fetch_add(len, Ordering::AcqRel);
-        if before + len <= limit || before == 0 {
-            counters.add_queued(len);
-            return SendStatus::Queued;
-        }
-        match limits.drop_policy {
-            DropPolicy::DropOldest => {
-                counters.add_queued(len);
-                SendStatus::Queued
-            }
-            DropPolicy::DropNewest => {
-                inner.queued.fetch_sub(len, Ordering::AcqRel);
-                counters.dropped(1);
-                SendStatus::Dropped
-            }
-            DropPolicy::Disconnect => {
-                inner.queued.fetch_sub(len, Ordering::AcqRel);
-                counters.dropped(1);
+        match crate::reactor::admit(&self.inner, len) {
+            Admit::Queued => SendStatus::Queued,
+            Admit::Dropped => SendStatus::Dropped,
+            Admit::Overflow => {
                 self.close_with(CloseReason::QueueOverflow);
                 SendStatus::Dropped
             }

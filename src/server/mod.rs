@@ -377,7 +377,9 @@ impl<'a> ServerBuilder<'a> {
         let limits = Limits {
             max_read_per_turn: c.max_read_per_turn,
             max_queued_bytes: c.max_queued_bytes,
-            drop_policy: c.drop_policy,
+            drop_policy: c.policy_for(
+                self.ws.is_none() && dfactory.is_none() && !self.listen.transport.is_datagram(),
+            ),
             max_inbound_pending: c.max_inbound_pending,
             close_timeout: c.close_timeout,
             max_datagram_size: c.max_datagram_size,
