@@ -5,9 +5,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crossbeam_channel::RecvTimeoutError;
 
+use super::current;
 use super::runner::panic_message;
 use super::{
-    ChildKind, ChildSpec, ExitReason, Node, Pid, Restart, SpawnError, SpawnOptions, SystemEvent,
+    ChildKind, ChildSpec, ExitReason, Node, Pid, Restart, SpawnError, SpawnOptions,
+    SupervisorError, SystemEvent,
 };
 
 /// A child as reported by [`SupervisorRef::which_children`](super::SupervisorRef::which_children).
@@ -21,6 +23,20 @@ pub struct ChildInfo {
     pub kind: ChildKind,
     /// Its restart type.
     pub restart: Restart,
+}
+
+/// Child counts as reported by
+/// [`SupervisorRef::count_children`](super::SupervisorRef::count_children).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChildCount {
+    /// Child specs, running or not.
+    pub specs: usize,
+    /// Children running now.
+    pub active: usize,
+    /// Specs of nested supervisors.
+    pub supervisors: usize,
+    /// Specs of workers.
+    pub workers: usize,
 }
 
 pub(crate) struct Child {
@@ -83,8 +99,20 @@ impl Children {
         let pid = self.list[i].pid.take()?;
         self.node.unlink(self.sup, pid);
         let down = self.node.monitor(pid);
-        self.node.stop(pid);
-        if let Err(RecvTimeoutError::Timeout) = down.recv_timeout(self.list[i].spec.shutdown) {
+        let shared = self.node.shared_of(pid);
+        let timeout = self.list[i].spec.shutdown;
+        // The child is waited for (marked before it is told): a call from it to this
+        // supervisor fails at once.
+        let node = &self.node;
+        let wait = || {
+            node.stop(pid);
+            down.recv_timeout(timeout)
+        };
+        let res = match &shared {
+            Some(s) => current::blocked_on(s, wait),
+            None => wait(),
+        };
+        if let Err(RecvTimeoutError::Timeout) = res {
             self.detach(i, pid);
         }
         Some(pid)
@@ -114,6 +142,27 @@ impl Children {
     pub(crate) fn drop_stopped_temporaries(&mut self) {
         self.list
             .retain(|c| c.pid.is_some() || c.spec.restart != Restart::Temporary);
+    }
+
+    pub(crate) fn count(&self) -> ChildCount {
+        let sups = self
+            .list
+            .iter()
+            .filter(|c| c.spec.kind == ChildKind::Supervisor);
+        let supervisors = sups.count();
+        ChildCount {
+            specs: self.list.len(),
+            active: self.list.iter().filter(|c| c.pid.is_some()).count(),
+            supervisors,
+            workers: self.list.len() - supervisors,
+        }
+    }
+
+    pub(crate) fn spec(&self, id: &str) -> Result<ChildSpec, SupervisorError> {
+        let i = self
+            .position(id)
+            .ok_or_else(|| SupervisorError::NotFound(id.to_owned()))?;
+        Ok(self.list[i].spec.clone())
     }
 
     pub(crate) fn info(&self) -> Vec<ChildInfo> {

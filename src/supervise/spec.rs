@@ -100,7 +100,9 @@ impl ChildSpec {
     /// A permanent nested supervisor built from `spec`, with an unbounded shutdown timeout
     /// (its own children's timeouts bound it).
     pub fn supervisor(id: impl Into<String>, spec: SupervisorSpec) -> Self {
-        let start: StartFn = Arc::new(move |node, opts| {
+        let start: StartFn = Arc::new(move |node, mut opts| {
+            spec.validate()?;
+            opts.no_budget = true;
             let sup = Supervisor::new(spec.clone(), opts.link, node);
             node.spawn_with(sup, opts).map(|r| r.pid())
         });
@@ -170,7 +172,8 @@ impl SupervisorSpec {
         }
     }
 
-    /// Sets the restart intensity: at most `max_restarts` within `period`.
+    /// Sets the restart intensity: at most `max_restarts` within `period`. A zero
+    /// `period` is rejected when the supervisor starts ([`SpawnError::InvalidSpec`]).
     pub fn intensity(mut self, max_restarts: u32, period: Duration) -> Self {
         self.intensity = Intensity {
             max_restarts,

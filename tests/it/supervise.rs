@@ -13,8 +13,10 @@ use sockloop::supervise::{
 
 use crate::util::WAIT;
 
+mod calls;
 mod chat_example;
 mod links;
+mod ordering;
 mod pool;
 mod processes;
 mod stress;
