@@ -8,6 +8,7 @@ use super::mailbox::Sys;
 use super::registry::Watcher;
 use super::{
     Down, ExitReason, MonitorRef, Node, Pid, Process, ProcessRef, SpawnError, SpawnOptions, Target,
+    TimerRef,
 };
 
 /// What a handler can do besides handling: see itself, reach the node, link, monitor.
@@ -97,6 +98,20 @@ impl<M: Send + 'static> Context<M> {
     /// with `reason` (`erlang:exit/2`); see [`Node::exit`].
     pub fn exit(&self, pid: Pid, reason: ExitReason) -> bool {
         self.node.exit_from(self.pid(), pid, reason)
+    }
+
+    /// Sends `msg` to this process after `after`, from the node's timer thread; see
+    /// [`Node::send_after`].
+    pub fn send_after(&self, after: Duration, msg: M) -> TimerRef {
+        self.node.send_after(&self.me, after, msg)
+    }
+
+    /// Sends a clone of `msg` to this process every `every`; see [`Node::send_interval`].
+    pub fn send_interval(&self, every: Duration, msg: M) -> TimerRef
+    where
+        M: Clone,
+    {
+        self.node.send_interval(&self.me, every, msg)
     }
 
     /// Sets (or with `None` clears) the receive timeout: after `timeout` without any

@@ -57,6 +57,7 @@ mod registry;
 mod runner;
 mod spec;
 mod supervisor;
+mod timer;
 
 pub use call::{CallError, ReplyTo};
 pub use children::{ChildCount, ChildInfo};
@@ -72,3 +73,4 @@ pub use process::{from_fn, FnProcess, Process};
 pub use reason::{BoxError, Control, Down, ExitReason, Handled};
 pub use spec::{ChildKind, ChildSpec, Restart, Strategy, SupervisorSpec};
 pub use supervisor::{SupervisorMsg, SupervisorRef, DEFAULT_CALL_TIMEOUT};
+pub use timer::TimerRef;

@@ -13,6 +13,7 @@ use super::event::{log_event, Hook};
 use super::mailbox::{Envelope, ProcShared, Sys};
 use super::registry::{Entry, Registry, Removed, Watcher};
 use super::runner::{panic_message, run, Boot};
+use super::timer::Timers;
 use super::{
     Context, Down, ExitReason, MonitorRef, NodeConfig, Pid, Process, ProcessRef, RegisterError,
     SendError, SpawnError, SpawnOptions, SystemEvent,
@@ -71,6 +72,13 @@ pub(crate) struct NodeInner {
     registry: Mutex<Registry>,
     hook: RwLock<Option<Hook>>,
     config: NodeConfig,
+    timers: Arc<Timers>,
+}
+
+impl Drop for NodeInner {
+    fn drop(&mut self) {
+        self.timers.close();
+    }
 }
 
 impl NodeInner {
@@ -111,15 +119,21 @@ impl Node {
 
     /// A node with the given configuration.
     pub fn with_config(config: NodeConfig) -> Self {
+        let timers = Timers::new(format!("{}-timer", config.thread_name));
         let inner = NodeInner {
             next_id: AtomicU64::new(1),
             registry: Mutex::new(Registry::default()),
             hook: RwLock::new(None),
             config,
+            timers,
         };
         Node {
             inner: Arc::new(inner),
         }
+    }
+
+    pub(crate) fn timers(&self) -> &Arc<Timers> {
+        &self.inner.timers
     }
 
     pub(crate) fn from_inner(inner: Arc<NodeInner>) -> Self {

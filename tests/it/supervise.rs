@@ -21,6 +21,7 @@ mod pool;
 mod processes;
 mod stress;
 mod supervisors;
+mod timers;
 
 /// Marker in the panic messages of these tests; the hook below keeps them off stderr.
 const PANIC_MARK: &str = "sockloop-test-panic";
