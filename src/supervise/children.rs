@@ -2,6 +2,7 @@
 
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
@@ -42,6 +43,10 @@ pub struct ChildCount {
 pub(crate) struct Child {
     pub(crate) spec: ChildSpec,
     pub(crate) pid: Option<Pid>,
+    /// When the running instance started (for the restart backoff).
+    since: Option<Instant>,
+    /// Restarts in a row that came quickly: the backoff's exponent.
+    level: u32,
 }
 
 /// Children in start order.
@@ -74,7 +79,12 @@ impl Children {
     }
 
     pub(crate) fn push(&mut self, spec: ChildSpec) {
-        self.list.push(Child { spec, pid: None });
+        self.list.push(Child {
+            spec,
+            pid: None,
+            since: None,
+            level: 0,
+        });
     }
 
     /// Starts child `i`, linked to the supervisor; waits for its `init`.
@@ -90,7 +100,29 @@ impl Children {
             Err(SpawnError::Init(reason))
         })?;
         self.list[i].pid = Some(pid);
+        if self.list[i].spec.backoff.is_some() {
+            self.list[i].since = Some(Instant::now());
+        }
         Ok(pid)
+    }
+
+    /// The delay before restarting child `i` (zero without a backoff): the first delay,
+    /// doubled for each restart in a row, up to the maximum. A child that ran for at
+    /// least the maximum delay starts over from the first.
+    pub(crate) fn next_delay(&mut self, i: usize, now: Instant) -> Duration {
+        let c = &mut self.list[i];
+        let Some((first, max)) = c.spec.backoff else {
+            return Duration::ZERO;
+        };
+        let ran = c
+            .since
+            .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
+        if ran >= max {
+            c.level = 0;
+        }
+        let factor = 1u32.checked_shl(c.level).unwrap_or(u32::MAX);
+        c.level = c.level.saturating_add(1).min(31);
+        first.saturating_mul(factor).min(max)
     }
 
     /// Stops child `i` if it runs: shutdown signal, wait up to its timeout, else detach.

@@ -27,6 +27,8 @@ enum Request {
     Which(ReplyTo<Vec<ChildInfo>>),
     Count(ReplyTo<ChildCount>),
     Spec(String, Reply<ChildSpec>),
+    /// A delayed restart is due: these children (id, the instance that ran before).
+    Resume(Vec<(String, Option<Pid>)>),
 }
 
 /// A supervisor as a process: traps exits, restarts children by strategy and intensity.
@@ -75,9 +77,10 @@ impl Process for Supervisor {
         Ok(())
     }
 
-    fn handle(&mut self, _ctx: &mut Context<SupervisorMsg>, msg: SupervisorMsg) -> Handled {
+    fn handle(&mut self, ctx: &mut Context<SupervisorMsg>, msg: SupervisorMsg) -> Handled {
         // A caller that gave up waiting is not an error: replies are best effort.
         match msg.0 {
+            Request::Resume(pending) => return self.resume(ctx, pending),
             Request::Start(spec, reply) => drop(reply.reply(self.start_child(spec))),
             Request::Terminate(id, reply) => drop(reply.reply(self.terminate_child(&id))),
             Request::Restart(id, reply) => drop(reply.reply(self.restart_child(&id))),
@@ -133,10 +136,42 @@ impl Supervisor {
         if !self.window.record(Instant::now()) {
             return Ok(self.escalate(ctx));
         }
+        let delay = self.kids().next_delay(i, Instant::now());
         let group = self.group(i);
         let mut olds = self.kids().stop_group(group.clone());
         olds[i] = old;
-        self.restart_group(ctx, group, &olds)
+        if delay.is_zero() {
+            return self.restart_group(ctx, group, &olds);
+        }
+        // Restart later (the child's backoff); meanwhile the group is stopped.
+        let kids = self.kids();
+        let pending = group
+            .filter(|&j| kids.list[j].spec.restart != Restart::Temporary)
+            .map(|j| (kids.list[j].spec.id.clone(), olds[j]))
+            .collect();
+        kids.drop_stopped_temporaries();
+        ctx.send_after(delay, SupervisorMsg(Request::Resume(pending)));
+        Ok(Control::Continue)
+    }
+
+    /// A delayed restart: starts the children still in the table and not running.
+    fn resume(
+        &mut self,
+        ctx: &Context<SupervisorMsg>,
+        pending: Vec<(String, Option<Pid>)>,
+    ) -> Handled {
+        for (id, old) in pending {
+            let Some(j) = self.kids().position(&id) else {
+                continue; // deleted meanwhile
+            };
+            if self.kids().list[j].pid.is_some() {
+                continue; // restarted by hand meanwhile
+            }
+            if let Some(c) = self.restart_one(ctx, j, old) {
+                return Ok(c);
+            }
+        }
+        Ok(Control::Continue)
     }
 
     fn group(&mut self, i: usize) -> Range<usize> {
@@ -148,7 +183,9 @@ impl Supervisor {
         }
     }
 
-    /// Starts again, in start order, every non-temporary child of `group` that was running.
+    /// Starts again, in start order, every non-temporary child of `group`: as in OTP, also
+    /// children that were not running (stopped with `terminate_child`, or transient
+    /// children that had ended normally).
     fn restart_group(
         &mut self,
         ctx: &Context<SupervisorMsg>,
@@ -156,11 +193,10 @@ impl Supervisor {
         olds: &[Option<Pid>],
     ) -> Handled {
         for j in group {
-            let Some(old) = olds[j] else { continue };
             if self.kids().list[j].spec.restart == Restart::Temporary {
                 continue;
             }
-            if let Some(c) = self.restart_one(ctx, j, old) {
+            if let Some(c) = self.restart_one(ctx, j, olds[j]) {
                 return Ok(c);
             }
         }
@@ -168,11 +204,18 @@ impl Supervisor {
         Ok(Control::Continue)
     }
 
-    /// Restarts child `j`, retrying failed starts while the intensity allows.
-    fn restart_one(&mut self, ctx: &Context<SupervisorMsg>, j: usize, old: Pid) -> Option<Control> {
+    /// Restarts child `j`, retrying failed starts while the intensity allows. A restart
+    /// of a child that was running is reported as `Restarted`.
+    fn restart_one(
+        &mut self,
+        ctx: &Context<SupervisorMsg>,
+        j: usize,
+        old: Option<Pid>,
+    ) -> Option<Control> {
         loop {
             match self.kids().start(j) {
                 Ok(new) => {
+                    let Some(old) = old else { return None };
                     let child = self.kids().list[j].spec.id.clone();
                     let supervisor = ctx.pid();
                     ctx.node().emit(&SystemEvent::Restarted {

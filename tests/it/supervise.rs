@@ -17,6 +17,7 @@ mod calls;
 mod chat_example;
 mod links;
 mod ordering;
+mod otp;
 mod pool;
 mod processes;
 mod stress;
