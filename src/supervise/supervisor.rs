@@ -215,7 +215,7 @@ impl Supervisor {
         loop {
             match self.kids().start(j) {
                 Ok(new) => {
-                    let Some(old) = old else { return None };
+                    let old = old?; // not running before: a start, not a restart
                     let child = self.kids().list[j].spec.id.clone();
                     let supervisor = ctx.pid();
                     ctx.node().emit(&SystemEvent::Restarted {
