@@ -361,6 +361,9 @@ struct Say {
     text: String,
 }
 
+/// Recent `/crash` times: everyone's, and per user.
+type Crashes = (VecDeque<Instant>, HashMap<String, VecDeque<Instant>>);
+
 /// State kept outside the processes, so that it survives their restarts.
 #[derive(Default)]
 struct Shared {
@@ -369,7 +372,7 @@ struct Shared {
     /// Lower-cased nickname → connection; connection → nickname.
     nicks: Mutex<(HashMap<String, ConnId>, HashMap<ConnId, String>)>,
     /// Recent `/crash` times: everyone's, and per user.
-    crashes: Mutex<(VecDeque<Instant>, HashMap<String, VecDeque<Instant>>)>,
+    crashes: Mutex<Crashes>,
 }
 
 impl Shared {
