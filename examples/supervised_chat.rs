@@ -19,17 +19,28 @@
 //! - The chat-processor turns messages into room broadcasts and runs the slash commands.
 //!   A socket handler waits until the processor has *taken* its line; a line caught in the
 //!   mailbox of a crashed instance is handed again to the new one (see `deliver_line`).
+//! - A **keeper** process owns the tree: it is linked to the root supervisor and traps its
+//!   exit. When the tree gives up (its restart intensity is exceeded), the keeper says so in
+//!   the log, marks the chat as down — new connections get 503 and every `say` an immediate
+//!   error instead of a 3 s wait — and starts a fresh tree after a backoff (0.2 s, doubling
+//!   up to 10 s, reset once a tree stayed up for a minute).
+//! - `/crash` is rate-limited (one per user every 10 s, five per 10 s for everyone), so no
+//!   one can exhaust the restart intensity (20 in 10 s) for everyone. Nicknames are checked
+//!   as in the `chat` example (1 to 24 letters, digits, `_`, `-`, `.`) and unique (a taken
+//!   one gets the first free `nick2`, `nick3`…); rooms nobody is in are removed.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::json;
 use sockloop::http::Response;
-use sockloop::hub::{mw, Ctx, Hub, HubError, RoomEvent};
+use sockloop::hub::{mw, Ctx, Hub, HubError, RoomEvent, SubscriptionId};
 use sockloop::supervise::{
-    BoxError, ChildSpec, Context, Control, Handled, Node, Pid, Process, SendError, Strategy,
-    SupervisorRef, SupervisorSpec, SystemEvent,
+    BoxError, ChildSpec, Context, Control, ExitReason, Handled, Node, Pid, Process, ProcessRef,
+    ReplyTo, SendError, SpawnOptions, Strategy, SupervisorRef, SupervisorSpec, SystemEvent,
 };
 use sockloop::{ConnId, Identity, Listen, Rejection, Runtime, Server, WsServerConfig};
 
@@ -43,6 +54,22 @@ pub const CHAT_PROCESSOR: &str = "chat-processor";
 const HISTORY: usize = 20;
 /// How long a socket handler waits for a restarting process before giving up.
 const FORWARD_WAIT: Duration = Duration::from_secs(3);
+/// Restarts the tree tolerates: more within the period and it gives up (escalates).
+const INTENSITY: (u32, Duration) = (20, Duration::from_secs(10));
+/// The keeper's backoff before a fresh tree: first, maximum, and the uptime that resets it.
+const TREE_BACKOFF: (Duration, Duration, Duration) = (
+    Duration::from_millis(200),
+    Duration::from_secs(10),
+    Duration::from_secs(60),
+);
+/// `/crash` allowed per user, and for everyone, within `CRASH_WINDOW`.
+const CRASH_PER_USER: usize = 1;
+/// See [`CRASH_PER_USER`].
+const CRASH_GLOBAL: usize = 5;
+/// See [`CRASH_PER_USER`].
+const CRASH_WINDOW: Duration = Duration::from_secs(10);
+/// Longest nickname, in characters.
+const MAX_NICK: usize = 24;
 
 /// What the chat-processor handles.
 pub enum ChatMsg {
@@ -83,18 +110,41 @@ impl From<RoomEvent> for RoomMsg {
     }
 }
 
-/// Owns rooms: membership (through the hub) and each room's recent history.
+/// A room the manager knows: its subscription, members and recent history.
+#[derive(Default)]
+struct Room {
+    sub: Option<SubscriptionId>,
+    members: HashSet<ConnId>,
+    history: VecDeque<serde_json::Value>,
+}
+
+/// Owns rooms: membership (through the hub) and each room's recent history. A room other
+/// than the lobby is removed when its last member leaves.
 struct RoomManager {
     hub: Hub,
     current: HashMap<ConnId, String>,
-    history: HashMap<String, VecDeque<serde_json::Value>>,
+    rooms: HashMap<String, Room>,
 }
 
 impl RoomManager {
     fn watch(&mut self, ctx: &Context<RoomMsg>, room: &str) {
-        if !self.history.contains_key(room) {
-            self.history.insert(room.to_owned(), VecDeque::new());
-            self.hub.subscribe_process(room, ctx.me().clone());
+        if !self.rooms.contains_key(room) {
+            let sub = self.hub.subscribe_process(room, ctx.me().clone());
+            let r = Room {
+                sub: Some(sub),
+                ..Room::default()
+            };
+            self.rooms.insert(room.to_owned(), r);
+        }
+    }
+
+    /// Forgets a room nobody is in (never the lobby).
+    fn prune(&mut self, room: &str) {
+        let empty = self.rooms.get(room).is_some_and(|r| r.members.is_empty());
+        if room != LOBBY && empty {
+            if let Some(sub) = self.rooms.remove(room).and_then(|r| r.sub) {
+                self.hub.unsubscribe(sub);
+            }
         }
     }
 
@@ -102,6 +152,10 @@ impl RoomManager {
         self.watch(ctx, &room);
         if let Some(old) = self.current.insert(conn, room.clone()) {
             let _ = self.hub.leave(conn, &old);
+            if let Some(r) = self.rooms.get_mut(&old) {
+                r.members.remove(&conn);
+            }
+            self.prune(&old);
         }
         if let Err(e) = self.hub.join(conn, &room) {
             let text = format!("cannot join {room}: {}", e.message);
@@ -110,7 +164,9 @@ impl RoomManager {
                 .emit("system", &json!({ "text": text }));
             return;
         }
-        let past: Vec<_> = self.history[&room].iter().cloned().collect();
+        let r = self.rooms.entry(room.clone()).or_default();
+        r.members.insert(conn);
+        let past: Vec<_> = r.history.iter().cloned().collect();
         self.hub
             .to_conn(conn)
             .emit("joined", &json!({"room": room, "history": past}));
@@ -125,18 +181,28 @@ impl RoomManager {
                 if v["event"] != "message" {
                     return; // the hub's own notices are not history
                 }
-                let h = self.history.entry(room).or_default();
-                h.push_back(v["data"].clone());
-                while h.len() > HISTORY {
-                    h.pop_front();
+                let Some(r) = self.rooms.get_mut(&room) else {
+                    return;
+                };
+                r.history.push_back(v["data"].clone());
+                while r.history.len() > HISTORY {
+                    r.history.pop_front();
                 }
             }
             RoomEvent::Left { conn, room, .. } => {
                 if self.current.get(&conn) == Some(&room) {
                     self.current.remove(&conn);
                 }
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.members.remove(&conn);
+                }
+                self.prune(&room);
             }
-            RoomEvent::Joined { .. } => {}
+            RoomEvent::Joined { conn, room, .. } => {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.members.insert(conn);
+                }
+            }
         }
     }
 }
@@ -153,9 +219,13 @@ impl Process for RoomManager {
         match msg {
             RoomMsg::Join { conn, room } => self.join(ctx, conn, room),
             RoomMsg::List { conn } => {
-                let mut rooms: Vec<&String> = self.history.keys().collect();
+                let mut rooms: Vec<String> = self
+                    .rooms
+                    .iter()
+                    .map(|(name, r)| format!("{name} ({})", r.members.len()))
+                    .collect();
                 rooms.sort();
-                let text = format!("rooms: {}", join_names(&rooms));
+                let text = format!("rooms: {}", rooms.join(", "));
                 self.hub
                     .to_conn(conn)
                     .emit("system", &json!({ "text": text }));
@@ -164,14 +234,6 @@ impl Process for RoomManager {
         }
         Ok(Control::Continue)
     }
-}
-
-fn join_names(names: &[&String]) -> String {
-    names
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Turns lines into room broadcasts and runs the slash commands.
@@ -249,11 +311,12 @@ fn forward<M: Send + 'static>(node: &Node, name: &str, mut msg: M) -> Result<(),
     }
 }
 
-/// Hands a line to the chat-processor and waits until an instance has taken it. A line
+/// Hands a line to the chat-processor and waits until an instance has taken it (no rate
+/// limit here: that is the socket route's job). A line
 /// that was still in the mailbox of an instance that crashed (on an earlier line) is sent
 /// again to the next instance: nothing is lost. A line the processor took is never resent,
 /// so a line that crashes it (`/crash`) is not replayed into a crash loop.
-fn deliver_line(node: &Node, conn: ConnId, nick: &str, text: &str) -> Result<(), HubError> {
+pub fn deliver_line(node: &Node, conn: ConnId, nick: &str, text: &str) -> Result<(), HubError> {
     let unavailable = || HubError::internal("the chat-processor is unavailable");
     let deadline = Instant::now() + FORWARD_WAIT;
     let mut dead: Option<Pid> = None;
@@ -298,19 +361,126 @@ struct Say {
     text: String,
 }
 
+/// Recent `/crash` times: everyone's, and per user.
+type Crashes = (VecDeque<Instant>, HashMap<String, VecDeque<Instant>>);
+
+/// State kept outside the processes, so that it survives their restarts.
+#[derive(Default)]
+struct Shared {
+    /// Whether a supervision tree is running (the keeper sets it).
+    up: AtomicBool,
+    /// Lower-cased nickname → connection; connection → nickname.
+    nicks: Mutex<(HashMap<String, ConnId>, HashMap<ConnId, String>)>,
+    /// Recent `/crash` times: everyone's, and per user.
+    crashes: Mutex<Crashes>,
+}
+
+impl Shared {
+    fn nicks(&self) -> MutexGuard<'_, (HashMap<String, ConnId>, HashMap<ConnId, String>)> {
+        self.nicks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gives `id` the nickname `wanted`, or the first free `wanted2`, `wanted3`…
+    fn claim(&self, wanted: &str, id: ConnId) -> String {
+        let mut st = self.nicks();
+        let mut nick = wanted.to_owned();
+        let mut n = 2u64;
+        while st.0.contains_key(&nick.to_lowercase()) {
+            let suffix = n.to_string();
+            let base: String = wanted.chars().take(MAX_NICK - suffix.len()).collect();
+            nick = format!("{base}{suffix}");
+            n += 1;
+        }
+        st.0.insert(nick.to_lowercase(), id);
+        st.1.insert(id, nick.clone());
+        nick
+    }
+
+    fn release(&self, id: ConnId) {
+        let mut st = self.nicks();
+        if let Some(nick) = st.1.remove(&id) {
+            st.0.remove(&nick.to_lowercase());
+        }
+    }
+
+    /// Whether `user` may `/crash` now (and counts it if so).
+    fn may_crash(&self, user: &str, now: Instant) -> bool {
+        let mut st = self.crashes.lock().unwrap_or_else(|e| e.into_inner());
+        let (all, per_user) = &mut *st;
+        let fresh = |q: &mut VecDeque<Instant>| {
+            while q
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= CRASH_WINDOW)
+            {
+                q.pop_front();
+            }
+        };
+        fresh(all);
+        let mine = per_user.entry(user.to_owned()).or_default();
+        fresh(mine);
+        if all.len() >= CRASH_GLOBAL || mine.len() >= CRASH_PER_USER {
+            return false;
+        }
+        all.push_back(now);
+        mine.push_back(now);
+        per_user.retain(|_, q| !q.is_empty());
+        true
+    }
+}
+
+/// Checks a nickname as the `chat` example does: 1 to 24 letters, digits, `_`, `-`, `.`.
+pub fn check_nick(nick: &str) -> Result<(), String> {
+    let n = nick.chars().count();
+    if n == 0 || n > MAX_NICK {
+        return Err(format!("a nickname has 1 to {MAX_NICK} characters"));
+    }
+    if !nick
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err("a nickname has only letters, digits, '_', '-' and '.'".into());
+    }
+    Ok(())
+}
+
+/// The `say` route: fails at once while the tree is down, rate-limits `/crash`.
+fn say(node: &Node, shared: &Shared, ctx: &mut Ctx) -> Result<(), HubError> {
+    let Say { text } = ctx.data()?;
+    if !shared.up.load(Ordering::Acquire) {
+        return Err(HubError::internal(
+            "the chat is restarting; try again in a moment",
+        ));
+    }
+    let nick = ctx.user().unwrap_or("?").to_owned();
+    let crash = text.split(' ').next() == Some("/crash");
+    if crash && !shared.may_crash(&nick, Instant::now()) {
+        return Err(HubError::forbidden(format!(
+            "slow down: /crash is limited to {CRASH_PER_USER} per user and \
+             {CRASH_GLOBAL} for everyone every {CRASH_WINDOW:?}"
+        )));
+    }
+    deliver_line(node, ctx.conn_id(), &nick, &text)?;
+    ctx.ack(&true)
+}
+
 /// The hub: socket events in, forwarded to the processes.
-fn hub(node: &Node) -> Hub {
+fn hub(node: &Node, shared: &Arc<Shared>) -> Hub {
     let (n1, n2) = (node.clone(), node.clone());
+    let (s1, s2, s3) = (shared.clone(), shared.clone(), shared.clone());
     Hub::builder()
         .middleware(mw::recover())
         .middleware(mw::auth_required())
-        .on("say", move |ctx: &mut Ctx| {
-            let Say { text } = ctx.data()?;
-            let nick = ctx.user().unwrap_or("?");
-            deliver_line(&n1, ctx.conn_id(), nick, &text)?;
-            ctx.ack(&true)
-        })
-        .on_connect(move |_hub, ws| {
+        .on("say", move |ctx: &mut Ctx| say(&n1, &s1, ctx))
+        .on_connect(move |hub, ws| {
+            let wanted = ws.identity().map(|i| i.user.clone()).unwrap_or_default();
+            let nick = s2.claim(&wanted, ws.id());
+            if nick != wanted {
+                if let Err(e) = hub.set_user(ws.id(), &nick) {
+                    log::warn!("cannot rename {wanted} to {nick}: {e}");
+                }
+            }
+            hub.to_conn(ws.id())
+                .emit("welcome", &json!({ "nick": nick }));
             let join = RoomMsg::Join {
                 conn: ws.id(),
                 room: LOBBY.to_owned(),
@@ -319,19 +489,21 @@ fn hub(node: &Node) -> Hub {
                 log::warn!("room-manager unavailable");
             }
         })
+        .on_disconnect(move |_, ws, _, _| s3.release(ws.id()))
         .build()
 }
 
-/// The supervision tree: room-manager, then chat-processor, one for one.
-fn tree(node: &Node, hub: &Hub) -> Result<SupervisorRef, BoxError> {
+/// The supervision tree: room-manager, then chat-processor, one for one, linked to the
+/// keeper that started it.
+fn tree(node: &Node, hub: &Hub, keeper: Pid) -> Result<SupervisorRef, BoxError> {
     let (h1, h2, n2) = (hub.clone(), hub.clone(), node.clone());
     let spec = SupervisorSpec::new(Strategy::OneForOne)
-        .intensity(20, Duration::from_secs(10))
+        .intensity(INTENSITY.0, INTENSITY.1)
         .child(
             ChildSpec::worker(ROOM_MANAGER, move || RoomManager {
                 hub: h1.clone(),
                 current: HashMap::new(),
-                history: HashMap::new(),
+                rooms: HashMap::new(),
             })
             .register_as(ROOM_MANAGER),
         )
@@ -342,7 +514,93 @@ fn tree(node: &Node, hub: &Hub) -> Result<SupervisorRef, BoxError> {
             })
             .register_as(CHAT_PROCESSOR),
         );
-    Ok(spec.start(node)?)
+    Ok(spec.start_with(node, SpawnOptions::default().link(keeper))?)
+}
+
+/// What the keeper handles.
+pub enum KeeperMsg {
+    /// Start a fresh tree (after the backoff).
+    Restart,
+    /// The running tree's supervisor, if any.
+    Tree(ReplyTo<Option<SupervisorRef>>),
+}
+
+/// Owns the supervision tree: starts it, and starts a fresh one after a backoff when it
+/// gives up, instead of leaving a server that accepts users it cannot serve.
+struct Keeper {
+    hub: Hub,
+    shared: Arc<Shared>,
+    tree: Option<SupervisorRef>,
+    since: Instant,
+    backoff: Duration,
+}
+
+impl Keeper {
+    fn start_tree(&mut self, ctx: &mut Context<KeeperMsg>) -> Result<(), BoxError> {
+        let sup = tree(ctx.node(), &self.hub, ctx.pid())?;
+        self.tree = Some(sup);
+        self.since = Instant::now();
+        self.shared.up.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    fn retry_later(&mut self, ctx: &mut Context<KeeperMsg>, why: &str) {
+        self.shared.up.store(false, Ordering::Release);
+        if self.since.elapsed() >= TREE_BACKOFF.2 {
+            self.backoff = TREE_BACKOFF.0;
+        }
+        log::error!(
+            "supervised_chat: {why}; a fresh tree starts in {:?}",
+            self.backoff
+        );
+        println!("{why}; a fresh tree starts in {:?}", self.backoff);
+        let text = format!("the chat is restarting ({why})");
+        self.hub.to_all().emit("system", &json!({ "text": text }));
+        ctx.send_after(self.backoff, KeeperMsg::Restart);
+        self.backoff = (self.backoff * 2).min(TREE_BACKOFF.1);
+    }
+}
+
+impl Process for Keeper {
+    type Msg = KeeperMsg;
+
+    fn init(&mut self, ctx: &mut Context<KeeperMsg>) -> Result<(), BoxError> {
+        ctx.trap_exit(true);
+        self.start_tree(ctx)
+    }
+
+    fn handle(&mut self, ctx: &mut Context<KeeperMsg>, msg: KeeperMsg) -> Handled {
+        match msg {
+            KeeperMsg::Restart => match self.start_tree(ctx) {
+                Ok(()) => {
+                    println!("a fresh supervision tree is running");
+                    let text = "the chat is back";
+                    self.hub.to_all().emit("system", &json!({ "text": text }));
+                }
+                Err(e) => self.retry_later(ctx, &format!("the tree failed to start: {e}")),
+            },
+            KeeperMsg::Tree(reply) => drop(reply.reply(self.tree.clone())),
+        }
+        Ok(Control::Continue)
+    }
+
+    fn handle_exit(&mut self, ctx: &mut Context<KeeperMsg>, from: Pid, r: ExitReason) -> Handled {
+        if self.tree.as_ref().map(SupervisorRef::pid) != Some(from) {
+            return Ok(Control::Continue);
+        }
+        self.tree = None;
+        match r {
+            // Stopped on purpose (the node shuts down): nothing to restart.
+            ExitReason::Shutdown | ExitReason::Normal => {
+                self.shared.up.store(false, Ordering::Release);
+                Ok(Control::Stop)
+            }
+            r => {
+                self.retry_later(ctx, &format!("the supervision tree gave up ({r})"));
+                Ok(Control::Continue)
+            }
+        }
+    }
 }
 
 /// Shows restarts to everyone (and on the terminal).
@@ -359,18 +617,32 @@ fn announce_restarts(node: &Node, hub: &Hub) {
             println!("{text}");
             hub.to_all().emit("system", &json!({ "text": text }));
         }
+        SystemEvent::SupervisorEscalated { supervisor, .. } => {
+            log::error!("supervised_chat: supervisor {supervisor} exceeded its intensity");
+        }
         _ => {}
     });
 }
 
-/// The running example: the server, the hub and the supervisor.
+/// The running example: the server, the hub and the keeper of the supervision tree.
 pub struct App {
     /// The WebSocket + HTTP server.
     pub server: Server,
     /// The hub.
     pub hub: Hub,
-    /// The supervisor of the two processes.
-    pub supervisor: SupervisorRef,
+    /// The keeper process, which owns the supervision tree.
+    pub keeper: ProcessRef<KeeperMsg>,
+}
+
+impl App {
+    /// The supervisor of the two processes now (`None` while the keeper waits to start a
+    /// fresh tree).
+    pub fn supervisor(&self) -> Option<SupervisorRef> {
+        self.keeper
+            .call(KeeperMsg::Tree, FORWARD_WAIT)
+            .ok()
+            .flatten()
+    }
 }
 
 /// Starts everything on `rt`, listening on `addr`.
@@ -379,14 +651,25 @@ pub struct App {
 /// When the listener or the processes cannot start.
 pub fn start(rt: &Runtime, addr: &str) -> Result<App, BoxError> {
     let node = rt.node();
-    let hub = hub(node);
-    let supervisor = tree(node, &hub)?;
+    let shared = Arc::new(Shared::default());
+    let hub = hub(node, &shared);
     announce_restarts(node, &hub);
+    let keeper = node.spawn(Keeper {
+        hub: hub.clone(),
+        shared: shared.clone(),
+        tree: None,
+        since: Instant::now(),
+        backoff: TREE_BACKOFF.0,
+    })?;
     let cfg = WsServerConfig::new()
         .path(Some("/ws".into()))
-        .authenticator(|req| match req.query_param("nick") {
-            Some(n) if !n.is_empty() && n.len() <= 32 => Ok(Some(Identity::user(n))),
-            _ => Err(Rejection::new(400, "a nick (1 to 32 bytes) is required")),
+        .authenticator(move |req| {
+            if !shared.up.load(Ordering::Acquire) {
+                return Err(Rejection::new(503, "the chat is restarting"));
+            }
+            let nick = req.query_param("nick").unwrap_or("").trim();
+            check_nick(nick).map_err(|m| Rejection::new(400, m))?;
+            Ok(Some(Identity::user(nick)))
         })
         .http(|req| match req.path() {
             "/" => Response::html(PAGE),
@@ -397,7 +680,7 @@ pub fn start(rt: &Runtime, addr: &str) -> Result<App, BoxError> {
     Ok(App {
         server,
         hub,
-        supervisor,
+        keeper,
     })
 }
 

@@ -2,12 +2,15 @@
 
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
+use super::current;
 use super::runner::panic_message;
 use super::{
-    ChildKind, ChildSpec, ExitReason, Node, Pid, Restart, SpawnError, SpawnOptions, SystemEvent,
+    ChildKind, ChildSpec, ExitReason, Node, Pid, Restart, SpawnError, SpawnOptions,
+    SupervisorError, SystemEvent,
 };
 
 /// A child as reported by [`SupervisorRef::which_children`](super::SupervisorRef::which_children).
@@ -23,9 +26,27 @@ pub struct ChildInfo {
     pub restart: Restart,
 }
 
+/// Child counts as reported by
+/// [`SupervisorRef::count_children`](super::SupervisorRef::count_children).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChildCount {
+    /// Child specs, running or not.
+    pub specs: usize,
+    /// Children running now.
+    pub active: usize,
+    /// Specs of nested supervisors.
+    pub supervisors: usize,
+    /// Specs of workers.
+    pub workers: usize,
+}
+
 pub(crate) struct Child {
     pub(crate) spec: ChildSpec,
     pub(crate) pid: Option<Pid>,
+    /// When the running instance started (for the restart backoff).
+    since: Option<Instant>,
+    /// Restarts in a row that came quickly: the backoff's exponent.
+    level: u32,
 }
 
 /// Children in start order.
@@ -58,7 +79,12 @@ impl Children {
     }
 
     pub(crate) fn push(&mut self, spec: ChildSpec) {
-        self.list.push(Child { spec, pid: None });
+        self.list.push(Child {
+            spec,
+            pid: None,
+            since: None,
+            level: 0,
+        });
     }
 
     /// Starts child `i`, linked to the supervisor; waits for its `init`.
@@ -74,7 +100,29 @@ impl Children {
             Err(SpawnError::Init(reason))
         })?;
         self.list[i].pid = Some(pid);
+        if self.list[i].spec.backoff.is_some() {
+            self.list[i].since = Some(Instant::now());
+        }
         Ok(pid)
+    }
+
+    /// The delay before restarting child `i` (zero without a backoff): the first delay,
+    /// doubled for each restart in a row, up to the maximum. A child that ran for at
+    /// least the maximum delay starts over from the first.
+    pub(crate) fn next_delay(&mut self, i: usize, now: Instant) -> Duration {
+        let c = &mut self.list[i];
+        let Some((first, max)) = c.spec.backoff else {
+            return Duration::ZERO;
+        };
+        let ran = c
+            .since
+            .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
+        if ran >= max {
+            c.level = 0;
+        }
+        let factor = 1u32.checked_shl(c.level).unwrap_or(u32::MAX);
+        c.level = c.level.saturating_add(1).min(31);
+        first.saturating_mul(factor).min(max)
     }
 
     /// Stops child `i` if it runs: shutdown signal, wait up to its timeout, else detach.
@@ -83,8 +131,20 @@ impl Children {
         let pid = self.list[i].pid.take()?;
         self.node.unlink(self.sup, pid);
         let down = self.node.monitor(pid);
-        self.node.stop(pid);
-        if let Err(RecvTimeoutError::Timeout) = down.recv_timeout(self.list[i].spec.shutdown) {
+        let shared = self.node.shared_of(pid);
+        let timeout = self.list[i].spec.shutdown;
+        // The child is waited for (marked before it is told): a call from it to this
+        // supervisor fails at once.
+        let node = &self.node;
+        let wait = || {
+            node.stop(pid);
+            down.recv_timeout(timeout)
+        };
+        let res = match &shared {
+            Some(s) => current::blocked_on(s, wait),
+            None => wait(),
+        };
+        if let Err(RecvTimeoutError::Timeout) = res {
             self.detach(i, pid);
         }
         Some(pid)
@@ -114,6 +174,27 @@ impl Children {
     pub(crate) fn drop_stopped_temporaries(&mut self) {
         self.list
             .retain(|c| c.pid.is_some() || c.spec.restart != Restart::Temporary);
+    }
+
+    pub(crate) fn count(&self) -> ChildCount {
+        let sups = self
+            .list
+            .iter()
+            .filter(|c| c.spec.kind == ChildKind::Supervisor);
+        let supervisors = sups.count();
+        ChildCount {
+            specs: self.list.len(),
+            active: self.list.iter().filter(|c| c.pid.is_some()).count(),
+            supervisors,
+            workers: self.list.len() - supervisors,
+        }
+    }
+
+    pub(crate) fn spec(&self, id: &str) -> Result<ChildSpec, SupervisorError> {
+        let i = self
+            .position(id)
+            .ok_or_else(|| SupervisorError::NotFound(id.to_owned()))?;
+        Ok(self.list[i].spec.clone())
     }
 
     pub(crate) fn info(&self) -> Vec<ChildInfo> {

@@ -25,24 +25,28 @@ pub struct NodeConfig {
     pub(crate) message_budget: Option<Duration>,
     pub(crate) stack_size: Option<usize>,
     pub(crate) thread_name: String,
+    pub(crate) quiet_panics: bool,
 }
 
 impl Default for NodeConfig {
-    /// Mailboxes of `4 << 10` messages, no per-message budget, the standard library's
-    /// thread stack size (2 MiB, or `RUST_MIN_STACK`), threads named `sl-proc-<pid>`.
+    /// Mailboxes of up to `4 << 10` messages, no per-message budget, the standard
+    /// library's thread stack size (2 MiB, or `RUST_MIN_STACK`), threads named
+    /// `sl-proc-<pid>`, panics printed by Rust's panic hook as usual.
     fn default() -> Self {
         NodeConfig {
             mailbox_capacity: 4 << 10,
             message_budget: None,
             stack_size: None,
             thread_name: "sl-proc".to_owned(),
+            quiet_panics: false,
         }
     }
 }
 
 impl NodeConfig {
     /// Capacity of each process's user mailbox (default `4 << 10`; at least 1). A full
-    /// mailbox makes `send` fail with `MailboxFull`; system signals are not counted.
+    /// mailbox makes `send` fail with `MailboxFull`; system signals are not counted. The
+    /// memory is taken as messages arrive (blocks of 31), not reserved up front.
     pub fn mailbox_capacity(mut self, n: usize) -> Self {
         self.mailbox_capacity = n.max(1);
         self
@@ -62,6 +66,17 @@ impl NodeConfig {
         self
     }
 
+    /// Keeps Rust's default panic message (`thread '…' panicked at …`) of this node's
+    /// process threads off stderr (default `false`). A caught panic is still reported: as
+    /// the [`ExitReason::Panic`](super::ExitReason::Panic) of a `SystemEvent::Exited` to
+    /// the node's hook, and through the `log` crate. Panics on other threads are printed as
+    /// before: the first quiet node installs, once per program, a panic hook that stays
+    /// silent on quiet process threads and calls the previous hook everywhere else.
+    pub fn quiet_panics(mut self, quiet: bool) -> Self {
+        self.quiet_panics = quiet;
+        self
+    }
+
     /// Prefix of process thread names, which are `<prefix>-<pid>` (default `sl-proc`).
     /// Linux shows the first 15 bytes (`/proc/<pid>/task/*/comm`, `top -H`).
     pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
@@ -77,6 +92,8 @@ pub struct SpawnOptions {
     pub(crate) name: Option<String>,
     pub(crate) link: Option<Pid>,
     pub(crate) mailbox_capacity: Option<usize>,
+    /// Never time this process's messages (supervisors: their messages wait for children).
+    pub(crate) no_budget: bool,
 }
 
 impl SpawnOptions {

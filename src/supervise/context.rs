@@ -2,13 +2,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use crossbeam_channel::Sender;
-
-use super::mailbox::Signal;
+use super::mailbox::Sys;
 use super::registry::Watcher;
 use super::{
-    Down, ExitReason, MonitorRef, Node, Pid, Process, ProcessRef, SpawnError, SpawnOptions,
+    Down, ExitReason, MonitorRef, Node, Pid, Process, ProcessRef, SpawnError, SpawnOptions, Target,
+    TimerRef,
 };
 
 /// What a handler can do besides handling: see itself, reach the node, link, monitor.
@@ -16,19 +16,21 @@ use super::{
 pub struct Context<M> {
     me: ProcessRef<M>,
     node: Node,
-    sig: Sender<Signal>,
+    sys: Sys,
     trap: bool,
     monitors: HashMap<MonitorRef, Pid>,
+    receive_timeout: Option<Duration>,
 }
 
 impl<M: Send + 'static> Context<M> {
-    pub(crate) fn new(me: ProcessRef<M>, node: Node, sig: Sender<Signal>) -> Self {
+    pub(crate) fn new(me: ProcessRef<M>, node: Node, sys: Sys) -> Self {
         Context {
             me,
             node,
-            sig,
+            sys,
             trap: false,
             monitors: HashMap::new(),
+            receive_timeout: None,
         }
     }
 
@@ -57,6 +59,7 @@ impl<M: Send + 'static> Context<M> {
     /// [`Process::handle_exit`] instead of ending this process. Off by default.
     pub fn trap_exit(&mut self, on: bool) {
         self.trap = on;
+        self.me.shared().trap.store(on, Ordering::Release);
     }
 
     /// Whether exits are trapped.
@@ -68,8 +71,7 @@ impl<M: Send + 'static> Context<M> {
     /// with [`ExitReason::NoProc`] arrives at once (ending this process unless trapping).
     pub fn link(&mut self, pid: Pid) {
         if !self.node.link(self.pid(), pid) {
-            let reason = ExitReason::NoProc;
-            drop(self.sig.send(Signal::Exit { from: pid, reason }));
+            self.sys.exit(pid, ExitReason::NoProc);
         }
     }
 
@@ -78,14 +80,78 @@ impl<M: Send + 'static> Context<M> {
         self.node.unlink(self.pid(), pid);
     }
 
-    /// Monitors `pid`: exactly one [`Down`] arrives in [`Process::handle_down`] when it
-    /// exits, at once with [`ExitReason::NoProc`] if it is already dead.
-    pub fn monitor(&mut self, pid: Pid) -> MonitorRef {
+    /// Monitors a process by pid or registered name (a name is resolved now, as in OTP
+    /// the monitor follows that process, not later holders of the name): exactly one
+    /// [`Down`] arrives in [`Process::handle_down`] when it exits, after every message it
+    /// sent to this process before. It arrives at once with [`ExitReason::NoProc`] if the
+    /// process is already dead (for an unknown name, with pid `<0>`).
+    pub fn monitor<'a>(&mut self, target: impl Into<Target<'a>>) -> MonitorRef {
+        let pid = self.node.resolve(target.into());
         let mref = self.node.next_monitor_ref();
         self.monitors.insert(mref, pid);
-        let watcher = Watcher::Process(self.sig.clone());
+        let watcher = Watcher::Process(self.sys.clone());
         self.node.add_monitor(pid, mref, watcher);
         mref
+    }
+
+    /// Sends an exit signal to `pid` from this process, as if a linked process had exited
+    /// with `reason` (`erlang:exit/2`); see [`Node::exit`].
+    pub fn exit(&self, pid: Pid, reason: ExitReason) -> bool {
+        self.node.exit_from(self.pid(), pid, reason)
+    }
+
+    /// Sends `msg` to this process after `after`, from the node's timer thread; see
+    /// [`Node::send_after`].
+    pub fn send_after(&self, after: Duration, msg: M) -> TimerRef {
+        self.node.send_after(&self.me, after, msg)
+    }
+
+    /// Sends a clone of `msg` to this process every `every`; see [`Node::send_interval`].
+    pub fn send_interval(&self, every: Duration, msg: M) -> TimerRef
+    where
+        M: Clone,
+    {
+        self.node.send_interval(&self.me, every, msg)
+    }
+
+    /// Sets (or with `None` clears) the receive timeout: after `timeout` without any
+    /// message, [`Process::handle_timeout`] runs, and again after each further quiet
+    /// `timeout`. Measured by the process's own wait: no timer, no thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sockloop::supervise::{Context, Control, Handled, Node, Process};
+    ///
+    /// struct Idle(crossbeam_channel::Sender<()>);
+    /// impl Process for Idle {
+    ///     type Msg = ();
+    ///     fn init(&mut self, ctx: &mut Context<()>) -> Result<(), sockloop::supervise::BoxError> {
+    ///         ctx.set_receive_timeout(Some(Duration::from_millis(10)));
+    ///         Ok(())
+    ///     }
+    ///     fn handle(&mut self, _ctx: &mut Context<()>, _: ()) -> Handled {
+    ///         Ok(Control::Continue)
+    ///     }
+    ///     fn handle_timeout(&mut self, _ctx: &mut Context<()>) -> Handled {
+    ///         self.0.send(())?;
+    ///         Ok(Control::Stop)
+    ///     }
+    /// }
+    ///
+    /// let node = Node::new();
+    /// let (tx, rx) = crossbeam_channel::bounded(1);
+    /// node.spawn(Idle(tx)).unwrap();
+    /// rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    /// ```
+    pub fn set_receive_timeout(&mut self, timeout: Option<Duration>) {
+        self.receive_timeout = timeout;
+    }
+
+    /// The receive timeout, if set.
+    pub fn receive_timeout(&self) -> Option<Duration> {
+        self.receive_timeout
     }
 
     /// Removes a monitor; its DOWN will not be delivered, even if already queued.

@@ -64,6 +64,9 @@ pub enum SpawnError {
     Init(ExitReason),
     /// The operating system refused to create the thread (the error's text).
     Thread(String),
+    /// A supervisor spec cannot work (the reason's text): a zero intensity period or two
+    /// children with one id. Nothing was started.
+    InvalidSpec(String),
 }
 
 impl fmt::Display for SpawnError {
@@ -72,6 +75,7 @@ impl fmt::Display for SpawnError {
             SpawnError::NameTaken(n) => write!(f, "name {n:?} is already registered"),
             SpawnError::Init(r) => write!(f, "init failed: {r}"),
             SpawnError::Thread(e) => write!(f, "cannot create thread: {e}"),
+            SpawnError::InvalidSpec(e) => write!(f, "invalid supervisor spec: {e}"),
         }
     }
 }
@@ -116,6 +120,14 @@ pub enum SupervisorError {
     Running(String),
     /// The child could not be started; its spec was kept (for `start_child`: not added).
     Start(SpawnError),
+    /// The supervisor did not answer within the call timeout
+    /// ([`SupervisorRef::with_timeout`](super::SupervisorRef::with_timeout)); the request
+    /// may still be carried out.
+    Timeout,
+    /// The call was made where the supervisor can never answer it: on its own thread (a
+    /// node hook or a factory it runs), from a child's `init`, or from a child it is
+    /// stopping. Nothing was asked.
+    Deadlock,
 }
 
 impl fmt::Display for SupervisorError {
@@ -126,6 +138,8 @@ impl fmt::Display for SupervisorError {
             SupervisorError::NotFound(id) => write!(f, "no child {id:?}"),
             SupervisorError::Running(id) => write!(f, "child {id:?} is running"),
             SupervisorError::Start(e) => write!(f, "child failed to start: {e}"),
+            SupervisorError::Timeout => f.write_str("supervisor call timed out"),
+            SupervisorError::Deadlock => f.write_str("supervisor call would deadlock"),
         }
     }
 }

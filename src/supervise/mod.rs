@@ -40,9 +40,11 @@
 //! // The supervisor registers the fresh instance under the same name.
 //! ```
 
+mod call;
 mod children;
 mod config;
 mod context;
+mod current;
 mod error;
 mod event;
 mod intensity;
@@ -55,8 +57,10 @@ mod registry;
 mod runner;
 mod spec;
 mod supervisor;
+mod timer;
 
-pub use children::ChildInfo;
+pub use call::{CallError, ReplyTo};
+pub use children::{ChildCount, ChildInfo};
 pub use config::{NodeConfig, SpawnOptions};
 pub use context::Context;
 pub use error::{RegisterError, SendError, SpawnError, SupervisorError};
@@ -68,4 +72,5 @@ pub use pid::{MonitorRef, Pid};
 pub use process::{from_fn, FnProcess, Process};
 pub use reason::{BoxError, Control, Down, ExitReason, Handled};
 pub use spec::{ChildKind, ChildSpec, Restart, Strategy, SupervisorSpec};
-pub use supervisor::{SupervisorMsg, SupervisorRef};
+pub use supervisor::{SupervisorMsg, SupervisorRef, DEFAULT_CALL_TIMEOUT};
+pub use timer::TimerRef;

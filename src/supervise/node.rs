@@ -6,12 +6,14 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver};
 
+use super::current;
 use super::event::{log_event, Hook};
-use super::mailbox::{ProcShared, Signal};
+use super::mailbox::{Envelope, ProcShared, Sys};
 use super::registry::{Entry, Registry, Removed, Watcher};
 use super::runner::{panic_message, run, Boot};
+use super::timer::Timers;
 use super::{
     Context, Down, ExitReason, MonitorRef, NodeConfig, Pid, Process, ProcessRef, RegisterError,
     SendError, SpawnError, SpawnOptions, SystemEvent,
@@ -70,6 +72,13 @@ pub(crate) struct NodeInner {
     registry: Mutex<Registry>,
     hook: RwLock<Option<Hook>>,
     config: NodeConfig,
+    timers: Arc<Timers>,
+}
+
+impl Drop for NodeInner {
+    fn drop(&mut self) {
+        self.timers.close();
+    }
 }
 
 impl NodeInner {
@@ -110,15 +119,30 @@ impl Node {
 
     /// A node with the given configuration.
     pub fn with_config(config: NodeConfig) -> Self {
+        let timers = Timers::new(format!("{}-timer", config.thread_name));
         let inner = NodeInner {
             next_id: AtomicU64::new(1),
             registry: Mutex::new(Registry::default()),
             hook: RwLock::new(None),
             config,
+            timers,
         };
         Node {
             inner: Arc::new(inner),
         }
+    }
+
+    pub(crate) fn timers(&self) -> &Arc<Timers> {
+        &self.inner.timers
+    }
+
+    pub(crate) fn from_inner(inner: Arc<NodeInner>) -> Self {
+        Node { inner }
+    }
+
+    /// Whether the target names a live process.
+    pub(crate) fn is_target_alive(&self, to: Target<'_>) -> bool {
+        self.is_alive(self.resolve(to))
     }
 
     /// The configuration.
@@ -150,30 +174,42 @@ impl Node {
         let cap = opts
             .mailbox_capacity
             .unwrap_or(self.inner.config.mailbox_capacity);
-        let (utx, urx) = bounded(cap);
-        let (stx, srx) = unbounded();
-        let shared = Arc::new(ProcShared::new(pid, Arc::downgrade(&self.inner)));
-        let me = ProcessRef::new(utx, shared);
-        self.enter(pid, &me, &stx, &opts)?;
+        let (tx, rx) = unbounded::<Envelope<P::Msg>>();
+        let (urgent_tx, urgent) = unbounded();
+        let shared = Arc::new(ProcShared::new(pid, cap, Arc::downgrade(&self.inner)));
+        let me = ProcessRef::new(tx, Arc::clone(&shared));
+        let sys = Sys {
+            shared: Arc::clone(&shared),
+            urgent: urgent_tx,
+            ordered: Arc::new(me.sender().clone()),
+        };
+        self.enter(pid, &me, &sys, &opts)?;
         let (ack, ack_rx) = bounded(1);
-        let ctx = Context::new(me.clone(), self.clone(), stx);
-        let budget = self.inner.config.message_budget;
+        let ctx = Context::new(me.clone(), self.clone(), sys);
+        let budget = self.inner.config.message_budget.filter(|_| !opts.no_budget);
         let boot = Boot {
             proc: p,
             ctx,
-            user: urx,
-            sig: srx,
+            rx,
+            urgent,
             ack,
             budget,
+            quiet: self.inner.config.quiet_panics,
         };
-        if let Err(e) = self.thread(pid).spawn(move || run(boot)) {
-            self.inner.reg().remove(pid);
-            return Err(SpawnError::Thread(e.to_string()));
-        }
-        match ack_rx.recv() {
-            Ok(Ok(())) => Ok(me),
-            Ok(Err(reason)) => Err(SpawnError::Init(reason)),
-            Err(_) => Err(SpawnError::Init(ExitReason::Panic(
+        // The spawner waits for `init` (marked before the thread starts): a call from
+        // `init` back to it fails at once.
+        let started: std::io::Result<_> = current::blocked_on(&shared, || {
+            self.thread(pid).spawn(move || run(boot))?;
+            Ok(ack_rx.recv())
+        });
+        match started {
+            Err(e) => {
+                self.inner.reg().remove(pid);
+                Err(SpawnError::Thread(e.to_string()))
+            }
+            Ok(Ok(Ok(()))) => Ok(me),
+            Ok(Ok(Err(reason))) => Err(SpawnError::Init(reason)),
+            Ok(Err(_)) => Err(SpawnError::Init(ExitReason::Panic(
                 "init did not report".into(),
             ))),
         }
@@ -184,14 +220,13 @@ impl Node {
         &self,
         pid: Pid,
         me: &ProcessRef<M>,
-        sig: &Sender<Signal>,
+        sys: &Sys,
         opts: &SpawnOptions,
     ) -> Result<(), SpawnError> {
         let entry = Entry {
             name: opts.name.clone(),
-            sig: sig.clone(),
+            sys: sys.clone(),
             user: Box::new(me.clone()),
-            shared: Arc::clone(me.shared()),
             links: Vec::new(),
             monitors: Vec::new(),
         };
@@ -199,10 +234,8 @@ impl Node {
         reg.insert(pid, entry)?;
         if let Some(peer) = opts.link {
             if !reg.link(pid, peer) {
-                drop(sig.send(Signal::Exit {
-                    from: peer,
-                    reason: ExitReason::NoProc,
-                }));
+                drop(reg);
+                sys.exit(peer, ExitReason::NoProc);
             }
         }
         Ok(())
@@ -278,6 +311,19 @@ impl Node {
         self.inner.reg().whereis(name)
     }
 
+    /// Every registered name, sorted (`erlang:registered/0`).
+    pub fn registered(&self) -> Vec<String> {
+        self.inner.reg().names()
+    }
+
+    /// The pid a target names now; `<0>` (never a live process) for an unknown name.
+    pub(crate) fn resolve(&self, to: Target<'_>) -> Pid {
+        match to {
+            Target::Pid(p) => p,
+            Target::Name(n) => self.whereis(n).unwrap_or(Pid::new(0)),
+        }
+    }
+
     /// `true` while `pid` is in the process table (not yet exited or detached).
     pub fn is_alive(&self, pid: Pid) -> bool {
         self.inner.reg().get(pid).is_some()
@@ -296,10 +342,55 @@ impl Node {
         let Some(e) = reg.get(pid) else {
             return false;
         };
-        e.shared.stopping.store(true, Ordering::Relaxed);
-        e.shared.closed.store(true, Ordering::Relaxed);
-        drop(e.sig.send(Signal::Shutdown));
+        e.sys.shutdown();
         true
+    }
+
+    /// Sends an exit signal to `pid` as if a linked process had exited with `reason`
+    /// (`erlang:exit/2`). A process that traps exits receives it in
+    /// [`Process::handle_exit`](super::Process::handle_exit), in order with the messages
+    /// from the same sender; any other process ends with `reason` after its current
+    /// message, except that [`ExitReason::Normal`] is ignored. The sender is the calling
+    /// process, or `<0>` when called from outside any process of this node. Returns
+    /// `false` if `pid` was not alive.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sockloop::supervise::{from_fn, Control, ExitReason, Node};
+    ///
+    /// let node = Node::new();
+    /// let p = node.spawn(from_fn(|_ctx, ()| Ok(Control::Continue))).unwrap();
+    /// let down = node.monitor(p.pid());
+    /// assert!(node.exit(p.pid(), ExitReason::Error("enough".into())));
+    /// let d = down.recv_timeout(Duration::from_secs(5)).unwrap();
+    /// assert_eq!(d.reason, ExitReason::Error("enough".into()));
+    /// ```
+    pub fn exit(&self, pid: Pid, reason: ExitReason) -> bool {
+        let from = self.caller_pid().unwrap_or(Pid::new(0));
+        self.exit_from(from, pid, reason)
+    }
+
+    pub(crate) fn exit_from(&self, from: Pid, pid: Pid, reason: ExitReason) -> bool {
+        let sys = self.inner.reg().get(pid).map(|e| e.sys.clone());
+        match sys {
+            Some(sys) => {
+                sys.exit(from, reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The pid of the process of this node running on the calling thread.
+    fn caller_pid(&self) -> Option<Pid> {
+        current::pid_on(Arc::as_ptr(&self.inner))
+    }
+
+    /// The shared state of a live process.
+    pub(crate) fn shared_of(&self, pid: Pid) -> Option<Arc<ProcShared>> {
+        self.inner.reg().get(pid).map(|e| Arc::clone(&e.sys.shared))
     }
 
     /// Stops every process, one at a time, oldest first, and waits up to `timeout` in all;
@@ -339,8 +430,9 @@ impl Node {
         self.process_count()
     }
 
-    /// Monitors `pid` from outside any process: the channel receives exactly one [`Down`]
-    /// (at once with [`ExitReason::NoProc`] if `pid` is not alive).
+    /// Monitors a process by pid or registered name from outside any process: the channel
+    /// receives exactly one [`Down`] (at once with [`ExitReason::NoProc`] if it is not
+    /// alive; for an unknown name, with pid `<0>`).
     ///
     /// # Examples
     ///
@@ -355,11 +447,16 @@ impl Node {
     /// let d = down.recv_timeout(Duration::from_secs(5)).unwrap();
     /// assert_eq!(d.reason, ExitReason::Normal);
     /// ```
-    pub fn monitor(&self, pid: Pid) -> Receiver<Down> {
+    pub fn monitor<'a>(&self, target: impl Into<Target<'a>>) -> Receiver<Down> {
+        self.monitor_ref(self.resolve(target.into())).1
+    }
+
+    /// A monitor from outside any process, with its reference (for `demonitor`).
+    pub(crate) fn monitor_ref(&self, pid: Pid) -> (MonitorRef, Receiver<Down>) {
         let (tx, rx) = bounded(1);
         let mref = self.next_monitor_ref();
         self.add_monitor(pid, mref, Watcher::Channel(tx));
-        rx
+        (mref, rx)
     }
 
     /// Sets the node-wide hook that receives every [`SystemEvent`] (replacing any previous
@@ -425,7 +522,9 @@ impl Node {
         let removed = self.inner.reg().remove(pid);
         match removed {
             Some(removed) => {
-                removed.entry.shared.stopping.store(true, Ordering::Relaxed);
+                let shared = &removed.entry.sys.shared;
+                shared.stopping.store(true, Ordering::Relaxed);
+                shared.detached.store(true, Ordering::Relaxed);
                 self.notify(pid, ExitReason::Detached, removed);
                 true
             }
@@ -435,16 +534,13 @@ impl Node {
 
     fn notify(&self, pid: Pid, reason: ExitReason, removed: Removed) {
         let Removed { entry, linked } = removed;
-        entry.shared.closed.store(true, Ordering::Relaxed);
+        entry.sys.shared.closed.store(true, Ordering::Release);
         self.emit(&SystemEvent::Exited {
             pid,
             reason: reason.clone(),
         });
-        for sig in linked {
-            drop(sig.send(Signal::Exit {
-                from: pid,
-                reason: reason.clone(),
-            }));
+        for sys in linked {
+            sys.exit(pid, reason.clone());
         }
         for (mref, w) in entry.monitors {
             w.deliver(Down {

@@ -78,6 +78,18 @@ pub trait Process: Send + 'static {
         Ok(Control::Continue)
     }
 
+    /// The receive timeout set with [`Context::set_receive_timeout`] passed without any
+    /// message, signal or DOWN (gen_server's `timeout`). It fires again after each further
+    /// quiet period of the same length until the timeout is cleared. The default ignores it.
+    ///
+    /// # Errors
+    ///
+    /// As for [`handle`](Process::handle).
+    fn handle_timeout(&mut self, ctx: &mut Context<Self::Msg>) -> Handled {
+        let _ = ctx;
+        Ok(Control::Continue)
+    }
+
     /// Runs once after the last message, whatever the reason (also after a panic).
     fn terminate(&mut self, ctx: &mut Context<Self::Msg>, reason: &ExitReason) {
         let _ = (ctx, reason);

@@ -5,17 +5,16 @@
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
-use super::mailbox::{ProcShared, Signal};
+use super::mailbox::Sys;
 use super::{Down, MonitorRef, Pid, RegisterError, SpawnError};
 
 /// Who receives a DOWN notification.
 pub(crate) enum Watcher {
-    /// A process, through its signal channel.
-    Process(Sender<Signal>),
+    /// A process, in its mailbox (in order with the messages of the monitored process).
+    Process(Sys),
     /// A plain channel (monitors taken from outside any process).
     Channel(Sender<Down>),
 }
@@ -24,7 +23,7 @@ impl Watcher {
     pub(crate) fn deliver(&self, down: Down) {
         // A watcher that is gone has nobody to tell: dropping is right.
         match self {
-            Watcher::Process(tx) => drop(tx.send(Signal::Down(down))),
+            Watcher::Process(sys) => sys.down(down),
             Watcher::Channel(tx) => drop(tx.try_send(down)),
         }
     }
@@ -33,10 +32,9 @@ impl Watcher {
 /// One live process.
 pub(crate) struct Entry {
     pub(crate) name: Option<String>,
-    pub(crate) sig: Sender<Signal>,
+    pub(crate) sys: Sys,
     /// The typed `ProcessRef<M>`, for lookups by pid or name.
     pub(crate) user: Box<dyn Any + Send + Sync>,
-    pub(crate) shared: Arc<ProcShared>,
     pub(crate) links: Vec<Pid>,
     pub(crate) monitors: Vec<(MonitorRef, Watcher)>,
 }
@@ -44,8 +42,8 @@ pub(crate) struct Entry {
 /// What a removed process leaves to notify.
 pub(crate) struct Removed {
     pub(crate) entry: Entry,
-    /// Signal channels of the processes it was linked to.
-    pub(crate) linked: Vec<Sender<Signal>>,
+    /// The processes it was linked to.
+    pub(crate) linked: Vec<Sys>,
 }
 
 /// Processes by pid and pids by name.
@@ -92,7 +90,7 @@ impl Registry {
         for peer in &entry.links {
             if let Some(p) = self.procs.get_mut(peer) {
                 p.links.retain(|l| *l != pid);
-                linked.push(p.sig.clone());
+                linked.push(p.sys.clone());
             }
         }
         Some(Removed { entry, linked })
@@ -170,26 +168,47 @@ impl Registry {
     pub(crate) fn whereis(&self, name: &str) -> Option<Pid> {
         self.names.get(name).copied()
     }
+
+    /// Registered names, sorted.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.names.keys().cloned().collect();
+        v.sort_unstable();
+        v
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Weak;
+    use std::sync::{Arc, Weak};
 
     use crossbeam_channel::{unbounded, Receiver};
 
     use super::*;
+    use crate::supervise::mailbox::{Envelope, ProcShared, Signal};
     use crate::supervise::ExitReason;
+
+    fn sys(pid: Pid) -> (Sys, Receiver<Signal>) {
+        let (urgent, rx) = unbounded();
+        let (ordered, _) = unbounded::<Envelope<()>>();
+        let shared = Arc::new(ProcShared::new(pid, 8, Weak::new()));
+        let ordered = Arc::new(ordered);
+        (
+            Sys {
+                shared,
+                urgent,
+                ordered,
+            },
+            rx,
+        )
+    }
 
     fn entry(reg: &mut Registry, n: u64, name: Option<&str>) -> (Pid, Receiver<Signal>) {
         let pid = Pid::new(n);
-        let (sig, rx) = unbounded();
-        let shared = Arc::new(ProcShared::new(pid, Weak::new()));
+        let (sys, rx) = sys(pid);
         let e = Entry {
             name: name.map(str::to_owned),
-            sig,
+            sys,
             user: Box::new(()),
-            shared,
             links: Vec::new(),
             monitors: Vec::new(),
         };
@@ -208,12 +227,7 @@ mod tests {
         reg.unlink(a, c);
         let removed = reg.remove(a).unwrap();
         assert_eq!(removed.linked.len(), 1);
-        removed.linked[0]
-            .send(Signal::Exit {
-                from: a,
-                reason: ExitReason::Normal,
-            })
-            .unwrap();
+        removed.linked[0].exit(a, ExitReason::Shutdown);
         assert!(matches!(brx.try_recv(), Ok(Signal::Exit { from, .. }) if from == a));
         assert!(reg.get(b).unwrap().links.is_empty());
         assert_eq!(reg.whereis("a"), None);
@@ -248,12 +262,10 @@ mod tests {
         let (a, _) = entry(&mut reg, 1, Some("x"));
         let (b, _) = entry(&mut reg, 2, None);
         let pid = Pid::new(3);
-        let (sig, _rx) = unbounded();
         let dup = Entry {
             name: Some("x".into()),
-            sig,
+            sys: sys(pid).0,
             user: Box::new(()),
-            shared: Arc::new(ProcShared::new(pid, Weak::new())),
             links: Vec::new(),
             monitors: Vec::new(),
         };
@@ -276,5 +288,7 @@ mod tests {
         assert_eq!(reg.unregister("x"), Some(a));
         reg.register("x", b).unwrap();
         assert_eq!(reg.whereis("x"), Some(b));
+        reg.register("w", a).unwrap();
+        assert_eq!(reg.names(), ["w", "x"]);
     }
 }

@@ -1,23 +1,30 @@
-//! The loop of a process thread: init, then signals and messages one at a time, then exit.
+//! The loop of a process thread: init, then one message at a time, then exit.
+//!
+//! Before each message the loop looks at the urgent queue (shutdown, exit signals of links
+//! for a process that does not trap them), so a stop is taken after the current message;
+//! the mailbox itself is one FIFO queue of user messages, DOWNs and trapped exits.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
 
-use super::mailbox::Signal;
-use super::{Context, Control, ExitReason, Handled, Process, SystemEvent};
+use super::current::Running;
+use super::mailbox::{Envelope, ProcShared, Signal};
+use super::{Context, Control, ExitReason, Handled, Pid, Process, SystemEvent};
 
 /// Everything a new process thread needs.
 pub(crate) struct Boot<P: Process> {
     pub(crate) proc: P,
     pub(crate) ctx: Context<P::Msg>,
-    pub(crate) user: Receiver<P::Msg>,
-    pub(crate) sig: Receiver<Signal>,
+    pub(crate) rx: Receiver<Envelope<P::Msg>>,
+    pub(crate) urgent: Receiver<Signal>,
     pub(crate) ack: Sender<Result<(), ExitReason>>,
     pub(crate) budget: Option<Duration>,
+    pub(crate) quiet: bool,
 }
 
 /// The body of a process thread. Never panics: user panics are caught.
@@ -25,11 +32,14 @@ pub(crate) fn run<P: Process>(boot: Boot<P>) {
     let Boot {
         mut proc,
         mut ctx,
-        user,
-        sig,
+        rx,
+        urgent,
         ack,
         budget,
+        quiet,
     } = boot;
+    let shared = Arc::clone(ctx.me().shared());
+    let running = Running::enter(&shared, quiet);
     let reason = match catch(|| proc.init(&mut ctx).map(|()| Control::Continue)) {
         None => {
             let name = ctx.node().name_of(ctx.pid());
@@ -38,23 +48,36 @@ pub(crate) fn run<P: Process>(boot: Boot<P>) {
                 name,
             });
             drop(ack.send(Ok(())));
-            let mut mb = Mailbox { user, sig, budget };
+            let mut mb = Mailbox {
+                rx,
+                urgent,
+                budget,
+                mark: None,
+                shared: Arc::clone(&shared),
+            };
             let reason = catch(|| mb.run(&mut proc, &mut ctx)).unwrap_or(ExitReason::Normal);
+            // Closed before the queued messages are dropped: a caller whose request is
+            // dropped with them sees a closed process and waits for its DOWN.
+            shared.closed.store(true, Ordering::Release);
             drop(catch(|| {
                 proc.terminate(&mut ctx, &reason);
                 Ok(Control::Continue)
             }));
+            drop(mb);
             reason
         }
         Some(reason) => {
+            shared.closed.store(true, Ordering::Release);
             drop(ack.send(Err(reason.clone())));
             reason
         }
     };
-    ctx.me().shared().closed.store(true, Ordering::Relaxed);
+    shared.closed.store(true, Ordering::Release);
     let node = ctx.node().clone();
     let pid = ctx.pid();
     drop(ctx);
+    drop(proc);
+    drop(running);
     node.exited(pid, reason);
 }
 
@@ -87,81 +110,113 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 struct Mailbox<M> {
-    user: Receiver<M>,
-    sig: Receiver<Signal>,
+    rx: Receiver<Envelope<M>>,
+    urgent: Receiver<Signal>,
     budget: Option<Duration>,
+    /// With a budget: when the current run of back-to-back user messages last read the
+    /// clock (each message ends where the next starts: one clock read per message).
+    mark: Option<Instant>,
+    shared: Arc<ProcShared>,
 }
 
-/// User messages handled between two looks at the signal channel.
-const BATCH: usize = 64;
 /// Rounds of spinning, then yielding, on an empty mailbox before the thread parks.
 const SPINS: u32 = 10;
 
 impl<M: Send + 'static> Mailbox<M> {
-    /// Signals first, then up to `BATCH` user messages; spins briefly, then blocks on both
-    /// channels when both are empty.
     fn run<P: Process<Msg = M>>(&mut self, p: &mut P, ctx: &mut Context<M>) -> Handled {
         loop {
-            let step = match self.sig.try_recv() {
-                Ok(s) => signal(p, ctx, s),
-                Err(_) => match self.batch(p, ctx) {
-                    Ok(0) => self.idle(p, ctx),
-                    Ok(_) => None,
-                    Err(reason) => Some(reason),
-                },
-            };
-            if let Some(reason) = step {
+            if let Some(reason) = self.step(p, ctx) {
                 return Ok(Control::Exit(reason));
             }
         }
     }
 
-    /// Handles up to `BATCH` queued user messages; returns how many, or the exit reason.
-    fn batch<P: Process<Msg = M>>(
+    /// An urgent signal if there is one, else the next envelope, else an idle wait.
+    fn step<P: Process<Msg = M>>(&mut self, p: &mut P, ctx: &mut Context<M>) -> Option<ExitReason> {
+        if let Some(s) = self.take_urgent() {
+            self.mark = None;
+            return urgent(p, ctx, s);
+        }
+        match self.rx.try_recv() {
+            Ok(env) => self.envelope(p, ctx, env),
+            Err(_) => {
+                self.mark = None;
+                self.idle(p, ctx)
+            }
+        }
+    }
+
+    /// The next urgent signal, if the flag says there may be one. The flag is cleared
+    /// before the queue is read and set again while signals remain, so a signal queued
+    /// concurrently is never left behind a cleared flag.
+    fn take_urgent(&self) -> Option<Signal> {
+        if !self.shared.urgent.load(Ordering::Acquire) {
+            return None;
+        }
+        self.shared.urgent.store(false, Ordering::SeqCst);
+        let s = self.urgent.try_recv().ok()?;
+        self.shared.urgent.store(true, Ordering::Relaxed);
+        Some(s)
+    }
+
+    fn envelope<P: Process<Msg = M>>(
         &mut self,
         p: &mut P,
         ctx: &mut Context<M>,
-    ) -> Result<usize, ExitReason> {
-        // With a budget, one clock read per message: each message ends where the next starts.
-        let mut mark = self.budget.map(|_| Instant::now());
-        for n in 0..BATCH {
-            let Ok(m) = self.user.try_recv() else {
-                return Ok(n);
-            };
-            let h = p.handle(ctx, m);
-            if let Some(mark) = &mut mark {
-                self.check_budget(ctx, mark);
+        env: Envelope<M>,
+    ) -> Option<ExitReason> {
+        match env {
+            Envelope::Msg(m) => {
+                self.shared.took_one();
+                self.user(p, ctx, m)
             }
-            if let Some(reason) = exit_of(h) {
-                return Err(reason);
+            Envelope::Down(d) => {
+                self.mark = None;
+                if ctx.take_down(&d) {
+                    exit_of(p.handle_down(ctx, d))
+                } else {
+                    None
+                }
+            }
+            Envelope::Exit { from, reason } => {
+                self.mark = None;
+                exit_signal(p, ctx, from, reason)
             }
         }
-        Ok(BATCH)
     }
 
-    fn check_budget(&self, ctx: &Context<M>, mark: &mut Instant) {
+    fn user<P: Process<Msg = M>>(
+        &mut self,
+        p: &mut P,
+        ctx: &mut Context<M>,
+        m: M,
+    ) -> Option<ExitReason> {
+        let Some(budget) = self.budget else {
+            return exit_of(p.handle(ctx, m));
+        };
+        let start = self.mark.unwrap_or_else(Instant::now);
+        let h = p.handle(ctx, m);
         let now = Instant::now();
-        let elapsed = now.saturating_duration_since(*mark);
-        *mark = now;
-        match self.budget {
-            Some(budget) if elapsed > budget => {
-                let pid = ctx.pid();
-                let e = SystemEvent::OverBudget {
-                    pid,
-                    elapsed,
-                    budget,
-                };
-                ctx.node().emit(&e);
-            }
-            _ => {}
+        self.mark = Some(now);
+        let elapsed = now.saturating_duration_since(start);
+        // A detached process already reported its exit: it reports nothing more.
+        if elapsed > budget && !self.shared.detached.load(Ordering::Relaxed) {
+            let pid = ctx.pid();
+            let e = SystemEvent::OverBudget {
+                pid,
+                elapsed,
+                budget,
+            };
+            ctx.node().emit(&e);
         }
+        exit_of(h)
     }
 
-    /// Both channels are empty: spin, then yield, then park. Parking and the sender's
+    /// Both queues are empty: spin, then yield, then park. Parking and the sender's
     /// wake-up are two system calls; a busy stream usually refills within the spin.
     fn idle<P: Process<Msg = M>>(&mut self, p: &mut P, ctx: &mut Context<M>) -> Option<ExitReason> {
         for i in 0..SPINS {
-            if !self.sig.is_empty() || !self.user.is_empty() {
+            if self.shared.urgent.load(Ordering::Relaxed) || !self.rx.is_empty() {
                 return None;
             }
             if i < 6 {
@@ -175,38 +230,72 @@ impl<M: Send + 'static> Mailbox<M> {
         self.wait(p, ctx)
     }
 
+    /// Parks until a signal or an envelope arrives, or until the receive timeout.
     fn wait<P: Process<Msg = M>>(&mut self, p: &mut P, ctx: &mut Context<M>) -> Option<ExitReason> {
+        self.shared.going_idle();
+        let deadline = ctx.receive_timeout().map(|t| Instant::now().checked_add(t));
         // Both senders are held by this process (its context and the registry), so neither
         // channel disconnects while it runs; a disconnect is treated as a shutdown anyway.
-        select! {
-            recv(self.sig) -> s => match s {
-                Ok(s) => signal(p, ctx, s),
-                Err(_) => Some(ExitReason::Shutdown),
-            },
-            recv(self.user) -> m => match m {
-                Ok(m) => {
-                    let mut mark = self.budget.map(|_| Instant::now());
-                    let h = p.handle(ctx, m);
-                    if let Some(mark) = &mut mark {
-                        self.check_budget(ctx, mark);
-                    }
-                    exit_of(h)
+        match deadline {
+            Some(Some(deadline)) => select! {
+                recv(self.urgent) -> s => self.woken_urgent(p, ctx, s.ok()),
+                recv(self.rx) -> e => self.woken(p, ctx, e.ok()),
+                default(deadline.saturating_duration_since(Instant::now())) => {
+                    exit_of(p.handle_timeout(ctx))
                 }
-                Err(_) => Some(ExitReason::Shutdown),
             },
+            _ => select! {
+                recv(self.urgent) -> s => self.woken_urgent(p, ctx, s.ok()),
+                recv(self.rx) -> e => self.woken(p, ctx, e.ok()),
+            },
+        }
+    }
+
+    fn woken_urgent<P: Process<Msg = M>>(
+        &mut self,
+        p: &mut P,
+        ctx: &mut Context<M>,
+        s: Option<Signal>,
+    ) -> Option<ExitReason> {
+        match s {
+            Some(s) => urgent(p, ctx, s),
+            None => Some(ExitReason::Shutdown),
+        }
+    }
+
+    fn woken<P: Process<Msg = M>>(
+        &mut self,
+        p: &mut P,
+        ctx: &mut Context<M>,
+        e: Option<Envelope<M>>,
+    ) -> Option<ExitReason> {
+        match e {
+            Some(e) => self.envelope(p, ctx, e),
+            None => Some(ExitReason::Shutdown),
         }
     }
 }
 
-fn signal<P: Process>(p: &mut P, ctx: &mut Context<P::Msg>, s: Signal) -> Option<ExitReason> {
+fn urgent<P: Process>(p: &mut P, ctx: &mut Context<P::Msg>, s: Signal) -> Option<ExitReason> {
     match s {
         Signal::Shutdown => Some(ExitReason::Shutdown),
-        Signal::Exit { from, reason } if ctx.traps_exit() => {
-            exit_of(p.handle_exit(ctx, from, reason))
-        }
-        Signal::Exit { reason, .. } if reason.is_normal() => None,
-        Signal::Exit { reason, .. } => Some(reason),
-        Signal::Down(d) if ctx.take_down(&d) => exit_of(p.handle_down(ctx, d)),
-        Signal::Down(_) => None,
+        Signal::Exit { from, reason } => exit_signal(p, ctx, from, reason),
+    }
+}
+
+/// An exit signal: a message for a process that traps exits, else the end of it (unless
+/// the reason is `Normal`).
+fn exit_signal<P: Process>(
+    p: &mut P,
+    ctx: &mut Context<P::Msg>,
+    from: Pid,
+    reason: ExitReason,
+) -> Option<ExitReason> {
+    if ctx.traps_exit() {
+        exit_of(p.handle_exit(ctx, from, reason))
+    } else if reason.is_normal() {
+        None
+    } else {
+        Some(reason)
     }
 }

@@ -63,6 +63,8 @@ pub struct ChildSpec {
     pub(crate) shutdown: Duration,
     pub(crate) kind: ChildKind,
     pub(crate) name: Option<String>,
+    /// Restart delay: the first one and the maximum (`None`: restart at once).
+    pub(crate) backoff: Option<(Duration, Duration)>,
 }
 
 impl fmt::Debug for ChildSpec {
@@ -73,6 +75,7 @@ impl fmt::Debug for ChildSpec {
             .field("shutdown", &self.shutdown)
             .field("kind", &self.kind)
             .field("name", &self.name)
+            .field("backoff", &self.backoff)
             .finish()
     }
 }
@@ -94,13 +97,16 @@ impl ChildSpec {
             shutdown: Duration::from_secs(5),
             kind: ChildKind::Worker,
             name: None,
+            backoff: None,
         }
     }
 
     /// A permanent nested supervisor built from `spec`, with an unbounded shutdown timeout
     /// (its own children's timeouts bound it).
     pub fn supervisor(id: impl Into<String>, spec: SupervisorSpec) -> Self {
-        let start: StartFn = Arc::new(move |node, opts| {
+        let start: StartFn = Arc::new(move |node, mut opts| {
+            spec.validate()?;
+            opts.no_budget = true;
             let sup = Supervisor::new(spec.clone(), opts.link, node);
             node.spawn_with(sup, opts).map(|r| r.pid())
         });
@@ -111,6 +117,7 @@ impl ChildSpec {
             shutdown: Duration::MAX,
             kind: ChildKind::Supervisor,
             name: None,
+            backoff: None,
         }
     }
 
@@ -123,6 +130,28 @@ impl ChildSpec {
     /// Sets the shutdown timeout (default 5 s for workers, `Duration::MAX` for supervisors).
     pub fn shutdown(mut self, timeout: Duration) -> Self {
         self.shutdown = timeout;
+        self
+    }
+
+    /// Delays each restart of this child (default: none, restart at once): `first`, then
+    /// twice as long for each further restart in a row, up to `max`; a child that ran for
+    /// at least `max` starts over from `first`. The restart's group (by the supervisor's
+    /// strategy) is stopped at once and started again after the delay, from the node's
+    /// timer thread; the supervisor answers calls meanwhile, and the restart still counts
+    /// toward its intensity when it is decided. A zero `first` means no delay.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sockloop::supervise::{from_fn, ChildSpec, Control};
+    ///
+    /// let spec = ChildSpec::worker("flaky", || from_fn(|_ctx, ()| Ok(Control::Continue)))
+    ///     .restart_delay(Duration::from_millis(100), Duration::from_secs(10));
+    /// # drop(spec);
+    /// ```
+    pub fn restart_delay(mut self, first: Duration, max: Duration) -> Self {
+        self.backoff = (!first.is_zero()).then_some((first, max.max(first)));
         self
     }
 
@@ -170,7 +199,8 @@ impl SupervisorSpec {
         }
     }
 
-    /// Sets the restart intensity: at most `max_restarts` within `period`.
+    /// Sets the restart intensity: at most `max_restarts` within `period`. A zero
+    /// `period` is rejected when the supervisor starts ([`SpawnError::InvalidSpec`]).
     pub fn intensity(mut self, max_restarts: u32, period: Duration) -> Self {
         self.intensity = Intensity {
             max_restarts,

@@ -3,28 +3,32 @@
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Sender};
-
-use super::children::{ChildInfo, Children};
+use super::children::{ChildCount, ChildInfo, Children};
 use super::intensity::RestartWindow;
 use super::{
-    BoxError, ChildSpec, Context, Control, ExitReason, Handled, Intensity, Node, Pid, Process,
-    ProcessRef, Restart, SpawnError, SpawnOptions, Strategy, SupervisorError, SupervisorSpec,
-    SystemEvent,
+    BoxError, CallError, ChildSpec, Context, Control, ExitReason, Handled, Intensity, Node, Pid,
+    Process, ProcessRef, ReplyTo, Restart, SpawnError, SpawnOptions, Strategy, SupervisorError,
+    SupervisorSpec, SystemEvent,
 };
 
-/// How long a supervisor call waits for room in a full supervisor mailbox.
-const CALL_ENQUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default timeout of supervisor calls ([`SupervisorRef::with_timeout`]).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A request to a supervisor (opaque; use [`SupervisorRef`]).
 pub struct SupervisorMsg(Request);
 
+type Reply<T> = ReplyTo<Result<T, SupervisorError>>;
+
 enum Request {
-    Start(ChildSpec, Sender<Result<Pid, SupervisorError>>),
-    Terminate(String, Sender<Result<(), SupervisorError>>),
-    Restart(String, Sender<Result<Pid, SupervisorError>>),
-    Delete(String, Sender<Result<(), SupervisorError>>),
-    Which(Sender<Vec<ChildInfo>>),
+    Start(ChildSpec, Reply<Pid>),
+    Terminate(String, Reply<()>),
+    Restart(String, Reply<Pid>),
+    Delete(String, Reply<()>),
+    Which(ReplyTo<Vec<ChildInfo>>),
+    Count(ReplyTo<ChildCount>),
+    Spec(String, Reply<ChildSpec>),
+    /// A delayed restart is due: these children (id, the instance that ran before).
+    Resume(Vec<(String, Option<Pid>)>),
 }
 
 /// A supervisor as a process: traps exits, restarts children by strategy and intensity.
@@ -73,14 +77,17 @@ impl Process for Supervisor {
         Ok(())
     }
 
-    fn handle(&mut self, _ctx: &mut Context<SupervisorMsg>, msg: SupervisorMsg) -> Handled {
+    fn handle(&mut self, ctx: &mut Context<SupervisorMsg>, msg: SupervisorMsg) -> Handled {
         // A caller that gave up waiting is not an error: replies are best effort.
         match msg.0 {
-            Request::Start(spec, reply) => drop(reply.send(self.start_child(spec))),
-            Request::Terminate(id, reply) => drop(reply.send(self.terminate_child(&id))),
-            Request::Restart(id, reply) => drop(reply.send(self.restart_child(&id))),
-            Request::Delete(id, reply) => drop(reply.send(self.delete_child(&id))),
-            Request::Which(reply) => drop(reply.send(self.kids().info())),
+            Request::Resume(pending) => return self.resume(ctx, pending),
+            Request::Start(spec, reply) => drop(reply.reply(self.start_child(spec))),
+            Request::Terminate(id, reply) => drop(reply.reply(self.terminate_child(&id))),
+            Request::Restart(id, reply) => drop(reply.reply(self.restart_child(&id))),
+            Request::Delete(id, reply) => drop(reply.reply(self.delete_child(&id))),
+            Request::Which(reply) => drop(reply.reply(self.kids().info())),
+            Request::Count(reply) => drop(reply.reply(self.kids().count())),
+            Request::Spec(id, reply) => drop(reply.reply(self.kids().spec(&id))),
         }
         Ok(Control::Continue)
     }
@@ -129,10 +136,42 @@ impl Supervisor {
         if !self.window.record(Instant::now()) {
             return Ok(self.escalate(ctx));
         }
+        let delay = self.kids().next_delay(i, Instant::now());
         let group = self.group(i);
         let mut olds = self.kids().stop_group(group.clone());
         olds[i] = old;
-        self.restart_group(ctx, group, &olds)
+        if delay.is_zero() {
+            return self.restart_group(ctx, group, &olds);
+        }
+        // Restart later (the child's backoff); meanwhile the group is stopped.
+        let kids = self.kids();
+        let pending = group
+            .filter(|&j| kids.list[j].spec.restart != Restart::Temporary)
+            .map(|j| (kids.list[j].spec.id.clone(), olds[j]))
+            .collect();
+        kids.drop_stopped_temporaries();
+        ctx.send_after(delay, SupervisorMsg(Request::Resume(pending)));
+        Ok(Control::Continue)
+    }
+
+    /// A delayed restart: starts the children still in the table and not running.
+    fn resume(
+        &mut self,
+        ctx: &Context<SupervisorMsg>,
+        pending: Vec<(String, Option<Pid>)>,
+    ) -> Handled {
+        for (id, old) in pending {
+            let Some(j) = self.kids().position(&id) else {
+                continue; // deleted meanwhile
+            };
+            if self.kids().list[j].pid.is_some() {
+                continue; // restarted by hand meanwhile
+            }
+            if let Some(c) = self.restart_one(ctx, j, old) {
+                return Ok(c);
+            }
+        }
+        Ok(Control::Continue)
     }
 
     fn group(&mut self, i: usize) -> Range<usize> {
@@ -144,7 +183,9 @@ impl Supervisor {
         }
     }
 
-    /// Starts again, in start order, every non-temporary child of `group` that was running.
+    /// Starts again, in start order, every non-temporary child of `group`: as in OTP, also
+    /// children that were not running (stopped with `terminate_child`, or transient
+    /// children that had ended normally).
     fn restart_group(
         &mut self,
         ctx: &Context<SupervisorMsg>,
@@ -152,11 +193,10 @@ impl Supervisor {
         olds: &[Option<Pid>],
     ) -> Handled {
         for j in group {
-            let Some(old) = olds[j] else { continue };
             if self.kids().list[j].spec.restart == Restart::Temporary {
                 continue;
             }
-            if let Some(c) = self.restart_one(ctx, j, old) {
+            if let Some(c) = self.restart_one(ctx, j, olds[j]) {
                 return Ok(c);
             }
         }
@@ -164,11 +204,18 @@ impl Supervisor {
         Ok(Control::Continue)
     }
 
-    /// Restarts child `j`, retrying failed starts while the intensity allows.
-    fn restart_one(&mut self, ctx: &Context<SupervisorMsg>, j: usize, old: Pid) -> Option<Control> {
+    /// Restarts child `j`, retrying failed starts while the intensity allows. A restart
+    /// of a child that was running is reported as `Restarted`.
+    fn restart_one(
+        &mut self,
+        ctx: &Context<SupervisorMsg>,
+        j: usize,
+        old: Option<Pid>,
+    ) -> Option<Control> {
         loop {
             match self.kids().start(j) {
                 Ok(new) => {
+                    let old = old?; // not running before: a start, not a restart
                     let child = self.kids().list[j].spec.id.clone();
                     let supervisor = ctx.pid();
                     ctx.node().emit(&SystemEvent::Restarted {
@@ -268,27 +315,82 @@ impl SupervisorSpec {
     ///
     /// As for [`start`](Self::start), plus [`SpawnError::NameTaken`].
     pub fn start_with(self, node: &Node, opts: SpawnOptions) -> Result<SupervisorRef, SpawnError> {
+        self.validate()?;
+        let mut opts = opts;
+        opts.no_budget = true;
         let sup = Supervisor::new(self, opts.link, node);
-        node.spawn_with(sup, opts)
-            .map(|inner| SupervisorRef { inner })
+        node.spawn_with(sup, opts).map(|inner| SupervisorRef {
+            inner,
+            timeout: DEFAULT_CALL_TIMEOUT,
+        })
+    }
+
+    /// Rejects what cannot work: a zero intensity period (no restart would ever be
+    /// counted, so the limit would never apply) and duplicate child ids.
+    pub(crate) fn validate(&self) -> Result<(), SpawnError> {
+        if self.intensity.period.is_zero() {
+            return Err(SpawnError::InvalidSpec(
+                "the intensity period must be longer than zero".into(),
+            ));
+        }
+        for (i, c) in self.children.iter().enumerate() {
+            if self.children[..i].iter().any(|d| d.id == c.id) {
+                return Err(SpawnError::InvalidSpec(format!(
+                    "duplicate child id {:?}",
+                    c.id
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
 /// A cloneable handle to a running supervisor.
 ///
-/// Calls block until the supervisor answered; it answers between restarts and may be busy
-/// waiting for children to stop (up to their shutdown timeouts). A child must not call its
-/// own supervisor from `init` or while being stopped: the supervisor is waiting for it.
+/// Calls block until the supervisor answered or the handle's timeout passed (default
+/// [`DEFAULT_CALL_TIMEOUT`], set with [`with_timeout`](Self::with_timeout)); the
+/// supervisor answers between restarts and may be busy waiting for children to stop (up
+/// to their shutdown timeouts). A call that could never be answered fails at once with
+/// [`SupervisorError::Deadlock`]: from the supervisor's own thread (a node hook it
+/// triggers, a factory it runs), from a child's `init` (the supervisor waits for it), or
+/// from a child it is stopping.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use sockloop::supervise::{from_fn, ChildSpec, Control, Node, Strategy, SupervisorSpec};
+///
+/// let node = Node::new();
+/// let sup = SupervisorSpec::new(Strategy::OneForOne)
+///     .child(ChildSpec::worker("w", || from_fn(|_ctx, ()| Ok(Control::Continue))))
+///     .start(&node)
+///     .unwrap()
+///     .with_timeout(Duration::from_secs(1));
+/// let count = sup.count_children().unwrap();
+/// assert_eq!((count.specs, count.active, count.workers), (1, 1, 1));
+/// assert_eq!(sup.get_childspec("w").unwrap().id(), "w");
+/// ```
 #[derive(Clone, Debug)]
 pub struct SupervisorRef {
     inner: ProcessRef<SupervisorMsg>,
+    timeout: Duration,
 }
 
 impl SupervisorRef {
     /// The handle of the supervisor `pid` (e.g. a nested one from `which_children`);
     /// `None` if it is not a live supervisor.
     pub fn from_pid(node: &Node, pid: Pid) -> Option<SupervisorRef> {
-        node.lookup(pid).map(|inner| SupervisorRef { inner })
+        node.lookup(pid).map(|inner| SupervisorRef {
+            inner,
+            timeout: DEFAULT_CALL_TIMEOUT,
+        })
+    }
+
+    /// This handle with another call timeout (`Duration::MAX`: wait as long as it takes).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// The supervisor's pid.
@@ -301,7 +403,8 @@ impl SupervisorRef {
     /// # Errors
     ///
     /// [`SupervisorError::AlreadyExists`], [`SupervisorError::Start`] (the spec is not
-    /// kept), [`SupervisorError::NoProcess`].
+    /// kept), and the errors of every call: [`SupervisorError::NoProcess`],
+    /// [`SupervisorError::Timeout`], [`SupervisorError::Deadlock`].
     pub fn start_child(&self, spec: ChildSpec) -> Result<Pid, SupervisorError> {
         self.call(|tx| Request::Start(spec, tx))?
     }
@@ -311,7 +414,7 @@ impl SupervisorRef {
     ///
     /// # Errors
     ///
-    /// [`SupervisorError::NotFound`], [`SupervisorError::NoProcess`].
+    /// [`SupervisorError::NotFound`], and the errors of every call.
     pub fn terminate_child(&self, id: &str) -> Result<(), SupervisorError> {
         self.call(|tx| Request::Terminate(id.to_owned(), tx))?
     }
@@ -321,7 +424,7 @@ impl SupervisorRef {
     /// # Errors
     ///
     /// [`SupervisorError::NotFound`], [`SupervisorError::Running`],
-    /// [`SupervisorError::Start`], [`SupervisorError::NoProcess`].
+    /// [`SupervisorError::Start`], and the errors of every call.
     pub fn restart_child(&self, id: &str) -> Result<Pid, SupervisorError> {
         self.call(|tx| Request::Restart(id.to_owned(), tx))?
     }
@@ -330,8 +433,8 @@ impl SupervisorRef {
     ///
     /// # Errors
     ///
-    /// [`SupervisorError::NotFound`], [`SupervisorError::Running`],
-    /// [`SupervisorError::NoProcess`].
+    /// [`SupervisorError::NotFound`], [`SupervisorError::Running`], and the errors of
+    /// every call.
     pub fn delete_child(&self, id: &str) -> Result<(), SupervisorError> {
         self.call(|tx| Request::Delete(id.to_owned(), tx))?
     }
@@ -340,17 +443,38 @@ impl SupervisorRef {
     ///
     /// # Errors
     ///
-    /// [`SupervisorError::NoProcess`].
+    /// The errors of every call ([`start_child`](Self::start_child)).
     pub fn which_children(&self) -> Result<Vec<ChildInfo>, SupervisorError> {
         self.call(Request::Which)
     }
 
-    fn call<T>(&self, req: impl FnOnce(Sender<T>) -> Request) -> Result<T, SupervisorError> {
-        let (tx, rx) = bounded(1);
-        let msg = SupervisorMsg(req(tx));
-        self.inner
-            .send_timeout(msg, CALL_ENQUEUE_TIMEOUT)
-            .map_err(|_| SupervisorError::NoProcess)?;
-        rx.recv().map_err(|_| SupervisorError::NoProcess)
+    /// How many children there are, running and by kind (`supervisor:count_children/1`).
+    ///
+    /// # Errors
+    ///
+    /// The errors of every call ([`start_child`](Self::start_child)).
+    pub fn count_children(&self) -> Result<ChildCount, SupervisorError> {
+        self.call(Request::Count)
+    }
+
+    /// A copy of a child's spec (`supervisor:get_childspec/2`).
+    ///
+    /// # Errors
+    ///
+    /// [`SupervisorError::NotFound`], and the errors of every call.
+    pub fn get_childspec(&self, id: &str) -> Result<ChildSpec, SupervisorError> {
+        self.call(|tx| Request::Spec(id.to_owned(), tx))?
+    }
+
+    fn call<T: Send + 'static>(
+        &self,
+        req: impl FnOnce(ReplyTo<T>) -> Request,
+    ) -> Result<T, SupervisorError> {
+        let make = |tx| SupervisorMsg(req(tx));
+        self.inner.call(make, self.timeout).map_err(|e| match e {
+            CallError::Timeout => SupervisorError::Timeout,
+            CallError::Deadlock => SupervisorError::Deadlock,
+            _ => SupervisorError::NoProcess,
+        })
     }
 }

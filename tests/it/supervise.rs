@@ -13,12 +13,16 @@ use sockloop::supervise::{
 
 use crate::util::WAIT;
 
+mod calls;
 mod chat_example;
 mod links;
+mod ordering;
+mod otp;
 mod pool;
 mod processes;
 mod stress;
 mod supervisors;
+mod timers;
 
 /// Marker in the panic messages of these tests; the hook below keeps them off stderr.
 const PANIC_MARK: &str = "sockloop-test-panic";

@@ -100,3 +100,87 @@ fn crash_restarts_the_processor_while_users_stay_connected() {
     app.hub.shutdown(&app.server, Duration::from_secs(2));
     rt.shutdown(Duration::from_secs(2));
 }
+
+fn runtime() -> Runtime {
+    Runtime::builder()
+        .pollers(1)
+        .handler_threads(2)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_hundred_crashes_in_a_row_leave_no_zombie() {
+    quiet_test_panics();
+    let rt = runtime();
+    let app = example::start(&rt, "127.0.0.1:0").unwrap();
+    let addr = app.server.local_addr().clone();
+    let sup = app.supervisor().unwrap().pid();
+    let mut ann = dial(&addr, "ann");
+    let mut bob = dial(&addr, "bob");
+    assert_eq!(next(&mut ann, "joined")["data"]["room"], "lobby");
+    for _ in 0..100 {
+        say(&mut bob, &format!("/crash {PANIC_MARK}"));
+    }
+    say(&mut bob, "still alive");
+    // Handled in order: by now every /crash was either run or refused.
+    assert_eq!(next(&mut ann, "message")["data"]["text"], "still alive");
+    let now = app.supervisor().expect("a running tree").pid();
+    assert_eq!(now, sup, "the rate limit kept the tree from escalating");
+    app.hub.shutdown(&app.server, Duration::from_secs(2));
+    rt.shutdown(Duration::from_secs(2));
+}
+
+#[test]
+fn nicknames_are_validated_and_unique() {
+    let rt = runtime();
+    let app = example::start(&rt, "127.0.0.1:0").unwrap();
+    let addr = app.server.local_addr().clone();
+    let bad = WsClient::connect(
+        &format!("ws://{addr}/ws?nick=no%20spaces"),
+        WsClientOptions::default(),
+    );
+    assert!(bad.is_err(), "an invalid nickname was accepted");
+    let mut a = dial(&addr, "Zed");
+    assert_eq!(next(&mut a, "welcome")["data"]["nick"], "Zed");
+    let mut b = dial(&addr, "zed");
+    assert_eq!(next(&mut b, "welcome")["data"]["nick"], "zed2");
+    app.hub.shutdown(&app.server, Duration::from_secs(2));
+    rt.shutdown(Duration::from_secs(2));
+}
+
+#[test]
+fn an_escalated_tree_is_restarted_after_a_backoff() {
+    quiet_test_panics();
+    let rt = runtime();
+    let app = example::start(&rt, "127.0.0.1:0").unwrap();
+    let addr = app.server.local_addr().clone();
+    let first = app.supervisor().unwrap().pid();
+    let mut ann = dial(&addr, "ann");
+    assert_eq!(next(&mut ann, "joined")["data"]["room"], "lobby");
+    let node = rt.node().clone();
+    let down = node.monitor(first);
+    // Past the rate limit, straight to the processor: more crashes than the intensity.
+    let mut crashes = 0;
+    while down.try_recv().is_err() && crashes < 100 {
+        let line = format!("/crash {PANIC_MARK}");
+        let _ = example::deliver_line(&node, sockloop::ConnId(0), "test", &line);
+        crashes += 1;
+    }
+    assert!(crashes < 100, "the tree never escalated");
+    // The keeper announces the restart, then a fresh tree serves again.
+    loop {
+        let v = next(&mut ann, "system");
+        if v["data"]["text"] == "the chat is back" {
+            break;
+        }
+    }
+    let second = app.supervisor().expect("a fresh tree").pid();
+    assert_ne!(first, second);
+    let mut cat = dial(&addr, "cat");
+    assert_eq!(next(&mut cat, "joined")["data"]["room"], "lobby");
+    say(&mut ann, "back again");
+    assert_eq!(next(&mut cat, "message")["data"]["text"], "back again");
+    app.hub.shutdown(&app.server, Duration::from_secs(2));
+    rt.shutdown(Duration::from_secs(2));
+}

@@ -3,7 +3,7 @@
 use super::*;
 
 /// Live threads whose name starts with `prefix`.
-fn threads_named(prefix: &str) -> usize {
+pub(super) fn threads_named(prefix: &str) -> usize {
     let tasks = std::fs::read_dir("/proc/self/task").unwrap();
     let comm = |e: std::fs::DirEntry| std::fs::read_to_string(e.path().join("comm")).ok();
     tasks
