@@ -44,7 +44,10 @@ impl TcpClient {
     /// last address's error, such as connection refused).
     pub fn connect(addr: impl ToSocketAddrs, opts: ClientOptions) -> Result<TcpClient> {
         opts.validate()?;
-        let tcp = connect::tcp(addr, crate::base::saturating(Instant::now(), opts.connect_timeout))?;
+        let tcp = connect::tcp(
+            addr,
+            crate::base::saturating(Instant::now(), opts.connect_timeout),
+        )?;
         tcp.set_nodelay(opts.nodelay)?;
         Ok(TcpClient {
             core: StreamCore::new(tcp, &opts)?,

@@ -38,7 +38,10 @@ impl UnixClient {
     /// connection refused, a path too long).
     pub fn connect(path: impl AsRef<Path>, opts: ClientOptions) -> Result<UnixClient> {
         opts.validate()?;
-        let sock = connect::unix(path.as_ref(), crate::base::saturating(Instant::now(), opts.connect_timeout))?;
+        let sock = connect::unix(
+            path.as_ref(),
+            crate::base::saturating(Instant::now(), opts.connect_timeout),
+        )?;
         Ok(UnixClient {
             core: StreamCore::new(sock, &opts)?,
         })

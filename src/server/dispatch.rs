@@ -118,6 +118,10 @@ pub(crate) struct Ran {
     pub(crate) panicked: Option<String>,
 }
 
+/// What one queued job costs beyond its payload (the job and its queue slot), counted with
+/// the payload against `max_inbound_pending`: a flood of tiny messages is bounded too.
+pub(crate) const JOB_COST: usize = std::mem::size_of::<Job>() + 16;
+
 /// The key a datagram socket's jobs are queued under (disjoint from connection ids).
 pub(crate) fn datagram_key(sock: u64) -> u64 {
     sock | 1 << 63
@@ -132,17 +136,17 @@ impl Handlers {
             }
             Job::Data { conn, data } => {
                 let ran = self.event(&conn, Event::Data(&data));
-                consumed(&conn, data.len());
+                consumed(&conn, data.len() + JOB_COST);
                 ran
             }
             Job::Text { conn, text } => {
                 let ran = self.event(&conn, Event::Text(&text));
-                consumed(&conn, text.len());
+                consumed(&conn, text.len() + JOB_COST);
                 ran
             }
             Job::Binary { conn, data } => {
                 let ran = self.event(&conn, Event::Binary(&data));
-                consumed(&conn, data.len());
+                consumed(&conn, data.len() + JOB_COST);
                 ran
             }
             Job::Drained { conn } => self.event(&conn, Event::Drained),
@@ -325,21 +329,21 @@ impl HandlerSlot {
                             conn: conn_,
                             data: d.to_vec(),
                         },
-                        d.len(),
+                        d.len() + JOB_COST,
                     ),
                     Event::Text(t) => (
                         Job::Text {
                             conn: conn_,
                             text: t.to_owned(),
                         },
-                        t.len(),
+                        t.len() + JOB_COST,
                     ),
                     Event::Binary(b) => (
                         Job::Binary {
                             conn: conn_,
                             data: b.to_vec(),
                         },
-                        b.len(),
+                        b.len() + JOB_COST,
                     ),
                     Event::Drained => (Job::Drained { conn: conn_ }, 0),
                     Event::Error(_) => unreachable!("errors go through deliver_error"),

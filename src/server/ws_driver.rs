@@ -46,6 +46,10 @@ enum Phase {
     Ws(WsState),
 }
 
+/// Pongs answered per input chunk, at most; past it only the latest ping is answered (RFC
+/// 6455 §5.5.3 allows that), so a ping flood costs one pending pong, not one per ping.
+const MAX_PONGS_PER_INPUT: usize = 16;
+
 /// An upgraded connection's state.
 struct WsState {
     session: WsSession,
@@ -53,6 +57,8 @@ struct WsState {
     ping_sent: Option<Instant>,
     /// The close exchanged (boxed: only closing connections pay for it).
     close: Option<Box<CloseInfo>>,
+    /// When the message in progress (a partial frame or fragments) began.
+    partial_since: Option<Instant>,
 }
 
 /// The close code and reason exchanged (ours or the peer's), for `on_close`, and how long
@@ -238,6 +244,7 @@ impl WsDriver {
             session: WsSession::new(Role::Server, accepted.deflate),
             ping_sent: None,
             close: None,
+            partial_since: None,
         });
         io.rearm();
         io.append(false, |o| o.extend_from_slice(&out));
@@ -260,6 +267,8 @@ impl WsDriver {
         };
         let link = &conn.inner;
         let mut pings: Vec<Vec<u8>> = Vec::new();
+        let mut pongs = 0usize;
+        let mut latest_ping: Option<Vec<u8>> = None;
         let mut peer_close: Option<(CloseCode, String)> = None;
         let result = with_scratch(|scratch| {
             st.session.decode(buf, &cfg.ws, scratch, |m| {
@@ -267,6 +276,11 @@ impl WsDriver {
                     Incoming::Text(t) => Event::Text(t),
                     Incoming::Binary(b) => Event::Binary(b),
                     Incoming::Ping(p) => {
+                        if pongs >= MAX_PONGS_PER_INPUT {
+                            latest_ping = Some(p.to_vec());
+                            return;
+                        }
+                        pongs += 1;
                         // Through the local outbox, so the pong keeps its place among replies.
                         link.account(p.len() as isize);
                         let op = Kind::Ws(OpCode::Pong);
@@ -286,8 +300,8 @@ impl WsDriver {
             })
         });
         self.take_local(io);
-        for p in pings {
-            self.frame_admitted(io, OpCode::Pong, &p, 0);
+        for p in pings.iter().chain(latest_ping.iter()) {
+            self.frame_admitted(io, OpCode::Pong, p, 0);
         }
         match result {
             Ok(used) => {
@@ -409,6 +423,17 @@ impl Driver for WsDriver {
         }
         let used = self.process(io, data);
         self.take_local(io);
+        if let Phase::Ws(st) = &mut self.phase {
+            let partial = used < data.len() || st.session.in_message();
+            match (partial, st.partial_since) {
+                (true, None) => {
+                    st.partial_since = Some(io.now);
+                    io.rearm();
+                }
+                (false, Some(_)) => st.partial_since = None,
+                _ => {}
+            }
+        }
         used
     }
 
@@ -438,6 +463,16 @@ impl Driver for WsDriver {
         };
         if st.close_deadline().is_some_and(|t| now >= t) {
             return io.close(CloseReason::Local);
+        }
+        let message_timeout = self.cfg.ws.message_timeout;
+        if st
+            .partial_since
+            .is_some_and(|t| elapsed(t, now, message_timeout))
+        {
+            st.partial_since = None;
+            self.close_frame(io, Some(CloseCode::POLICY), "message timeout");
+            let why = format!("a message did not complete within {message_timeout:?}");
+            return io.close(CloseReason::Protocol(why));
         }
         if idle.is_some_and(|i| elapsed(io.last_read, now, i)) {
             self.close_frame(io, Some(CloseCode::AWAY), "idle timeout");
@@ -549,7 +584,10 @@ impl Driver for WsDriver {
             _ => deadline_opt(last_read, cfg.ping_interval),
         };
         let idle = deadline_opt(last_read, self.idle_timeout());
-        earliest(st.close_deadline(), earliest(beat, idle))
+        let partial = st
+            .partial_since
+            .and_then(|t| deadline(t, cfg.message_timeout));
+        earliest(earliest(st.close_deadline(), partial), earliest(beat, idle))
     }
 
     fn id(&self) -> u64 {
@@ -759,6 +797,64 @@ mod tests {
         assert!(matches!(req.close, Some(CloseReason::Protocol(_))));
         let out = r.output();
         assert_eq!(&out[..4], &[0x88, out[1], 0x03, 0xea], "close 1002");
+    }
+
+    /// A masked client ping.
+    fn ping(payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x89, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn a_partial_message_is_cut_at_the_message_timeout() {
+        let cfg = WsConfig::default().message_timeout(Duration::from_secs(30));
+        let mut r = rig(cfg);
+        r.open();
+        // A frame header announcing 10 bytes, and 2 of them.
+        let mut part = text("0123456789");
+        part.truncate(8);
+        let (used, req) = r.call(|d, io| d.on_input(io, &mut part.clone()));
+        assert_eq!(used, 0, "the partial frame stays with the reactor");
+        assert!(req.rearm && req.close.is_none());
+        let at = r.driver.next_deadline(r.last_read).unwrap();
+        assert_eq!(at, r.now + Duration::from_secs(30));
+        r.now += Duration::from_secs(29);
+        let (_, req) = r.call(|d, io| d.on_timer(io));
+        assert!(req.close.is_none());
+        r.now += Duration::from_secs(1);
+        let (_, req) = r.call(|d, io| d.on_timer(io));
+        assert!(matches!(req.close, Some(CloseReason::Protocol(_))));
+        let out = r.output();
+        assert_eq!(&out[2..4], &[0x03, 0xf0], "close 1008");
+    }
+
+    #[test]
+    fn a_completed_message_clears_the_message_deadline() {
+        let mut r = rig(WsConfig::default().ping_interval(None));
+        r.open();
+        let whole = text("0123456789");
+        let (used, _) = r.call(|d, io| d.on_input(io, &mut whole[..8].to_vec()));
+        assert_eq!(used, 0);
+        let _ = r.input(&whole);
+        assert_eq!(r.driver.next_deadline(r.last_read), None);
+    }
+
+    #[test]
+    fn a_ping_flood_costs_a_bounded_number_of_pongs() {
+        let mut r = rig(WsConfig::default());
+        r.open();
+        let flood: Vec<u8> = (0..1000u32).flat_map(|i| ping(&i.to_be_bytes())).collect();
+        let _ = r.input(&flood);
+        let out = r.output();
+        let pongs = out.chunks(6).filter(|f| f[0] == 0x8a).count();
+        assert_eq!(out.len(), pongs * 6, "only pongs of 4-byte payloads");
+        assert_eq!(pongs, MAX_PONGS_PER_INPUT + 1);
+        assert_eq!(
+            &out[out.len() - 4..],
+            &999u32.to_be_bytes(),
+            "the latest is answered"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The integration tests: one binary, a module per area, real sockets on port 0.
 
 mod alloc;
+mod attacks;
 mod browser;
 mod cdp;
 mod chat;

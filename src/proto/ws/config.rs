@@ -147,6 +147,10 @@ pub struct WsConfig {
     /// Largest HTTP request head (request line plus headers) for the upgrade; more is
     /// answered with 431. Default: 8 KiB (`8 << 10`).
     pub max_request_size: usize,
+    /// Time allowed for a message to complete once its first byte arrived (a frame, or a
+    /// fragmented message); then the connection is closed with 1008, so a peer cannot hold
+    /// a partial message (and its buffer) forever. Default: 30 s.
+    pub message_timeout: Duration,
 }
 
 impl Default for WsConfig {
@@ -163,6 +167,7 @@ impl Default for WsConfig {
             pong_timeout: Duration::from_secs(10),
             idle_timeout: None,
             max_request_size: 8 << 10,
+            message_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -229,6 +234,12 @@ impl WsConfig {
     /// Sets [`idle_timeout`](Self::idle_timeout).
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`message_timeout`](Self::message_timeout).
+    pub fn message_timeout(mut self, timeout: Duration) -> Self {
+        self.message_timeout = timeout;
         self
     }
 

@@ -1,0 +1,212 @@
+//! Attacks and abuse on loopback, bounded in count and time: what one client can make a
+//! server hold, and that byte streams lose nothing while pushed back.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use sockloop::http::Request;
+use sockloop::{handler, Listen, Runtime, Server, ServerConfig, WsConn, WsHandler, WsServerConfig};
+
+use crate::util::WAIT;
+
+fn rt() -> Runtime {
+    Runtime::builder()
+        .pollers(1)
+        .handler_threads(2)
+        .build()
+        .unwrap()
+}
+
+fn connect(s: &Server) -> TcpStream {
+    let t = TcpStream::connect(s.local_addr().as_inet().unwrap()).unwrap();
+    t.set_read_timeout(Some(WAIT)).unwrap();
+    t
+}
+
+/// Writes `chunk` repeatedly until `limit` bytes went out or a write blocks for `stall`
+/// (the server stopped reading). Returns the bytes written.
+fn write_until_pushed_back(
+    t: &mut TcpStream,
+    chunk: &[u8],
+    limit: usize,
+    stall: Duration,
+) -> usize {
+    t.set_write_timeout(Some(stall)).unwrap();
+    let mut sent = 0;
+    while sent < limit {
+        match t.write(chunk) {
+            Ok(n) => sent += n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+    sent
+}
+
+/// A ws upgrade on a raw socket; returns the socket after the 101.
+fn ws_upgrade(s: &Server) -> TcpStream {
+    let mut t = connect(s);
+    t.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        t.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    t
+}
+
+/// A masked client frame.
+fn frame(op: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mut f = vec![0x80 | op, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn a_slow_reader_of_a_32_mib_tcp_echo_gets_every_byte_in_order() {
+    let rt = rt();
+    // The README's echo: handler threads, default configuration (backpressure for streams).
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .stream(handler::on_data(|c: &sockloop::Conn, d: &[u8]| {
+            let _ = c.send(d);
+        }))
+        .unwrap();
+    const TOTAL: usize = 32 << 20;
+    let mut t = connect(&s);
+    let mut w = t.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut block = vec![0u8; 64 << 10];
+        let mut off = 0usize;
+        while off < TOTAL {
+            for (i, b) in block.iter_mut().enumerate() {
+                *b = ((off + i) % 251) as u8;
+            }
+            w.write_all(&block).unwrap();
+            off += block.len();
+        }
+    });
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 16 << 10];
+    let mut peak = 0u64;
+    while got < TOTAL {
+        let n = t.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {got} bytes");
+        for (i, b) in buf[..n].iter().enumerate() {
+            assert_eq!(*b, ((got + i) % 251) as u8, "byte {} differs", got + i);
+        }
+        got += n;
+        peak = peak.max(s.stats().queued_bytes);
+        if got % (1 << 20) < n {
+            std::thread::sleep(Duration::from_millis(2)); // a slow reader
+        }
+    }
+    writer.join().unwrap();
+    assert_eq!(s.stats().dropped, 0, "nothing dropped");
+    assert!(
+        peak <= 8 << 20,
+        "queue peaked at {peak} bytes (bound 4 MiB, hard 8 MiB)"
+    );
+}
+
+#[test]
+fn a_ping_flood_from_a_client_that_never_reads_is_pushed_back() {
+    let rt = rt();
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .websocket(
+            WsServerConfig::new(),
+            sockloop::on_message(|_: &WsConn, _| {}),
+        )
+        .unwrap();
+    let mut t = ws_upgrade(&s);
+    let ping = frame(0x9, &[7u8; 125]);
+    let flood: Vec<u8> = ping
+        .iter()
+        .copied()
+        .cycle()
+        .take(ping.len() * 512)
+        .collect();
+    // The server answers at most a few pongs per read (only the latest past that, as RFC
+    // 6455 §5.5.3 allows), so it may read on; what it holds stays small either way.
+    let mut peak = 0;
+    let mut sent = 0;
+    while sent < 16 << 20 {
+        let n = write_until_pushed_back(&mut t, &flood, flood.len(), Duration::from_secs(1));
+        peak = peak.max(s.stats().queued_bytes);
+        if n == 0 {
+            break;
+        }
+        sent += n;
+    }
+    assert!(
+        peak <= 1 << 20,
+        "pongs held: {peak} bytes after {sent} bytes of pings"
+    );
+}
+
+/// Blocks in its first message until the test releases it.
+struct Stuck(Option<std::sync::Arc<std::sync::Barrier>>);
+
+impl WsHandler for Stuck {
+    fn on_open(&mut self, _: &WsConn, _: &Request) {}
+    fn on_text(&mut self, _: &WsConn, _: &str) {
+        if let Some(gate) = self.0.take() {
+            gate.wait();
+        }
+    }
+}
+
+#[test]
+fn tiny_messages_for_a_stuck_handler_are_bounded_in_count_not_only_bytes() {
+    let rt = rt();
+    let gate = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let g = gate.clone();
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .websocket(WsServerConfig::new(), move |_: &WsConn, _: &Request| {
+            Stuck(Some(g.clone()))
+        })
+        .unwrap();
+    let mut t = ws_upgrade(&s);
+    let one = frame(0x1, b"x");
+    let flood: Vec<u8> = one.iter().copied().cycle().take(one.len() * 4096).collect();
+    // 40 MiB of 1-byte messages would be ~6 M handler jobs if nothing bounded them.
+    let sent = write_until_pushed_back(&mut t, &flood, 40 << 20, Duration::from_secs(1));
+    assert!(sent < 40 << 20, "the server queued every tiny message");
+    gate.wait();
+    drop(t);
+}
+
+#[test]
+fn pipelined_requests_from_a_client_that_never_reads_are_pushed_back() {
+    let rt = rt();
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .config(ServerConfig::new())
+        .websocket(
+            WsServerConfig::new().http(|_: &Request| sockloop::http::Response::text(200, "hello")),
+            sockloop::on_message(|_: &WsConn, _| {}),
+        )
+        .unwrap();
+    let mut t = connect(&s);
+    let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let flood: Vec<u8> = get.iter().copied().cycle().take(get.len() * 2048).collect();
+    let started = Instant::now();
+    let sent = write_until_pushed_back(&mut t, &flood, 64 << 20, Duration::from_secs(1));
+    let queued = s.stats().queued_bytes;
+    assert!(
+        sent < 64 << 20,
+        "the server kept answering 64 MiB of requests"
+    );
+    assert!(queued <= 6 << 20, "responses held: {queued} bytes");
+    assert!(started.elapsed() < WAIT * 3);
+}
