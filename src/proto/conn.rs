@@ -159,14 +159,17 @@ impl Lifecycle {
     }
 
     /// A graceful close was asked for: flush within `timeout`, then shut down.
+    #[cfg(test)]
     pub fn close(&mut self, now: Instant, reason: CloseReason, timeout: Duration) -> Action {
+        self.close_by(reason, deadline(now, timeout))
+    }
+
+    /// A graceful close that must be flushed by `deadline` (`None`: no limit).
+    pub fn close_by(&mut self, reason: CloseReason, deadline: Option<Instant>) -> Action {
         match self.state {
             State::Handshake { .. } => self.remove(reason),
             State::Open => {
-                self.go(State::Flushing {
-                    reason,
-                    deadline: deadline(now, timeout),
-                });
+                self.go(State::Flushing { reason, deadline });
                 Action::StartClose
             }
             _ => Action::None,

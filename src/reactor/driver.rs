@@ -41,6 +41,8 @@ pub(crate) struct Counters {
     pub(crate) open: AtomicUsize,
     pub(crate) datagrams_in: AtomicU64,
     pub(crate) datagrams_out: AtomicU64,
+    /// Output bytes thrown away because a connection went before they were written.
+    pub(crate) discarded: AtomicU64,
 }
 
 impl Counters {
@@ -60,6 +62,9 @@ impl Counters {
 pub(crate) struct Policy {
     pub(crate) limits: Limits,
     pub(crate) counters: Counters,
+    /// Set when the owner shuts down: every close from then on is flushed by this deadline
+    /// (`None`: no limit) instead of `close_timeout` — a shutdown's deadline holds as a whole.
+    pub(crate) drain_until: std::sync::OnceLock<Option<Instant>>,
 }
 
 /// What the queue policy decided for more bytes.

@@ -433,8 +433,12 @@ impl Stream {
 
     /// Starts a graceful close: flush queued output, then shut down the write side.
     pub(crate) fn begin_close(&mut self, ctx: &mut Ctx<'_>, reason: CloseReason) -> Step {
-        let timeout = self.link.policy.limits.close_timeout;
-        match self.step(|l| l.close(ctx.now, reason, timeout)) {
+        let policy = &self.link.policy;
+        let by = match policy.drain_until.get() {
+            Some(until) => *until,
+            None => crate::base::deadline(ctx.now, policy.limits.close_timeout),
+        };
+        match self.step(|l| l.close_by(reason, by)) {
             Action::Remove(r) => Step::Gone(r),
             Action::StartClose => {
                 self.rbuf = Vec::new();
@@ -612,6 +616,10 @@ impl Stream {
         self.link.account(-(left as isize));
         let c = &self.link.policy.counters;
         c.closed.fetch_add(1, Ordering::Relaxed);
+        if left > 0 {
+            // Queued output that never reached the peer: counted, never silent.
+            c.discarded.fetch_add(left as u64, Ordering::Relaxed);
+        }
         self.driver.on_closed(reason);
     }
 

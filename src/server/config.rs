@@ -30,6 +30,7 @@ pub struct ServerConfig {
     pub(crate) max_datagram_size: usize,
     pub(crate) backlog: i32,
     pub(crate) nodelay: bool,
+    pub(crate) reuse_port: bool,
     pub(crate) close_timeout: Duration,
 }
 
@@ -46,6 +47,7 @@ impl Default for ServerConfig {
             max_datagram_size: 64 << 10,
             backlog: 1024,
             nodelay: true,
+            reuse_port: false,
             close_timeout: Duration::from_secs(5),
         }
     }
@@ -123,6 +125,17 @@ impl ServerConfig {
     /// Listen backlog (default 1024).
     pub fn backlog(mut self, n: i32) -> Self {
         self.backlog = n;
+        self
+    }
+
+    /// `SO_REUSEPORT` on TCP and UDP sockets (default false). With it, each poller gets
+    /// its own listening socket and the kernel spreads connections; it also lets another
+    /// process bind the same port and take a share of the connections, so it is only for
+    /// multi-process setups that want exactly that. Without it, binding a port in use fails
+    /// (`bind 127.0.0.1:7000: address in use`) and one listening socket hands connections
+    /// to the pollers in turn.
+    pub fn reuse_port(mut self, on: bool) -> Self {
+        self.reuse_port = on;
         self
     }
 

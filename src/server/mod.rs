@@ -366,6 +366,9 @@ impl<'a> ServerBuilder<'a> {
             Some(t) => (Some(t.server_config()), t.handshake_timeout()),
             None => (None, Duration::from_secs(10)),
         };
+        if self.rt.is_stopped() {
+            return Err(Error::Closed);
+        }
         let sockets = bind(&self.listen, &self.config, self.rt.pollers.len())?;
         let unix_path = match self.listen.transport {
             Transport::Unix | Transport::Unixgram if self.listen.unix.remove_on_shutdown => {
@@ -389,6 +392,7 @@ impl<'a> ServerBuilder<'a> {
             policy: Arc::new(Policy {
                 limits,
                 counters: Default::default(),
+                drain_until: Default::default(),
             }),
             observer: self.observer,
             factory,
@@ -505,22 +509,25 @@ fn bind(listen: &Listen, cfg: &ServerConfig, pollers: usize) -> Result<Bound> {
     };
     match listen.transport {
         Transport::Tcp | Transport::Tls => {
-            let first = crate::sys::tcp_listener(resolve(&listen.addr)?, cfg.backlog)?;
+            let reuse = cfg.reuse_port;
+            let first = crate::sys::tcp_listener(resolve(&listen.addr)?, cfg.backlog, reuse)?;
             let actual = first.local_addr()?;
             b.local = Addr::Inet(actual);
             b.tcp.push(first);
-            for _ in 1..pollers {
-                b.tcp.push(crate::sys::tcp_listener(actual, cfg.backlog)?);
+            for _ in 1..if reuse { pollers } else { 1 } {
+                b.tcp
+                    .push(crate::sys::tcp_listener(actual, cfg.backlog, reuse)?);
             }
         }
         Transport::Udp => {
-            let first = crate::sys::udp_socket(resolve(&listen.addr)?)?;
+            let reuse = cfg.reuse_port;
+            let first = crate::sys::udp_socket(resolve(&listen.addr)?, reuse)?;
             let actual = first.local_addr()?;
             b.local = Addr::Inet(actual);
             b.datagrams.push(DgramSock::udp(first));
-            for _ in 1..pollers {
+            for _ in 1..if reuse { pollers } else { 1 } {
                 b.datagrams
-                    .push(DgramSock::udp(crate::sys::udp_socket(actual)?));
+                    .push(DgramSock::udp(crate::sys::udp_socket(actual, reuse)?));
             }
         }
         Transport::Unix => {
@@ -578,6 +585,7 @@ fn install(rt: &Arc<RuntimeInner>, server: &Arc<ServerShared>, b: Bound) -> Resu
         };
         rt.pollers[(start + i) % n].command(Command::AddDatagram(Box::new(d), tx.clone()));
     }
+    drop(tx);
     for _ in 0..count {
         rx.recv().map_err(|_| Error::Closed)??;
     }
@@ -642,9 +650,13 @@ pub(crate) fn shutdown_server(
         return server.wait_closed(until);
     }
     server.report_lifecycle(&Lifecycle::Draining);
+    let counters = &server.policy.counters;
+    let discarded = counters.discarded.load(Ordering::Acquire);
+    // From now on every close is flushed by the shutdown's deadline, not `close_timeout`.
+    let _ = server.policy.drain_until.set(until);
     rt.on_pollers(|done| Command::Drain(server.policy.clone(), done));
-    let clean = server.wait_closed(until);
-    if !clean {
+    let closed = server.wait_closed(until);
+    if !closed {
         rt.on_pollers(|done| Command::ForceClose(server.policy.clone(), done));
         server.wait_closed(crate::base::deadline(
             Instant::now(),
@@ -657,5 +669,6 @@ pub(crate) fn shutdown_server(
     }
     server.stopped.store(true, Ordering::Release);
     server.report_lifecycle(&Lifecycle::Stopped);
-    clean
+    // Clean only if every connection closed in time and nothing queued was thrown away.
+    closed && counters.discarded.load(Ordering::Acquire) == discarded
 }

@@ -88,6 +88,9 @@ pub struct ServerStats {
     pub datagrams_in: u64,
     /// Datagrams sent (datagram servers).
     pub datagrams_out: u64,
+    /// Queued output bytes thrown away because their connection closed first (a reset, a
+    /// close deadline, a forced shutdown).
+    pub discarded_bytes: u64,
 }
 
 impl ServerStats {
@@ -104,6 +107,7 @@ impl ServerStats {
             queued_bytes: c.queued.load(Ordering::Relaxed) as u64,
             datagrams_in: g(&c.datagrams_in),
             datagrams_out: g(&c.datagrams_out),
+            discarded_bytes: g(&c.discarded),
         }
     }
 }

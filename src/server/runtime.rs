@@ -146,6 +146,11 @@ impl RuntimeInner {
             .push(s);
     }
 
+    /// Whether the runtime's threads were stopped (no new server may start).
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
     /// A poller index, round robin (spreads single-socket servers).
     pub(crate) fn next_poller(&self) -> usize {
         self.rr.fetch_add(1, Ordering::Relaxed) % self.pollers.len()

@@ -14,7 +14,24 @@ use super::{Down, ExitReason, Node, ProcessRef, SendError, Target};
 /// [`reply`](Self::reply). Dropping it unanswered ends the call with
 /// [`CallError::NoReply`] (or, if the callee is exiting, with its exit reason).
 pub struct ReplyTo<R> {
-    tx: Sender<R>,
+    tx: Sender<Answer<R>>,
+    answered: bool,
+}
+
+/// What the caller receives: the reply, or word that the callee is dying (the handle was
+/// dropped while its thread unwound from a panic), so the call waits for the exit reason
+/// instead of racing the callee's clean-up.
+enum Answer<R> {
+    Reply(R),
+    Dying,
+}
+
+impl<R> Drop for ReplyTo<R> {
+    fn drop(&mut self) {
+        if !self.answered && std::thread::panicking() {
+            let _ = self.tx.try_send(Answer::Dying);
+        }
+    }
 }
 
 impl<R> fmt::Debug for ReplyTo<R> {
@@ -25,8 +42,9 @@ impl<R> fmt::Debug for ReplyTo<R> {
 
 impl<R> ReplyTo<R> {
     /// Answers the call; `false` if the caller is no longer waiting (it timed out).
-    pub fn reply(self, value: R) -> bool {
-        self.tx.send(value).is_ok()
+    pub fn reply(mut self, value: R) -> bool {
+        self.answered = true;
+        self.tx.send(Answer::Reply(value)).is_ok()
     }
 }
 
@@ -144,19 +162,24 @@ impl<M: Send + 'static> ProcessRef<M> {
         down: &Receiver<Down>,
     ) -> Result<R, CallError> {
         let (tx, rx) = bounded(1);
-        match self.send_deadline(make(ReplyTo { tx }), deadline) {
+        let reply = ReplyTo {
+            tx,
+            answered: false,
+        };
+        match self.send_deadline(make(reply), deadline) {
             Ok(()) => {}
             Err(SendError::Timeout(_)) => return Err(CallError::Timeout),
             Err(_) => return Err(CallError::NoProcess),
         }
         select! {
             recv(rx) -> r => match r {
-                Ok(r) => Ok(r),
+                Ok(Answer::Reply(r)) => Ok(r),
+                Ok(Answer::Dying) => Err(self.exit_reason(deadline, down)),
                 Err(_) => Err(self.unanswered(deadline, down)),
             },
             recv(down) -> d => match rx.try_recv() {
-                Ok(r) => Ok(r),
-                Err(_) => Err(d.map_or(CallError::NoProcess, |d| CallError::Exit(d.reason))),
+                Ok(Answer::Reply(r)) => Ok(r),
+                _ => Err(d.map_or(CallError::NoProcess, |d| CallError::Exit(d.reason))),
             },
             default(left(deadline)) => Err(CallError::Timeout),
         }
@@ -168,6 +191,11 @@ impl<M: Send + 'static> ProcessRef<M> {
         if !self.shared().closed.load(Ordering::Acquire) {
             return CallError::NoReply;
         }
+        self.exit_reason(deadline, down)
+    }
+
+    /// The callee is exiting: its reason, once the monitor reports it.
+    fn exit_reason(&self, deadline: Option<Instant>, down: &Receiver<Down>) -> CallError {
         match down.recv_timeout(left(deadline)) {
             Ok(d) => CallError::Exit(d.reason),
             Err(RecvTimeoutError::Timeout) => CallError::Timeout,

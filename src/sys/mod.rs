@@ -4,8 +4,8 @@
 //! # Contract (Linux; the only platform sockloop supports today)
 //! | function | provides | errors |
 //! |---|---|---|
-//! | [`tcp_listener`] | a bound, listening, non-blocking TCP socket with `SO_REUSEADDR` and `SO_REUSEPORT` (IPv6: v6-only) | the `bind`/`listen` error |
-//! | [`udp_socket`] | a bound, non-blocking UDP socket (`SO_REUSEPORT`) | the `bind` error |
+//! | [`tcp_listener`] | a bound, listening, non-blocking TCP socket with `SO_REUSEADDR` and, when asked, `SO_REUSEPORT` (IPv6: v6-only) | the `bind`/`listen` error, naming the address |
+//! | [`udp_socket`] | a bound, non-blocking UDP socket (`SO_REUSEPORT` when asked) | the `bind` error, naming the address |
 //! | [`unix_listener`], [`unix_datagram`] | a bound, non-blocking Unix socket at a path | the `bind` error |
 //! | [`clear_stale_socket`] | removes a socket file nobody listens on; a live one is `AddrInUse`; any other file is left alone and is an error | as said |
 //! | [`set_socket_owner`] | `chmod`/`chown` of the socket file (group by name or id) | the OS error; an unknown group is `NotFound` |
@@ -29,31 +29,42 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::base::PeerCred;
 
-/// A non-blocking TCP listener with SO_REUSEADDR and SO_REUSEPORT, so each poller can own one.
-pub(crate) fn tcp_listener(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+/// An I/O error that names the operation and the address ("bind 127.0.0.1:7000: …").
+pub(crate) fn named(e: io::Error, op: &str, what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(e.kind(), format!("{op} {what}: {e}"))
+}
+
+/// A non-blocking TCP listener with SO_REUSEADDR, and SO_REUSEPORT when asked for (so each
+/// poller, or another process, can bind the same port). Errors name the address.
+pub(crate) fn tcp_listener(
+    addr: SocketAddr,
+    backlog: i32,
+    reuse_port: bool,
+) -> io::Result<std::net::TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
+    s.set_reuse_port(reuse_port)?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
     s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    s.listen(backlog)?;
+    s.bind(&addr.into()).map_err(|e| named(e, "bind", addr))?;
+    s.listen(backlog).map_err(|e| named(e, "listen", addr))?;
     Ok(s.into())
 }
 
-/// A non-blocking UDP socket with SO_REUSEPORT (one per poller) and a large receive buffer.
-pub(crate) fn udp_socket(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+/// A non-blocking UDP socket with a large receive buffer, and SO_REUSEPORT when asked for
+/// (one per poller). Errors name the address.
+pub(crate) fn udp_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::UdpSocket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
-    s.set_reuse_port(true)?;
+    s.set_reuse_port(reuse_port)?;
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
     let _ = s.set_recv_buffer_size(4 << 20);
     s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
+    s.bind(&addr.into()).map_err(|e| named(e, "bind", addr))?;
     Ok(s.into())
 }
 

@@ -210,3 +210,119 @@ fn pipelined_requests_from_a_client_that_never_reads_are_pushed_back() {
     assert!(queued <= 6 << 20, "responses held: {queued} bytes");
     assert!(started.elapsed() < WAIT * 3);
 }
+
+/// Sends `total` bytes of a pattern to each connection as soon as it opens.
+struct Pusher(usize);
+
+impl sockloop::StreamHandler for Pusher {
+    fn on_open(&mut self, conn: &sockloop::Conn) {
+        let block: Vec<u8> = (0..64 << 10).map(|i| (i % 251) as u8).collect();
+        for _ in 0..self.0 / block.len() {
+            assert_eq!(conn.send(&block), sockloop::SendStatus::Queued);
+        }
+    }
+}
+
+fn pusher(rt: &Runtime, total: usize, close_timeout: Duration) -> Server {
+    rt.serve(Listen::tcp("127.0.0.1:0"))
+        .config(
+            ServerConfig::new()
+                .max_queued_bytes(16 << 20)
+                .close_timeout(close_timeout),
+        )
+        .stream(move |_: &sockloop::Conn| Pusher(total))
+        .unwrap()
+}
+
+/// Reads everything at about `rate` bytes per second until end of stream.
+fn slow_read_all(mut t: TcpStream, rate: usize) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut got = 0;
+        loop {
+            match t.read(&mut buf) {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got += n,
+            }
+            std::thread::sleep(Duration::from_secs_f64(buf.len() as f64 / rate as f64));
+        }
+    })
+}
+
+#[test]
+fn shutdown_honours_its_deadline_over_close_timeout_and_delivers_everything() {
+    let rt = rt();
+    const TOTAL: usize = 4 << 20;
+    let s = pusher(&rt, TOTAL, Duration::from_millis(50));
+    let t = connect(&s);
+    let reader = slow_read_all(t, 8 << 20);
+    let until = Instant::now() + WAIT;
+    while s.stats().queued_bytes == 0 && Instant::now() < until {
+        std::thread::yield_now();
+    }
+    // A 50 ms close timeout would cut a 4 MiB transfer to an 8 MiB/s reader; the
+    // shutdown's own deadline (10 s) is what holds.
+    assert!(s.shutdown(WAIT), "clean: every byte was delivered");
+    assert_eq!(reader.join().unwrap(), TOTAL);
+    assert_eq!(s.stats().discarded_bytes, 0);
+}
+
+#[test]
+fn a_shutdown_that_must_discard_says_so() {
+    let rt = rt();
+    const TOTAL: usize = 8 << 20;
+    let s = pusher(&rt, TOTAL, Duration::from_secs(5));
+    let t = connect(&s);
+    let reader = slow_read_all(t, 1 << 20);
+    let until = Instant::now() + WAIT;
+    while s.stats().queued_bytes == 0 && Instant::now() < until {
+        std::thread::yield_now();
+    }
+    assert!(
+        !s.shutdown(Duration::from_millis(200)),
+        "not clean: bytes were thrown away"
+    );
+    let got = reader.join().unwrap();
+    let discarded = s.stats().discarded_bytes as usize;
+    assert!(
+        got < TOTAL && discarded > 0,
+        "got {got}, discarded {discarded}"
+    );
+}
+
+#[test]
+fn binding_a_port_in_use_fails_and_names_the_address() {
+    let rt = rt();
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .stream(handler::on_data(|_: &sockloop::Conn, _: &[u8]| {}))
+        .unwrap();
+    let addr = s.local_addr().to_string();
+    let err = rt
+        .serve(Listen::tcp(addr.clone()))
+        .stream(handler::on_data(|_: &sockloop::Conn, _: &[u8]| {}))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("bind {addr}")), "{msg}");
+    // Sharing a port is an explicit choice of both servers.
+    let shared = ServerConfig::new().reuse_port(true);
+    let a = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .config(shared.clone())
+        .stream(handler::on_data(|_: &sockloop::Conn, _: &[u8]| {}))
+        .unwrap();
+    rt.serve(Listen::tcp(a.local_addr().to_string()))
+        .config(shared)
+        .stream(handler::on_data(|_: &sockloop::Conn, _: &[u8]| {}))
+        .expect("both asked for SO_REUSEPORT");
+}
+
+#[test]
+fn serve_on_a_shut_down_runtime_is_an_error_not_a_hang() {
+    let rt = rt();
+    rt.shutdown(Duration::from_secs(1));
+    let r = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .stream(handler::on_data(|_: &sockloop::Conn, _: &[u8]| {}));
+    assert!(matches!(r, Err(sockloop::Error::Closed)), "{r:?}");
+}
