@@ -655,7 +655,8 @@ pub fn hub(cfg: &ChatConfig) -> Hub {
 pub fn serve(rt: &Runtime, cfg: &ChatConfig) -> sockloop::Result<Chat> {
     let hub = hub(cfg);
     let allowed = cfg.allowed_origins.clone();
-    let ws = WsServerConfig::new()
+    let ws = hub
+        .server_config(WsServerConfig::new())
         .path(Some("/ws".into()))
         .authenticator(move |req| authenticate(req, &allowed))
         .http(http);

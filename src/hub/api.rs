@@ -34,6 +34,26 @@ impl Hub {
         move |_: &WsConn, _: &crate::proto::http::Request| super::conn::HubConn(hub.clone())
     }
 
+    /// The WebSocket settings a hub server needs, from `ws`: its message and frame limits
+    /// capped at the hub's envelope limit ([`EnvelopeLimits::max_size`](super::EnvelopeLimits),
+    /// 64 KiB by default), so a frame larger than the hub will take is refused with 1009 as
+    /// soon as its header arrives, and a compressed message is cut while it inflates — a
+    /// client cannot make the server hold megabytes the hub would reject anyway.
+    ///
+    /// # Examples
+    /// ```
+    /// let hub = sockloop::hub::Hub::builder().build();
+    /// let ws = hub.server_config(sockloop::WsServerConfig::new());
+    /// assert_eq!(ws.ws_config().max_message_size, 64 << 10);
+    /// ```
+    pub fn server_config(&self, ws: crate::WsServerConfig) -> crate::WsServerConfig {
+        let limit = self.inner.cfg.limits.max_size;
+        let mut cfg = ws.ws_config().clone();
+        cfg.max_message_size = cfg.max_message_size.min(limit);
+        cfg.max_frame_size = cfg.max_frame_size.min(limit);
+        ws.ws(cfg)
+    }
+
     /// Connects the hub to its server, so rooms and broadcasts are framed once and fanned
     /// out by the pollers. Call once, right after starting the server; later calls are
     /// ignored. Until then, room messages are sent connection by connection.

@@ -326,3 +326,30 @@ fn serve_on_a_shut_down_runtime_is_an_error_not_a_hang() {
         .stream(handler::on_data(|_: &sockloop::Conn, _: &[u8]| {}));
     assert!(matches!(r, Err(sockloop::Error::Closed)), "{r:?}");
 }
+
+#[test]
+fn a_deflate_bomb_to_a_hub_server_is_cut_at_the_hub_limit_while_inflating() {
+    use sockloop::client::ws::{Message, WsClient, WsClientOptions};
+    let rt = rt();
+    let hub = sockloop::hub::Hub::builder().build();
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .websocket(hub.server_config(WsServerConfig::new()), hub.factory())
+        .unwrap();
+    hub.attach(&s);
+    let url = format!("ws://{}/", s.local_addr());
+    let mut c = WsClient::connect(&url, WsClientOptions::default()).unwrap();
+    // 15 MiB of one letter deflates to a few KiB on the wire.
+    let bomb = "a".repeat(15 << 20);
+    c.send_text(&bomb).unwrap();
+    loop {
+        match c.recv_timeout(WAIT).unwrap() {
+            Some(Message::Close(code, _)) => {
+                assert_eq!(code, sockloop::ws::CloseCode::SIZE);
+                break;
+            }
+            Some(_) => continue,
+            None => panic!("no close before the timeout"),
+        }
+    }
+}
