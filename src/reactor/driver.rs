@@ -140,6 +140,9 @@ pub(crate) struct Requests {
     pub(crate) rearm: bool,
     /// Stop reading until the handler catches up.
     pub(crate) pause: bool,
+    /// Stop reading until the output queue is empty, then hand the kept input back
+    /// (one HTTP request at a time).
+    pub(crate) hold: bool,
 }
 
 impl<'a> Io<'a> {
@@ -247,6 +250,12 @@ impl<'a> Io<'a> {
     /// The driver's deadline changed.
     pub(crate) fn rearm(&mut self) {
         self.req.rearm = true;
+    }
+
+    /// Stops reading (and keeps the unconsumed input) until everything queued is written;
+    /// then [`Driver::on_input`] gets the kept input again.
+    pub(crate) fn hold(&mut self) {
+        self.req.hold = true;
     }
 
     /// Stops reading from the socket until [`ConnCmd::Resume`].

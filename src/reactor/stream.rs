@@ -98,6 +98,8 @@ pub(crate) struct StreamConn<D: ?Sized + Driver = dyn Driver> {
     paused: bool,
     /// Reading paused while the output queue is above its high-water mark.
     out_paused: bool,
+    /// Reading held until the output queue is empty; then the kept input is fed again.
+    held: bool,
     in_dirty: bool,
     driver: D,
 }
@@ -131,6 +133,7 @@ pub(crate) fn new_stream<D: Driver>(
         writable_interest: false,
         paused: false,
         out_paused: false,
+        held: false,
         in_dirty: false,
         driver,
     })
@@ -218,6 +221,9 @@ impl Stream {
         if req.pause {
             self.paused = true;
         }
+        if req.hold && self.output_pending() {
+            self.held = true;
+        }
         if req.rearm {
             self.arm(ctx);
         }
@@ -267,7 +273,7 @@ impl Stream {
     /// Reading goes on in every phase until end of stream (while closing, input is read and
     /// discarded so that closing never turns into a reset that loses our queued output).
     fn can_read(&self) -> bool {
-        self.life.reads() && !self.paused && !self.out_paused
+        self.life.reads() && !self.paused && !self.out_paused && !self.held
     }
 
     /// Output queued past this pauses reading (half the queue bound).
@@ -399,6 +405,26 @@ impl Stream {
         self.apply_local(ctx)
     }
 
+    /// Hands the kept input to the driver again (after a hold).
+    fn refeed(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        if self.rbuf.is_empty() || !self.life.is_open() {
+            return Step::Live;
+        }
+        let mut kept = std::mem::take(&mut self.rbuf);
+        let (used, step) = self.drive(ctx, |d, io| d.on_input(io, &mut kept));
+        kept.drain(..used.min(kept.len()));
+        if !kept.is_empty() && matches!(step, Step::Live) && self.life.is_open() {
+            self.rbuf = kept;
+        }
+        if let Step::Gone(r) = step {
+            return Step::Gone(r);
+        }
+        if self.output_pending() {
+            self.mark_dirty(ctx);
+        }
+        self.apply_local(ctx)
+    }
+
     /// Applies this connection's sends that inline handlers made during the last callback
     /// (so they keep their place before anything the driver queues next); sends for other
     /// connections stay in the outbox for the poller.
@@ -512,6 +538,13 @@ impl Stream {
                 }
             }
             Err(e) => return self.fail(ctx, CloseReason::Reset(e.to_string()), e.into()),
+        }
+        if self.held && !self.output_pending() {
+            self.held = false;
+            if let Step::Gone(r) = self.refeed(ctx) {
+                return Step::Gone(r);
+            }
+            ctx.again.push(self.slot_gen());
         }
         if self.out_paused && self.outq.len() <= self.low_water() {
             // Edge-triggered: what the peer sent meanwhile waits in the socket; read it.

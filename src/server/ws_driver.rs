@@ -46,6 +46,9 @@ enum Phase {
     Ws(WsState),
 }
 
+/// HTTP requests one connection may make before it is closed (keep-alive).
+const MAX_REQUESTS_PER_CONN: u32 = 100;
+
 /// Pongs answered per input chunk, at most; past it only the latest ping is answered (RFC
 /// 6455 §5.5.3 allows that), so a ping flood costs one pending pong, not one per ping.
 const MAX_PONGS_PER_INPUT: usize = 16;
@@ -101,6 +104,8 @@ pub(crate) struct WsDriver {
     phase: Phase,
     /// Waiting for the handler thread to catch up before closing with this reason.
     awaiting: Option<Box<CloseReason>>,
+    /// HTTP requests answered on this connection.
+    requests: u32,
 }
 
 impl WsDriver {
@@ -111,6 +116,7 @@ impl WsDriver {
             cfg,
             phase: Phase::Http { deadline: None },
             awaiting: None,
+            requests: 0,
         }
     }
 
@@ -143,7 +149,16 @@ impl WsDriver {
             }
             match self.phase {
                 Phase::Http { .. } => match self.http_step(io, &buf[pos..]) {
-                    Some(used) => pos += used,
+                    Some(used) => {
+                        pos += used;
+                        let answered = matches!(self.phase, Phase::Http { .. });
+                        if answered && pos < buf.len() && io.req.close.is_none() {
+                            // One request at a time: the next waits until this answer
+                            // is written (pipelining cannot pile up responses).
+                            io.hold();
+                            return pos;
+                        }
+                    }
                     None => return pos,
                 },
                 Phase::Ws(_) => return pos + self.decode(io, &mut buf[pos..]),
@@ -194,18 +209,22 @@ impl WsDriver {
             }),
             None => crate::proto::http::Response::not_found(),
         };
+        self.requests += 1;
         let close = req.version() == 0
+            || self.requests >= MAX_REQUESTS_PER_CONN
             || req
                 .header("connection")
                 .is_some_and(|v| v.eq_ignore_ascii_case("close"));
-        io.append(false, |out| resp.write_to(out));
+        let head_only = req.method() == "HEAD";
+        io.append(false, |out| match head_only {
+            true => resp.write_head(out),
+            false => resp.write_to(out),
+        });
         if close {
             io.close(CloseReason::Local);
-        } else {
-            // Keep-alive: the next request gets a fresh handshake deadline.
-            self.phase = self.http_deadline(io.now);
-            io.rearm();
         }
+        // Keep-alive keeps the deadline from accept: it is absolute, so a peer cannot
+        // hold the connection by sending a complete request now and then.
     }
 
     /// Checks origin, authenticator and per-IP cap, answers 101 and opens the handler.
@@ -855,6 +874,54 @@ mod tests {
             &999u32.to_be_bytes(),
             "the latest is answered"
         );
+    }
+
+    #[test]
+    fn head_answers_without_a_body_and_keep_alive_keeps_the_deadline() {
+        let mut r = rig(WsConfig::default().handshake_timeout(Duration::from_secs(10)));
+        let _ = r.call(|d, io| d.on_open(io));
+        let first = r.driver.next_deadline(r.last_read);
+        r.now += Duration::from_secs(5);
+        let req = r.input(b"HEAD /x HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert!(req.close.is_none(), "keep-alive");
+        let out = String::from_utf8(r.output()).unwrap();
+        assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+        assert!(out.ends_with("\r\n\r\n"), "no body after the head: {out:?}");
+        assert!(out.contains("Content-Length: "), "{out}");
+        assert_eq!(
+            r.driver.next_deadline(r.last_read),
+            first,
+            "absolute deadline"
+        );
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_one_at_a_time() {
+        let mut r = rig(WsConfig::default());
+        let _ = r.call(|d, io| d.on_open(io));
+        let two = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n";
+        let mut buf = two.to_vec();
+        let (used, req) = r.call(|d, io| d.on_input(io, &mut buf));
+        assert_eq!(used, two.len() / 2, "the second waits");
+        assert!(req.hold);
+    }
+
+    #[test]
+    fn an_upgrade_without_host_or_with_two_keys_is_400() {
+        for bad in [
+            UPGRADE.replace("Host: x\r\n", ""),
+            UPGRADE.replace(
+                "Sec-WebSocket-Version",
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version",
+            ),
+        ] {
+            let mut r = rig(WsConfig::default());
+            let _ = r.call(|d, io| d.on_open(io));
+            let req = r.input(bad.as_bytes());
+            assert!(matches!(req.close, Some(CloseReason::Protocol(_))));
+            let out = String::from_utf8(r.output()).unwrap();
+            assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+        }
     }
 
     #[test]

@@ -333,8 +333,10 @@ fn drop_newest_refuses_past_the_bound() {
     let c = connect(&s); // never reads
     let st = rx.recv_timeout(WAIT).unwrap();
     let dropped = st.iter().filter(|s| **s == SendStatus::Dropped).count();
+    // 12.5 MiB against a 256 KiB bound: what is not dropped fits in the bound plus the
+    // socket buffers of a peer that never reads (tcp_wmem's 4 MiB at most, here).
     assert!(
-        dropped > 150,
+        dropped >= 100,
         "most of 12.5 MiB exceeds a 256 KiB bound: {dropped}"
     );
     assert!(st[0] == SendStatus::Queued);

@@ -88,8 +88,14 @@ impl Response {
     }
 
     /// Appends the serialised response (status line, headers, Content-Length, body) to `out`.
-    #[allow(dead_code)] // called by the reactor
     pub(crate) fn write_to(&self, out: &mut Vec<u8>) {
+        self.write_head(out);
+        out.extend_from_slice(&self.body);
+    }
+
+    /// Appends the status line and headers (with the body's Content-Length) but not the
+    /// body: the answer to a HEAD request.
+    pub(crate) fn write_head(&self, out: &mut Vec<u8>) {
         write_status_line(out, self.status);
         for (k, v) in &self.headers {
             if !k.eq_ignore_ascii_case("content-length") {
@@ -98,7 +104,6 @@ impl Response {
         }
         write_header(out, "Content-Length", &self.body.len().to_string());
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&self.body);
     }
 }
 

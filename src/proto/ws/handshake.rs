@@ -96,8 +96,14 @@ fn validate(req: &Request) -> Result<&str, WsError> {
     if !has_token(req, "connection", "upgrade") {
         return Err(WsError::handshake(400, "missing Connection: Upgrade"));
     }
+    if req.header("host").is_none_or(|h| h.trim().is_empty()) {
+        return Err(WsError::handshake(400, "missing Host"));
+    }
     if req.header("sec-websocket-version").map(str::trim) != Some("13") {
         return Err(WsError::handshake(426, "unsupported Sec-WebSocket-Version"));
+    }
+    if req.headers_all("sec-websocket-key").count() > 1 {
+        return Err(WsError::handshake(400, "more than one Sec-WebSocket-Key"));
     }
     let key = req
         .header("sec-websocket-key")
