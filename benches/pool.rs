@@ -43,8 +43,19 @@ fn echo(bin: &Path, server: &Server, depth: usize) {
     for _ in 0..runs(3) {
         let d = depth.to_string();
         let list = [
-            "echo", "--addr", &addr, "--conns", "100", "--depth", &d, "--size", "32", "--secs",
-            "5", "--threads", "1",
+            "echo",
+            "--addr",
+            &addr,
+            "--conns",
+            "100",
+            "--depth",
+            &d,
+            "--size",
+            "32",
+            "--secs",
+            "5",
+            "--threads",
+            "1",
         ];
         let args: Vec<String> = list.iter().map(|s| s.to_string()).collect();
         let kv = run_wsbench(bin, &args).0;

@@ -6,6 +6,7 @@ mod cdp;
 mod chat;
 mod clients;
 mod hub;
+mod pool;
 mod supervise;
 mod transports;
 mod util;
