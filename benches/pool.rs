@@ -110,7 +110,11 @@ fn handler_threads(rt: &Runtime) -> String {
         return "?".into();
     };
     let children = sup.which_children().unwrap_or_default();
-    children.iter().filter(|c| c.pid.is_some()).count().to_string()
+    children
+        .iter()
+        .filter(|c| c.pid.is_some())
+        .count()
+        .to_string()
 }
 
 fn main() {

@@ -14,11 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
-
 use self::lane::Lane;
-use self::manager::Manager;
-use self::sched::{Note, Scheduler, Work};
+use self::manager::{Bell, Manager};
+use self::sched::{Scheduler, Work};
 use super::dispatch::Job;
 use crate::supervise::{
     ChildSpec, Node, Restart, SpawnOptions, Strategy, SupervisorRef, SupervisorSpec,
@@ -54,7 +52,7 @@ pub(crate) struct HandlerPool {
     node: Node,
     supervisor: Mutex<Option<SupervisorRef>>,
     manager: Mutex<Option<JoinHandle<()>>>,
-    notes: Sender<Note>,
+    bell: Arc<Bell>,
 }
 
 /// How long `stop` waits for the queued jobs to run.
@@ -89,8 +87,8 @@ impl HandlerPool {
         name: &str,
         node: &Node,
     ) -> std::io::Result<Arc<HandlerPool>> {
-        let (notes, rx) = crossbeam_channel::unbounded();
-        let sched = Arc::new(Scheduler::new(notes.clone()));
+        let bell = Arc::new(Bell::default());
+        let sched = Arc::new(Scheduler::new(bell.clone()));
         // Handler panics are per-connection faults: the pool restarts its threads without
         // limit rather than giving up on every connection.
         let mut spec =
@@ -111,7 +109,7 @@ impl HandlerPool {
             sched: sched.clone(),
             sup: sup.clone(),
             cfg,
-            rx,
+            bell: bell.clone(),
             spawn,
         };
         let thread = std::thread::Builder::new()
@@ -122,7 +120,7 @@ impl HandlerPool {
             node: node.clone(),
             supervisor: Mutex::new(Some(sup)),
             manager: Mutex::new(Some(thread)),
-            notes,
+            bell,
         }))
     }
 
@@ -145,7 +143,7 @@ impl HandlerPool {
         if !self.drain(Some(Instant::now() + STOP_WAIT)) {
             log::warn!("handler threads did not finish their queues in {STOP_WAIT:?}");
         }
-        let _ = self.notes.send(Note::Stop);
+        self.bell.stop();
         let manager = self
             .manager
             .lock()

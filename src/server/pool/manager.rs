@@ -1,18 +1,16 @@
 //! The pool's manager thread: grows the pool when every handler thread is blocked while
 //! keys wait, and retires threads idle for longer than the idle timeout.
 //!
-//! It sleeps on its channel until a dispatcher finds no idle thread for a ready key; then
+//! It sleeps on its [`Bell`] until a dispatcher finds no idle thread for a ready key; then
 //! it samples each thread's job count every `grow_after` for as long as keys wait. When
 //! every thread is still in the job it was in one period earlier, it starts up to as many
 //! new threads as keys wait (at most doubling, never past the maximum). While the pool is
 //! above its minimum it also wakes every half idle timeout (at most 1 s) to retire threads.
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
-
-use super::sched::{Note, Pressure, Scheduler};
+use super::sched::{Pressure, Scheduler};
 use super::PoolConfig;
 use crate::supervise::SupervisorRef;
 
@@ -20,16 +18,72 @@ pub(super) struct Manager {
     pub(super) sched: Arc<Scheduler>,
     pub(super) sup: SupervisorRef,
     pub(super) cfg: PoolConfig,
-    pub(super) rx: Receiver<Note>,
+    pub(super) bell: Arc<Bell>,
     /// Starts one more thread: its child spec under `sup`.
     pub(super) spawn: Box<dyn FnMut(&SupervisorRef) + Send>,
 }
 
+/// The manager's doorbell: a condition variable, so that its waits park at once (a
+/// channel's receive spins and yields first, on the cores the handlers need).
+#[derive(Default)]
+pub(super) struct Bell {
+    rung: Mutex<Rung>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct Rung {
+    saturated: bool,
+    stop: bool,
+}
+
 /// Why a wait ended.
 enum Woke {
-    Note,
+    /// Keys wait and no thread is idle: watch for blocked threads.
+    Saturated,
     Timeout,
     Stop,
+}
+
+impl Bell {
+    /// Keys wait and no thread is idle.
+    pub(super) fn saturated(&self) {
+        self.ring(|r| r.saturated = true);
+    }
+
+    /// The manager is to exit.
+    pub(super) fn stop(&self) {
+        self.ring(|r| r.stop = true);
+    }
+
+    fn ring(&self, f: impl FnOnce(&mut Rung)) {
+        f(&mut self.rung.lock().unwrap_or_else(|e| e.into_inner()));
+        self.cv.notify_one();
+    }
+
+    /// Waits for a ring, or until `until`.
+    fn wait(&self, until: Option<Instant>) -> Woke {
+        let mut rung = self.rung.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if rung.stop {
+                return Woke::Stop;
+            }
+            if std::mem::take(&mut rung.saturated) {
+                return Woke::Saturated;
+            }
+            rung = match until {
+                None => self.cv.wait(rung).unwrap_or_else(|e| e.into_inner()),
+                Some(t) => {
+                    let left = t.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Woke::Timeout;
+                    }
+                    let r = self.cv.wait_timeout(rung, left);
+                    r.unwrap_or_else(|e| e.into_inner()).0
+                }
+            };
+        }
+    }
 }
 
 impl Manager {
@@ -38,12 +92,12 @@ impl Manager {
             let woke = if self.sched.lane_count() > self.cfg.min {
                 let tick = self.cfg.idle_timeout / 2;
                 let tick = tick.clamp(Duration::from_millis(1), Duration::from_secs(1));
-                self.wait(Some(Instant::now() + tick))
+                self.bell.wait(Some(Instant::now() + tick))
             } else {
-                self.wait(None)
+                self.bell.wait(None)
             };
             match woke {
-                Woke::Note => {
+                Woke::Saturated => {
                     if !self.watch() {
                         return;
                     }
@@ -54,29 +108,15 @@ impl Manager {
         }
     }
 
-    fn wait(&self, until: Option<Instant>) -> Woke {
-        let r = match until {
-            Some(t) => self
-                .rx
-                .recv_timeout(t.saturating_duration_since(Instant::now())),
-            None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        match r {
-            Ok(Note::Saturated) => Woke::Note,
-            Err(RecvTimeoutError::Timeout) => Woke::Timeout,
-            Ok(Note::Stop) | Err(RecvTimeoutError::Disconnected) => Woke::Stop,
-        }
-    }
-
     /// Watches while keys wait; `false` when asked to stop.
     fn watch(&mut self) -> bool {
         loop {
             let before = self.sched.sample();
             let until = Instant::now() + self.cfg.grow_after;
             loop {
-                match self.wait(Some(until)) {
+                match self.bell.wait(Some(until)) {
                     Woke::Stop => return false,
-                    Woke::Note => continue,
+                    Woke::Saturated => continue,
                     Woke::Timeout => break,
                 }
             }

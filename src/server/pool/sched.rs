@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use super::manager::Bell;
 use crate::server::dispatch::{Handlers, Job};
 use crate::supervise::{Pid, ProcessRef};
 
@@ -98,14 +99,6 @@ pub(super) struct LaneStat {
     pub(super) started: AtomicU64,
 }
 
-/// What the manager asks for.
-pub(super) enum Note {
-    /// Keys wait and no thread is idle: watch for blocked threads.
-    Saturated,
-    /// Stop managing.
-    Stop,
-}
-
 /// What the manager found after watching for a while.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Pressure {
@@ -129,7 +122,7 @@ pub(super) struct Scheduler {
     lanes: Mutex<Vec<Arc<LaneStat>>>,
     /// The manager is watching (so a saturated pool notifies it once).
     watching: AtomicBool,
-    manager: Sender<Note>,
+    manager: Arc<Bell>,
 }
 
 #[repr(align(128))]
@@ -140,7 +133,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Scheduler {
-    pub(super) fn new(manager: Sender<Note>) -> Scheduler {
+    pub(super) fn new(manager: Arc<Bell>) -> Scheduler {
         Scheduler {
             shards: (0..SHARDS).map(|_| Padded(Mutex::default())).collect(),
             ready: Mutex::default(),
@@ -214,7 +207,7 @@ impl Scheduler {
 
     fn saturated(&self) {
         if !self.watching.load(Ordering::Relaxed) && !self.watching.swap(true, Ordering::AcqRel) {
-            let _ = self.manager.send(Note::Saturated);
+            self.manager.saturated();
         }
     }
 
