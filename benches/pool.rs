@@ -21,8 +21,10 @@ mod common;
 use common::*;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use sockloop::supervise::SystemEvent;
 use sockloop::{on_message, Dispatch, Listen, Runtime, ServerConfig, WsConn, WsMessage};
 use sockloop::{Server, WsServerConfig};
 
@@ -53,6 +55,10 @@ fn usage() -> (Duration, u64) {
     (tv(ru.ru_utime) + tv(ru.ru_stime), ru.ru_nvcsw as u64)
 }
 
+/// Processes started on the runtime's node (handler threads the pool added, after the
+/// initial one), counted by the node's hook.
+static STARTED: AtomicUsize = AtomicUsize::new(0);
+
 fn echo(bin: &Path, server: &Server, depth: usize) {
     let addr = server.local_addr().to_string();
     let (mut rates, mut p99) = (Vec::new(), Vec::new());
@@ -75,6 +81,7 @@ fn echo(bin: &Path, server: &Server, depth: usize) {
             "1",
         ];
         let args: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+        let started = STARTED.load(Ordering::Relaxed);
         let before = usage();
         let kv = run_wsbench(bin, &args).0;
         let after = usage();
@@ -85,8 +92,9 @@ fn echo(bin: &Path, server: &Server, depth: usize) {
         p99.push(field(&kv, "p99_us"));
         let (c, w) = (cpu[cpu.len() - 1], switches[switches.len() - 1]);
         println!(
-            "  run: {} server_cpu_ns_per_rt={c:.0} server_switches_per_rt={w:.3}",
-            fmt(&kv)
+            "  run: {} server_cpu_ns_per_rt={c:.0} server_switches_per_rt={w:.3} threads_started={}",
+            fmt(&kv),
+            STARTED.load(Ordering::Relaxed) - started
         );
     }
     println!(
@@ -128,6 +136,11 @@ fn main() {
         .handler_threads(1)
         .build()
         .expect("runtime");
+    rt.node().set_hook(|e: &SystemEvent| {
+        if let SystemEvent::Started { .. } = e {
+            STARTED.fetch_add(1, Ordering::Relaxed);
+        }
+    });
     let server = echo_server(&rt);
     if wanted("echo8", true) {
         echo(&bin, &server, 8);

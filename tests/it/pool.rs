@@ -263,7 +263,7 @@ fn the_budget_times_handlers_not_the_idle_wait_for_the_next_job() {
         Runtime::builder()
             .pollers(1)
             .handler_threads(1)
-            .handler_budget(Some(Duration::from_millis(20))),
+            .handler_budget(Some(Duration::from_millis(40))),
     );
     let ev = events(f.rt.node());
     let mut c = f.client();
@@ -271,7 +271,7 @@ fn the_budget_times_handlers_not_the_idle_wait_for_the_next_job() {
         c.send_text(text).unwrap();
         echo(&mut c, text);
         // Idle well past the budget between two jobs.
-        assert_eq!(over_budget(&ev, Duration::from_millis(100)), None, "idle");
+        assert_eq!(over_budget(&ev, Duration::from_millis(150)), None, "idle");
     }
     c.send_text("slow").unwrap();
     echo(&mut c, "slow");
