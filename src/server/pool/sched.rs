@@ -394,3 +394,159 @@ impl Hasher for IdHasher {
         self.0 = mix(n);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervise::{from_fn, Control, Node};
+
+    fn sched() -> Scheduler {
+        Scheduler::new(Arc::new(Bell::default()))
+    }
+
+    fn mark() -> Work {
+        Work::Mark(crossbeam_channel::unbounded().0)
+    }
+
+    /// A parked process to stand for a handler thread.
+    fn lane(node: &Node) -> ProcessRef<Pump> {
+        node.spawn(from_fn(|_, _: Pump| Ok(Control::Continue)))
+            .unwrap()
+    }
+
+    fn ready(s: &Scheduler) -> Vec<u64> {
+        lock(&s.ready).keys.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_key_is_made_ready_once_however_many_jobs_it_has() {
+        let s = sched();
+        for _ in 0..3 {
+            s.push(7, mark());
+        }
+        s.push(8, mark());
+        assert_eq!(ready(&s), [7, 8]);
+        assert_eq!(s.waiting.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_batch_is_bounded_and_a_busy_key_yields_to_a_waiting_one() {
+        let (s, node) = (sched(), Node::new());
+        let (me, id): (_, Arc<str>) = (lane(&node), "t".into());
+        for _ in 0..BATCH + 5 {
+            s.push(1, mark());
+        }
+        s.push(2, mark());
+        let mut batch = VecDeque::new();
+        let held = s.take(s.next_key(&me, &id).unwrap(), &mut batch);
+        assert_eq!((held.key, batch.len()), (1, BATCH));
+        batch.clear();
+        // Key 2 waits: key 1 goes back behind it with its 5 jobs.
+        assert!(s.end_batch(held, &mut batch, true).is_none());
+        assert_eq!(ready(&s), [2, 1]);
+        let held = s.take(s.next_key(&me, &id).unwrap(), &mut batch);
+        assert_eq!((held.key, batch.len()), (2, 1));
+        batch.clear();
+        assert!(s.end_batch(held, &mut batch, true).is_none());
+        let held = s.take(s.next_key(&me, &id).unwrap(), &mut batch);
+        assert_eq!((held.key, batch.len()), (1, 5));
+        node.shutdown(Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_key_with_more_jobs_is_kept_when_no_other_waits() {
+        let s = sched();
+        s.push(1, mark());
+        let mut batch = VecDeque::new();
+        let held = s.take(1, &mut batch);
+        lock(&s.ready).keys.clear();
+        s.waiting.store(0, Ordering::Relaxed);
+        batch.clear();
+        s.push(1, mark());
+        s.push(1, mark());
+        let held = s.end_batch(held, &mut batch, true).expect("kept");
+        assert_eq!(batch.len(), 2);
+        assert!(ready(&s).is_empty(), "a held key is not made ready again");
+        batch.clear();
+        assert!(s.end_batch(held, &mut batch, true).is_none());
+    }
+
+    #[test]
+    fn a_drained_key_is_unscheduled_and_keeps_no_state() {
+        let s = sched();
+        s.push(1, mark());
+        let mut batch = VecDeque::new();
+        let held = s.take(1, &mut batch);
+        batch.clear();
+        assert!(s.end_batch(held, &mut batch, true).is_none());
+        assert_eq!(s.shard(1).keys.len(), 0, "no handlers: nothing kept");
+        assert_eq!(s.shard(1).spares.len(), 1, "its buffer is kept for reuse");
+        lock(&s.ready).keys.clear();
+        s.push(1, mark());
+        assert_eq!(ready(&s), [1], "the next job schedules it again");
+        assert_eq!(s.shard(1).spares.len(), 0);
+    }
+
+    #[test]
+    fn jobs_left_by_an_exiting_thread_go_back_in_order() {
+        let s = sched();
+        let marks: Vec<Sender<()>> = (0..3).map(|_| crossbeam_channel::unbounded().0).collect();
+        for m in &marks {
+            s.push(1, Work::Mark(m.clone()));
+        }
+        let mut batch = VecDeque::new();
+        let held = s.take(s.ready_key(), &mut batch);
+        assert_eq!(batch.len(), 3);
+        batch.pop_front();
+        // The thread exits after running the first job: the other two go back, in order.
+        assert!(s.end_batch(held, &mut batch, false).is_none());
+        assert_eq!(ready(&s), [1], "requeued");
+        let _held = s.take(s.ready_key(), &mut batch);
+        let order: Vec<usize> = batch
+            .iter()
+            .map(|w| match w {
+                Work::Mark(t) => marks.iter().position(|m| m.same_channel(t)).unwrap(),
+                Work::Job(_) => unreachable!(),
+            })
+            .collect();
+        assert_eq!(order, [1, 2]);
+    }
+
+    #[test]
+    fn barrier_marks_go_to_scheduled_keys_only() {
+        let s = sched();
+        s.push(1, mark());
+        s.push(2, mark());
+        let mut batch = VecDeque::new();
+        let held = s.take(2, &mut batch);
+        batch.clear();
+        assert!(s.end_batch(held, &mut batch, true).is_none());
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        assert_eq!(s.mark_all(&tx), 1);
+    }
+
+    #[test]
+    fn the_longest_idle_threads_retire_first_and_no_more_than_asked() {
+        let (s, node) = (sched(), Node::new());
+        for name in ["a", "b", "c"] {
+            assert_eq!(s.next_key(&lane(&node), &name.into()), None);
+        }
+        let later = Instant::now() + Duration::from_secs(60);
+        let gone = s.retire(later, Duration::from_secs(1), 2);
+        let ids: Vec<&str> = gone.iter().map(|s| &*s.id).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert!(s
+            .retire(Instant::now(), Duration::from_secs(60), 3)
+            .is_empty());
+        node.shutdown(Duration::from_secs(1));
+    }
+
+    impl Scheduler {
+        fn ready_key(&self) -> u64 {
+            let mut r = lock(&self.ready);
+            let key = r.keys.pop_front().unwrap();
+            self.waiting.store(r.keys.len(), Ordering::Relaxed);
+            key
+        }
+    }
+}
