@@ -128,6 +128,11 @@ pub(crate) fn datagram_key(sock: u64) -> u64 {
 }
 
 impl Handlers {
+    /// No handler exists for this key (none created yet, or dropped): nothing to keep.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.stream.is_none() && self.datagram.is_none()
+    }
+
     /// Runs one job of this key (on a handler thread).
     pub(crate) fn run(&mut self, job: Job) -> Ran {
         match job {

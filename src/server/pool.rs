@@ -1,128 +1,136 @@
 //! Handler threads: where user code runs by default. Each connection (or datagram socket)
-//! is bound to one thread, so its events are handled in order; a panic closes only that
-//! connection.
+//! has its jobs handled in order, by one thread at a time; any idle thread takes the next
+//! key with work; the pool grows while every thread is blocked and shrinks when idle.
+//!
+//! Parts: [`sched`] (the per-key mailboxes, the ready queue, the idle threads), [`lane`]
+//! (one handler thread as a supervised process), [`manager`] (the thread that grows and
+//! shrinks the pool).
 
-use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+mod lane;
+mod manager;
+mod sched;
+
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
-
-use super::dispatch::{Handlers, Job};
-use crate::reactor::stream::describe_panic;
+use self::lane::Lane;
+use self::manager::{Bell, Manager};
+use self::sched::{Scheduler, Work};
+use super::dispatch::Job;
 use crate::supervise::{
-    BoxError, ChildSpec, Context, Control, Handled, Node, Process, Restart, Strategy,
-    SupervisorRef, SupervisorSpec,
+    ChildSpec, Node, Restart, SpawnOptions, Strategy, SupervisorRef, SupervisorSpec,
 };
 
-/// What a handler thread's queue carries.
-enum Work {
-    /// A job of one key (a connection or datagram socket).
-    Key(u64, Job),
-    /// A closure (barriers).
-    Run(Box<dyn FnOnce() + Send>),
-    Stop,
+/// How the pool sizes itself (set through [`RuntimeBuilder`](crate::RuntimeBuilder)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PoolConfig {
+    /// Threads started with the pool and kept when idle (at least 1).
+    pub(crate) min: usize,
+    /// Threads the pool may grow to (at least `min`).
+    pub(crate) max: usize,
+    /// How long every thread must be in one job while keys wait before the pool grows.
+    pub(crate) grow_after: Duration,
+    /// How long a thread above the minimum may stay idle before it is stopped.
+    pub(crate) idle_timeout: Duration,
 }
 
-/// The fixed pool of handler threads, each a supervised process.
+/// The elastic pool of handler threads, each a supervised process.
 ///
 /// Every handler thread is a child of one `OneForOne` supervisor on the runtime's
-/// [`Node`]. The thread's job queue and its handlers (one per connection) belong to the
-/// pool, not to the thread: when a handler panics, its connection is closed (1011 for a
-/// WebSocket), the thread exits with the panic as its reason, and the supervisor starts a
-/// fresh thread on the same queue and handlers. Other connections lose no queued event,
-/// and the node's hook sees `Exited` and `Restarted`. With a per-message budget set on the
-/// node, every job is timed and an overrun is reported as `OverBudget`.
+/// [`Node`], registered as `<name>-handlers`; its children are `<name>-handler-<n>`. Jobs
+/// wait in their key's mailbox; a key with jobs is in a ready queue or held by one thread,
+/// which runs up to [`sched::BATCH`] of its jobs before another waiting key goes first.
+/// When a handler panics, its connection is closed (1011 for a WebSocket), the key goes
+/// back to the ready queue with its remaining jobs, the thread exits with the panic as its
+/// reason and the supervisor starts a fresh one: other keys lose nothing, and the node's
+/// hook sees `Exited` and `Restarted`. With a per-message budget on the node, each job is
+/// timed on its own (an idle thread is parked outside any job) and an overrun is reported
+/// as `OverBudget`.
 pub(crate) struct HandlerPool {
-    workers: Vec<Sender<Work>>,
+    sched: Arc<Scheduler>,
     node: Node,
     supervisor: Mutex<Option<SupervisorRef>>,
+    manager: Mutex<Option<JoinHandle<()>>>,
+    bell: Arc<Bell>,
 }
 
-/// One handler thread's queue and handlers, kept across restarts of the thread.
-struct Lane {
-    rx: Receiver<Work>,
-    state: Mutex<Worker>,
-}
-
-/// The pump message: each one makes a handler process run one queued job.
-pub(crate) struct Pump;
-
-/// A handler thread as a process: one job per pump, then it pumps itself again.
-struct LaneProcess {
-    lane: Arc<Lane>,
-}
-
-impl Process for LaneProcess {
-    type Msg = Pump;
-
-    fn init(&mut self, ctx: &mut Context<Pump>) -> Result<(), BoxError> {
-        ctx.me().send(Pump).map_err(|e| e.to_string())?;
-        Ok(())
-    }
-
-    fn handle(&mut self, ctx: &mut Context<Pump>, _: Pump) -> Handled {
-        let job = match self.lane.rx.recv() {
-            Ok(Work::Stop) | Err(_) => return Ok(Control::Stop),
-            Ok(work) => work,
-        };
-        let mut worker = self.lane.state.lock().unwrap_or_else(|e| e.into_inner());
-        worker.handle(job);
-        if let Some(msg) = worker.failed.take() {
-            return Err(format!("handler panicked: {msg}").into());
-        }
-        drop(worker);
-        ctx.me().send(Pump).map_err(|e| e.to_string())?;
-        Ok(Control::Continue)
-    }
-}
-
-/// How long `stop` waits for each handler thread to finish its queue.
+/// How long `stop` waits for the queued jobs to run.
 const STOP_WAIT: Duration = Duration::from_secs(30);
+
+/// The child spec of handler thread `i`.
+fn lane_spec(sched: &Arc<Scheduler>, name: &str, i: usize) -> ChildSpec {
+    let id: Arc<str> = format!("{name}-handler-{i}").into();
+    let sched = sched.clone();
+    let lane_id = id.clone();
+    ChildSpec::worker(&*id, move || Lane::new(sched.clone(), lane_id.clone()))
+        .restart(Restart::Transient)
+}
+
+/// Starts the supervisor, registered under `<name>-handlers` when that name is free.
+fn start_supervisor(
+    spec: SupervisorSpec,
+    name: &str,
+    node: &Node,
+) -> std::io::Result<SupervisorRef> {
+    let opts = SpawnOptions::default().name(format!("{name}-handlers"));
+    let sup = match spec.clone().start_with(node, opts) {
+        Err(crate::supervise::SpawnError::NameTaken(_)) => spec.start(node),
+        other => other,
+    };
+    sup.map_err(|e| std::io::Error::other(e.to_string()))
+}
 
 impl HandlerPool {
     pub(crate) fn new(
-        threads: usize,
+        cfg: PoolConfig,
         name: &str,
         node: &Node,
     ) -> std::io::Result<Arc<HandlerPool>> {
-        let mut workers = Vec::new();
+        let bell = Arc::new(Bell::default());
+        let sched = Arc::new(Scheduler::new(bell.clone()));
         // Handler panics are per-connection faults: the pool restarts its threads without
         // limit rather than giving up on every connection.
         let mut spec =
             SupervisorSpec::new(Strategy::OneForOne).intensity(u32::MAX, Duration::from_secs(1));
-        for i in 0..threads.max(1) {
-            let (tx, rx) = crossbeam_channel::unbounded();
-            workers.push(tx);
-            let lane = Arc::new(Lane {
-                rx,
-                state: Mutex::new(Worker::default()),
-            });
-            let child = ChildSpec::worker(format!("{name}-handler-{i}"), move || LaneProcess {
-                lane: lane.clone(),
-            })
-            .restart(Restart::Transient);
-            spec = spec.child(child);
+        for i in 0..cfg.min {
+            spec = spec.child(lane_spec(&sched, name, i));
         }
-        let supervisor = spec
-            .start(node)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let sup = start_supervisor(spec, name, node)?;
+        let (s, prefix, mut next) = (sched.clone(), name.to_owned(), cfg.min);
+        let spawn = Box::new(move |sup: &SupervisorRef| {
+            let spec = lane_spec(&s, &prefix, next);
+            next += 1;
+            if let Err(e) = sup.start_child(spec) {
+                log::warn!("handler pool: cannot start a thread: {e}");
+            }
+        });
+        let manager = Manager {
+            sched: sched.clone(),
+            sup: sup.clone(),
+            cfg,
+            bell: bell.clone(),
+            spawn,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("{name}-pool"))
+            .spawn(move || manager.run())?;
         Ok(Arc::new(HandlerPool {
-            workers,
+            sched,
             node: node.clone(),
-            supervisor: Mutex::new(Some(supervisor)),
+            supervisor: Mutex::new(Some(sup)),
+            manager: Mutex::new(Some(thread)),
+            bell,
         }))
     }
 
-    /// Sends a job to the thread that owns `key` (a connection or socket id).
+    /// Queues a job of `key` (a connection or socket id).
     pub(crate) fn dispatch(&self, key: u64, job: Job) {
-        let i = (key % self.workers.len() as u64) as usize;
-        let _ = self.workers[i].send(Work::Key(key, job));
+        self.sched.push(key, Work::Job(job));
     }
 
-    /// Stops every thread after the jobs already queued, waits for them (threads that
-    /// panic meanwhile are restarted and finish the queue), then stops the supervisor.
+    /// Runs the jobs already queued (threads that panic meanwhile are restarted and go
+    /// on), for at most `STOP_WAIT`; then stops the pool's manager, threads and supervisor.
     pub(crate) fn stop(&self) {
         let Some(sup) = self
             .supervisor
@@ -132,62 +140,41 @@ impl HandlerPool {
         else {
             return;
         };
-        for w in &self.workers {
-            let _ = w.send(Work::Stop);
+        if !self.drain(Some(Instant::now() + STOP_WAIT)) {
+            log::warn!("handler threads did not finish their queues in {STOP_WAIT:?}");
         }
-        let deadline = std::time::Instant::now() + STOP_WAIT;
-        while let Ok(children) = sup.which_children() {
-            let Some(pid) = children.iter().find_map(|c| c.pid) else {
-                break;
-            };
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() || self.node.monitor(pid).recv_timeout(left).is_err() {
-                log::warn!("handler threads did not finish their queues in {STOP_WAIT:?}");
-                break;
-            }
+        self.bell.stop();
+        let manager = self
+            .manager
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(m) = manager {
+            let _ = m.join();
         }
         self.node.stop(sup.pid());
     }
 
-    /// Waits until every job queued so far on every thread has run.
+    /// Waits until every job queued so far has run.
     pub(crate) fn barrier(&self) {
-        let (tx, rx) = crossbeam_channel::bounded(self.workers.len());
-        for w in &self.workers {
-            let tx = tx.clone();
-            let _ = w.send(Work::Run(Box::new(move || {
-                let _ = tx.send(());
-            })));
-        }
-        drop(tx);
-        while rx.recv().is_ok() {}
+        self.drain(None);
     }
-}
 
-#[derive(Default)]
-struct Worker {
-    keys: HashMap<u64, Handlers>,
-    /// A handler panicked during the last job: the thread is to be restarted.
-    failed: Option<String>,
-}
-
-impl Worker {
-    fn handle(&mut self, work: Work) {
-        match work {
-            Work::Key(key, job) => {
-                let ran = self.keys.entry(key).or_default().run(job);
-                if ran.finished {
-                    self.keys.remove(&key);
-                }
-                self.failed = ran.panicked;
+    /// Waits until every job queued so far has run, or `until`; `false` on timeout.
+    fn drain(&self, until: Option<Instant>) -> bool {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let marks = self.sched.mark_all(&tx);
+        drop(tx);
+        for _ in 0..marks {
+            let got = match until {
+                Some(t) => rx.recv_deadline(t).map_err(|e| e.is_timeout()),
+                None => rx.recv().map_err(|_| false),
+            };
+            match got {
+                Ok(()) => {}
+                Err(timeout) => return !timeout,
             }
-            Work::Run(f) => {
-                if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
-                    let msg = describe_panic(&*p);
-                    log::error!("handler-thread job panicked: {msg}");
-                    self.failed = Some(msg);
-                }
-            }
-            Work::Stop => {}
         }
+        true
     }
 }

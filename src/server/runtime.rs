@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::reactor::poller::{new_poller, Poller};
 use crate::reactor::{Command, PollerShared};
-use crate::server::pool::HandlerPool;
+use crate::server::pool::{HandlerPool, PoolConfig};
 use crate::server::{shutdown_server, Listen, ServerBuilder, ServerShared};
 use crate::supervise::{Node, NodeConfig};
 use crate::Result;
@@ -17,6 +17,9 @@ use crate::Result;
 pub struct RuntimeBuilder {
     pollers: usize,
     handler_threads: usize,
+    max_handler_threads: Option<usize>,
+    handler_grow_after: Duration,
+    handler_idle_timeout: Duration,
     name: String,
     node: Option<NodeConfig>,
     handler_budget: Option<Duration>,
@@ -31,6 +34,9 @@ impl Default for RuntimeBuilder {
         RuntimeBuilder {
             pollers: cores(),
             handler_threads: cores(),
+            max_handler_threads: None,
+            handler_grow_after: Duration::from_millis(5),
+            handler_idle_timeout: Duration::from_secs(10),
             name: "sockloop".into(),
             node: None,
             handler_budget: None,
@@ -45,11 +51,70 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Number of handler threads for [`Dispatch::Threads`](crate::Dispatch::Threads)
-    /// (default: available cores).
+    /// Number of handler threads for [`Dispatch::Threads`](crate::Dispatch::Threads) that
+    /// start with the runtime and stay when idle: the pool's minimum (default: available
+    /// cores; at least 1).
+    ///
+    /// Any idle handler thread takes the next connection with work; each connection's
+    /// events run in order, on one thread at a time. When every thread has been in the
+    /// same handler call for [`handler_grow_after`](Self::handler_grow_after) while other
+    /// connections wait, the pool grows, up to
+    /// [`max_handler_threads`](Self::max_handler_threads); threads above this minimum stop
+    /// after [`handler_idle_timeout`](Self::handler_idle_timeout) without work. The threads
+    /// are children of the supervisor registered as `<name>-handlers` on
+    /// [`Runtime::node`].
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let rt = sockloop::Runtime::builder()
+    ///     .handler_threads(2)
+    ///     .max_handler_threads(64)
+    ///     .handler_grow_after(Duration::from_millis(10))
+    ///     .handler_idle_timeout(Duration::from_secs(30))
+    ///     .build()?;
+    /// # Ok::<(), sockloop::Error>(())
+    /// ```
     pub fn handler_threads(mut self, n: usize) -> Self {
         self.handler_threads = n.max(1);
         self
+    }
+
+    /// Most handler threads the pool grows to while handlers block (default: the larger
+    /// of 16 and 4 × available cores; raised to [`handler_threads`](Self::handler_threads)
+    /// if lower). Set it equal to `handler_threads` for a fixed pool.
+    pub fn max_handler_threads(mut self, n: usize) -> Self {
+        self.max_handler_threads = Some(n.max(1));
+        self
+    }
+
+    /// How long every handler thread must be blocked in one call, while other connections
+    /// have events waiting, before the pool starts more threads (default 5 ms). The pool
+    /// starts up to one thread per waiting connection, at most doubling per period.
+    pub fn handler_grow_after(mut self, d: Duration) -> Self {
+        self.handler_grow_after = d.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a handler thread above [`handler_threads`](Self::handler_threads) may stay
+    /// idle before it is stopped (default 10 s; `Duration::MAX`: never).
+    pub fn handler_idle_timeout(mut self, d: Duration) -> Self {
+        self.handler_idle_timeout = d;
+        self
+    }
+
+    fn pool_config(&self) -> PoolConfig {
+        let min = self.handler_threads;
+        let max = self
+            .max_handler_threads
+            .unwrap_or_else(|| (4 * cores()).max(16));
+        PoolConfig {
+            min,
+            max: max.max(min),
+            grow_after: self.handler_grow_after,
+            idle_timeout: self.handler_idle_timeout,
+        }
     }
 
     /// Thread name prefix (default "sockloop").
@@ -95,7 +160,7 @@ impl RuntimeBuilder {
     /// `Error::Io` when a poll instance or a thread cannot be created.
     pub fn build(self) -> Result<Runtime> {
         let node = self.make_node();
-        let pool = HandlerPool::new(self.handler_threads, &self.name, &node)?;
+        let pool = HandlerPool::new(self.pool_config(), &self.name, &node)?;
         let mut pollers = Vec::new();
         let mut shareds = Vec::new();
         for i in 0..self.pollers {

@@ -8,6 +8,7 @@ mod chat;
 mod clients;
 mod core;
 mod hub;
+mod pool;
 mod supervise;
 mod transports;
 mod util;
