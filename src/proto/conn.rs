@@ -25,16 +25,16 @@ pub enum State {
     Open,
     /// Flushing queued output before shutting the write side; dropped at `deadline`.
     Flushing {
-        reason: CloseReason,
+        reason: Box<CloseReason>,
         deadline: Option<Instant>,
     },
     /// The write side is shut; waiting for the peer's end of stream until `deadline`.
     Lingering {
-        reason: CloseReason,
+        reason: Box<CloseReason>,
         deadline: Option<Instant>,
     },
     /// Removed (terminal).
-    Gone(CloseReason),
+    Gone(Box<CloseReason>),
 }
 
 /// What the reactor must do after an event.
@@ -128,7 +128,7 @@ impl Lifecycle {
     }
 
     fn remove(&mut self, reason: CloseReason) -> Action {
-        self.go(State::Gone(reason.clone()));
+        self.go(State::Gone(Box::new(reason.clone())));
         Action::Remove(reason)
     }
 
@@ -151,7 +151,7 @@ impl Lifecycle {
             State::Open => Action::AskDriver,
             State::Flushing { .. } => Action::None,
             State::Lingering { reason, .. } => {
-                let r = reason.clone();
+                let r = (**reason).clone();
                 self.remove(r)
             }
             State::Gone(_) => Action::None,
@@ -169,7 +169,10 @@ impl Lifecycle {
         match self.state {
             State::Handshake { .. } => self.remove(reason),
             State::Open => {
-                self.go(State::Flushing { reason, deadline });
+                self.go(State::Flushing {
+                    reason: Box::new(reason),
+                    deadline,
+                });
                 Action::StartClose
             }
             _ => Action::None,
@@ -183,7 +186,7 @@ impl Lifecycle {
         };
         let reason = reason.clone();
         if self.read_closed {
-            return self.remove(reason);
+            return self.remove(*reason);
         }
         self.go(State::Lingering {
             reason,
@@ -200,11 +203,11 @@ impl Lifecycle {
         }
         match &self.state {
             State::Handshake { .. } => {
-                self.go(State::Gone(CloseReason::HandshakeTimeout));
+                self.go(State::Gone(Box::new(CloseReason::HandshakeTimeout)));
                 Action::TimedOut
             }
             State::Flushing { reason, .. } | State::Lingering { reason, .. } => {
-                let r = reason.clone();
+                let r = (**reason).clone();
                 self.remove(r)
             }
             State::Open | State::Gone(_) => Action::None,
@@ -222,7 +225,7 @@ impl Lifecycle {
         match &self.state {
             State::Flushing { reason, .. }
             | State::Lingering { reason, .. }
-            | State::Gone(reason) => Some(reason),
+            | State::Gone(reason) => Some(&**reason),
             _ => None,
         }
     }
@@ -259,7 +262,10 @@ mod tests {
             let mut l = Lifecycle::new(now, Some(SEC));
             assert_eq!(l.timer(now + SEC / 2), Action::None);
             assert_eq!(l.timer(now + SEC), Action::TimedOut);
-            assert_eq!(l.state(), &State::Gone(CloseReason::HandshakeTimeout));
+            assert_eq!(
+                l.state(),
+                &State::Gone(Box::new(CloseReason::HandshakeTimeout))
+            );
         }
 
         #[test]

@@ -7,14 +7,47 @@ use super::poller::Poller;
 use crate::base::{ConnId, Delivery, GroupId};
 use crate::proto::ws::SharedFrames;
 
+/// The groups a connection is in: no heap memory (and one word) while it is in none.
+#[derive(Default)]
+pub(crate) struct Groups(Option<Box<Vec<GroupId>>>);
+
+impl Groups {
+    /// Adds `g`; false when already a member.
+    fn insert(&mut self, g: GroupId) -> bool {
+        let v = self.0.get_or_insert_with(Default::default);
+        if v.contains(&g) {
+            return false;
+        }
+        v.push(g);
+        true
+    }
+
+    /// Removes `g`; false when not a member.
+    fn remove(&mut self, g: GroupId) -> bool {
+        let Some(v) = self.0.as_mut() else {
+            return false;
+        };
+        let Some(i) = v.iter().position(|x| *x == g) else {
+            return false;
+        };
+        v.swap_remove(i);
+        if v.is_empty() {
+            self.0 = None;
+        }
+        true
+    }
+
+    /// Every group, leaving none.
+    pub(crate) fn take(&mut self) -> Vec<GroupId> {
+        self.0.take().map(|b| *b).unwrap_or_default()
+    }
+}
+
 impl Poller {
     pub(crate) fn group_join(&mut self, slot: u32, gen: u32, group: GroupId) {
         let mut joined = false;
         self.on_stream(slot, gen, |c, _| {
-            if !c.groups.contains(&group) {
-                c.groups.push(group);
-                joined = true;
-            }
+            joined = c.groups.insert(group);
             super::stream::Step::Live
         });
         if joined {
@@ -28,10 +61,7 @@ impl Poller {
     pub(crate) fn group_leave(&mut self, slot: u32, gen: u32, group: GroupId) {
         let mut left = false;
         self.on_stream(slot, gen, |c, _| {
-            if let Some(i) = c.groups.iter().position(|g| *g == group) {
-                c.groups.swap_remove(i);
-                left = true;
-            }
+            left = c.groups.remove(group);
             super::stream::Step::Live
         });
         if left {

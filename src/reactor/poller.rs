@@ -415,7 +415,7 @@ impl Poller {
         let Some(Entry::Stream(mut c)) = self.remove_entry(slot as usize) else {
             return;
         };
-        let groups = std::mem::take(&mut c.groups);
+        let groups = c.groups.take();
         for g in groups {
             self.remove_member(g, slot, gen);
         }

@@ -16,7 +16,7 @@ use super::driver::{Accept, Driver, Io, Requests};
 use super::outq::OutQueue;
 use super::timer::TimerKind;
 use super::{Link, Place, STATE_CLOSED, STATE_CLOSING, STATE_OPEN};
-use crate::base::{Addr, CloseReason, GroupId, PeerCred};
+use crate::base::{Addr, CloseReason, PeerCred};
 use crate::proto::conn::{Action, Lifecycle, State};
 use crate::Error;
 
@@ -89,8 +89,8 @@ pub(crate) struct StreamConn<D: ?Sized + Driver = dyn Driver> {
     /// Input kept between reads (a partial frame or request); empty when idle.
     rbuf: Vec<u8>,
     outq: OutQueue,
-    /// Fan-out groups this connection belongs to (empty: no heap memory).
-    pub(crate) groups: Vec<GroupId>,
+    /// Fan-out groups this connection belongs to (none: no heap memory).
+    pub(crate) groups: super::group::Groups,
     life: Lifecycle,
     last_read: Instant,
     writable_interest: bool,
@@ -127,7 +127,7 @@ pub(crate) fn new_stream<D: Driver>(
         tls,
         rbuf: Vec::new(),
         outq: OutQueue::default(),
-        groups: Vec::new(),
+        groups: Default::default(),
         life: Lifecycle::new(now, handshake),
         last_read: now,
         writable_interest: false,

@@ -7,8 +7,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Dispatch {
     /// On the runtime's handler threads (the default): a handler that blocks or panics never
-    /// stops I/O for other connections. Each connection's events are handled in order, always
-    /// on the same handler thread.
+    /// stops I/O for other connections, and a handler that blocks delays only its own
+    /// connection. Each connection's events are handled in order by one thread at a time;
+    /// any idle thread takes the next connection with work, and the pool grows while every
+    /// thread is busy (see [`RuntimeBuilder::max_handler_threads`](crate::RuntimeBuilder::max_handler_threads)).
     #[default]
     Threads,
     /// Directly on the poller thread that owns the connection: the fast path, for handlers

@@ -103,9 +103,12 @@ pub(crate) enum Job {
 /// The handlers of one key (a connection or a datagram socket), owned by whichever thread
 /// runs the key's jobs at the moment (or by the connection's driver, inline).
 #[derive(Default)]
-pub(crate) struct Handlers {
-    stream: Option<UserHandler>,
-    datagram: Option<Box<dyn DatagramHandler>>,
+pub(crate) enum Handlers {
+    /// None yet (or dropped after a panic or the close).
+    #[default]
+    None,
+    Stream(UserHandler),
+    Datagram(Box<dyn DatagramHandler>),
 }
 
 /// What running one job did.
@@ -130,7 +133,7 @@ pub(crate) fn datagram_key(sock: u64) -> u64 {
 impl Handlers {
     /// No handler exists for this key (none created yet, or dropped): nothing to keep.
     pub(crate) fn is_idle(&self) -> bool {
-        self.stream.is_none() && self.datagram.is_none()
+        matches!(self, Handlers::None)
     }
 
     /// Runs one job of this key (on a handler thread).
@@ -184,14 +187,14 @@ impl Handlers {
             return self.open(conn, factory, req);
         }
         let last = matches!(ev, Event::Close(_) | Event::WsClose(..));
-        if let Some(h) = self.stream.as_mut() {
+        if let Handlers::Stream(h) = self {
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| call(h, conn, ev))) {
-                self.stream = None;
+                *self = Handlers::None;
                 ran.panicked = Some(panicked(conn, describe_panic(&*p), !last));
             }
         }
         if last {
-            self.stream = None;
+            *self = Handlers::None;
             ran.finished = true;
         }
         ran
@@ -215,7 +218,7 @@ impl Handlers {
         }));
         match made {
             Ok(h) => {
-                self.stream = Some(h);
+                *self = Handlers::Stream(h);
                 Ran::default()
             }
             Err(p) => Ran {
@@ -233,8 +236,12 @@ impl Handlers {
     ) -> Ran {
         let mut ran = Ran::default();
         let r = catch_unwind(AssertUnwindSafe(|| {
-            let h = self.datagram.get_or_insert_with(|| factory.create());
-            f(h.as_mut(), sender)
+            if !matches!(self, Handlers::Datagram(_)) {
+                *self = Handlers::Datagram(factory.create());
+            }
+            if let Handlers::Datagram(h) = self {
+                f(h.as_mut(), sender)
+            }
         }));
         if let Err(p) = r {
             let msg = describe_panic(&*p);

@@ -477,8 +477,8 @@ impl Accept for Acceptor {
         let handler = HandlerSlot::new(server.inline(), &server.pool);
         let link: Arc<Link> = link;
         Some(match &server.ws {
-            Some(ws) => {
-                let driver = ws_driver::WsDriver::new(conn, handler, ws.clone());
+            Some(_) => {
+                let driver = ws_driver::WsDriver::new(conn, handler);
                 new_stream(acc.sock, link, tls, driver)
             }
             None => new_stream(acc.sock, link, tls, stream::RawDriver::new(conn, handler)),

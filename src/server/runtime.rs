@@ -1,4 +1,5 @@
-//! The runtime: a fixed pool of poller threads and handler threads, on which servers run.
+//! The runtime: a fixed pool of poller threads and an elastic, supervised pool of handler
+//! threads, on which servers run.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -250,8 +251,9 @@ impl RuntimeInner {
     }
 }
 
-/// A fixed pool of poller threads (each with its own `mio::Poll`) and handler threads, on
-/// which any number of servers run.
+/// A fixed pool of poller threads (each with its own `mio::Poll`) and an elastic pool of
+/// handler threads (growing while handlers block, shrinking when idle), on which any number
+/// of servers run.
 ///
 /// # Examples
 /// ```

@@ -5,7 +5,6 @@
 
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::dispatch::{Event, HandlerSlot};
@@ -96,11 +95,18 @@ impl WsState {
     }
 }
 
+/// The WebSocket configuration of the server `conn` belongs to.
+fn ws_config(conn: &Conn) -> &WsServerConfig {
+    match &conn.server().ws {
+        Some(ws) => ws,
+        None => unreachable!("WsDriver only serves WebSocket servers"),
+    }
+}
+
 /// A WebSocket server connection's protocol.
 pub(crate) struct WsDriver {
     conn: Conn,
     handler: HandlerSlot,
-    cfg: Arc<WsServerConfig>,
     phase: Phase,
     /// Waiting for the handler thread to catch up before closing with this reason.
     awaiting: Option<Box<CloseReason>>,
@@ -109,20 +115,28 @@ pub(crate) struct WsDriver {
 }
 
 impl WsDriver {
-    pub(crate) fn new(conn: Conn, handler: HandlerSlot, cfg: Arc<WsServerConfig>) -> Self {
+    pub(crate) fn new(conn: Conn, handler: HandlerSlot) -> Self {
+        debug_assert!(
+            conn.server().ws.is_some(),
+            "a WebSocket server's connection"
+        );
         WsDriver {
             conn,
             handler,
-            cfg,
             phase: Phase::Http { deadline: None },
             awaiting: None,
             requests: 0,
         }
     }
 
+    /// The server's WebSocket configuration (kept once per server, not per connection).
+    fn cfg(&self) -> &WsServerConfig {
+        ws_config(&self.conn)
+    }
+
     fn http_deadline(&self, now: Instant) -> Phase {
         Phase::Http {
-            deadline: deadline(now, self.cfg.ws.handshake_timeout),
+            deadline: deadline(now, self.cfg().ws.handshake_timeout),
         }
     }
 
@@ -169,7 +183,7 @@ impl WsDriver {
 
     /// Parses one HTTP request. `None` when more bytes are needed.
     fn http_step(&mut self, io: &mut Io<'_>, buf: &[u8]) -> Option<usize> {
-        match parse_request(buf, &self.cfg.ws.http_limits()) {
+        match parse_request(buf, &self.cfg().ws.http_limits()) {
             ParseOutcome::Partial => None,
             ParseOutcome::Error { status } => {
                 self.reject(io, status, "malformed or oversized request");
@@ -182,7 +196,11 @@ impl WsDriver {
                 if let Some(peer) = self.conn.peer_addr().as_inet() {
                     request.set_peer(peer);
                 }
-                let on_path = self.cfg.path.as_deref().is_none_or(|p| p == request.path());
+                let on_path = self
+                    .cfg()
+                    .path
+                    .as_deref()
+                    .is_none_or(|p| p == request.path());
                 if is_upgrade(&request) && on_path {
                     self.upgrade(io, request);
                 } else {
@@ -202,7 +220,7 @@ impl WsDriver {
     }
 
     fn http_hook(&mut self, io: &mut Io<'_>, req: &Request) {
-        let resp = match &self.cfg.http {
+        let resp = match &self.cfg().http {
             Some(hook) => catch_unwind(AssertUnwindSafe(|| hook(req))).unwrap_or_else(|p| {
                 log::error!("http hook panicked: {}", describe_panic(&*p));
                 crate::proto::http::Response::text(500, "internal error")
@@ -229,7 +247,7 @@ impl WsDriver {
 
     /// Checks origin, authenticator and per-IP cap, answers 101 and opens the handler.
     fn upgrade(&mut self, io: &mut Io<'_>, req: Request) {
-        let cfg = self.cfg.clone();
+        let cfg = self.cfg().clone();
         if !cfg.origins.allows(req.header("origin")) {
             return self.reject(io, 403, "origin not allowed");
         }
@@ -277,10 +295,10 @@ impl WsDriver {
         let WsDriver {
             conn,
             handler,
-            cfg,
             phase,
             ..
         } = self;
+        let cfg = ws_config(conn);
         let Phase::Ws(st) = phase else {
             return buf.len();
         };
@@ -383,7 +401,7 @@ impl WsDriver {
         let keep = io.keep_boundaries() && !op.is_control();
         match &mut self.phase {
             Phase::Ws(st) if !st.session.close_sent() => {
-                let cfg = &self.cfg.ws;
+                let cfg = &ws_config(&self.conn).ws;
                 with_scratch(|scratch| {
                     io.append_admitted(keep, admitted, |out| {
                         st.session.encode(out, op, payload, cfg, &mut scratch.tx)
@@ -400,7 +418,7 @@ impl WsDriver {
             return io.close(CloseReason::Local);
         }
         self.close_frame(io, Some(code), reason);
-        let at = deadline(io.now, self.cfg.ws.close_timeout);
+        let at = deadline(io.now, self.cfg().ws.close_timeout);
         if let Phase::Ws(st) = &mut self.phase {
             if let Some(info) = st.close.as_mut() {
                 info.deadline = at;
@@ -423,7 +441,7 @@ impl WsDriver {
     }
 
     fn idle_timeout(&self) -> Option<std::time::Duration> {
-        self.cfg
+        self.cfg()
             .ws
             .idle_timeout
             .or(self.conn.server().config.idle_timeout)
@@ -470,7 +488,8 @@ impl Driver for WsDriver {
     fn on_timer(&mut self, io: &mut Io<'_>) {
         let now = io.now;
         let idle = self.idle_timeout();
-        let (ping_interval, pong_timeout) = (self.cfg.ws.ping_interval, self.cfg.ws.pong_timeout);
+        let (ping_interval, pong_timeout) =
+            (self.cfg().ws.ping_interval, self.cfg().ws.pong_timeout);
         let st = match &mut self.phase {
             Phase::Http { deadline } => {
                 if deadline.is_some_and(|d| now >= d) {
@@ -483,7 +502,7 @@ impl Driver for WsDriver {
         if st.close_deadline().is_some_and(|t| now >= t) {
             return io.close(CloseReason::Local);
         }
-        let message_timeout = self.cfg.ws.message_timeout;
+        let message_timeout = ws_config(&self.conn).ws.message_timeout;
         if st
             .partial_since
             .is_some_and(|t| elapsed(t, now, message_timeout))
@@ -597,7 +616,7 @@ impl Driver for WsDriver {
             Phase::Http { deadline } => return *deadline,
             Phase::Ws(st) => st,
         };
-        let cfg = &self.cfg.ws;
+        let cfg = &self.cfg().ws;
         let beat = match st.ping_sent {
             Some(sent) if sent >= last_read => deadline(sent, cfg.pong_timeout),
             _ => deadline_opt(last_read, cfg.ping_interval),
@@ -618,6 +637,7 @@ impl Driver for WsDriver {
 mod tests {
     //! The WebSocket driver alone, with fake time: bytes in, bytes and requests out.
 
+    use std::sync::Arc;
     use std::time::Duration;
 
     use super::*;
@@ -679,11 +699,10 @@ mod tests {
             inner: link.clone(),
         };
         let handler = HandlerSlot::new(true, &shared.pool);
-        let cfg = shared.ws.clone().unwrap();
         let now = Instant::now();
         Rig {
             _rt: rt,
-            driver: WsDriver::new(conn, handler, cfg),
+            driver: WsDriver::new(conn, handler),
             link,
             out: OutQueue::default(),
             now,
@@ -938,5 +957,22 @@ mod tests {
         r.now += Duration::from_secs(1 << 30);
         let (_, req) = r.call(|d, io| d.on_timer(io));
         assert!(req.close.is_none());
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// What an idle WebSocket connection holds (run with `--nocapture` to read it).
+    #[test]
+    fn print_sizes() {
+        use crate::reactor::stream::StreamConn;
+        eprintln!(
+            "StreamConn<WsDriver>={} WsDriver={} WsState={} ConnShared={} StreamConn<RawDriver>={}",
+            std::mem::size_of::<StreamConn<super::WsDriver>>(),
+            std::mem::size_of::<super::WsDriver>(),
+            std::mem::size_of::<super::WsState>(),
+            std::mem::size_of::<crate::server::handle::ConnShared>(),
+            std::mem::size_of::<StreamConn<crate::server::stream::RawDriver>>(),
+        );
     }
 }
