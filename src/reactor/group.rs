@@ -9,6 +9,7 @@ use crate::proto::ws::SharedFrames;
 
 /// The groups a connection is in: no heap memory (and one word) while it is in none.
 #[derive(Default)]
+#[allow(clippy::box_collection)] // one word per connection while in no group (a Vec is three)
 pub(crate) struct Groups(Option<Box<Vec<GroupId>>>);
 
 impl Groups {
