@@ -6,9 +6,11 @@ mod close;
 mod deadline;
 mod ids;
 mod send;
+mod stamp;
 
 pub use addr::{Addr, PeerCred};
 pub use close::CloseReason;
 pub use deadline::{deadline, deadline_opt, earliest, elapsed, saturating};
 pub use ids::{ConnId, GroupId};
 pub use send::{Delivery, DropPolicy, SendStatus};
+pub(crate) use stamp::Stamp;

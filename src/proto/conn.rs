@@ -11,27 +11,29 @@
 
 use std::time::{Duration, Instant};
 
-use crate::base::{deadline, CloseReason};
+use crate::base::{deadline, CloseReason, Stamp};
 
 /// How long a connection whose write side is shut waits for the peer's end of stream.
 pub const LINGER: Duration = Duration::from_secs(1);
 
-/// Where a connection is in its life.
+/// Where a connection is in its life. Deadlines are kept as 8-byte stamps; `eof` says the
+/// peer's end of stream was seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     /// The TLS handshake (`None`: no deadline).
-    Handshake { deadline: Option<Instant> },
+    Handshake { deadline: Option<Stamp> },
     /// The driver has the connection.
-    Open,
+    Open { eof: bool },
     /// Flushing queued output before shutting the write side; dropped at `deadline`.
     Flushing {
         reason: Box<CloseReason>,
-        deadline: Option<Instant>,
+        deadline: Option<Stamp>,
+        eof: bool,
     },
     /// The write side is shut; waiting for the peer's end of stream until `deadline`.
     Lingering {
         reason: Box<CloseReason>,
-        deadline: Option<Instant>,
+        deadline: Option<Stamp>,
     },
     /// Removed (terminal).
     Gone(Box<CloseReason>),
@@ -60,8 +62,10 @@ pub enum Action {
 #[derive(Debug, Clone)]
 pub struct Lifecycle {
     state: State,
-    /// The peer's end of stream was seen.
-    read_closed: bool,
+}
+
+fn stamp(t: Option<Instant>) -> Option<Stamp> {
+    t.map(Stamp::of)
 }
 
 impl Lifecycle {
@@ -70,14 +74,11 @@ impl Lifecycle {
     pub fn new(now: Instant, handshake: Option<Duration>) -> Self {
         let state = match handshake {
             Some(t) => State::Handshake {
-                deadline: deadline(now, t),
+                deadline: stamp(deadline(now, t)),
             },
-            None => State::Open,
+            None => State::Open { eof: false },
         };
-        Lifecycle {
-            state,
-            read_closed: false,
-        }
+        Lifecycle { state }
     }
 
     /// The current state.
@@ -87,20 +88,24 @@ impl Lifecycle {
 
     /// Whether the driver gets input (only while open).
     pub fn is_open(&self) -> bool {
-        self.state == State::Open
+        matches!(self.state, State::Open { .. })
     }
 
     /// Whether the socket is still read (until end of stream: while closing, input is read
     /// and discarded so that a close never turns into a reset that loses queued output).
     pub fn reads(&self) -> bool {
-        !self.read_closed && !matches!(self.state, State::Gone(_))
+        match self.state {
+            State::Handshake { .. } | State::Lingering { .. } => true,
+            State::Open { eof } | State::Flushing { eof, .. } => !eof,
+            State::Gone(_) => false,
+        }
     }
 
     /// Whether output may still be written (not after the write side was shut).
     pub fn writes(&self) -> bool {
         matches!(
             self.state,
-            State::Handshake { .. } | State::Open | State::Flushing { .. }
+            State::Handshake { .. } | State::Open { .. } | State::Flushing { .. }
         )
     }
 
@@ -117,14 +122,13 @@ impl Lifecycle {
         match &self.state {
             State::Handshake { deadline }
             | State::Flushing { deadline, .. }
-            | State::Lingering { deadline, .. } => *deadline,
-            State::Open | State::Gone(_) => None,
+            | State::Lingering { deadline, .. } => deadline.map(Stamp::at),
+            State::Open { .. } | State::Gone(_) => None,
         }
     }
 
-    fn go(&mut self, next: State) -> (State, &State) {
-        let old = std::mem::replace(&mut self.state, next);
-        (old, &self.state)
+    fn go(&mut self, next: State) {
+        self.state = next;
     }
 
     fn remove(&mut self, reason: CloseReason) -> Action {
@@ -136,7 +140,7 @@ impl Lifecycle {
     pub fn handshake_done(&mut self) -> Action {
         match self.state {
             State::Handshake { .. } => {
-                self.go(State::Open);
+                self.go(State::Open { eof: false });
                 Action::Open
             }
             _ => Action::None,
@@ -145,11 +149,16 @@ impl Lifecycle {
 
     /// The peer finished sending.
     pub fn eof(&mut self) -> Action {
-        self.read_closed = true;
-        match &self.state {
+        match &mut self.state {
             State::Handshake { .. } => self.remove(CloseReason::PeerClosed),
-            State::Open => Action::AskDriver,
-            State::Flushing { .. } => Action::None,
+            State::Open { eof } => {
+                *eof = true;
+                Action::AskDriver
+            }
+            State::Flushing { eof, .. } => {
+                *eof = true;
+                Action::None
+            }
             State::Lingering { reason, .. } => {
                 let r = (**reason).clone();
                 self.remove(r)
@@ -165,13 +174,14 @@ impl Lifecycle {
     }
 
     /// A graceful close that must be flushed by `deadline` (`None`: no limit).
-    pub fn close_by(&mut self, reason: CloseReason, deadline: Option<Instant>) -> Action {
+    pub fn close_by(&mut self, reason: CloseReason, by: Option<Instant>) -> Action {
         match self.state {
             State::Handshake { .. } => self.remove(reason),
-            State::Open => {
+            State::Open { eof } => {
                 self.go(State::Flushing {
                     reason: Box::new(reason),
-                    deadline,
+                    deadline: stamp(by),
+                    eof,
                 });
                 Action::StartClose
             }
@@ -181,16 +191,16 @@ impl Lifecycle {
 
     /// The output queue is empty (and TLS has nothing to write).
     pub fn flushed(&mut self, now: Instant) -> Action {
-        let State::Flushing { reason, .. } = &self.state else {
+        let State::Flushing { reason, eof, .. } = &self.state else {
             return Action::None;
         };
-        let reason = reason.clone();
-        if self.read_closed {
+        let (reason, eof) = (reason.clone(), *eof);
+        if eof {
             return self.remove(*reason);
         }
         self.go(State::Lingering {
             reason,
-            deadline: deadline(now, LINGER),
+            deadline: stamp(deadline(now, LINGER)),
         });
         Action::ShutWrite
     }
@@ -210,7 +220,7 @@ impl Lifecycle {
                 let r = (**reason).clone();
                 self.remove(r)
             }
-            State::Open | State::Gone(_) => Action::None,
+            State::Open { .. } | State::Gone(_) => Action::None,
         }
     }
 
@@ -252,6 +262,7 @@ mod tests {
             assert_eq!(l.poll_at(), Some(now + SEC));
             assert_eq!(l.handshake_done(), Action::Open);
             assert!(l.is_open());
+            assert_eq!(std::mem::size_of::<Lifecycle>(), 24);
             assert_eq!(l.poll_at(), None);
             assert_eq!(l.handshake_done(), Action::None);
         }

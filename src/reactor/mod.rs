@@ -23,7 +23,7 @@ pub(crate) mod poller;
 pub(crate) mod stream;
 pub(crate) mod timer;
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::Sender;
@@ -55,13 +55,21 @@ pub(crate) struct Link<X: ?Sized + Send + Sync = dyn Send + Sync> {
     /// Output bytes admitted and not yet written.
     pub(crate) queued: AtomicUsize,
     pub(crate) state: AtomicU8,
-    /// Inbound bytes handed to a handler thread and not yet handled.
-    pub(crate) inbound: AtomicUsize,
+    /// Inbound bytes handed to a handler thread and not yet handled (each message's cost
+    /// capped at 1 GiB, so the count fits 32 bits: see [`inbound_cost`]).
+    pub(crate) inbound: AtomicU32,
     /// The poller stopped reading until the handler thread catches up.
     pub(crate) paused: AtomicBool,
     /// The owner's limits and counters.
     pub(crate) policy: Arc<Policy>,
     pub(crate) ext: X,
+}
+
+/// What `len` inbound bytes count in [`Link::inbound`]: their length, capped at 1 GiB.
+/// The count stays in 32 bits while at most a few such messages are pending (reading
+/// pauses past `max_inbound_pending`), and it is computed the same way when counted in and out.
+pub(crate) fn inbound_cost(len: usize) -> u32 {
+    len.min(1 << 30) as u32
 }
 
 /// Where a new connection will live, for its owner to build its [`Link`].
@@ -80,7 +88,7 @@ impl<X: Send + Sync> Link<X> {
             gen: place.gen,
             queued: AtomicUsize::new(0),
             state: AtomicU8::new(STATE_OPEN),
-            inbound: AtomicUsize::new(0),
+            inbound: AtomicU32::new(0),
             paused: AtomicBool::new(false),
             policy,
             ext,

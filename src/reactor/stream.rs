@@ -16,6 +16,7 @@ use super::driver::{Accept, Driver, Io, Requests};
 use super::outq::OutQueue;
 use super::timer::TimerKind;
 use super::{Link, Place, STATE_CLOSED, STATE_CLOSING, STATE_OPEN};
+use crate::base::Stamp;
 use crate::base::{Addr, CloseReason, PeerCred};
 use crate::proto::conn::{Action, Lifecycle, State};
 use crate::Error;
@@ -87,12 +88,12 @@ pub(crate) struct StreamConn<D: ?Sized + Driver = dyn Driver> {
     sock: StreamSock,
     tls: Option<Box<rustls::ServerConnection>>,
     /// Input kept between reads (a partial frame or request); empty when idle.
-    rbuf: Vec<u8>,
+    rbuf: Kept,
     outq: OutQueue,
     /// Fan-out groups this connection belongs to (none: no heap memory).
     pub(crate) groups: super::group::Groups,
     life: Lifecycle,
-    last_read: Instant,
+    last_read: Stamp,
     writable_interest: bool,
     /// Reading paused until the handler thread catches up with inbound bytes.
     paused: bool,
@@ -102,6 +103,26 @@ pub(crate) struct StreamConn<D: ?Sized + Driver = dyn Driver> {
     held: bool,
     in_dirty: bool,
     driver: D,
+}
+
+/// Input kept between reads (a partial frame or request): one word while there is none.
+#[derive(Default)]
+#[allow(clippy::box_collection)] // one word per idle connection (a Vec is three)
+struct Kept(Option<Box<Vec<u8>>>);
+
+impl Kept {
+    fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The kept bytes (empty when none), leaving none.
+    fn take(&mut self) -> Vec<u8> {
+        self.0.take().map(|b| *b).unwrap_or_default()
+    }
+
+    fn put(&mut self, v: Vec<u8>) {
+        self.0 = (!v.is_empty()).then(|| Box::new(v));
+    }
 }
 
 /// A connection in the slab.
@@ -125,11 +146,11 @@ pub(crate) fn new_stream<D: Driver>(
         link,
         sock,
         tls,
-        rbuf: Vec::new(),
+        rbuf: Kept::default(),
         outq: OutQueue::default(),
         groups: Default::default(),
         life: Lifecycle::new(now, handshake),
-        last_read: now,
+        last_read: Stamp::of(now),
         writable_interest: false,
         paused: false,
         out_paused: false,
@@ -209,7 +230,7 @@ impl Stream {
             last_read,
             ..
         } = self;
-        let mut io = Io::new(ctx.now, *last_read, link, outq, &mut req);
+        let mut io = Io::new(ctx.now, last_read.at(), link, outq, &mut req);
         let r = f(driver, &mut io);
         (r, self.apply(ctx, req))
     }
@@ -242,7 +263,7 @@ impl Stream {
     /// Adds a timer at the next deadline of the lifecycle or (while open) the driver.
     fn arm(&self, ctx: &mut Ctx<'_>) {
         let driver = match self.life.is_open() {
-            true => self.driver.next_deadline(self.last_read),
+            true => self.driver.next_deadline(self.last_read.at()),
             false => None,
         };
         if let Some(at) = crate::base::earliest(self.life.poll_at(), driver) {
@@ -366,7 +387,7 @@ impl Stream {
         if !done || self.step(|l| l.handshake_done()) != Action::Open {
             return Step::Live;
         }
-        self.last_read = ctx.now;
+        self.last_read = Stamp::of(ctx.now);
         self.arm(ctx);
         let ((), step) = self.drive(ctx, |d, io| d.on_open(io));
         step
@@ -374,19 +395,19 @@ impl Stream {
 
     /// `n` bytes are in the read buffer: hand them (with any kept input) to the driver.
     fn input(&mut self, ctx: &mut Ctx<'_>, n: usize) -> Step {
-        self.last_read = ctx.now;
+        self.last_read = Stamp::of(ctx.now);
         let counters = &self.link.policy.counters;
         counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
         if !self.life.is_open() {
             return Step::Live; // closing: input is discarded
         }
-        let mut kept = std::mem::take(&mut self.rbuf);
+        let mut kept = self.rbuf.take();
         let step = if kept.is_empty() {
             let buf = std::mem::take(ctx.read_buf);
             let mut data = buf;
             let (used, step) = self.drive(ctx, |d, io| d.on_input(io, &mut data[..n]));
             if used < n && matches!(step, Step::Live) && self.life.is_open() {
-                self.rbuf = data[used..n].to_vec();
+                self.rbuf.put(data[used..n].to_vec());
             }
             *ctx.read_buf = data;
             step
@@ -395,7 +416,7 @@ impl Stream {
             let (used, step) = self.drive(ctx, |d, io| d.on_input(io, &mut kept));
             kept.drain(..used.min(kept.len()));
             if !kept.is_empty() && matches!(step, Step::Live) && self.life.is_open() {
-                self.rbuf = kept;
+                self.rbuf.put(kept);
             }
             step
         };
@@ -410,11 +431,11 @@ impl Stream {
         if self.rbuf.is_empty() || !self.life.is_open() {
             return Step::Live;
         }
-        let mut kept = std::mem::take(&mut self.rbuf);
+        let mut kept = self.rbuf.take();
         let (used, step) = self.drive(ctx, |d, io| d.on_input(io, &mut kept));
         kept.drain(..used.min(kept.len()));
         if !kept.is_empty() && matches!(step, Step::Live) && self.life.is_open() {
-            self.rbuf = kept;
+            self.rbuf.put(kept);
         }
         if let Step::Gone(r) = step {
             return Step::Gone(r);
@@ -467,7 +488,7 @@ impl Stream {
         match self.step(|l| l.close_by(reason, by)) {
             Action::Remove(r) => Step::Gone(r),
             Action::StartClose => {
-                self.rbuf = Vec::new();
+                self.rbuf = Kept::default();
                 let _ = self.link.state.compare_exchange(
                     STATE_OPEN,
                     STATE_CLOSING,

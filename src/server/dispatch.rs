@@ -292,7 +292,8 @@ fn panicked(conn: &Conn, msg: String, close: bool) -> String {
 /// The handler consumed `n` inbound bytes: resume a paused reader once it caught up.
 fn consumed(conn: &Conn, n: usize) {
     let sh = &conn.inner;
-    let left = sh.inbound.fetch_sub(n, Ordering::SeqCst) - n;
+    let n = crate::reactor::inbound_cost(n);
+    let left = sh.inbound.fetch_sub(n, Ordering::SeqCst).saturating_sub(n) as usize;
     let max = sh.policy.limits.max_inbound_pending;
     if left <= max / 2
         && sh.paused.load(Ordering::SeqCst)
@@ -376,7 +377,8 @@ impl HandlerSlot {
                     ),
                 };
                 if inbound > 0 {
-                    conn.inner.inbound.fetch_add(inbound, Ordering::SeqCst);
+                    let cost = crate::reactor::inbound_cost(inbound);
+                    conn.inner.inbound.fetch_add(cost, Ordering::SeqCst);
                 }
                 pool.dispatch(conn.id().0, job);
                 if let (true, Some(io)) = (inbound > 0, io) {
@@ -417,11 +419,13 @@ impl HandlerSlot {
 fn pause_if_behind(conn: &Conn, io: &mut Io<'_>) {
     let sh = &conn.inner;
     let max = sh.policy.limits.max_inbound_pending;
-    if sh.inbound.load(Ordering::SeqCst) <= max {
+    if sh.inbound.load(Ordering::SeqCst) as usize <= max {
         return;
     }
     sh.paused.store(true, Ordering::SeqCst);
-    if sh.inbound.load(Ordering::SeqCst) <= max / 2 && sh.paused.swap(false, Ordering::SeqCst) {
+    if sh.inbound.load(Ordering::SeqCst) as usize <= max / 2
+        && sh.paused.swap(false, Ordering::SeqCst)
+    {
         return;
     }
     io.pause();

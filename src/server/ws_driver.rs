@@ -11,7 +11,7 @@ use super::dispatch::{Event, HandlerSlot};
 use super::handle::Conn;
 use super::observe::ConnState;
 use super::websocket::WsServerConfig;
-use crate::base::{deadline, deadline_opt, earliest, elapsed, CloseReason};
+use crate::base::{deadline, deadline_opt, earliest, elapsed, CloseReason, Stamp};
 use crate::proto::http::{parse_request, ParseOutcome, Request};
 use crate::proto::ws::handshake::{accept, is_upgrade, write_rejection};
 use crate::proto::ws::{
@@ -40,7 +40,9 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 enum Phase {
     /// Waiting for a request (`None`: no deadline).
     Http {
-        deadline: Option<Instant>,
+        deadline: Option<Stamp>,
+        /// Requests answered so far on this connection.
+        requests: u32,
     },
     Ws(WsState),
 }
@@ -56,11 +58,11 @@ const MAX_PONGS_PER_INPUT: usize = 16;
 struct WsState {
     session: WsSession,
     /// When our last ping left (a pong or any input after it proves liveness).
-    ping_sent: Option<Instant>,
+    ping_sent: Option<Stamp>,
     /// The close exchanged (boxed: only closing connections pay for it).
     close: Option<Box<CloseInfo>>,
     /// When the message in progress (a partial frame or fragments) began.
-    partial_since: Option<Instant>,
+    partial_since: Option<Stamp>,
 }
 
 /// The close code and reason exchanged (ours or the peer's), for `on_close`, and how long
@@ -110,8 +112,6 @@ pub(crate) struct WsDriver {
     phase: Phase,
     /// Waiting for the handler thread to catch up before closing with this reason.
     awaiting: Option<Box<CloseReason>>,
-    /// HTTP requests answered on this connection.
-    requests: u32,
 }
 
 impl WsDriver {
@@ -123,9 +123,11 @@ impl WsDriver {
         WsDriver {
             conn,
             handler,
-            phase: Phase::Http { deadline: None },
+            phase: Phase::Http {
+                deadline: None,
+                requests: 0,
+            },
             awaiting: None,
-            requests: 0,
         }
     }
 
@@ -136,7 +138,8 @@ impl WsDriver {
 
     fn http_deadline(&self, now: Instant) -> Phase {
         Phase::Http {
-            deadline: deadline(now, self.cfg().ws.handshake_timeout),
+            deadline: deadline(now, self.cfg().ws.handshake_timeout).map(Stamp::of),
+            requests: 0,
         }
     }
 
@@ -227,9 +230,15 @@ impl WsDriver {
             }),
             None => crate::proto::http::Response::not_found(),
         };
-        self.requests += 1;
+        let requests = match &mut self.phase {
+            Phase::Http { requests, .. } => {
+                *requests += 1;
+                *requests
+            }
+            Phase::Ws(_) => 0,
+        };
         let close = req.version() == 0
-            || self.requests >= MAX_REQUESTS_PER_CONN
+            || requests >= MAX_REQUESTS_PER_CONN
             || req
                 .header("connection")
                 .is_some_and(|v| v.eq_ignore_ascii_case("close"));
@@ -464,7 +473,7 @@ impl Driver for WsDriver {
             let partial = used < data.len() || st.session.in_message();
             match (partial, st.partial_since) {
                 (true, None) => {
-                    st.partial_since = Some(io.now);
+                    st.partial_since = Some(Stamp::of(io.now));
                     io.rearm();
                 }
                 (false, Some(_)) => st.partial_since = None,
@@ -491,8 +500,8 @@ impl Driver for WsDriver {
         let (ping_interval, pong_timeout) =
             (self.cfg().ws.ping_interval, self.cfg().ws.pong_timeout);
         let st = match &mut self.phase {
-            Phase::Http { deadline } => {
-                if deadline.is_some_and(|d| now >= d) {
+            Phase::Http { deadline, .. } => {
+                if deadline.is_some_and(|d| now >= d.at()) {
                     io.close(CloseReason::HandshakeTimeout);
                 }
                 return;
@@ -505,7 +514,7 @@ impl Driver for WsDriver {
         let message_timeout = ws_config(&self.conn).ws.message_timeout;
         if st
             .partial_since
-            .is_some_and(|t| elapsed(t, now, message_timeout))
+            .is_some_and(|t| elapsed(t.at(), now, message_timeout))
         {
             st.partial_since = None;
             self.close_frame(io, Some(CloseCode::POLICY), "message timeout");
@@ -516,7 +525,7 @@ impl Driver for WsDriver {
             self.close_frame(io, Some(CloseCode::AWAY), "idle timeout");
             return io.close(CloseReason::IdleTimeout);
         }
-        match st.ping_sent {
+        match st.ping_sent.map(Stamp::at) {
             Some(sent) if sent >= io.last_read => {
                 if elapsed(sent, now, pong_timeout) {
                     self.close_frame(io, Some(CloseCode::AWAY), "pong timeout");
@@ -525,7 +534,7 @@ impl Driver for WsDriver {
             }
             _ => {
                 if ping_interval.is_some_and(|i| elapsed(io.last_read, now, i)) {
-                    st.ping_sent = Some(now);
+                    st.ping_sent = Some(Stamp::of(now));
                     self.frame_admitted(io, OpCode::Ping, b"", 0);
                 }
             }
@@ -613,18 +622,18 @@ impl Driver for WsDriver {
 
     fn next_deadline(&self, last_read: Instant) -> Option<Instant> {
         let st = match &self.phase {
-            Phase::Http { deadline } => return *deadline,
+            Phase::Http { deadline, .. } => return deadline.map(Stamp::at),
             Phase::Ws(st) => st,
         };
         let cfg = &self.cfg().ws;
-        let beat = match st.ping_sent {
+        let beat = match st.ping_sent.map(Stamp::at) {
             Some(sent) if sent >= last_read => deadline(sent, cfg.pong_timeout),
             _ => deadline_opt(last_read, cfg.ping_interval),
         };
         let idle = deadline_opt(last_read, self.idle_timeout());
         let partial = st
             .partial_since
-            .and_then(|t| deadline(t, cfg.message_timeout));
+            .and_then(|t| deadline(t.at(), cfg.message_timeout));
         earliest(earliest(st.close_deadline(), partial), earliest(beat, idle))
     }
 
