@@ -300,8 +300,9 @@ impl WsClient {
     ///
     /// [`Error::Config`] for a bad URL; [`Error::Io`] or [`Error::Timeout`] for network
     /// failures (TLS verification failures arrive as [`Error::Io`] wrapping the rustls
-    /// error); [`Error::WebSocket`] with [`WsError::Handshake`] when the server refused
-    /// (its HTTP status) or answered with an invalid 101.
+    /// error); [`Error::WebSocket`] with [`WsError::Refused`] when the server refused (its
+    /// HTTP status and the reason it gave), or [`WsError::Handshake`] when it answered with
+    /// an invalid 101.
     pub fn connect(url: &str, opts: WsClientOptions) -> Result<WsClient> {
         let url = parse_url(url)?;
         let tcp = connect_tcp(&url, opts.connect_timeout)?;

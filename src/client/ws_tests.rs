@@ -239,7 +239,10 @@ fn rejected_handshake_reports_the_status() {
         .err()
         .unwrap();
     match err {
-        Error::WebSocket(WsError::Handshake { status, .. }) => assert_eq!(status, 426),
+        Error::WebSocket(WsError::Refused { status, reason }) => {
+            assert_eq!(status, 426);
+            assert!(reason.contains("unsupported version"), "{reason}");
+        }
         other => panic!("{other:?}"),
     }
     server.join().unwrap();

@@ -132,8 +132,6 @@ pub(crate) struct Io<'a> {
 pub(crate) struct Requests {
     /// Close gracefully with this reason (flush first).
     pub(crate) close: Option<CloseReason>,
-    /// A fatal error: report nothing more, close at once.
-    pub(crate) abort: Option<CloseReason>,
     /// Output was queued: flush at the end of the turn.
     pub(crate) dirty: bool,
     /// The driver's deadline changed: ask `next_deadline` again.
@@ -143,6 +141,8 @@ pub(crate) struct Requests {
     /// Stop reading until the output queue is empty, then hand the kept input back
     /// (one HTTP request at a time).
     pub(crate) hold: bool,
+    /// Read again after a [`pause`](Io::pause), starting with the kept input.
+    pub(crate) resume: bool,
 }
 
 impl<'a> Io<'a> {
@@ -164,11 +164,13 @@ impl<'a> Io<'a> {
     }
 
     /// Whether queued messages keep their boundaries (the drop-oldest policy needs them).
+    #[inline]
     pub(crate) fn keep_boundaries(&self) -> bool {
         self.policy.limits.drop_policy == DropPolicy::DropOldest
     }
 
     /// Appends protocol bytes written by `f` (responses, control frames) and counts them.
+    #[inline]
     pub(crate) fn append(&mut self, keep_boundary: bool, f: impl FnOnce(&mut Vec<u8>)) -> usize {
         let n = self.out.append_with(keep_boundary, f);
         self.link.account(n as isize);
@@ -177,6 +179,7 @@ impl<'a> Io<'a> {
     }
 
     /// Appends a message whose `admitted` bytes were already counted when it was sent.
+    #[inline]
     pub(crate) fn push_admitted(&mut self, data: Payload, admitted: usize) {
         let n = data.as_slice().len();
         let keep = self.keep_boundaries();
@@ -187,6 +190,7 @@ impl<'a> Io<'a> {
     }
 
     /// Appends bytes written by `f` for a message whose `admitted` bytes were counted.
+    #[inline]
     pub(crate) fn append_admitted(
         &mut self,
         keep_boundary: bool,
@@ -200,9 +204,13 @@ impl<'a> Io<'a> {
     }
 
     /// Under drop-oldest, drops the oldest whole messages past the bound (counted).
+    #[inline]
     fn enforce_drop_oldest(&mut self) {
+        if !self.keep_boundaries() {
+            return;
+        }
         let limit = self.policy.limits.max_queued_bytes;
-        if self.keep_boundaries() && self.out.len() > limit {
+        if self.out.len() > limit {
             let (msgs, bytes) = self.out.drop_oldest(limit);
             self.link.account(-(bytes as isize));
             self.policy.counters.dropped(msgs);
@@ -210,6 +218,7 @@ impl<'a> Io<'a> {
     }
 
     /// Copies bytes admitted when they were sent (an inline handler's send).
+    #[inline]
     pub(crate) fn push_copy(&mut self, data: &[u8]) {
         let keep = self.keep_boundaries();
         self.out.push_bytes(data, keep);
@@ -218,6 +227,7 @@ impl<'a> Io<'a> {
     }
 
     /// Uncounts `n` admitted bytes that will not be queued.
+    #[inline]
     pub(crate) fn unadmit(&mut self, n: usize) {
         self.link.account(-(n as isize));
     }
@@ -258,7 +268,12 @@ impl<'a> Io<'a> {
         self.req.hold = true;
     }
 
-    /// Stops reading from the socket until [`ConnCmd::Resume`].
+    /// Ends a [`pause`](Self::pause): the kept input is fed again, then the socket read.
+    pub(crate) fn resume(&mut self) {
+        self.req.resume = true;
+    }
+
+    /// Stops reading from the socket until [`ConnCmd::Resume`] or [`resume`](Self::resume).
     pub(crate) fn pause(&mut self) {
         self.req.pause = true;
     }

@@ -29,7 +29,15 @@ struct Outbox {
 
 thread_local! {
     static POLLER: Cell<usize> = const { Cell::new(0) };
-    static OUTBOX: RefCell<Outbox> = RefCell::new(Outbox::default());
+    static OUTBOX: RefCell<Outbox> = const {
+        RefCell::new(Outbox {
+            bytes: Vec::new(),
+            ops: Vec::new(),
+        })
+    };
+    /// Whether the outbox holds any op (a plain flag: the poller checks it after every
+    /// callback, and most find nothing).
+    static PENDING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Marks this thread as the poller with this id.
@@ -61,6 +69,7 @@ pub(crate) fn try_send_local(poller: usize, slot: u32, gen: u32, kind: Kind, dat
             start,
             end,
         });
+        PENDING.with(|p| p.set(true));
         true
     })
 }
@@ -85,19 +94,22 @@ pub(crate) fn take(bytes: &mut Vec<u8>, ops: &mut Vec<LocalOp>, base: usize) -> 
             op.end += base;
             op
         }));
+        PENDING.with(|p| p.set(false));
         true
     })
 }
 
 /// Whether the outbox holds any send.
+#[inline]
 pub(crate) fn pending() -> bool {
-    OUTBOX
-        .try_with(|o| o.try_borrow().is_ok_and(|o| !o.ops.is_empty()))
-        .unwrap_or(false)
+    PENDING.with(|p| p.get())
 }
 
 /// Takes the sends for one connection, in order, leaving the others in the outbox.
 pub(crate) fn take_for(slot: u32, gen: u32, mut f: impl FnMut(Kind, &[u8])) {
+    if !pending() {
+        return;
+    }
     OUTBOX.with(|o| {
         let Ok(mut o) = o.try_borrow_mut() else {
             return;
@@ -119,5 +131,6 @@ pub(crate) fn take_for(slot: u32, gen: u32, mut f: impl FnMut(Kind, &[u8])) {
         }
         o.ops.truncate(kept);
         o.bytes.truncate(kept_bytes);
+        PENDING.with(|p| p.set(kept > 0));
     })
 }

@@ -150,6 +150,9 @@ pub(crate) enum ConnCmd {
     CaughtUp,
     /// The handler panicked (with this message): close with `HandlerPanic`.
     Failed(String),
+    /// A message for the connection's driver from its own layer (e.g. an authenticator's
+    /// verdict from the handler pool); the reactor passes it on unopened.
+    Driver(Box<dyn std::any::Any + Send>),
 }
 
 /// A request to a poller from another thread (or from its own handlers).

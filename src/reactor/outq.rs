@@ -42,10 +42,10 @@ pub(crate) struct OutQueue {
 const MAX_IOV: usize = 64;
 
 /// Spare buffers kept per thread, and the largest kept (bigger ones are freed).
-const SPARE_BUFS: usize = 64;
+const SPARE_BUFS: usize = 256;
 const SPARE_BUF_MAX: usize = 16 << 10;
 /// Spare chunk deques kept per thread, and the largest capacity kept.
-const SPARE_DEQUES: usize = 64;
+const SPARE_DEQUES: usize = 256;
 const SPARE_DEQUE_MAX: usize = 16;
 /// Capacity of a fresh coalescing buffer.
 const TAIL_CAPACITY: usize = 2048;

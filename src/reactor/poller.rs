@@ -204,13 +204,15 @@ impl Poller {
             now: *now,
         };
         let mut step = f(c, &mut ctx);
-        if let Step::Live = step {
+        if let (Step::Live, true) = (&step, super::local::pending()) {
             step = c.apply_local(&mut ctx);
         }
         if let Step::Gone(reason) = step {
             self.finalize(slot, gen, reason);
         }
-        self.apply_deferred();
+        if super::local::pending() {
+            self.apply_deferred();
+        }
         true
     }
 

@@ -16,7 +16,6 @@ use super::driver::{Accept, Driver, Io, Requests};
 use super::outq::OutQueue;
 use super::timer::TimerKind;
 use super::{Link, Place, STATE_CLOSED, STATE_CLOSING, STATE_OPEN};
-use crate::base::Stamp;
 use crate::base::{Addr, CloseReason, PeerCred};
 use crate::proto::conn::{Action, Lifecycle, State};
 use crate::Error;
@@ -93,7 +92,7 @@ pub(crate) struct StreamConn<D: ?Sized + Driver = dyn Driver> {
     /// Fan-out groups this connection belongs to (none: no heap memory).
     pub(crate) groups: super::group::Groups,
     life: Lifecycle,
-    last_read: Stamp,
+    last_read: Instant,
     writable_interest: bool,
     /// Reading paused until the handler thread catches up with inbound bytes.
     paused: bool,
@@ -150,7 +149,7 @@ pub(crate) fn new_stream<D: Driver>(
         outq: OutQueue::default(),
         groups: Default::default(),
         life: Lifecycle::new(now, handshake),
-        last_read: Stamp::of(now),
+        last_read: now,
         writable_interest: false,
         paused: false,
         out_paused: false,
@@ -230,20 +229,43 @@ impl Stream {
             last_read,
             ..
         } = self;
-        let mut io = Io::new(ctx.now, last_read.at(), link, outq, &mut req);
+        let mut io = Io::new(ctx.now, *last_read, link, outq, &mut req);
         let r = f(driver, &mut io);
         (r, self.apply(ctx, req))
     }
 
+    #[inline]
     fn apply(&mut self, ctx: &mut Ctx<'_>, req: Requests) -> Step {
-        if let Some(reason) = req.abort {
-            return Step::Gone(reason);
+        let rare = req.pause || req.hold || req.resume || req.rearm || req.close.is_some();
+        if !rare {
+            if req.dirty {
+                self.mark_dirty(ctx);
+                if self.outq.len() > self.high_water() {
+                    self.out_paused = true;
+                }
+            }
+            return Step::Live;
         }
+        self.apply_rare(ctx, req)
+    }
+
+    /// The requests beyond "output queued" (pause, hold, resume, rearm, close).
+    fn apply_rare(&mut self, ctx: &mut Ctx<'_>, req: Requests) -> Step {
         if req.pause {
             self.paused = true;
         }
         if req.hold && self.output_pending() {
             self.held = true;
+        }
+        if req.resume && self.paused {
+            self.paused = false;
+            // What the peer sent meanwhile: the kept part now, the socket's next turn.
+            ctx.again.push(self.slot_gen());
+            if !self.rbuf.is_empty() {
+                if let Step::Gone(r) = self.refeed(ctx) {
+                    return Step::Gone(r);
+                }
+            }
         }
         if req.rearm {
             self.arm(ctx);
@@ -263,7 +285,7 @@ impl Stream {
     /// Adds a timer at the next deadline of the lifecycle or (while open) the driver.
     fn arm(&self, ctx: &mut Ctx<'_>) {
         let driver = match self.life.is_open() {
-            true => self.driver.next_deadline(self.last_read.at()),
+            true => self.driver.next_deadline(self.last_read),
             false => None,
         };
         if let Some(at) = crate::base::earliest(self.life.poll_at(), driver) {
@@ -387,7 +409,7 @@ impl Stream {
         if !done || self.step(|l| l.handshake_done()) != Action::Open {
             return Step::Live;
         }
-        self.last_read = Stamp::of(ctx.now);
+        self.last_read = ctx.now;
         self.arm(ctx);
         let ((), step) = self.drive(ctx, |d, io| d.on_open(io));
         step
@@ -395,7 +417,7 @@ impl Stream {
 
     /// `n` bytes are in the read buffer: hand them (with any kept input) to the driver.
     fn input(&mut self, ctx: &mut Ctx<'_>, n: usize) -> Step {
-        self.last_read = Stamp::of(ctx.now);
+        self.last_read = ctx.now;
         let counters = &self.link.policy.counters;
         counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
         if !self.life.is_open() {

@@ -87,6 +87,13 @@ pub(crate) enum Job {
     CatchUp {
         conn: Conn,
     },
+    /// Run the WebSocket authenticator on the upgrade request (it may block) and send its
+    /// verdict to the connection's driver.
+    Authenticate {
+        conn: Conn,
+        auth: crate::server::websocket::Authenticator,
+        req: Box<Request>,
+    },
     Datagram {
         sender: DatagramSender,
         factory: Arc<dyn DatagramFactory>,
@@ -163,6 +170,10 @@ impl Handlers {
             Job::WsClose { conn, code, reason } => self.event(&conn, Event::WsClose(code, &reason)),
             Job::CatchUp { conn } => {
                 conn.inner.command(ConnCmd::CaughtUp);
+                Ran::default()
+            }
+            Job::Authenticate { conn, auth, req } => {
+                authenticate(&conn, &auth, req);
                 Ran::default()
             }
             Job::Datagram {
@@ -287,6 +298,23 @@ fn panicked(conn: &Conn, msg: String, close: bool) -> String {
         conn.inner.command(ConnCmd::Failed(msg.clone()));
     }
     msg
+}
+
+/// Runs the authenticator (contained: a panic is a 500) and hands the verdict, with the
+/// request, back to the connection's driver.
+fn authenticate(conn: &Conn, auth: &crate::server::websocket::Authenticator, req: Box<Request>) {
+    let result = match catch_unwind(AssertUnwindSafe(|| auth(&req))) {
+        Ok(r) => r,
+        Err(p) => {
+            log::error!("authenticator panicked: {}", describe_panic(&*p));
+            Err(crate::server::websocket::Rejection::new(
+                500,
+                "authenticator failed",
+            ))
+        }
+    };
+    let outcome = crate::server::ws_driver::AuthOutcome { result, req };
+    conn.inner.command(ConnCmd::Driver(Box::new(outcome)));
 }
 
 /// The handler consumed `n` inbound bytes: resume a paused reader once it caught up.

@@ -94,7 +94,10 @@ impl Driver for RawDriver {
                     io.close(*reason);
                 }
             }
-            ConnCmd::Resume | ConnCmd::JoinGroup(_) | ConnCmd::LeaveGroup(_) => {}
+            ConnCmd::Resume
+            | ConnCmd::JoinGroup(_)
+            | ConnCmd::LeaveGroup(_)
+            | ConnCmd::Driver(_) => {}
         }
     }
 

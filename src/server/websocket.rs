@@ -158,7 +158,12 @@ impl WsServerConfig {
     }
 
     /// The authenticator: sees method, path, query, headers, cookies and peer address;
-    /// returns the identity kept on the connection, or a rejection status.
+    /// returns the identity kept on the connection, or a rejection status and reason.
+    ///
+    /// It runs on the runtime's handler pool, not on a poller, so it may block (ask a
+    /// database or an HTTP service): the connection waits, reading paused, and the upgrade
+    /// completes when it returns — within the handshake timeout, or the connection is
+    /// closed. Other connections' I/O goes on meanwhile. A panic in it answers 500.
     pub fn authenticator(
         mut self,
         f: impl Fn(&Request) -> Result<Option<Identity>, Rejection> + Send + Sync + 'static,

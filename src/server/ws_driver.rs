@@ -44,7 +44,23 @@ enum Phase {
         /// Requests answered so far on this connection.
         requests: u32,
     },
+    /// The upgrade request is with the authenticator on the handler pool; reading is paused
+    /// until it answers (bounded by the handshake deadline).
+    Auth(Box<PendingUpgrade>),
     Ws(WsState),
+}
+
+/// An upgrade waiting for its authenticator: the 101 already written (sent if accepted).
+struct PendingUpgrade {
+    answer: Vec<u8>,
+    deflate: Option<crate::proto::ws::DeflateParams>,
+    deadline: Option<Stamp>,
+}
+
+/// What the authenticator said, sent back to the connection's driver from the pool.
+pub(crate) struct AuthOutcome {
+    pub(crate) result: Result<Option<super::websocket::Identity>, super::websocket::Rejection>,
+    pub(crate) req: Box<Request>,
 }
 
 /// HTTP requests one connection may make before it is closed (keep-alive).
@@ -161,7 +177,7 @@ impl WsDriver {
     fn process(&mut self, io: &mut Io<'_>, buf: &mut [u8]) -> usize {
         let mut pos = 0;
         while pos < buf.len() {
-            if io.req.close.is_some() || io.req.abort.is_some() {
+            if io.req.close.is_some() {
                 return buf.len(); // closing: discard
             }
             match self.phase {
@@ -179,6 +195,8 @@ impl WsDriver {
                     None => return pos,
                 },
                 Phase::Ws(_) => return pos + self.decode(io, &mut buf[pos..]),
+                // A client must wait for the 101 before it sends more: keep it for then.
+                Phase::Auth(_) => return pos,
             }
         }
         pos
@@ -235,7 +253,7 @@ impl WsDriver {
                 *requests += 1;
                 *requests
             }
-            Phase::Ws(_) => 0,
+            Phase::Ws(_) | Phase::Auth(_) => 0,
         };
         let close = req.version() == 0
             || requests >= MAX_REQUESTS_PER_CONN
@@ -255,48 +273,96 @@ impl WsDriver {
     }
 
     /// Checks origin, authenticator and per-IP cap, answers 101 and opens the handler.
+    /// Checks origin and the handshake, then has the authenticator (on the handler pool,
+    /// where it may block) or nobody decide; [`finish_upgrade`](Self::finish_upgrade) answers.
     fn upgrade(&mut self, io: &mut Io<'_>, req: Request) {
-        let cfg = self.cfg().clone();
+        let Some(cfg) = self.conn.server().ws.clone() else {
+            return;
+        };
         if !cfg.origins.allows(req.header("origin")) {
             return self.reject(io, 403, "origin not allowed");
         }
-        let identity = match &cfg.auth {
-            None => None,
-            Some(auth) => match catch_unwind(AssertUnwindSafe(|| auth(&req))) {
-                Ok(Ok(id)) => id,
-                Ok(Err(rej)) => return self.reject(io, rej.status, &rej.reason),
-                Err(p) => {
-                    log::error!("authenticator panicked: {}", describe_panic(&*p));
-                    return self.reject(io, 500, "authenticator failed");
-                }
-            },
-        };
-        let mut out = Vec::new();
-        let accepted = match accept(&req, &cfg.ws, &[], &mut out) {
+        let mut answer = Vec::new();
+        let accepted = match accept(&req, &cfg.ws, &[], &mut answer) {
             Ok(a) => a,
             Err(crate::proto::ws::WsError::Handshake { status, reason }) => {
                 return self.reject(io, status, reason)
             }
             Err(e) => return self.reject(io, 400, e.reason()),
         };
+        let deadline = match &self.phase {
+            Phase::Http { deadline, .. } => *deadline,
+            _ => None,
+        };
+        let pending = PendingUpgrade {
+            answer,
+            deflate: accepted.deflate,
+            deadline,
+        };
+        let Some(auth) = cfg.auth.clone() else {
+            return self.finish_upgrade(io, pending, Ok(None), &req);
+        };
+        self.phase = Phase::Auth(Box::new(pending));
+        io.pause();
+        let job = super::dispatch::Job::Authenticate {
+            conn: self.conn.clone(),
+            auth,
+            req: Box::new(req),
+        };
+        let pool = &self.conn.server().pool;
+        pool.dispatch(self.conn.id().0, job);
+    }
+
+    /// Answers the upgrade as the authenticator decided: 101 and the handler, or the
+    /// rejection's status.
+    fn finish_upgrade(
+        &mut self,
+        io: &mut Io<'_>,
+        pending: PendingUpgrade,
+        verdict: Result<Option<super::websocket::Identity>, super::websocket::Rejection>,
+        req: &Request,
+    ) {
+        let identity = match verdict {
+            Ok(id) => id,
+            Err(rej) => return self.reject(io, rej.status, &rej.reason),
+        };
         let server = self.conn.server().clone();
-        if !server.ws_admit(self.conn.peer_addr(), cfg.max_per_ip) {
+        let cap = server.ws.as_ref().and_then(|w| w.max_per_ip);
+        if !server.ws_admit(self.conn.peer_addr(), cap) {
             return self.reject(io, 429, "too many connections from this address");
         }
         if let Some(id) = identity {
             let _ = self.conn.inner.ext.identity.set(Box::new(id));
         }
         self.phase = Phase::Ws(WsState {
-            session: WsSession::new(Role::Server, accepted.deflate),
+            session: WsSession::new(Role::Server, pending.deflate),
             ping_sent: None,
             close: None,
             partial_since: None,
         });
         io.rearm();
-        io.append(false, |o| o.extend_from_slice(&out));
+        io.append(false, |o| o.extend_from_slice(&pending.answer));
         let factory = server.factory.clone();
         self.handler
-            .deliver(&self.conn, None, Event::Open(&factory, Some(&req)));
+            .deliver(&self.conn, None, Event::Open(&factory, Some(req)));
+    }
+
+    /// The authenticator answered (on the pool): finish the upgrade and read on.
+    fn authenticated(&mut self, io: &mut Io<'_>, outcome: AuthOutcome) {
+        let Phase::Auth(_) = self.phase else {
+            return; // timed out or closed meanwhile
+        };
+        let Phase::Auth(pending) = std::mem::replace(
+            &mut self.phase,
+            Phase::Http {
+                deadline: None,
+                requests: 0,
+            },
+        ) else {
+            return;
+        };
+        self.finish_upgrade(io, *pending, outcome.result, &outcome.req);
+        io.resume();
     }
 
     /// Decodes frames, delivering messages to the handler; answers pings and closes.
@@ -449,6 +515,20 @@ impl WsDriver {
         }
     }
 
+    /// A message began and did not complete in this input: start its deadline. A timer is
+    /// armed only if none comes first (the next timer re-checks every deadline), so partial
+    /// reads never pile timers up.
+    fn partial_began(&mut self, io: &mut Io<'_>) {
+        let before = self.next_deadline(io.last_read);
+        let at = deadline(io.now, self.cfg().ws.message_timeout);
+        if let Phase::Ws(st) = &mut self.phase {
+            st.partial_since = Some(Stamp::of(io.now));
+        }
+        if at.is_some_and(|at| before.is_none_or(|b| at < b)) {
+            io.rearm();
+        }
+    }
+
     fn idle_timeout(&self) -> Option<std::time::Duration> {
         self.cfg()
             .ws
@@ -469,16 +549,18 @@ impl Driver for WsDriver {
         }
         let used = self.process(io, data);
         self.take_local(io);
-        if let Phase::Ws(st) = &mut self.phase {
-            let partial = used < data.len() || st.session.in_message();
-            match (partial, st.partial_since) {
-                (true, None) => {
-                    st.partial_since = Some(Stamp::of(io.now));
-                    io.rearm();
+        let Phase::Ws(st) = &self.phase else {
+            return used;
+        };
+        let partial = used < data.len() || st.session.in_message();
+        match (partial, st.partial_since.is_some()) {
+            (true, false) => self.partial_began(io),
+            (false, true) => {
+                if let Phase::Ws(st) = &mut self.phase {
+                    st.partial_since = None;
                 }
-                (false, Some(_)) => st.partial_since = None,
-                _ => {}
             }
+            _ => {}
         }
         used
     }
@@ -502,6 +584,12 @@ impl Driver for WsDriver {
         let st = match &mut self.phase {
             Phase::Http { deadline, .. } => {
                 if deadline.is_some_and(|d| now >= d.at()) {
+                    io.close(CloseReason::HandshakeTimeout);
+                }
+                return;
+            }
+            Phase::Auth(p) => {
+                if p.deadline.is_some_and(|d| now >= d.at()) {
                     io.close(CloseReason::HandshakeTimeout);
                 }
                 return;
@@ -572,6 +660,11 @@ impl Driver for WsDriver {
                     io.close(*reason);
                 }
             }
+            ConnCmd::Driver(msg) => {
+                if let Ok(outcome) = msg.downcast::<AuthOutcome>() {
+                    self.authenticated(io, *outcome);
+                }
+            }
             ConnCmd::Resume | ConnCmd::JoinGroup(_) | ConnCmd::LeaveGroup(_) => {}
         }
     }
@@ -623,6 +716,7 @@ impl Driver for WsDriver {
     fn next_deadline(&self, last_read: Instant) -> Option<Instant> {
         let st = match &self.phase {
             Phase::Http { deadline, .. } => return deadline.map(Stamp::at),
+            Phase::Auth(p) => return p.deadline.map(Stamp::at),
             Phase::Ws(st) => st,
         };
         let cfg = &self.cfg().ws;
@@ -855,7 +949,7 @@ mod tests {
 
     #[test]
     fn a_partial_message_is_cut_at_the_message_timeout() {
-        let cfg = WsConfig::default().message_timeout(Duration::from_secs(30));
+        let cfg = WsConfig::default().message_timeout(Duration::from_secs(10));
         let mut r = rig(cfg);
         r.open();
         // A frame header announcing 10 bytes, and 2 of them.
@@ -863,10 +957,11 @@ mod tests {
         part.truncate(8);
         let (used, req) = r.call(|d, io| d.on_input(io, &mut part.clone()));
         assert_eq!(used, 0, "the partial frame stays with the reactor");
-        assert!(req.rearm && req.close.is_none());
+        assert!(req.rearm, "10 s comes before the 30 s ping");
+        assert!(req.close.is_none());
         let at = r.driver.next_deadline(r.last_read).unwrap();
-        assert_eq!(at, r.now + Duration::from_secs(30));
-        r.now += Duration::from_secs(29);
+        assert_eq!(at, r.now + Duration::from_secs(10));
+        r.now += Duration::from_secs(9);
         let (_, req) = r.call(|d, io| d.on_timer(io));
         assert!(req.close.is_none());
         r.now += Duration::from_secs(1);
@@ -874,6 +969,20 @@ mod tests {
         assert!(matches!(req.close, Some(CloseReason::Protocol(_))));
         let out = r.output();
         assert_eq!(&out[2..4], &[0x03, 0xf0], "close 1008");
+    }
+
+    #[test]
+    fn a_partial_message_arms_no_timer_when_one_comes_first() {
+        let mut r = rig(WsConfig::default().message_timeout(Duration::from_secs(30)));
+        r.open();
+        let mut part = text("0123456789");
+        part.truncate(8);
+        let (_, req) = r.call(|d, io| d.on_input(io, &mut part.clone()));
+        assert!(!req.rearm, "the 30 s ping timer will look at it");
+        assert_eq!(
+            r.driver.next_deadline(r.last_read),
+            Some(r.now + Duration::from_secs(30))
+        );
     }
 
     #[test]

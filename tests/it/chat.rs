@@ -69,7 +69,7 @@ fn nicknames_are_checked_at_the_upgrade_and_made_unique() {
     let chat = start(&rt);
     for bad in ["", "a%20b", "%3Cscript%3E", &"x".repeat(25)] {
         match dial(&chat, bad) {
-            Err(Error::WebSocket(WsError::Handshake { status, .. })) => assert_eq!(status, 400),
+            Err(Error::WebSocket(WsError::Refused { status, .. })) => assert_eq!(status, 400),
             Err(e) => panic!("nick {bad:?}: expected a 400, got {e}"),
             Ok(_) => panic!("nick {bad:?} was accepted"),
         }
@@ -347,7 +347,13 @@ fn the_chat_refuses_a_foreign_origin_unless_allowed() {
     let chat = start(&rt);
     let own = format!("http://{}", chat.server.local_addr());
     match dial_from(&chat, "eve", "https://evil.example") {
-        Err(Error::WebSocket(WsError::Handshake { status, .. })) => assert_eq!(status, 403),
+        Err(Error::WebSocket(WsError::Refused { status, reason })) => {
+            assert_eq!(status, 403);
+            assert!(
+                reason.contains("origin"),
+                "the server's reason reaches the client: {reason}"
+            );
+        }
         Err(e) => panic!("expected a 403, got {e}"),
         Ok(_) => panic!("a foreign origin opened the chat"),
     }

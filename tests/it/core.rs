@@ -251,3 +251,81 @@ fn a_handler_panic_closes_the_same_way_inline_and_on_threads() {
         );
     }
 }
+
+#[test]
+fn a_blocking_authenticator_delays_no_other_connection() {
+    let rt = Runtime::builder()
+        .pollers(1)
+        .handler_threads(2)
+        .build()
+        .unwrap();
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .config(ServerConfig::new().dispatch(Dispatch::Inline))
+        .websocket(
+            WsServerConfig::new().authenticator(|req: &Request| {
+                if req.path() == "/slow" {
+                    std::thread::sleep(Duration::from_millis(1000));
+                }
+                Ok(Some(sockloop::Identity::user(req.path())))
+            }),
+            sockloop::on_message(|ws: &WsConn, m: sockloop::WsMessage<'_>| {
+                if let sockloop::WsMessage::Text(t) = m {
+                    let who = ws.identity().map(|i| i.user.clone()).unwrap_or_default();
+                    let _ = ws.send_text(&format!("{who} {t}"));
+                }
+            }),
+        )
+        .unwrap();
+    let base = format!("ws://{}", s.local_addr());
+    let slow_url = format!("{base}/slow");
+    let started = Instant::now();
+    let slow = std::thread::spawn(move || {
+        let mut c = WsClient::connect(&slow_url, WsClientOptions::default()).unwrap();
+        let upgraded = started.elapsed();
+        c.send_text("hi").unwrap();
+        (upgraded, c.recv_timeout(WAIT).unwrap())
+    });
+    std::thread::sleep(Duration::from_millis(100)); // the slow upgrade is with its authenticator
+    let t = Instant::now();
+    let mut fast = WsClient::connect(&format!("{base}/fast"), WsClientOptions::default()).unwrap();
+    fast.send_text("hello").unwrap();
+    match fast.recv_timeout(WAIT).unwrap() {
+        Some(Message::Text(t)) => assert_eq!(t, "/fast hello"),
+        other => panic!("{other:?}"),
+    }
+    let fast_took = t.elapsed();
+    assert!(
+        fast_took < Duration::from_millis(600),
+        "an unrelated upgrade and echo took {fast_took:?} behind a 1 s authenticator"
+    );
+    let (upgraded, reply) = slow.join().unwrap();
+    assert!(upgraded >= Duration::from_millis(1000), "{upgraded:?}");
+    match reply {
+        Some(Message::Text(t)) => assert_eq!(t, "/slow hi"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn an_authenticator_slower_than_the_handshake_timeout_is_cut() {
+    let rt = rt(1);
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .websocket(
+            WsServerConfig::new()
+                .ws(WsConfig::default().handshake_timeout(Duration::from_millis(200)))
+                .authenticator(|_: &Request| {
+                    std::thread::sleep(Duration::from_millis(600));
+                    Ok(None)
+                }),
+            sockloop::on_message(|_: &WsConn, _| {}),
+        )
+        .unwrap();
+    let url = format!("ws://{}/", s.local_addr());
+    let r = WsClient::connect(&url, WsClientOptions::default());
+    assert!(
+        r.is_err(),
+        "the upgrade must not complete after its deadline"
+    );
+}

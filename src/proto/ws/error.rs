@@ -42,6 +42,15 @@ pub enum WsError {
         /// What was wrong.
         reason: &'static str,
     },
+    /// A client's upgrade was refused: the server answered with this HTTP status (not 101)
+    /// and gave this reason (its response body, trimmed and cut to 512 bytes; empty when
+    /// it sent none).
+    Refused {
+        /// The server's HTTP status.
+        status: u16,
+        /// The server's reason text.
+        reason: String,
+    },
 }
 
 impl WsError {
@@ -52,7 +61,7 @@ impl WsError {
             WsError::Protocol { code, .. } => Some(*code),
             WsError::TooBig { .. } => Some(CloseCode::SIZE),
             WsError::InvalidUtf8 | WsError::Inflate => Some(CloseCode::INVALID),
-            WsError::Handshake { .. } => None,
+            WsError::Handshake { .. } | WsError::Refused { .. } => None,
         }
     }
 
@@ -63,6 +72,7 @@ impl WsError {
             WsError::TooBig { .. } => "message too big",
             WsError::InvalidUtf8 => "invalid utf-8",
             WsError::Inflate => "invalid compressed data",
+            WsError::Refused { .. } => "the server refused the upgrade",
         }
     }
 
@@ -96,6 +106,15 @@ impl fmt::Display for WsError {
             WsError::Inflate => f.write_str("invalid permessage-deflate data (close code 1007)"),
             WsError::Handshake { status, reason } => {
                 write!(f, "handshake rejected: {reason} (HTTP {status})")
+            }
+            WsError::Refused { status, reason } if reason.is_empty() => {
+                write!(f, "the server refused the upgrade (HTTP {status})")
+            }
+            WsError::Refused { status, reason } => {
+                write!(
+                    f,
+                    "the server refused the upgrade (HTTP {status}): {reason}"
+                )
             }
         }
     }

@@ -233,7 +233,7 @@ impl ClientHandshake {
         };
         let status = resp.code.unwrap_or(0);
         if status != 101 {
-            return Err(WsError::handshake(status, "the server refused the upgrade"));
+            return refused(status, resp.headers, &buf[consumed..]);
         }
         let req = response_as_request(resp.headers);
         let accepted = self.check(&req, cfg)?;
@@ -284,3 +284,35 @@ fn response_as_request(headers: &[httparse::Header<'_>]) -> Request {
 #[cfg(test)]
 #[path = "handshake_tests.rs"]
 mod tests;
+
+/// Longest reason text kept from a refusal's body.
+const MAX_REFUSAL_TEXT: usize = 512;
+
+/// A non-101 answer: the status and the reason text in its body. `Ok(None)` while a short
+/// body (up to [`MAX_REFUSAL_TEXT`]) is still arriving.
+fn refused(
+    status: u16,
+    headers: &[httparse::Header<'_>],
+    body: &[u8],
+) -> Result<Option<ClientAccepted>, WsError> {
+    let len = headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| {
+            std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
+        .unwrap_or(0);
+    let want = len.min(MAX_REFUSAL_TEXT);
+    if body.len() < want {
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(&body[..want]);
+    Err(WsError::Refused {
+        status,
+        reason: text.trim().to_owned(),
+    })
+}
