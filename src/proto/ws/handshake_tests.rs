@@ -179,12 +179,18 @@ fn client_rejects_bad_responses() {
         Err(WsError::Handshake { status, .. }) => status,
         other => panic!("{other:?}"),
     };
-    match hs.response(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope", &cfg) {
+    match hs.response(
+        b"HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope",
+        &cfg,
+    ) {
         Err(WsError::Refused { status, reason }) => assert_eq!((status, &*reason), (403, "nope")),
         other => panic!("{other:?}"),
     }
     // The reason's body still arriving: wait for it.
-    let partial = hs.response(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nno", &cfg);
+    let partial = hs.response(
+        b"HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nno",
+        &cfg,
+    );
     assert!(matches!(partial, Ok(None)), "{partial:?}");
     let base = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
     assert_eq!(
