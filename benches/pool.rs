@@ -64,23 +64,7 @@ fn echo(bin: &Path, server: &Server, depth: usize) {
     let (mut rates, mut p99) = (Vec::new(), Vec::new());
     let (mut cpu, mut switches) = (Vec::new(), Vec::new());
     for _ in 0..runs(3) {
-        let d = depth.to_string();
-        let list = [
-            "echo",
-            "--addr",
-            &addr,
-            "--conns",
-            "100",
-            "--depth",
-            &d,
-            "--size",
-            "32",
-            "--secs",
-            "5",
-            "--threads",
-            "1",
-        ];
-        let args: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+        let args = echo_args(&addr, depth);
         let started = STARTED.load(Ordering::Relaxed);
         let before = usage();
         let kv = run_wsbench(bin, &args).0;

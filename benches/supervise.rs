@@ -244,8 +244,61 @@ fn bench_restart() {
     );
 }
 
+/// Resident memory of this process.
+fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// How many idle processes one node holds, and what each costs: spawns `n` processes that
+/// each answered one message, then reports RSS growth per process and the spawn rate.
+fn bench_capacity() {
+    for n in [1_000usize, 5_000, 10_000] {
+        let node = Node::new();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let before = rss_bytes();
+        let t = Instant::now();
+        let mut procs = Vec::with_capacity(n);
+        for _ in 0..n {
+            let tx = tx.clone();
+            match node.spawn(from_fn(move |_: &mut Context<u64>, m: u64| -> Handled {
+                let _ = tx.send(m);
+                Ok(Control::Continue)
+            })) {
+                Ok(p) => procs.push(p),
+                Err(e) => {
+                    println!("capacity: spawn {} failed: {e}", procs.len());
+                    break;
+                }
+            }
+        }
+        for p in &procs {
+            let _ = p.send(1);
+        }
+        let answered = (0..procs.len())
+            .filter(|_| rx.recv_timeout(Duration::from_secs(30)).is_ok())
+            .count();
+        let took = t.elapsed();
+        let grew = rss_bytes().saturating_sub(before);
+        println!(
+            "capacity processes={} answered={answered} rss_per_process={} B spawn_rate={:.0}/s",
+            procs.len(),
+            grew / procs.len().max(1) as u64,
+            procs.len() as f64 / took.as_secs_f64()
+        );
+        drop(procs);
+        node.shutdown(Duration::from_secs(30));
+    }
+}
+
 fn main() {
     println!("runs={}", runs(5));
+    if wanted("capacity", false) {
+        bench_capacity();
+    }
     if wanted("stream", true) {
         bench_stream();
     }

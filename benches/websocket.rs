@@ -71,25 +71,7 @@ fn echo(bin: &Path, server: &Server, depth: usize) {
     let addr = server.local_addr().to_string();
     let (mut rates, mut p99) = (Vec::new(), Vec::new());
     for _ in 0..runs(3) {
-        let d = depth.to_string();
-        let kv = run_wsbench_figures(
-            bin,
-            &args(&[
-                "echo",
-                "--addr",
-                &addr,
-                "--conns",
-                "100",
-                "--depth",
-                &d,
-                "--size",
-                "32",
-                "--secs",
-                "5",
-                "--threads",
-                "1",
-            ]),
-        );
+        let kv = run_wsbench_figures(bin, &echo_args(&addr, depth));
         rates.push(field(&kv, "rate"));
         p99.push(field(&kv, "p99_us"));
         println!("  run: {}", fmt(&kv));

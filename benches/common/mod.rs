@@ -88,3 +88,25 @@ pub fn fmt(kv: &[(String, String)]) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// The wsbench arguments of the echo figures: 100 connections, `depth` messages of 32 B in
+/// flight each, 5 s, one client thread.
+pub fn echo_args(addr: &str, depth: usize) -> Vec<String> {
+    let d = depth.to_string();
+    let list = [
+        "echo",
+        "--addr",
+        addr,
+        "--conns",
+        "100",
+        "--depth",
+        &d,
+        "--size",
+        "32",
+        "--secs",
+        "5",
+        "--threads",
+        "1",
+    ];
+    list.iter().map(|s| s.to_string()).collect()
+}

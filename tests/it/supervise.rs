@@ -20,6 +20,7 @@ mod ordering;
 mod otp;
 mod pool;
 mod processes;
+mod quiet;
 mod stress;
 mod supervisors;
 mod timers;
