@@ -38,8 +38,8 @@ pub use server::handler::{self, DatagramHandler, DatagramSender, StreamHandler};
 pub use server::observe::{ConnState, Lifecycle, LogObserver, Observer, ServerStats};
 pub use server::runtime::{Runtime, RuntimeBuilder};
 pub use server::websocket::{
-    on_message, Authenticator, HttpHook, Identity, Origins, Rejection, WsConn, WsFactory,
-    WsHandler, WsMessage, WsServerConfig,
+    on_message, Authenticator, ConnMiddleware, HttpHook, Identity, Origins, Rejection, WsConn,
+    WsFactory, WsHandler, WsMessage, WsServerConfig,
 };
 pub use server::{Listen, Server, ServerBuilder, Transport, UnixOptions};
 pub use sys::signal;

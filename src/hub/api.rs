@@ -34,8 +34,9 @@ impl Hub {
         move |_: &WsConn, _: &crate::proto::http::Request| super::conn::HubConn(hub.clone())
     }
 
-    /// The WebSocket settings a hub server needs, from `ws`: its message and frame limits
-    /// capped at the hub's envelope limit ([`EnvelopeLimits::max_size`](super::EnvelopeLimits),
+    /// The WebSocket settings a hub server needs, from `ws`: the hub's connection
+    /// middleware ([`HubBuilder::use_connection`](super::HubBuilder::use_connection)), and
+    /// its message and frame limits capped at the hub's envelope limit ([`EnvelopeLimits::max_size`](super::EnvelopeLimits),
     /// 64 KiB by default), so a frame larger than the hub will take is refused with 1009 as
     /// soon as its header arrives, and a compressed message is cut while it inflates — a
     /// client cannot make the server hold megabytes the hub would reject anyway.
@@ -51,7 +52,12 @@ impl Hub {
         let mut cfg = ws.ws_config().clone();
         cfg.max_message_size = cfg.max_message_size.min(limit);
         cfg.max_frame_size = cfg.max_frame_size.min(limit);
-        ws.ws(cfg)
+        let mut ws = ws.ws(cfg);
+        for mw in &self.inner.conn_mw {
+            let mw = mw.clone();
+            ws = ws.use_connection(move |req, id| mw(req, id));
+        }
+        ws
     }
 
     /// Connects the hub to its server, so rooms and broadcasts are framed once and fanned

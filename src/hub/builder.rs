@@ -203,6 +203,7 @@ pub struct HubBuilder {
     on_connect: Option<ConnectFn>,
     on_disconnect: Option<DisconnectFn>,
     on_binary: Option<BinaryFn>,
+    conn_mw: Vec<crate::server::websocket::ConnMiddleware>,
 }
 
 impl std::fmt::Debug for HubBuilder {
@@ -254,6 +255,24 @@ impl HubBuilder {
         self
     }
 
+    /// Adds a connection-level middleware (Socket.IO's `io.use`): it runs on the handler
+    /// pool at the WebSocket upgrade, after the authenticator, sees the request and the
+    /// identity, and may refuse the connection with a status and reason. It takes effect
+    /// on servers configured through [`Hub::server_config`](super::Hub::server_config).
+    pub fn use_connection(
+        mut self,
+        f: impl Fn(
+                &crate::proto::http::Request,
+                Option<&crate::Identity>,
+            ) -> Result<(), crate::Rejection>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.conn_mw.push(Arc::new(f));
+        self
+    }
+
     /// Receives binary frames untouched (default: ignored).
     pub fn on_binary(mut self, f: impl Fn(&Hub, &WsConn, &[u8]) + Send + Sync + 'static) -> Self {
         self.on_binary = Some(Arc::new(f));
@@ -272,6 +291,7 @@ impl HubBuilder {
             on_connect: self.on_connect,
             on_disconnect: self.on_disconnect,
             on_binary: self.on_binary,
+            conn_mw: self.conn_mw,
             state: Mutex::new(State::default()),
             bcast: OnceLock::new(),
             all: next_group(),

@@ -115,6 +115,8 @@ pub(crate) struct HubInner {
     pub(crate) on_connect: Option<builder::ConnectFn>,
     pub(crate) on_disconnect: Option<builder::DisconnectFn>,
     pub(crate) on_binary: Option<builder::BinaryFn>,
+    /// Connection-level middleware, added to the server by `Hub::server_config`.
+    pub(crate) conn_mw: Vec<crate::server::websocket::ConnMiddleware>,
     pub(crate) state: Mutex<state::State>,
     pub(crate) bcast: OnceLock<Fanout>,
     /// Every connection of the hub is in this group.

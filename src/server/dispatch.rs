@@ -91,7 +91,7 @@ pub(crate) enum Job {
     /// verdict to the connection's driver.
     Authenticate {
         conn: Conn,
-        auth: crate::server::websocket::Authenticator,
+        cfg: Arc<crate::server::websocket::WsServerConfig>,
         req: Box<Request>,
     },
     Datagram {
@@ -172,8 +172,8 @@ impl Handlers {
                 conn.inner.command(ConnCmd::CaughtUp);
                 Ran::default()
             }
-            Job::Authenticate { conn, auth, req } => {
-                authenticate(&conn, &auth, req);
+            Job::Authenticate { conn, cfg, req } => {
+                authenticate(&conn, &cfg, req);
                 Ran::default()
             }
             Job::Datagram {
@@ -300,17 +300,26 @@ fn panicked(conn: &Conn, msg: String, close: bool) -> String {
     msg
 }
 
-/// Runs the authenticator (contained: a panic is a 500) and hands the verdict, with the
-/// request, back to the connection's driver.
-fn authenticate(conn: &Conn, auth: &crate::server::websocket::Authenticator, req: Box<Request>) {
-    let result = match catch_unwind(AssertUnwindSafe(|| auth(&req))) {
+/// Runs the authenticator, then the connection middleware in order (contained: a panic
+/// is a 500), and hands the verdict, with the request, back to the connection's driver.
+fn authenticate(conn: &Conn, cfg: &crate::server::websocket::WsServerConfig, req: Box<Request>) {
+    use crate::server::websocket::Rejection;
+    let verdict = || -> Result<Option<crate::Identity>, Rejection> {
+        let identity = match &cfg.auth {
+            Some(auth) => auth(&req)?,
+            None => None,
+        };
+        for mw in &cfg.middleware {
+            mw(&req, identity.as_ref())?;
+        }
+        Ok(identity)
+    };
+    let result = match catch_unwind(AssertUnwindSafe(verdict)) {
         Ok(r) => r,
         Err(p) => {
-            log::error!("authenticator panicked: {}", describe_panic(&*p));
-            Err(crate::server::websocket::Rejection::new(
-                500,
-                "authenticator failed",
-            ))
+            let msg = describe_panic(&*p);
+            log::error!("authenticator or connection middleware panicked: {msg}");
+            Err(Rejection::new(500, "authenticator failed"))
         }
     };
     let outcome = crate::server::ws_driver::AuthOutcome { result, req };

@@ -110,8 +110,13 @@ impl fmt::Debug for Origins {
 }
 
 /// Decides at upgrade time whether a request may open a WebSocket, and who it is.
-/// Runs on the poller: it must be quick and must not block.
+/// Runs on the handler pool: it may block (the upgrade waits, within the handshake timeout).
 pub type Authenticator = Arc<dyn Fn(&Request) -> Result<Option<Identity>, Rejection> + Send + Sync>;
+
+/// A connection-level middleware: the upgrade request and the authenticator's identity in,
+/// `Ok(())` or a rejection out (see [`WsServerConfig::use_connection`]).
+pub type ConnMiddleware =
+    Arc<dyn Fn(&Request, Option<&Identity>) -> Result<(), Rejection> + Send + Sync>;
 
 /// Answers plain HTTP requests on the WebSocket port (404 when none is set). Runs on the
 /// poller: it must be quick and must not block.
@@ -123,6 +128,7 @@ pub struct WsServerConfig {
     pub(crate) ws: WsConfig,
     pub(crate) origins: Origins,
     pub(crate) auth: Option<Authenticator>,
+    pub(crate) middleware: Vec<ConnMiddleware>,
     pub(crate) http: Option<HttpHook>,
     pub(crate) max_per_ip: Option<usize>,
     pub(crate) path: Option<String>,
@@ -154,6 +160,32 @@ impl WsServerConfig {
     /// Allowed origins (default [`Origins::Any`]); others get 403.
     pub fn origins(mut self, origins: Origins) -> Self {
         self.origins = origins;
+        self
+    }
+
+    /// Adds a connection-level middleware (like Socket.IO's `io.use`): after the
+    /// authenticator, on the handler pool (so it may block too), each middleware sees the
+    /// upgrade request and the identity the authenticator gave, in the order they were
+    /// added; the first to return a [`Rejection`] answers the upgrade with its status and
+    /// reason (which the blocking client reports as
+    /// [`WsError::Refused`](crate::ws::WsError::Refused)).
+    ///
+    /// # Examples
+    /// ```
+    /// use sockloop::{Rejection, WsServerConfig};
+    /// let cfg = WsServerConfig::new().use_connection(|req, identity| {
+    ///     match (identity, req.header("x-tenant")) {
+    ///         (Some(_), Some(_)) => Ok(()),
+    ///         _ => Err(Rejection::new(403, "tenant required")),
+    ///     }
+    /// });
+    /// # let _ = cfg;
+    /// ```
+    pub fn use_connection(
+        mut self,
+        f: impl Fn(&Request, Option<&Identity>) -> Result<(), Rejection> + Send + Sync + 'static,
+    ) -> Self {
+        self.middleware.push(Arc::new(f));
         self
     }
 

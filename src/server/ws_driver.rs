@@ -299,14 +299,14 @@ impl WsDriver {
             deflate: accepted.deflate,
             deadline,
         };
-        let Some(auth) = cfg.auth.clone() else {
+        if cfg.auth.is_none() && cfg.middleware.is_empty() {
             return self.finish_upgrade(io, pending, Ok(None), &req);
-        };
+        }
         self.phase = Phase::Auth(Box::new(pending));
         io.pause();
         let job = super::dispatch::Job::Authenticate {
             conn: self.conn.clone(),
-            auth,
+            cfg,
             req: Box::new(req),
         };
         let pool = &self.conn.server().pool;

@@ -329,3 +329,46 @@ fn an_authenticator_slower_than_the_handshake_timeout_is_cut() {
         "the upgrade must not complete after its deadline"
     );
 }
+
+#[test]
+fn connection_middleware_runs_after_the_authenticator_and_its_reason_reaches_the_client() {
+    let rt = rt(1);
+    let hub = sockloop::hub::Hub::builder()
+        .use_connection(|req: &Request, id: Option<&sockloop::Identity>| {
+            match (id, req.header("x-tenant")) {
+                (Some(who), Some(_)) if who.user == "ann" => Ok(()),
+                (Some(_), None) => Err(sockloop::Rejection::new(403, "tenant required")),
+                _ => Err(sockloop::Rejection::new(401, "who are you")),
+            }
+        })
+        .build();
+    let ws =
+        hub.server_config(WsServerConfig::new().authenticator(|req: &Request| {
+            Ok(req.query_param("user").map(sockloop::Identity::user))
+        }));
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .websocket(ws, hub.factory())
+        .unwrap();
+    hub.attach(&s);
+    let url = |q: &str| format!("ws://{}/?{q}", s.local_addr());
+    let refused = |r: sockloop::Result<WsClient>| match r {
+        Err(sockloop::Error::WebSocket(sockloop::ws::WsError::Refused { status, reason })) => {
+            (status, reason)
+        }
+        Err(e) => panic!("expected a refusal, got {e}"),
+        Ok(_) => panic!("expected a refusal, got a connection"),
+    };
+    let no_tenant = WsClient::connect(&url("user=ann"), WsClientOptions::default());
+    assert_eq!(
+        refused(no_tenant),
+        (403, "403 Forbidden: tenant required".into())
+    );
+    let nobody = WsClient::connect(&url("x=1"), WsClientOptions::default());
+    assert_eq!(refused(nobody).0, 401);
+    let ok = WsClient::connect(
+        &url("user=ann"),
+        WsClientOptions::default().header("X-Tenant", "t1"),
+    );
+    assert!(ok.is_ok(), "{:?}", ok.err());
+}
