@@ -161,6 +161,7 @@ impl Poller {
         let c = &d.policy.counters;
         c.datagrams_in.fetch_add(1, Ordering::Relaxed);
         c.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        c.plain_in.fetch_add(n as u64, Ordering::Relaxed);
         if n > limit {
             let err = Error::DatagramTooLarge { received: n, limit };
             log::debug!("datagram from {peer} dropped: {err}");
@@ -193,6 +194,7 @@ impl DatagramSock {
                     let c = &d.policy.counters;
                     c.datagrams_out.fetch_add(1, Ordering::Relaxed);
                     c.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    c.plain_out.fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {

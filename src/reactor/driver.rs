@@ -34,8 +34,13 @@ pub(crate) struct Counters {
     pub(crate) accepted: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) closed: AtomicU64,
+    /// Bytes read from and written to sockets (TLS records included).
     pub(crate) bytes_in: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
+    /// Application bytes in and out (after TLS decryption, before encryption); the same as
+    /// the socket bytes for plain connections.
+    pub(crate) plain_in: AtomicU64,
+    pub(crate) plain_out: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) queued: AtomicUsize,
     pub(crate) open: AtomicUsize,

@@ -110,12 +110,15 @@ impl Poller {
                 break;
             }
             self.now = Instant::now();
+            // Commands first: whatever other threads queued before this wait returned
+            // (a broadcast, a send) goes out before replies to bytes read in this turn, so
+            // a client's ping after a server-side send gets its pong after that send.
+            self.run_commands();
             for ev in events.iter() {
                 if ev.token() != WAKER {
                     self.on_event(ev);
                 }
             }
-            self.run_commands();
             self.revisit();
             self.fire_timers();
             self.flush_dirty();

@@ -330,15 +330,19 @@ impl Stream {
     }
 
     fn read_some(&mut self, buf: &mut [u8]) -> ReadOutcome {
+        let counters = &self.link.policy.counters;
         match &mut self.tls {
             None => match self.sock.read(buf) {
                 Ok(0) => ReadOutcome::Eof,
-                Ok(n) => ReadOutcome::Data(n),
+                Ok(n) => {
+                    counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    ReadOutcome::Data(n)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadOutcome::WouldBlock,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => ReadOutcome::Data(0),
                 Err(e) => ReadOutcome::Failed(CloseReason::Reset(e.to_string()), e.into()),
             },
-            Some(tls) => tls_read(tls, &mut self.sock, buf),
+            Some(tls) => tls_read(tls, &mut self.sock, buf, &counters.bytes_in),
         }
     }
 
@@ -419,7 +423,7 @@ impl Stream {
     fn input(&mut self, ctx: &mut Ctx<'_>, n: usize) -> Step {
         self.last_read = ctx.now;
         let counters = &self.link.policy.counters;
-        counters.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        counters.plain_in.fetch_add(n as u64, Ordering::Relaxed);
         if !self.life.is_open() {
             return Step::Live; // closing: input is discarded
         }
@@ -574,6 +578,8 @@ impl Stream {
             Ok((plain, wire)) => {
                 if plain > 0 {
                     self.link.account(-(plain as isize));
+                    let c = &self.link.policy.counters;
+                    c.plain_out.fetch_add(plain as u64, Ordering::Relaxed);
                 }
                 if wire > 0 {
                     let c = &self.link.policy.counters;
@@ -721,6 +727,7 @@ fn tls_read(
     tls: &mut rustls::ServerConnection,
     sock: &mut StreamSock,
     buf: &mut [u8],
+    wire_in: &std::sync::atomic::AtomicU64,
 ) -> ReadOutcome {
     loop {
         match tls.reader().read(buf) {
@@ -731,7 +738,9 @@ fn tls_read(
         }
         match tls.read_tls(sock) {
             Ok(0) => return ReadOutcome::Eof,
-            Ok(_) => {}
+            Ok(n) => {
+                wire_in.fetch_add(n as u64, Ordering::Relaxed);
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::WouldBlock,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return ReadOutcome::Failed(CloseReason::Reset(e.to_string()), e.into()),

@@ -25,10 +25,23 @@ pub(crate) struct DatagramShared {
 impl DatagramSender {
     /// Sends one datagram to `to` (queued when the socket pushes back, within the server's
     /// `max_queued_bytes`; past it the datagram is dropped).
+    ///
+    /// A datagram that cannot be sent at all — to an unnamed Unix peer (a client socket
+    /// bound to no path), or to an address of the other family — is refused at once:
+    /// [`SendStatus::Dropped`], counted in the server's `dropped`.
     pub fn send_to(&self, data: &[u8], to: &Addr) -> SendStatus {
         let sh = &self.inner;
         if sh.server.draining.load(Ordering::Acquire) && sh.server.stopped() {
             return SendStatus::Closed;
+        }
+        let reachable = matches!(
+            (&sh.local, to),
+            (Addr::Inet(_), Addr::Inet(_)) | (Addr::Unix(_), Addr::Unix(Some(_)))
+        );
+        if !reachable {
+            log::debug!("datagram to {to} refused: no address to send it to");
+            sh.server.policy.counters.dropped(1);
+            return SendStatus::Dropped;
         }
         let limit = sh.server.config.max_queued_bytes;
         let before = sh.queued.fetch_add(data.len(), Ordering::AcqRel);

@@ -76,10 +76,15 @@ pub struct ServerStats {
     pub rejected: u64,
     /// Connections closed.
     pub closed: u64,
-    /// Bytes read from peers.
+    /// Bytes read from sockets (with TLS: the records, handshakes included).
     pub bytes_in: u64,
-    /// Bytes written to peers.
+    /// Bytes written to sockets (with TLS: the records).
     pub bytes_out: u64,
+    /// Application bytes received: after TLS decryption (equal to `bytes_in` without TLS).
+    pub plain_bytes_in: u64,
+    /// Application bytes sent: before TLS encryption (equal to `bytes_out` without TLS,
+    /// once written).
+    pub plain_bytes_out: u64,
     /// Messages dropped by the drop policy.
     pub dropped: u64,
     /// Bytes queued for peers right now.
@@ -103,6 +108,8 @@ impl ServerStats {
             closed: g(&c.closed),
             bytes_in: g(&c.bytes_in),
             bytes_out: g(&c.bytes_out),
+            plain_bytes_in: g(&c.plain_in),
+            plain_bytes_out: g(&c.plain_out),
             dropped: g(&c.dropped),
             queued_bytes: c.queued.load(Ordering::Relaxed) as u64,
             datagrams_in: g(&c.datagrams_in),

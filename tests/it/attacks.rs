@@ -370,3 +370,32 @@ fn a_deflate_bomb_to_a_hub_server_is_cut_at_the_hub_limit_while_inflating() {
         }
     }
 }
+
+#[test]
+fn a_datagram_to_an_unnamed_unix_peer_is_refused_at_once() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = crate::util::tempdir();
+    let path = dir.path().join("d.sock");
+    let rt = rt();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let s = rt
+        .serve(Listen::unix_datagram(&path))
+        .config(ServerConfig::new().dispatch(sockloop::Dispatch::Inline))
+        .datagram(sockloop::handler::on_datagram(
+            move |d: &sockloop::DatagramSender, peer: &sockloop::Addr, data: &[u8]| {
+                let _ = tx.send((peer.clone(), d.send_to(data, peer)));
+            },
+        ))
+        .unwrap();
+    // A client socket bound to no path: the server sees an unnamed peer.
+    let c = UnixDatagram::unbound().unwrap();
+    c.send_to(b"ping", &path).unwrap();
+    let (peer, status) = rx.recv_timeout(WAIT).unwrap();
+    assert_eq!(peer, sockloop::Addr::Unix(None));
+    assert_eq!(
+        status,
+        sockloop::SendStatus::Dropped,
+        "it cannot be sent: said at once"
+    );
+    assert_eq!(s.stats().dropped, 1);
+}

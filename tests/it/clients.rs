@@ -130,6 +130,12 @@ fn tcp_client_round_trips_and_closes_cleanly() {
     assert_eq!(c.once(b"again", WAIT).unwrap(), b"again");
     c.close().unwrap();
     assert!(c.is_closed());
+    let st = s.stats();
+    assert_eq!(
+        (st.bytes_in, st.bytes_out),
+        (st.plain_bytes_in, st.plain_bytes_out),
+        "without TLS the socket bytes are the application bytes"
+    );
     assert_eq!(rec.next_closed(), CloseReason::PeerClosed);
     assert!(matches!(c.once(b"late", WAIT), Err(Error::Closed)));
     c.close().unwrap();
@@ -339,6 +345,14 @@ fn tls_client_round_trips_negotiates_alpn_and_closes_cleanly() {
     assert_eq!(got, big);
     c.close().unwrap();
     assert_eq!(rec.next_closed(), CloseReason::PeerClosed);
+    // The stats tell application bytes from the TLS records on the wire.
+    let st = s.stats();
+    let app = (b"secret".len() + big.len()) as u64;
+    assert_eq!((st.plain_bytes_in, st.plain_bytes_out), (app, app));
+    assert!(
+        st.bytes_in > app && st.bytes_out > app,
+        "records and handshake: {st:?}"
+    );
 }
 
 #[test]
