@@ -25,23 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sockloop::supervise::SystemEvent;
-use sockloop::{on_message, Dispatch, Listen, Runtime, ServerConfig, WsConn, WsMessage};
-use sockloop::{Server, WsServerConfig};
-
-fn echo_server(rt: &Runtime) -> Server {
-    rt.serve(Listen::tcp("127.0.0.1:0"))
-        .config(ServerConfig::new().dispatch(Dispatch::Threads))
-        .websocket(
-            WsServerConfig::new(),
-            on_message(|ws: &WsConn, m: WsMessage<'_>| {
-                let _ = match m {
-                    WsMessage::Text(t) => ws.send_text(t),
-                    WsMessage::Binary(b) => ws.send_binary(b),
-                };
-            }),
-        )
-        .expect("echo server")
-}
+use sockloop::{Dispatch, Runtime, Server};
 
 /// CPU time this process used so far (user + system), and its voluntary context switches.
 fn usage() -> (Duration, u64) {
@@ -125,7 +109,7 @@ fn main() {
             STARTED.fetch_add(1, Ordering::Relaxed);
         }
     });
-    let server = echo_server(&rt);
+    let server = ws_echo_server(&rt, Dispatch::Threads);
     if wanted("echo8", true) {
         echo(&bin, &server, 8);
         println!("  handler threads: {}", handler_threads(&rt));

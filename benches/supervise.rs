@@ -244,15 +244,6 @@ fn bench_restart() {
     );
 }
 
-/// Resident memory of this process.
-fn rss_bytes() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// How many idle processes one node holds, and what each costs: spawns `n` processes that
 /// each answered one message, then reports RSS growth per process and the spawn rate.
 fn bench_capacity() {

@@ -20,16 +20,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sockloop::{on_message, Dispatch, Listen, Runtime, ServerConfig, WsConn, WsMessage};
-use sockloop::{Server, WsServerConfig};
-
-fn rss_bytes() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
+use sockloop::{Dispatch, Runtime, Server};
 
 /// One poller and one handler thread: the server side of every figure.
 fn one_core_runtime() -> Runtime {
@@ -38,25 +29,6 @@ fn one_core_runtime() -> Runtime {
         .handler_threads(1)
         .build()
         .expect("runtime")
-}
-
-fn echo_server(rt: &Runtime) -> Server {
-    rt.serve(Listen::tcp("127.0.0.1:0"))
-        .config(
-            ServerConfig::new()
-                .dispatch(Dispatch::Inline)
-                .max_connections(100_000),
-        )
-        .websocket(
-            WsServerConfig::new(),
-            on_message(|ws: &WsConn, m: WsMessage<'_>| {
-                let _ = match m {
-                    WsMessage::Text(t) => ws.send_text(t),
-                    WsMessage::Binary(b) => ws.send_binary(b),
-                };
-            }),
-        )
-        .expect("echo server")
 }
 
 fn run_wsbench_figures(bin: &Path, args: &[String]) -> Vec<(String, String)> {
@@ -100,7 +72,7 @@ fn wait_open(server: &Server, n: usize, limit: Duration) -> bool {
 fn idle_child(bin: &Path) {
     const CONNS: usize = 9000;
     let rt = one_core_runtime();
-    let server = echo_server(&rt);
+    let server = ws_echo_server(&rt, Dispatch::Inline);
     let addr = server.local_addr().to_string();
     let before = rss_bytes();
     let b = bin.to_path_buf();
@@ -219,7 +191,7 @@ fn main() {
         return;
     }
     let rt = one_core_runtime();
-    let server = echo_server(&rt);
+    let server = ws_echo_server(&rt, Dispatch::Inline);
     if wanted("echo8", true) {
         echo(&bin, &server, 8);
     }

@@ -110,3 +110,33 @@ pub fn echo_args(addr: &str, depth: usize) -> Vec<String> {
     ];
     list.iter().map(|s| s.to_string()).collect()
 }
+
+/// Resident memory of this process (`VmRSS`).
+pub fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The WebSocket echo server of the echo figures, with handlers dispatched as `dispatch`.
+pub fn ws_echo_server(rt: &sockloop::Runtime, dispatch: sockloop::Dispatch) -> sockloop::Server {
+    use sockloop::{on_message, Listen, ServerConfig, WsConn, WsMessage, WsServerConfig};
+    rt.serve(Listen::tcp("127.0.0.1:0"))
+        .config(
+            ServerConfig::new()
+                .dispatch(dispatch)
+                .max_connections(100_000),
+        )
+        .websocket(
+            WsServerConfig::new(),
+            on_message(|ws: &WsConn, m: WsMessage<'_>| {
+                let _ = match m {
+                    WsMessage::Text(t) => ws.send_text(t),
+                    WsMessage::Binary(b) => ws.send_binary(b),
+                };
+            }),
+        )
+        .expect("echo server")
+}
