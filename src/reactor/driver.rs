@@ -330,6 +330,8 @@ pub(crate) trait Accept: Send + Sync + 'static {
     fn admit(&self, peer: &Addr) -> bool;
     /// Builds the connection (its link and driver), or `None` to refuse it.
     fn open(&self, acc: Accepted) -> Option<Box<Stream>>;
+    /// Accepting failed (other than "nothing to accept").
+    fn on_error(&self, error: Error);
 }
 
 /// A datagram socket's protocol: every datagram goes to it.

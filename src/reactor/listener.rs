@@ -168,6 +168,7 @@ impl Poller {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Some((None, None)),
             Err(e) => {
                 log::warn!("accept failed: {e}");
+                l.owner.on_error(e.into());
                 return None;
             }
         };

@@ -446,6 +446,10 @@ impl Accept for Acceptor {
         false
     }
 
+    fn on_error(&self, error: Error) {
+        self.0.report_error(None, &error);
+    }
+
     fn open(&self, acc: Accepted) -> Option<Box<Stream>> {
         let server = &self.0;
         let place = acc.place?;
