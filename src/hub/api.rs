@@ -84,7 +84,7 @@ impl Hub {
         let s = &self.inner.stats;
         match st {
             SendStatus::Queued => s.messages_out.fetch_add(1, Ordering::Relaxed),
-            SendStatus::Dropped => s.dropped.fetch_add(1, Ordering::Relaxed),
+            SendStatus::Dropped | SendStatus::TooLarge => s.dropped.fetch_add(1, Ordering::Relaxed),
             SendStatus::Closed => 0,
         };
     }
@@ -365,6 +365,9 @@ impl Hub {
             messages_in: s.messages_in.load(Ordering::Relaxed),
             messages_out: s.messages_out.load(Ordering::Relaxed),
             dropped: s.dropped.load(Ordering::Relaxed),
+            evicted: self.inner.bcast.get().map_or(0, |f| {
+                f.b.server.policy.counters.evicted.load(Ordering::Relaxed)
+            }),
             errors: s.errors.load(Ordering::Relaxed),
             acks_pending: s.acks_pending.load(Ordering::Relaxed),
         }

@@ -85,8 +85,12 @@ pub struct HubStats {
     pub messages_in: u64,
     /// Messages queued for connections (a broadcast counts once per recipient).
     pub messages_out: u64,
-    /// Messages refused by drop policies.
+    /// Messages refused by drop policies (or larger than a connection's whole queue bound).
     pub dropped: u64,
+    /// Older messages thrown out of connections' queues to make room (the drop-oldest
+    /// policy), as the hub's server counts them
+    /// ([`ServerStats::evicted`](crate::ServerStats::evicted)).
+    pub evicted: u64,
     /// `error` events sent.
     pub errors: u64,
     /// Recipients whose acknowledgement is awaited right now.

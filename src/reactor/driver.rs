@@ -42,6 +42,8 @@ pub(crate) struct Counters {
     pub(crate) plain_in: AtomicU64,
     pub(crate) plain_out: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    /// Of `dropped`: older messages thrown out of queues by the drop-oldest policy.
+    pub(crate) evicted: AtomicU64,
     pub(crate) queued: AtomicUsize,
     pub(crate) open: AtomicUsize,
     pub(crate) datagrams_in: AtomicU64,
@@ -81,6 +83,8 @@ pub(crate) enum Admit {
     Dropped,
     /// Refused, and the connection is to close with `QueueOverflow`; counted as dropped.
     Overflow,
+    /// Refused: larger than the whole queue bound (whatever the policy); counted as dropped.
+    TooLarge,
 }
 
 /// The one queue policy: decides whether `len` more bytes may be queued for `link`, and
@@ -89,6 +93,10 @@ pub(crate) fn admit<X: ?Sized + Send + Sync>(link: &Link<X>, len: usize) -> Admi
     let limits = &link.policy.limits;
     let counters = &link.policy.counters;
     let bound = limits.max_queued_bytes;
+    if len > bound {
+        counters.dropped(1);
+        return Admit::TooLarge;
+    }
     let before = link.queued.fetch_add(len, Ordering::AcqRel);
     let fits = before == 0 || before + len <= bound;
     let queued = fits
@@ -112,7 +120,10 @@ pub(crate) fn admit<X: ?Sized + Send + Sync>(link: &Link<X>, len: usize) -> Admi
 /// What a group member's driver did with a shared frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Offer {
-    Queued,
+    /// Queued; `evicted` older messages were dropped to make room (drop-oldest).
+    Queued {
+        evicted: u64,
+    },
     /// Refused by the queue bound; `close`: the policy is to disconnect.
     Dropped {
         close: bool,
@@ -185,13 +196,13 @@ impl<'a> Io<'a> {
 
     /// Appends a message whose `admitted` bytes were already counted when it was sent.
     #[inline]
-    pub(crate) fn push_admitted(&mut self, data: Payload, admitted: usize) {
+    pub(crate) fn push_admitted(&mut self, data: Payload, admitted: usize) -> u64 {
         let n = data.as_slice().len();
         let keep = self.keep_boundaries();
         self.out.push(data, keep);
         self.link.account(n as isize - admitted as isize);
-        self.enforce_drop_oldest();
         self.req.dirty = true;
+        self.enforce_drop_oldest()
     }
 
     /// Appends bytes written by `f` for a message whose `admitted` bytes were counted.
@@ -208,18 +219,22 @@ impl<'a> Io<'a> {
         self.req.dirty = true;
     }
 
-    /// Under drop-oldest, drops the oldest whole messages past the bound (counted).
+    /// Under drop-oldest, drops the oldest whole messages past the bound (counted);
+    /// returns how many.
     #[inline]
-    fn enforce_drop_oldest(&mut self) {
+    fn enforce_drop_oldest(&mut self) -> u64 {
         if !self.keep_boundaries() {
-            return;
+            return 0;
         }
         let limit = self.policy.limits.max_queued_bytes;
-        if self.out.len() > limit {
-            let (msgs, bytes) = self.out.drop_oldest(limit);
-            self.link.account(-(bytes as isize));
-            self.policy.counters.dropped(msgs);
+        if self.out.len() <= limit {
+            return 0;
         }
+        let (msgs, bytes) = self.out.drop_oldest(limit);
+        self.link.account(-(bytes as isize));
+        self.policy.counters.dropped(msgs);
+        (self.policy.counters.evicted).fetch_add(msgs, Ordering::Relaxed);
+        msgs
     }
 
     /// Copies bytes admitted when they were sent (an inline handler's send).
@@ -242,10 +257,10 @@ impl<'a> Io<'a> {
         let len = bytes.len();
         match admit(self.link, len) {
             Admit::Queued => {
-                self.push_admitted(Payload::Shared(bytes), len);
-                Offer::Queued
+                let evicted = self.push_admitted(Payload::Shared(bytes), len);
+                Offer::Queued { evicted }
             }
-            Admit::Dropped => Offer::Dropped { close: false },
+            Admit::Dropped | Admit::TooLarge => Offer::Dropped { close: false },
             Admit::Overflow => {
                 self.link
                     .state

@@ -170,6 +170,7 @@ impl Conn {
         match crate::reactor::admit(&self.inner, len) {
             Admit::Queued => SendStatus::Queued,
             Admit::Dropped => SendStatus::Dropped,
+            Admit::TooLarge => SendStatus::TooLarge,
             Admit::Overflow => {
                 self.close_with(CloseReason::QueueOverflow);
                 SendStatus::Dropped

@@ -359,10 +359,51 @@ fn drop_oldest_keeps_the_queue_bounded() {
         std::thread::yield_now();
     }
     assert!(s.stats().dropped > 100, "dropped {}", s.stats().dropped);
+    assert_eq!(
+        s.stats().evicted,
+        s.stats().dropped,
+        "every drop was an eviction"
+    );
     // What arrives is whole 64 KiB messages of 'x'.
     let mut buf = vec![0u8; 64 << 10];
     c.read_exact(&mut buf).unwrap();
     assert!(buf.iter().all(|&b| b == b'x'));
+}
+
+/// One message larger than the whole queue bound is refused at once, whatever the policy
+/// (queueing it would hold more than the bound), and counted; smaller ones still go.
+#[test]
+fn a_message_larger_than_the_queue_bound_is_refused_not_queued() {
+    let rt = rt();
+    for policy in [
+        DropPolicy::Backpressure,
+        DropPolicy::DropNewest,
+        DropPolicy::DropOldest,
+        DropPolicy::Disconnect,
+    ] {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let cfg = ServerConfig::new()
+            .max_queued_bytes(64 << 10)
+            .drop_policy(policy);
+        let s = rt
+            .serve(Listen::tcp("127.0.0.1:0"))
+            .config(cfg)
+            .stream(sockloop::handler::on_data(move |c: &Conn, _: &[u8]| {
+                let big = c.send(&vec![b'b'; (64 << 10) + 1]);
+                let small = c.send(b"small");
+                let _ = tx.send((big, small));
+            }))
+            .unwrap();
+        let mut c = connect(&s);
+        c.write_all(b"go").unwrap();
+        let (big, small) = rx.recv_timeout(WAIT).unwrap();
+        assert_eq!(big, SendStatus::TooLarge, "{policy:?}");
+        assert_eq!(small, SendStatus::Queued, "{policy:?}");
+        let mut buf = [0u8; 5];
+        c.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"small", "{policy:?}: the connection lives on");
+        assert_eq!(s.stats().dropped, 1, "{policy:?}");
+    }
 }
 
 #[test]
