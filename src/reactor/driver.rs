@@ -50,14 +50,19 @@ pub(crate) struct Counters {
     pub(crate) datagrams_out: AtomicU64,
     /// Output bytes thrown away because a connection went before they were written.
     pub(crate) discarded: AtomicU64,
+    /// The runtime's memory budget, shared by all its servers (every byte counted in
+    /// `queued`, in handler jobs waiting and in kept input is counted there too).
+    pub(crate) budget: Arc<crate::base::Budget>,
 }
 
 impl Counters {
     pub(crate) fn add_queued(&self, n: usize) {
         self.queued.fetch_add(n, Ordering::Relaxed);
+        self.budget.add(n);
     }
     pub(crate) fn sub_queued(&self, n: usize) {
         self.queued.fetch_sub(n, Ordering::Relaxed);
+        self.budget.sub(n);
     }
     pub(crate) fn dropped(&self, n: u64) {
         self.dropped.fetch_add(n, Ordering::Relaxed);
@@ -96,6 +101,16 @@ pub(crate) fn admit<X: ?Sized + Send + Sync>(link: &Link<X>, len: usize) -> Admi
     if len > bound {
         counters.dropped(1);
         return Admit::TooLarge;
+    }
+    if limits.drop_policy != DropPolicy::Backpressure && counters.budget.full() {
+        // The runtime's budget is spent: message transports refuse (byte streams keep their
+        // per-connection bound and backpressure: their bytes must not be cut).
+        counters.dropped(1);
+        counters.budget.refused_send();
+        return match limits.drop_policy {
+            DropPolicy::Disconnect => Admit::Overflow,
+            _ => Admit::Dropped,
+        };
     }
     let before = link.queued.fetch_add(len, Ordering::AcqRel);
     let fits = before == 0 || before + len <= bound;

@@ -282,6 +282,13 @@ impl WsDriver {
         if !cfg.origins.allows(req.header("origin")) {
             return self.reject(io, 403, "origin not allowed");
         }
+        let budget = &io.policy.counters.budget;
+        if budget.tight() {
+            // Three quarters of the runtime's memory budget is held: the rest is for the
+            // connections already open.
+            budget.refused_upgrade();
+            return self.reject(io, 503, "server busy (memory budget)");
+        }
         let mut answer = Vec::new();
         let accepted = match accept(&req, &cfg.ws, &[], &mut answer) {
             Ok(a) => a,

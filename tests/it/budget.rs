@@ -1,0 +1,208 @@
+//! The runtime's memory budget (issue 10): one count of every byte all connections hold;
+//! at three quarters upgrades are refused, at the limit reading stops and connections are
+//! refused — and byte streams still lose nothing.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use sockloop::client::ws::{Message, WsClient, WsClientOptions};
+use sockloop::http::Request;
+use sockloop::ws::WsError;
+use sockloop::{
+    handler, Conn, Dispatch, Error, Listen, Runtime, SendStatus, ServerConfig, WsConn, WsHandler,
+    WsServerConfig,
+};
+
+use crate::util::WAIT;
+
+fn rt(budget: usize) -> Runtime {
+    Runtime::builder()
+        .pollers(1)
+        .handler_threads(2)
+        .memory_budget(budget)
+        .build()
+        .unwrap()
+}
+
+/// Polls `f` until it holds or `WAIT` passes.
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A TCP echo with a per-connection bound far above the runtime's budget: the budget is
+/// what stops reading, and the client still gets every byte back, in order.
+#[test]
+fn a_spent_budget_stops_reading_and_the_stream_loses_nothing() {
+    const BUDGET: usize = 2 << 20;
+    let rt = rt(BUDGET);
+    let cfg = ServerConfig::new()
+        .dispatch(Dispatch::Inline)
+        .max_queued_bytes(256 << 20);
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .config(cfg)
+        .stream(handler::on_data(|c: &Conn, d: &[u8]| {
+            assert_eq!(c.send(d), SendStatus::Queued);
+        }))
+        .unwrap();
+    let mut c = TcpStream::connect(s.local_addr().to_string()).unwrap();
+    let mut r = c.try_clone().unwrap();
+    let total: usize = 48 << 20;
+    let writer = std::thread::spawn(move || {
+        let mut x = 1u32;
+        let mut chunk = vec![0u8; 64 << 10];
+        let mut sent = 0;
+        while sent < total {
+            for b in chunk.iter_mut() {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                *b = (x >> 16) as u8;
+            }
+            c.write_all(&chunk).unwrap();
+            sent += chunk.len();
+        }
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    // Nobody reads yet: the server's queue grows until the budget is spent, then the
+    // poller stops reading and TCP pushes back on the writer.
+    wait_until("reading to pause", || rt.budget().paused_reads > 0);
+    std::thread::sleep(Duration::from_millis(200));
+    let b = rt.budget();
+    assert!(
+        b.used <= BUDGET + (512 << 10),
+        "held {} with a {BUDGET} budget",
+        b.used
+    );
+    assert!(!writer.is_finished(), "the writer must be pushed back");
+    // Now read it all: reading resumes and every byte comes back intact.
+    let mut x = 1u32;
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 256 << 10];
+    r.set_read_timeout(Some(WAIT)).unwrap();
+    while got < total {
+        let n = r.read(&mut buf).unwrap();
+        assert!(n > 0, "eof after {got} of {total} bytes");
+        for &byte in &buf[..n] {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            assert_eq!(byte, (x >> 16) as u8, "byte {got} differs");
+            got += 1;
+        }
+    }
+    writer.join().unwrap();
+    assert_eq!(s.stats().dropped, 0);
+    wait_until("the budget to empty", || rt.budget().used == 0);
+}
+
+/// Sends 64 KiB messages of noise (the client negotiates deflate) until one is refused;
+/// again every few milliseconds, so the queue stays at its bound while the kernel's
+/// buffers fill.
+struct Filler;
+
+fn noise(seed: u32) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..64 << 10)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+impl WsHandler for Filler {
+    fn on_text(&mut self, ws: &WsConn, _: &str) {
+        let msg = noise(7);
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until && ws.is_open() {
+            while ws.send_binary(&msg) == SendStatus::Queued {}
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+#[test]
+fn upgrades_are_refused_at_three_quarters_and_connections_at_the_limit() {
+    const BUDGET: usize = 4 << 20;
+    let rt = rt(BUDGET);
+    // One connection may hold 80% of the budget: past three quarters, not at the limit.
+    let cfg = ServerConfig::new().max_queued_bytes(BUDGET / 10 * 8);
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .config(cfg)
+        .websocket(WsServerConfig::new(), |_: &WsConn, _: &Request| Filler)
+        .unwrap();
+    let url = format!("ws://{}/", s.local_addr());
+    let plain = || WsClientOptions::default().deflate(false);
+    let mut a = WsClient::connect(&url, plain()).unwrap();
+    a.send_text("fill").unwrap();
+    // Until the kernel's socket buffers are full too, so the queue stays at its bound.
+    let (mut steady, mut out) = (0, 0);
+    wait_until("three quarters, steadily", || {
+        let written = s.stats().bytes_out;
+        steady = match rt.budget().used >= BUDGET / 4 * 3 && written == out {
+            true => steady + 1,
+            false => 0,
+        };
+        out = written;
+        steady >= 40
+    });
+    // A new upgrade is refused with 503; the open connection is untouched.
+    match WsClient::connect(&url, WsClientOptions::default()) {
+        Err(Error::WebSocket(WsError::Refused { status, reason })) => {
+            assert_eq!(status, 503, "{reason}");
+            assert!(reason.contains("memory budget"), "{reason}");
+        }
+        Err(e) => panic!("expected 503, got {e}"),
+        Ok(_) => panic!("expected 503, accepted with {:?}", rt.budget()),
+    }
+    assert_eq!(rt.budget().refused_upgrades, 1);
+    assert!(rt.budget().used < BUDGET, "{:?}", rt.budget());
+    // A raw stream server that drops (instead of pushing back) fills the rest: at the
+    // limit its sends are refused and new connections are refused at accept.
+    let cfg = ServerConfig::new()
+        .max_queued_bytes(BUDGET)
+        .drop_policy(sockloop::DropPolicy::DropNewest);
+    let s2 = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .config(cfg)
+        .stream(handler::on_data(|c: &Conn, _: &[u8]| {
+            let msg = noise(9);
+            let until = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < until && c.is_open() {
+                while c.send(&msg) == SendStatus::Queued {}
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }))
+        .unwrap();
+    let mut b = TcpStream::connect(s2.local_addr().to_string()).unwrap();
+    b.write_all(b"fill").unwrap();
+    wait_until("the limit", || rt.budget().refused_sends > 0);
+    wait_until("a refused connection", || {
+        let _ = TcpStream::connect(s2.local_addr().to_string()).and_then(|mut t| {
+            t.set_read_timeout(Some(Duration::from_millis(200)))?;
+            t.read(&mut [0u8; 1])
+        });
+        rt.budget().refused_connections > 0
+    });
+    assert!(s2.stats().rejected > 0);
+    // The first connection still works: it reads what was queued for it.
+    let mut got = 0;
+    while got < 8 {
+        match a.recv_timeout(WAIT).unwrap() {
+            Some(Message::Binary(m)) => {
+                assert_eq!(m.len(), 64 << 10);
+                got += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    drop((a, b));
+    wait_until("the budget to empty", || rt.budget().used == 0);
+    // Relieved: upgrades are accepted again.
+    WsClient::connect(&url, WsClientOptions::default()).unwrap();
+}
