@@ -9,6 +9,16 @@
 //! The page (`examples/assets/chat.html`, served at `/`) opens `/ws?nick=NAME`; `/health`
 //! answers 200 "ok". SIGINT / SIGTERM drain gracefully (clients get 1001, 5 s deadline).
 //!
+//! The page: the rooms one is in (with unread counts) and, under "More rooms", the others
+//! the server lists (`room:list`, refreshed on joins and leaves, every 20 s and with ↻) with
+//! their head counts, a click joining; the current room's users; lines keep the author's
+//! nickname of the moment they were said. In no room, plain text is kept back with a hint
+//! and commands still go to the server (`/join ROOM` joins and says so); what was said there
+//! (the suffix notice of the welcome among it) comes along into the next room shown. A run
+//! of sends refused by the rate limit is one line ("3 messages not sent: slow down"),
+//! counted in place until a send gets through. At 640 px wide or less the side bars are
+//! drawers behind the header's Rooms and Users toggles.
+//!
 //! Nicknames: 1 to 24 letters, digits, `_`, `-` or `.`; anything else is refused at the
 //! upgrade with HTTP 400. A nickname that looks like one online (any case, fullwidth forms,
 //! Cyrillic or Greek look-alikes: see [`skeleton`]) is taken: a newcomer gets the first free

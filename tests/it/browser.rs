@@ -304,6 +304,28 @@ const AUTHORED: &str =
     "JSON.stringify([...document.querySelectorAll('#messages .log.active .msg.text')]\
     .map(m => m.querySelector('.from').textContent + ': ' + m.lastChild.textContent))";
 
+/// Submits `n` messages (`flood 0`, `flood 1`…) at once, as fast as a script can.
+fn flood(b: &mut Chromium, tab: &Tab, n: usize) {
+    b.eval(
+        tab,
+        &format!(
+            "{{ const t = document.getElementById('text'), f = document.getElementById('sendform'); \
+             for (let i = 0; i < {n}; i++) {{ t.value = `flood ${{i}}`; f.requestSubmit(); }} }} true"
+        ),
+    );
+}
+
+/// Once the `sent` lines (`flood …` and `through`) are all either shown or counted as not
+/// sent: the counts of the shown room's "not sent" lines, in order (false until then).
+fn settled(sent: usize) -> String {
+    format!(
+        "(() => {{ const lines = [...document.querySelectorAll('#messages .log.active .msg')]; \
+         const got = lines.filter(m => m.matches('.text') && /^(flood \\d+|through)$/.test(m.lastChild.textContent)).length; \
+         const runs = lines.filter(m => m.matches('.error.limited')).map(m => parseInt(m.lastChild.textContent, 10)); \
+         return got + runs.reduce((a, b) => a + b, 0) === {sent} ? runs : false; }})()"
+    )
+}
+
 #[test]
 fn browser_chat_suffix_notice_no_room_room_list_authors_and_rate_limited_runs() {
     let Some(mut b) = Chromium::launch() else {
@@ -382,20 +404,10 @@ fn browser_chat_suffix_notice_no_room_room_list_authors_and_rate_limited_runs() 
     assert_eq!(b.eval(&ann, &sent), serde_json::json!(false));
 
     // A flood: 60 sends at once past the budget; one line counts the refused ones.
-    b.eval(
-        &zed,
-        "const t = document.getElementById('text'), f = document.getElementById('sendform'); \
-         for (let i = 0; i < 60; i++) { t.value = `flood ${i}`; f.requestSubmit(); } true",
-    );
-    let settled = "(() => { \
-         const lines = [...document.querySelectorAll('#messages .log.active .msg')]; \
-         const got = lines.filter(m => m.matches('.text') && m.lastChild.textContent.startsWith('flood ')).length; \
-         const runs = lines.filter(m => m.matches('.error.limited')); \
-         if (runs.length !== 1) return runs.length > 1 ? 'runs:' + runs.length : false; \
-         const n = parseInt(runs[0].lastChild.textContent, 10); \
-         return got + n === 60 ? n : false; })()";
-    let refused = b.wait_for(&zed, settled);
-    let refused = refused.as_u64().unwrap_or_else(|| panic!("{refused}"));
+    flood(&mut b, &zed, 60);
+    let runs = b.wait_for(&zed, &settled(60));
+    assert_eq!(runs.as_array().map(Vec::len), Some(1), "one run: {runs}");
+    let refused = runs[0].as_u64().unwrap();
     assert!(refused >= 10, "only {refused} of 60 refused");
     let run = shown(
         ".error.limited",
@@ -465,8 +477,17 @@ fn browser_chat_narrow_screen_puts_the_side_bars_behind_toggles() {
             "{sel}"
         );
     }
-    let wide = "document.getElementById('messages').getBoundingClientRect().width >= 380";
+    let wide = "document.getElementById('messages').getBoundingClientRect().width >= 380 \
+         && document.documentElement.scrollWidth <= innerWidth";
     assert_eq!(b.eval(&ann, wide), serde_json::json!(true));
+    let one_row =
+        "(() => { const t = (id) => document.getElementById(id).getBoundingClientRect().top; \
+         return Math.abs(t('togglerooms') - t('toggleusers')) < 1; })()";
+    assert_eq!(
+        b.eval(&ann, one_row),
+        serde_json::json!(true),
+        "the header wraps"
+    );
     for sel in ["#roomsbar", "#usersbar"] {
         assert_eq!(b.eval(&ann, &hidden(sel)), serde_json::json!(true), "{sel}");
     }
@@ -529,6 +550,53 @@ fn browser_chat_narrow_screen_puts_the_side_bars_behind_toggles() {
          return r('roomsbar').right <= r('messages').left + 0.5 \
          && r('messages').right <= r('usersbar').left + 0.5; })()";
     assert_eq!(b.eval(&ann, beside), serde_json::json!(true));
+
+    assert!(chat.shutdown(std::time::Duration::from_secs(5)));
+}
+
+#[test]
+fn browser_chat_a_send_that_gets_through_ends_the_run_of_refused_ones() {
+    let Some(mut b) = Chromium::launch() else {
+        return;
+    };
+    // 10 at once, then 5 a second.
+    let limit = sockloop::hub::RateLimit::per_conn(10, std::time::Duration::from_secs(2));
+    let (_rt, chat, url) = chat_with(ChatConfig {
+        rate_limit: Some(limit),
+        ..ChatConfig::default()
+    });
+    let ann = b.open(&url);
+    enter(&mut b, &ann, "ann");
+    flood(&mut b, &ann, 30);
+    let mut sent = 30;
+    b.wait_for(&ann, &settled(sent));
+    // One line at a time, each settled before the next, until one gets through (the
+    // bucket refills on its own); the refused ones join the run.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let through = shown(".text", "through");
+    loop {
+        say(&mut b, &ann, "through");
+        sent += 1;
+        b.wait_for(&ann, &settled(sent));
+        if b.eval(&ann, &through) == serde_json::json!(true) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing got through");
+    }
+    let before = b.wait_for(&ann, &settled(sent));
+    // The next refusals start a line of their own, below the line that got through; the
+    // earlier lines keep their counts.
+    flood(&mut b, &ann, 30);
+    sent += 30;
+    let after = b.wait_for(&ann, &settled(sent));
+    let (before, after) = (before.as_array().unwrap(), after.as_array().unwrap());
+    assert!(after.len() > before.len(), "{before:?} then {after:?}");
+    assert_eq!(&after[..before.len()], &before[..]);
+    let order = "(() => { const lines = [...document.querySelectorAll('#messages .log.active .msg')]; \
+         const at = lines.findIndex(m => m.matches('.text') && m.lastChild.textContent === 'through'); \
+         const runs = lines.map((m, i) => m.matches('.error.limited') ? i : -1).filter(i => i >= 0); \
+         return runs.at(-1) > at && runs[0] < at; })()";
+    assert_eq!(b.eval(&ann, order), serde_json::json!(true));
 
     assert!(chat.shutdown(std::time::Duration::from_secs(5)));
 }
