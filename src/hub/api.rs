@@ -222,8 +222,28 @@ impl Hub {
         match parse_envelope(text, &self.inner.cfg.limits) {
             Ok(env) if env.event == "ack" => self.ack_arrived(ws.id(), env.reference, env.data),
             Ok(env) => self.dispatch(ws, env),
-            Err(r) => self.send_error(ws, &r.error, r.reference),
+            Err(r) => self.refused(ws, r),
         }
+    }
+
+    /// An envelope that could not be read still passes the global middleware as
+    /// [`INVALID_EVENT`](super::INVALID_EVENT), so rate limits count it (a flood of garbage
+    /// is limited like a flood of events); its error is sent unless a middleware refused it
+    /// first (then that error is sent instead, e.g. `rate_limited`).
+    fn refused(&self, ws: &WsConn, r: super::Refused) {
+        let env = Envelope {
+            event: super::INVALID_EVENT.to_owned(),
+            id: r.reference,
+            ..Default::default()
+        };
+        let mut ctx = Ctx::new(self.clone(), ws.clone(), env);
+        let error = r.error;
+        let end = |_: &mut Ctx| Err(error.clone());
+        let e = match Next::new(&self.inner.global, &end).run(&mut ctx) {
+            Err(e) => e,
+            Ok(()) => error.clone(),
+        };
+        self.send_error(ws, &e, r.reference);
     }
 
     fn dispatch(&self, ws: &WsConn, env: Envelope) {
