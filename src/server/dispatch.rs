@@ -181,7 +181,11 @@ impl Handlers {
                 factory,
                 peer,
                 data,
-            } => self.datagram(&sender, factory, |h, s| h.on_datagram(s, &peer, &data)),
+            } => {
+                let ran = self.datagram(&sender, factory, |h, s| h.on_datagram(s, &peer, &data));
+                sender.inner.handled(data.len());
+                ran
+            }
             Job::DatagramError {
                 sender,
                 factory,
