@@ -544,6 +544,16 @@ impl WsDriver {
     }
 }
 
+impl WsDriver {
+    /// Bytes of a partial message the session holds (see [`Driver::on_input`]).
+    fn held_bytes(&self) -> usize {
+        match &self.phase {
+            Phase::Ws(st) => st.session.held_bytes(),
+            _ => 0,
+        }
+    }
+}
+
 impl Driver for WsDriver {
     fn on_open(&mut self, io: &mut Io<'_>) {
         self.phase = self.http_deadline(io.now);
@@ -554,8 +564,16 @@ impl Driver for WsDriver {
         if self.awaiting.is_some() {
             return data.len();
         }
+        let held = self.held_bytes();
         let used = self.process(io, data);
         self.take_local(io);
+        // A message reassembled from fragments is held here, not in the reactor's kept
+        // input: count what it grew or freed in the runtime's budget.
+        let budget = &io.policy.counters.budget;
+        match self.held_bytes() {
+            now if now > held => budget.add(now - held),
+            now => budget.sub(held - now),
+        }
         let Phase::Ws(st) = &self.phase else {
             return used;
         };
@@ -710,6 +728,7 @@ impl Driver for WsDriver {
 
     fn on_closed(&mut self, reason: &CloseReason) {
         let c = self.conn.clone();
+        c.server().policy.counters.budget.sub(self.held_bytes());
         let server = c.server().clone();
         server.report_state(c.id(), c.peer_addr(), &ConnState::Closed(reason.clone()));
         if let Phase::Ws(st) = &self.phase {

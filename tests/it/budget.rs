@@ -206,3 +206,59 @@ fn upgrades_are_refused_at_three_quarters_and_connections_at_the_limit() {
     // Relieved: upgrades are accepted again.
     WsClient::connect(&url, WsClientOptions::default()).unwrap();
 }
+
+/// A masked client frame (mask key 0, so the payload goes as it is).
+fn frame(fin: bool, op: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![(u8::from(fin) << 7) | op, 0x80 | 127];
+    f.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+struct Echo;
+
+impl WsHandler for Echo {
+    fn on_binary(&mut self, ws: &WsConn, data: &[u8]) {
+        let _ = ws.send_binary(data);
+    }
+}
+
+/// A message reassembled from fragments is counted while it is held, and uncounted once
+/// it is handled and its echo written.
+#[test]
+fn a_fragmented_message_is_counted_while_it_is_held() {
+    let rt = rt(64 << 20);
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .websocket(WsServerConfig::new(), |_: &WsConn, _: &Request| Echo)
+        .unwrap();
+    let mut t = TcpStream::connect(s.local_addr().to_string()).unwrap();
+    t.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        t.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let part = vec![b'f'; 256 << 10];
+    t.write_all(&frame(false, 2, &part)).unwrap();
+    for _ in 0..3 {
+        t.write_all(&frame(false, 0, &part)).unwrap();
+    }
+    wait_until("the held fragments to be counted", || {
+        rt.budget().used >= 1 << 20
+    });
+    t.write_all(&frame(true, 0, b"end")).unwrap();
+    // The echo: a 10-byte header and the whole message.
+    let mut echo = vec![0u8; 10 + (1 << 20) + 3];
+    t.set_read_timeout(Some(WAIT)).unwrap();
+    t.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo[echo.len() - 3..], b"end");
+    wait_until("the budget to empty", || rt.budget().used == 0);
+}
