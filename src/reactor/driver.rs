@@ -90,6 +90,9 @@ pub(crate) enum Admit {
     Overflow,
     /// Refused: larger than the whole queue bound (whatever the policy); counted as dropped.
     TooLarge,
+    /// Refused with the runtime's budget spent, and the connection is to close with
+    /// `OverBudget` (the disconnect policy); counted as dropped.
+    OverBudget,
 }
 
 /// The one queue policy: decides whether `len` more bytes may be queued for `link`, and
@@ -108,7 +111,7 @@ pub(crate) fn admit<X: ?Sized + Send + Sync>(link: &Link<X>, len: usize) -> Admi
         counters.dropped(1);
         counters.budget.refused_send();
         return match limits.drop_policy {
-            DropPolicy::Disconnect => Admit::Overflow,
+            DropPolicy::Disconnect => Admit::OverBudget,
             _ => Admit::Dropped,
         };
     }
@@ -133,15 +136,15 @@ pub(crate) fn admit<X: ?Sized + Send + Sync>(link: &Link<X>, len: usize) -> Admi
 }
 
 /// What a group member's driver did with a shared frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Offer {
     /// Queued; `evicted` older messages were dropped to make room (drop-oldest).
     Queued {
         evicted: u64,
     },
-    /// Refused by the queue bound; `close`: the policy is to disconnect.
+    /// Refused by the queue bound; `close`: the policy is to disconnect, for this reason.
     Dropped {
-        close: bool,
+        close: Option<CloseReason>,
     },
     Closed,
 }
@@ -275,13 +278,13 @@ impl<'a> Io<'a> {
                 let evicted = self.push_admitted(Payload::Shared(bytes), len);
                 Offer::Queued { evicted }
             }
-            Admit::Dropped | Admit::TooLarge => Offer::Dropped { close: false },
-            Admit::Overflow => {
-                self.link
-                    .state
-                    .store(super::STATE_CLOSING, Ordering::Release);
-                Offer::Dropped { close: true }
-            }
+            Admit::Dropped | Admit::TooLarge => Offer::Dropped { close: None },
+            Admit::Overflow => Offer::Dropped {
+                close: Some(CloseReason::QueueOverflow),
+            },
+            Admit::OverBudget => Offer::Dropped {
+                close: Some(CloseReason::OverBudget),
+            },
         }
     }
 

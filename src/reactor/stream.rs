@@ -728,8 +728,20 @@ impl Stream {
             return super::Offer::Closed;
         }
         let (offer, step) = self.drive(ctx, |d, io| d.offer(io, frames));
-        if let (super::Offer::Dropped { close: true }, Step::Live) = (offer, &step) {
-            let _ = self.begin_close(ctx, CloseReason::QueueOverflow);
+        if let (
+            super::Offer::Dropped {
+                close: Some(reason),
+            },
+            Step::Live,
+        ) = (&offer, &step)
+        {
+            // Through the driver, so a WebSocket peer gets its close frame (1008 / 1013).
+            let cmd = super::ConnCmd::Close(reason.clone());
+            let ((), step) = self.drive(ctx, |d, io| d.on_command(io, cmd));
+            if let Step::Gone(r) = step {
+                let _ = self.begin_close(ctx, r);
+            }
+            return offer;
         }
         if let Step::Gone(r) = step {
             // Rare: the driver aborted while taking a frame; close it on the next turn.

@@ -171,6 +171,10 @@ impl Conn {
             Admit::Queued => SendStatus::Queued,
             Admit::Dropped => SendStatus::Dropped,
             Admit::TooLarge => SendStatus::TooLarge,
+            Admit::OverBudget => {
+                self.close_with(CloseReason::OverBudget);
+                SendStatus::Dropped
+            }
             Admit::Overflow => {
                 self.close_with(CloseReason::QueueOverflow);
                 SendStatus::Dropped

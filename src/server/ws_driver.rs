@@ -674,7 +674,19 @@ impl Driver for WsDriver {
                 let n = p.as_slice().len();
                 io.push_admitted(p, n);
             }
-            ConnCmd::Close(reason) => io.close(reason),
+            ConnCmd::Close(reason) => {
+                // A close the reactor or a queue decided: tell the peer why.
+                match &reason {
+                    CloseReason::QueueOverflow => {
+                        self.close_frame(io, Some(CloseCode::POLICY), "outbound queue overflow")
+                    }
+                    CloseReason::OverBudget => {
+                        self.close_frame(io, Some(CloseCode::TRY_AGAIN), "server over budget")
+                    }
+                    _ => {}
+                }
+                io.close(reason)
+            }
             ConnCmd::CloseWith(code, reason) => self.user_close(io, code, &reason),
             ConnCmd::Failed(msg) => {
                 self.close_frame(io, Some(CloseCode::ERROR), "handler failed");

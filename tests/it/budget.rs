@@ -262,3 +262,45 @@ fn a_fragmented_message_is_counted_while_it_is_held() {
     assert_eq!(&echo[echo.len() - 3..], b"end");
     wait_until("the budget to empty", || rt.budget().used == 0);
 }
+
+/// Sends noise until a send is refused, once.
+struct Flood;
+
+impl WsHandler for Flood {
+    fn on_text(&mut self, ws: &WsConn, _: &str) {
+        let msg = noise(3);
+        while ws.send_binary(&msg) == SendStatus::Queued {}
+    }
+}
+
+/// Under the disconnect policy, a WebSocket peer learns why it was cut: 1008 when its own
+/// queue overflowed, 1013 ("try again later") when the runtime's budget was spent.
+#[test]
+fn disconnects_tell_the_peer_why_1008_for_its_queue_1013_for_the_budget() {
+    for (budget, bound, code, reason) in [
+        (1 << 30, 256 << 10, 1008, "outbound queue overflow"),
+        (1 << 20, 64 << 20, 1013, "server over budget"),
+    ] {
+        let rt = rt(budget);
+        let cfg = ServerConfig::new()
+            .max_queued_bytes(bound)
+            .drop_policy(sockloop::DropPolicy::Disconnect);
+        let s = rt
+            .serve(Listen::tcp("127.0.0.1:0"))
+            .config(cfg)
+            .websocket(WsServerConfig::new(), |_: &WsConn, _: &Request| Flood)
+            .unwrap();
+        let url = format!("ws://{}/", s.local_addr());
+        let opts = WsClientOptions::default().deflate(false);
+        let mut c = WsClient::connect(&url, opts).unwrap();
+        c.send_text("go").unwrap();
+        let (got_code, got_reason) = loop {
+            match c.recv_timeout(WAIT).unwrap().expect("a message in time") {
+                Message::Binary(_) => continue,
+                Message::Close(code, reason) => break (code.as_u16(), reason),
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!((got_code, got_reason.as_str()), (code, reason));
+    }
+}
