@@ -105,10 +105,15 @@ impl Listener {
                 if self.nodelay {
                     let _ = s.set_nodelay(true);
                 }
-                let local = s
-                    .local_addr()
-                    .map(Addr::Inet)
-                    .unwrap_or_else(|_| self.local.clone());
+                // Bound to one address, every connection's local address is the listener's;
+                // only a wildcard listener asks the kernel (`getsockname`) per connection.
+                let local = match &self.local {
+                    Addr::Inet(a) if !a.ip().is_unspecified() => self.local.clone(),
+                    _ => s
+                        .local_addr()
+                        .map(Addr::Inet)
+                        .unwrap_or_else(|_| self.local.clone()),
+                };
                 Ok(Accepted {
                     owner,
                     sock: StreamSock::Tcp(s),

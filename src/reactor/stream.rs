@@ -317,8 +317,10 @@ impl Stream {
                 return Step::Gone(r);
             }
         }
-        // Data may have arrived before registration (edge-triggered): read now.
-        self.read(ctx, false)
+        // No read now: data that arrived before registration is reported by the first
+        // wait (epoll checks readiness when a socket is added, edge-triggered or not), and
+        // a fresh connection usually has sent nothing yet — a read here is mostly EAGAIN.
+        Step::Live
     }
 
     /// Reading goes on in every phase until end of stream (while closing, input is read and
@@ -764,10 +766,6 @@ impl Stream {
             c.discarded.fetch_add(left as u64, Ordering::Relaxed);
         }
         self.driver.on_closed(reason);
-    }
-
-    pub(crate) fn deregister(&mut self, reg: &Registry) -> io::Result<()> {
-        reg.deregister(self.sock.source())
     }
 }
 

@@ -51,30 +51,51 @@ impl HttpLimits {
 /// A parsed HTTP/1.1 request: what the HTTP hook and the WebSocket authenticator see.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
-    method: String,
-    path: String,
-    query: String,
+    /// The method, the target and every header name and value, one after another: the
+    /// fields below are spans of it (one allocation for the whole head, not two per header).
+    text: String,
+    method: Span,
+    path: Span,
+    query: Span,
+    /// Percent-decoded query parameters (no allocation without a query).
     params: Vec<(String, String)>,
     version: u8,
-    headers: Vec<(String, String)>,
+    headers: Vec<(Span, Span)>,
     body: Vec<u8>,
     peer: Option<SocketAddr>,
+}
+
+/// A byte range of [`Request::text`] (a head is at most a few KiB: 32 bits is plenty).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Span(u32, u32);
+
+impl Request {
+    fn span(&self, s: Span) -> &str {
+        &self.text[s.0 as usize..s.1 as usize]
+    }
+
+    /// Appends `part` to the text and returns its span.
+    fn push(&mut self, part: &str) -> Span {
+        let start = self.text.len();
+        self.text.push_str(part);
+        Span(start as u32, self.text.len() as u32)
+    }
 }
 
 impl Request {
     /// The method, as sent (`GET`, `POST`, ...).
     pub fn method(&self) -> &str {
-        &self.method
+        self.span(self.method)
     }
 
     /// The path without the query string, as sent (not percent-decoded), e.g. `/chat`.
     pub fn path(&self) -> &str {
-        &self.path
+        self.span(self.path)
     }
 
     /// The raw query string after `?`, without the `?`; empty when there is none.
     pub fn query(&self) -> &str {
-        &self.query
+        self.span(self.query)
     }
 
     /// The first query parameter called `name`, percent-decoded (`+` means a space).
@@ -92,23 +113,23 @@ impl Request {
 
     /// The first header called `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
+        self.headers()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 
     /// Every header called `name` (case-insensitive), in the order sent.
     pub fn headers_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
+        self.headers()
             .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 
     /// All headers as (name, value) pairs, in the order sent.
-    pub fn headers(&self) -> &[(String, String)] {
-        &self.headers
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+        self.headers
+            .iter()
+            .map(|&(k, v)| (self.span(k), self.span(v)))
     }
 
     /// The value of the cookie called `name` from the `Cookie` header(s), as sent.
@@ -140,22 +161,23 @@ impl Request {
     #[allow(dead_code)]
     pub(crate) fn from_parts(method: &str, target: &str, headers: &[(&str, &str)]) -> Request {
         let mut req = Request {
-            method: method.to_owned(),
             version: 1,
-            headers: headers
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
+            headers: Vec::with_capacity(headers.len()),
             ..Request::default()
         };
+        req.method = req.push(method);
         req.set_target(target);
+        for (k, v) in headers {
+            let pair = (req.push(k), req.push(v));
+            req.headers.push(pair);
+        }
         req
     }
 
     fn set_target(&mut self, target: &str) {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        self.path = path.to_owned();
-        self.query = query.to_owned();
+        self.path = self.push(path);
+        self.query = self.push(query);
         self.params = parse_query(query);
     }
 }
@@ -220,21 +242,31 @@ fn error(status: u16) -> ParseOutcome {
 }
 
 fn build(parsed: &httparse::Request<'_, '_>, body: Vec<u8>) -> Request {
-    let mut req = Request {
-        method: parsed.method.unwrap_or("").to_owned(),
-        version: parsed.version.unwrap_or(1),
-        headers: parsed
+    let method = parsed.method.unwrap_or("");
+    let target = parsed.path.unwrap_or("/");
+    let size = method.len()
+        + target.len()
+        + parsed
             .headers
             .iter()
-            .map(|h| {
-                let value = String::from_utf8_lossy(h.value);
-                (h.name.to_owned(), value.trim().to_owned())
-            })
-            .collect(),
+            .map(|h| h.name.len() + h.value.len())
+            .sum::<usize>();
+    let mut req = Request {
+        text: String::with_capacity(size),
+        version: parsed.version.unwrap_or(1),
+        headers: Vec::with_capacity(parsed.headers.len()),
         body,
         ..Request::default()
     };
-    req.set_target(parsed.path.unwrap_or("/"));
+    req.method = req.push(method);
+    req.set_target(target);
+    for h in parsed.headers.iter() {
+        let name = req.push(h.name);
+        // Invalid UTF-8 is replaced (U+FFFD), which may make the value longer than sent.
+        let value = String::from_utf8_lossy(h.value);
+        let value = req.push(value.trim());
+        req.headers.push((name, value));
+    }
     req
 }
 
