@@ -399,3 +399,93 @@ fn a_datagram_to_an_unnamed_unix_peer_is_refused_at_once() {
     );
     assert_eq!(s.stats().dropped, 1);
 }
+
+const EMFILE_CHILD: &str = "SOCKLOOP_EMFILE_CHILD";
+
+/// Runs one test of this binary in a child process with `RLIMIT_NOFILE` lowered to `nofile`
+/// (by the shell's `ulimit`), so no other test sees the limit; returns its stdout.
+fn in_child_with_nofile(test: &str, nofile: u32) -> String {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+        .arg(exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(EMFILE_CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed: {stdout}\n{stderr}");
+    stdout
+}
+
+#[test]
+fn out_of_descriptors_child() {
+    if std::env::var_os(EMFILE_CHILD).is_none() {
+        return; // run by the test below, in its own process
+    }
+    let rt = rt();
+    let (rec, records) = crate::util::recorder();
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .config(ServerConfig::new().dispatch(sockloop::Dispatch::Inline))
+        .observer(rec)
+        .stream(handler::on_data(|c: &sockloop::Conn, d: &[u8]| {
+            let _ = c.send(d);
+        }))
+        .unwrap();
+    // Take every descriptor left, then give back just enough for the clients' own ends.
+    let mut hold = Vec::new();
+    loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => hold.push(f),
+            Err(e) if e.raw_os_error() == Some(24) => break, // EMFILE
+            Err(e) => panic!("open: {e}"),
+        }
+    }
+    const CLIENTS: usize = 4;
+    hold.truncate(hold.len() - CLIENTS);
+    let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| connect(&s)).collect();
+    for c in &mut clients {
+        c.write_all(b"hello").unwrap();
+    }
+    let first = records
+        .errors
+        .recv_timeout(WAIT)
+        .expect("accept failure reported");
+    assert!(
+        first.contains("accept on") && first.contains("os error 24"),
+        "{first}"
+    );
+    // Several retries fail while descriptors stay short (at 50 ms and 150 ms): the owner
+    // hears of the episode once.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        records.errors.try_recv().is_err(),
+        "reported once per episode"
+    );
+    assert_eq!(s.open_connections(), 0);
+    drop(hold);
+    // No new connection arrives: the listener's timer accepts the waiting ones.
+    for c in &mut clients {
+        let mut b = [0u8; 5];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"hello");
+    }
+    assert_eq!(s.open_connections(), CLIENTS);
+    assert!(
+        records.errors.try_recv().is_err(),
+        "no error once accepting"
+    );
+    println!("EMFILE-CHILD-OK accepted={}", s.stats().accepted);
+}
+
+#[test]
+fn connections_waiting_while_descriptors_ran_out_are_accepted_when_they_free_up() {
+    if std::env::var_os(EMFILE_CHILD).is_some() {
+        return;
+    }
+    let out = in_child_with_nofile("attacks::out_of_descriptors_child", 128);
+    assert!(out.contains("EMFILE-CHILD-OK accepted=4"), "{out}");
+}
