@@ -489,3 +489,99 @@ fn connections_waiting_while_descriptors_ran_out_are_accepted_when_they_free_up(
     let out = in_child_with_nofile("attacks::out_of_descriptors_child", 128);
     assert!(out.contains("EMFILE-CHILD-OK accepted=4"), "{out}");
 }
+
+fn unix_echo(rt: &Runtime, listen: Listen) -> sockloop::Result<Server> {
+    rt.serve(listen)
+        .stream(handler::on_data(|c: &sockloop::Conn, d: &[u8]| {
+            let _ = c.send(d);
+        }))
+}
+
+fn unixgram_sink(rt: &Runtime, listen: Listen) -> sockloop::Result<Server> {
+    rt.serve(listen).datagram(sockloop::handler::on_datagram(
+        |_: &sockloop::DatagramSender, _: &sockloop::Addr, _: &[u8]| {},
+    ))
+}
+
+#[test]
+fn a_unix_socket_file_is_removed_when_a_step_after_binding_fails() {
+    let dir = crate::util::tempdir();
+    let rt = rt();
+    let bad = sockloop::UnixOptions {
+        group: Some("no-such-group-sockloop".into()),
+        ..Default::default()
+    };
+    let stream = dir.path().join("s.sock");
+    let err = unix_echo(&rt, Listen::unix(&stream).unix_options(bad.clone())).unwrap_err();
+    assert!(err.to_string().contains("no such group"), "{err}");
+    assert!(!stream.exists(), "the stream socket file was removed");
+    let dgram = dir.path().join("d.sock");
+    assert!(unixgram_sink(&rt, Listen::unix_datagram(&dgram).unix_options(bad)).is_err());
+    assert!(!dgram.exists(), "the datagram socket file was removed");
+    // The paths are free for servers that start.
+    unix_echo(&rt, Listen::unix(&stream)).unwrap();
+    unixgram_sink(&rt, Listen::unix_datagram(&dgram)).unwrap();
+}
+
+#[test]
+fn binding_a_unix_path_that_cannot_exist_names_it() {
+    let dir = crate::util::tempdir();
+    let rt = rt();
+    let path = dir.path().join("no-dir").join("s.sock");
+    let err = unix_echo(&rt, Listen::unix(&path)).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("bind {}", path.display())), "{msg}");
+}
+
+#[test]
+fn dropping_a_runtime_removes_the_socket_files_of_its_servers() {
+    let dir = crate::util::tempdir();
+    let stream = dir.path().join("s.sock");
+    let dgram = dir.path().join("d.sock");
+    let kept = dir.path().join("kept.sock");
+    let rt = rt();
+    // A server handle that outlives the runtime does not keep its file.
+    let held = unix_echo(&rt, Listen::unix(&stream)).unwrap();
+    drop(unixgram_sink(&rt, Listen::unix_datagram(&dgram)).unwrap());
+    let keep = sockloop::UnixOptions {
+        remove_on_shutdown: false,
+        ..Default::default()
+    };
+    unix_echo(&rt, Listen::unix(&kept).unix_options(keep)).unwrap();
+    // Dropping a server's handle leaves it serving (and its file in place).
+    let mut c = std::os::unix::net::UnixStream::connect(&stream).unwrap();
+    c.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    c.read_exact(&mut b).unwrap();
+    assert!(stream.exists() && dgram.exists() && kept.exists());
+    drop(rt);
+    assert!(!stream.exists(), "stream socket file removed");
+    assert!(!dgram.exists(), "datagram socket file removed");
+    assert!(kept.exists(), "remove_on_shutdown(false) keeps it");
+    drop(held);
+}
+
+#[test]
+fn a_socket_file_another_owner_put_at_the_path_is_left_alone() {
+    use std::os::unix::net::UnixListener;
+    let dir = crate::util::tempdir();
+    let a = dir.path().join("a.sock");
+    let b = dir.path().join("b.sock");
+    let rt = rt();
+    let sa = unix_echo(&rt, Listen::unix(&a)).unwrap();
+    unix_echo(&rt, Listen::unix(&b)).unwrap();
+    // Someone else removes each file and binds their own socket at the path.
+    std::fs::remove_file(&a).unwrap();
+    let other_a = UnixListener::bind(&a).unwrap();
+    std::fs::remove_file(&b).unwrap();
+    let other_b = UnixListener::bind(&b).unwrap();
+    assert!(sa.shutdown(WAIT));
+    drop(rt);
+    for (path, other) in [(&a, &other_a), (&b, &other_b)] {
+        assert!(path.exists(), "{} was removed", path.display());
+        let _c = std::os::unix::net::UnixStream::connect(path).unwrap();
+        other
+            .accept()
+            .expect("the other owner's socket still answers");
+    }
+}
