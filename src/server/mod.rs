@@ -67,7 +67,10 @@ pub struct UnixOptions {
     pub mode: Option<u32>,
     /// Group (name or numeric id) given to the file (default: none).
     pub group: Option<String>,
-    /// Remove the socket file on shutdown (default true).
+    /// Remove the socket file on shutdown, and when the [`Runtime`](crate::Runtime) is
+    /// dropped without one (default true). Only the file the server bound is removed: not
+    /// one another process put at the path since (told apart by device and inode). On a
+    /// failed start the file is always removed.
     pub remove_on_shutdown: bool,
 }
 
