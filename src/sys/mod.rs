@@ -282,3 +282,47 @@ impl UnixConnect {
         Ok(self.sock.into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_file_goes_with_its_guard_unless_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let (l, file) = unix_listener(&path, 8).unwrap();
+        assert!(file.is_ours());
+        drop(file);
+        assert!(!path.exists());
+        drop(l);
+        let (_d, file) = unix_datagram(&path).unwrap();
+        file.keep();
+        assert!(path.exists(), "kept");
+    }
+
+    #[test]
+    fn a_file_put_at_the_path_by_someone_else_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let (_l, file) = unix_listener(&path, 8).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let _other = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(!file.is_ours());
+        drop(file);
+        assert!(path.exists(), "another owner's socket stays");
+    }
+
+    #[test]
+    fn binding_a_path_in_use_names_it_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let (_l, _file) = unix_listener(&path, 8).unwrap();
+        let err = unix_listener(&path, 8).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(err
+            .to_string()
+            .contains(&format!("bind {}", path.display())));
+        assert!(path.exists(), "the first listener's file is untouched");
+    }
+}
