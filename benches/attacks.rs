@@ -317,6 +317,25 @@ fn close_code(t: &mut TcpStream) -> Option<u16> {
         .map(|w| u16::from_be_bytes([w[2], w[3]]))
 }
 
+/// Runs `attack` while sampling the runtime's budget every millisecond; its result and the
+/// most bytes the budget counted at once (what the server accounts for, beside the RSS).
+fn sampled<T>(rt: &Runtime, attack: impl FnOnce() -> T) -> (T, u64) {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                peak = peak.max(rt.budget().used as u64);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            peak
+        });
+        let out = attack();
+        done.store(true, std::sync::atomic::Ordering::Release);
+        (out, sampler.join().expect("sampler"))
+    })
+}
+
 fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / MIB as f64)
 }
@@ -338,16 +357,15 @@ fn pipelined() -> Outcome {
     let mut t = TcpStream::connect(addr).expect("connect");
     let get = format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n");
     let chunk = repeated(get.as_bytes(), 64 << 10);
-    let (sent, end) = flood(&mut t, &chunk, 4 * MIB);
-    let queued = chat.server.stats().queued_bytes;
+    let ((sent, end), counted) = sampled(&rt, || flood(&mut t, &chunk, 4 * MIB));
     drop(t);
     wait_closed(&chat.server);
     Outcome {
         ok: true,
         detail: format!(
-            "sent {} of 4 MiB, {end}; {} queued at the end",
+            "sent {} of 4 MiB, {end}; budget peak {}",
             mib(sent),
-            mib(queued)
+            mib(counted)
         ),
     }
 }
@@ -423,38 +441,31 @@ fn deflate() -> Outcome {
 }
 
 fn ping() -> Outcome {
-    let rt = Runtime::new().expect("runtime");
-    let chat = chat_server(&rt);
-    let addr = inet(&chat.server);
-    baseline();
-    let (mut t, _) = upgrade(addr, "/ws?nick=pinger", "");
-    let chunk = repeated(&frame(0x89, &[7u8; 125]), 64 << 10);
-    let (sent, end) = flood(&mut t, &chunk, 64 * MIB);
-    let queued = chat.server.stats().queued_bytes;
-    Outcome {
-        ok: true,
-        detail: format!(
-            "sent {} of 64 MiB, {end}; {} queued",
-            mib(sent),
-            mib(queued)
-        ),
-    }
+    chat_flood("pinger", &frame(0x89, &[7u8; 125]), 64 * MIB)
 }
 
 fn envelopes() -> Outcome {
+    chat_flood("flooder", &frame(0x81, b"x"), 33 * MIB)
+}
+
+/// One chat WebSocket that sends `unit` (a frame) over and over, up to `limit` bytes, and
+/// never reads.
+fn chat_flood(nick: &str, unit: &[u8], limit: u64) -> Outcome {
     let rt = Runtime::new().expect("runtime");
     let chat = chat_server(&rt);
     let addr = inet(&chat.server);
     baseline();
-    let (mut t, _) = upgrade(addr, "/ws?nick=flooder", "");
-    let chunk = repeated(&frame(0x81, b"x"), 64 << 10);
-    let (sent, end) = flood(&mut t, &chunk, 33 * MIB);
+    let (mut t, _) = upgrade(addr, &format!("/ws?nick={nick}"), "");
+    let chunk = repeated(unit, 64 << 10);
+    let ((sent, end), counted) = sampled(&rt, || flood(&mut t, &chunk, limit));
     let queued = chat.server.stats().queued_bytes;
     Outcome {
         ok: true,
         detail: format!(
-            "sent {} of 33 MiB, {end}; {} queued",
+            "sent {} of {}, {end}; budget peak {}, {} queued at the end",
             mib(sent),
+            mib(limit),
+            mib(counted),
             mib(queued)
         ),
     }
