@@ -374,8 +374,12 @@ impl Poller {
     fn fire_timers(&mut self) {
         self.now = Instant::now();
         while let Some(t) = self.timers.pop_due(self.now) {
-            debug_assert_eq!(t.kind, TimerKind::Conn);
-            self.on_stream(t.slot, t.gen, |c, ctx| c.timer(ctx));
+            match t.kind {
+                TimerKind::Conn => {
+                    self.on_stream(t.slot, t.gen, |c, ctx| c.timer(ctx));
+                }
+                TimerKind::Listener => self.listener_timer(t.slot, t.gen),
+            }
         }
     }
 
@@ -568,6 +572,13 @@ impl Poller {
 
     pub(crate) fn push_again(&mut self, slot: u32, gen: u32) {
         self.again.push((slot, gen));
+    }
+
+    /// Arms a timer of `kind` for the live entry at `slot`, `after` from this turn's time.
+    pub(crate) fn arm_timer(&mut self, slot: usize, after: std::time::Duration, kind: TimerKind) {
+        let gen = self.gens[slot];
+        let at = crate::base::saturating(self.now, after);
+        self.timers.add(at, slot as u32, gen, kind);
     }
 
     pub(crate) fn again_listener(&mut self, slot: usize) {

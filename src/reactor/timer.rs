@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 pub(crate) enum TimerKind {
     /// Any deadline of a connection (lifecycle or driver): it re-checks them all.
     Conn,
+    /// A listener's next accept after a failure (out of descriptors or memory): waiting
+    /// connections get no new readiness event, so the listener tries again on its own.
+    Listener,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -70,5 +73,17 @@ mod tests {
         assert_eq!(t.pop_due(later).unwrap().slot, 2);
         assert_eq!(t.pop_due(later).unwrap().slot, 1);
         assert!(t.timeout(later).is_none());
+    }
+
+    #[test]
+    fn kinds_share_one_heap_in_deadline_order() {
+        let mut t = Timers::default();
+        let now = Instant::now();
+        t.add(now + Duration::from_millis(50), 3, 1, TimerKind::Listener);
+        t.add(now + Duration::from_millis(10), 4, 1, TimerKind::Conn);
+        let later = now + Duration::from_secs(1);
+        assert_eq!(t.pop_due(later).unwrap().kind, TimerKind::Conn);
+        let l = t.pop_due(later).unwrap();
+        assert_eq!((l.slot, l.gen, l.kind), (3, 1, TimerKind::Listener));
     }
 }

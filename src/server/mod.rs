@@ -15,7 +15,7 @@ pub(crate) mod websocket;
 pub(crate) mod ws_driver;
 
 use std::net::ToSocketAddrs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -67,7 +67,10 @@ pub struct UnixOptions {
     pub mode: Option<u32>,
     /// Group (name or numeric id) given to the file (default: none).
     pub group: Option<String>,
-    /// Remove the socket file on shutdown (default true).
+    /// Remove the socket file on shutdown, and when the [`Runtime`](crate::Runtime) is
+    /// dropped without one (default true). Only the file the server bound is removed: not
+    /// one another process put at the path since (told apart by device and inode). On a
+    /// failed start the file is always removed.
     pub remove_on_shutdown: bool,
 }
 
@@ -174,7 +177,9 @@ pub(crate) struct ServerShared {
     pub(crate) draining: AtomicBool,
     stopped: AtomicBool,
     pub(crate) local: Addr,
-    unix_path: Option<PathBuf>,
+    /// The Unix socket file this server created and removes when it stops (none when it
+    /// has none, or was asked to keep it).
+    unix_file: Mutex<Option<crate::sys::SocketFile>>,
     done: (Mutex<()>, Condvar),
     /// WebSocket servers: the upgrade configuration.
     pub(crate) ws: Option<Arc<WsServerConfig>>,
@@ -254,6 +259,16 @@ impl ServerShared {
 
     pub(crate) fn stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Removes the Unix socket file this server created, if the path still names it.
+    pub(crate) fn remove_socket_file(&self) {
+        let file = self
+            .unix_file
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        drop(file);
     }
 
     pub(crate) fn datagram_factory(&self) -> std::io::Result<Arc<dyn DatagramFactory>> {
@@ -369,13 +384,9 @@ impl<'a> ServerBuilder<'a> {
         if self.rt.is_stopped() {
             return Err(Error::Closed);
         }
-        let sockets = bind(&self.listen, &self.config, self.rt.pollers.len())?;
-        let unix_path = match self.listen.transport {
-            Transport::Unix | Transport::Unixgram if self.listen.unix.remove_on_shutdown => {
-                Some(PathBuf::from(&self.listen.addr))
-            }
-            _ => None,
-        };
+        let mut sockets = bind(&self.listen, &self.config, self.rt.pollers.len())?;
+        // From here on, any failure removes the socket file (dropped with `unix_file`).
+        let unix_file = sockets.file.take();
         let c = &self.config;
         let limits = Limits {
             max_read_per_turn: c.max_read_per_turn,
@@ -405,13 +416,29 @@ impl<'a> ServerBuilder<'a> {
             draining: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             local: sockets.local.clone(),
-            unix_path,
+            unix_file: Mutex::new(unix_file),
             done: (Mutex::new(()), Condvar::new()),
             ws: self.ws,
             per_ip: Mutex::new(HashMap::new()),
             pool: self.rt.pool.clone(),
         });
-        install(self.rt, &shared, sockets)?;
+        if let Err(e) = install(self.rt, &shared, sockets) {
+            // Whatever was installed stops listening; the socket file goes.
+            self.rt
+                .on_pollers(|done| Command::Drain(shared.policy.clone(), done));
+            shared.remove_socket_file();
+            return Err(e);
+        }
+        if !self.listen.unix.remove_on_shutdown {
+            if let Some(f) = shared
+                .unix_file
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+            {
+                f.keep();
+            }
+        }
         shared.report_lifecycle(&Lifecycle::Listening(shared.local.clone()));
         self.rt.add_server(shared.clone());
         Ok(Server {
@@ -508,6 +535,8 @@ struct Bound {
     tcp: Vec<std::net::TcpListener>,
     unix: Option<std::os::unix::net::UnixListener>,
     datagrams: Vec<DgramSock>,
+    /// The Unix socket file the bind created (removed when dropped).
+    file: Option<crate::sys::SocketFile>,
 }
 
 fn resolve(addr: &str) -> Result<std::net::SocketAddr> {
@@ -522,6 +551,7 @@ fn bind(listen: &Listen, cfg: &ServerConfig, pollers: usize) -> Result<Bound> {
         tcp: Vec::new(),
         unix: None,
         datagrams: Vec::new(),
+        file: None,
     };
     match listen.transport {
         Transport::Tcp | Transport::Tls => {
@@ -549,18 +579,21 @@ fn bind(listen: &Listen, cfg: &ServerConfig, pollers: usize) -> Result<Bound> {
         Transport::Unix => {
             let path = Path::new(&listen.addr);
             crate::sys::clear_stale_socket(path, false)?;
-            let l = crate::sys::unix_listener(path, cfg.backlog)?;
+            let (l, file) = crate::sys::unix_listener(path, cfg.backlog)?;
+            // On an error `file` drops and removes the socket file it created.
             crate::sys::set_socket_owner(path, listen.unix.mode, listen.unix.group.as_deref())?;
             b.local = Addr::Unix(Some(path.to_path_buf()));
             b.unix = Some(l);
+            b.file = Some(file);
         }
         Transport::Unixgram => {
             let path = Path::new(&listen.addr);
             crate::sys::clear_stale_socket(path, true)?;
-            let s = crate::sys::unix_datagram(path)?;
+            let (s, file) = crate::sys::unix_datagram(path)?;
             crate::sys::set_socket_owner(path, listen.unix.mode, listen.unix.group.as_deref())?;
             b.local = Addr::Unix(Some(path.to_path_buf()));
             b.datagrams.push(DgramSock::unix(s));
+            b.file = Some(file);
         }
     }
     Ok(b)
@@ -604,6 +637,10 @@ fn install(rt: &Arc<RuntimeInner>, server: &Arc<ServerShared>, b: Bound) -> Resu
     drop(tx);
     for _ in 0..count {
         rx.recv().map_err(|_| Error::Closed)??;
+    }
+    #[cfg(test)]
+    if tests::FAIL_INSTALL.with(|f| f.get()) {
+        return Err(Error::Config("install failed (injected by a test)".into()));
     }
     Ok(())
 }
@@ -680,11 +717,64 @@ pub(crate) fn shutdown_server(
         ));
     }
     rt.pool.barrier();
-    if let Some(path) = &server.unix_path {
-        let _ = std::fs::remove_file(path);
-    }
+    server.remove_socket_file();
     server.stopped.store(true, Ordering::Release);
     server.report_lifecycle(&Lifecycle::Stopped);
     // Clean only if every connection closed in time and nothing queued was thrown away.
     closed && counters.discarded.load(Ordering::Acquire) == discarded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    thread_local! {
+        /// Makes `install` fail after every socket was installed (on this thread only): a
+        /// registration failing on a poller cannot be provoked from outside.
+        pub(super) static FAIL_INSTALL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    fn failing_install(rt: &crate::Runtime, listen: Listen) -> Result<Server> {
+        FAIL_INSTALL.with(|f| f.set(true));
+        let r = ServerBuilder::new(rt.inner_for_tests(), listen)
+            .stream(crate::handler::on_data(|_: &crate::Conn, _: &[u8]| {}));
+        FAIL_INSTALL.with(|f| f.set(false));
+        r
+    }
+
+    #[test]
+    fn a_failed_install_removes_the_socket_file_and_the_installed_listener() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let rt = crate::Runtime::builder().pollers(2).build().unwrap();
+        assert!(failing_install(&rt, Listen::unix(&path)).is_err());
+        assert!(!path.exists(), "the socket file was removed");
+        // The path is free again for a server that starts.
+        let s = rt
+            .serve(Listen::unix(&path))
+            .stream(crate::handler::on_data(|_: &crate::Conn, _: &[u8]| {}))
+            .unwrap();
+        assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+        assert!(s.shutdown(Duration::from_secs(5)));
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_failed_install_stops_the_listeners_already_in_place() {
+        let rt = crate::Runtime::builder().pollers(2).build().unwrap();
+        // Find a free port, then make a two-listener (SO_REUSEPORT) install of it fail.
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let listen = Listen::tcp(addr.to_string());
+        FAIL_INSTALL.with(|f| f.set(true));
+        let r = ServerBuilder::new(rt.inner_for_tests(), listen)
+            .config(ServerConfig::new().reuse_port(true))
+            .stream(crate::handler::on_data(|_: &crate::Conn, _: &[u8]| {}));
+        FAIL_INSTALL.with(|f| f.set(false));
+        assert!(r.is_err());
+        // Nothing listens on the port any more: the drain closed both listeners.
+        let err = std::net::TcpStream::connect(addr).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
 }

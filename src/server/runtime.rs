@@ -307,6 +307,12 @@ impl Runtime {
         self.inner.pollers[0].clone()
     }
 
+    /// The shared runtime (for unit tests of the server's start-up paths).
+    #[cfg(test)]
+    pub(crate) fn inner_for_tests(&self) -> &Arc<RuntimeInner> {
+        &self.inner
+    }
+
     /// A runtime with the default configuration.
     ///
     /// # Errors
@@ -369,7 +375,14 @@ impl Runtime {
 }
 
 impl Drop for Runtime {
+    /// Stops the threads without draining; the Unix socket files of servers never shut
+    /// down are removed (nothing listens on them any more), only while each path still
+    /// names the file its server created.
     fn drop(&mut self) {
         self.inner.stop_threads();
+        let servers = self.inner.servers.lock().unwrap_or_else(|e| e.into_inner());
+        for s in servers.iter() {
+            s.remove_socket_file();
+        }
     }
 }

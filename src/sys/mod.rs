@@ -6,7 +6,8 @@
 //! |---|---|---|
 //! | [`tcp_listener`] | a bound, listening, non-blocking TCP socket with `SO_REUSEADDR` and, when asked, `SO_REUSEPORT` (IPv6: v6-only) | the `bind`/`listen` error, naming the address |
 //! | [`udp_socket`] | a bound, non-blocking UDP socket (`SO_REUSEPORT` when asked) | the `bind` error, naming the address |
-//! | [`unix_listener`], [`unix_datagram`] | a bound, non-blocking Unix socket at a path | the `bind` error |
+//! | [`unix_listener`], [`unix_datagram`] | a bound, non-blocking Unix socket at a path and its [`SocketFile`] (removed again when a later step fails) | the `bind`/`listen` error, naming the path |
+//! | [`SocketFile`] | removes, when dropped, the socket file this process created, only while the path still names that file (device and inode) | — (a failed removal is logged) |
 //! | [`clear_stale_socket`] | removes a socket file nobody listens on; a live one is `AddrInUse`; any other file is left alone and is an error | as said |
 //! | [`set_socket_owner`] | `chmod`/`chown` of the socket file (group by name or id) | the OS error; an unknown group is `NotFound` |
 //! | [`peer_cred`] | `SO_PEERCRED` of a Unix stream socket | `None` when the call fails |
@@ -172,29 +173,87 @@ pub(crate) fn fd_of<T: AsRawFd>(t: &T) -> RawFd {
     t.as_raw_fd()
 }
 
-/// A Unix stream listener with the given backlog.
+/// A Unix stream listener with the given backlog, and the socket file it created (removed
+/// again if listening fails). Errors name the operation and the path.
 pub(crate) fn unix_listener(
     path: &Path,
     backlog: i32,
-) -> io::Result<std::os::unix::net::UnixListener> {
+) -> io::Result<(std::os::unix::net::UnixListener, SocketFile)> {
     let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
     s.set_nonblocking(true)?;
-    s.bind(&socket2::SockAddr::unix(path)?)?;
-    s.listen(backlog)?;
-    Ok(std::os::unix::net::UnixListener::from(
-        std::os::fd::OwnedFd::from(s),
-    ))
+    let file = bind_unix(&s, path)?;
+    s.listen(backlog)
+        .map_err(|e| named(e, "listen", path.display()))?;
+    let l = std::os::unix::net::UnixListener::from(std::os::fd::OwnedFd::from(s));
+    Ok((l, file))
 }
 
-/// A bound, non-blocking Unix datagram socket with a large receive buffer.
-pub(crate) fn unix_datagram(path: &Path) -> io::Result<std::os::unix::net::UnixDatagram> {
+/// A bound, non-blocking Unix datagram socket with a large receive buffer, and the socket
+/// file it created. Errors name the path.
+pub(crate) fn unix_datagram(
+    path: &Path,
+) -> io::Result<(std::os::unix::net::UnixDatagram, SocketFile)> {
     let s = Socket::new(Domain::UNIX, Type::DGRAM, None)?;
     let _ = s.set_recv_buffer_size(4 << 20);
     s.set_nonblocking(true)?;
-    s.bind(&socket2::SockAddr::unix(path)?)?;
-    Ok(std::os::unix::net::UnixDatagram::from(
-        std::os::fd::OwnedFd::from(s),
-    ))
+    let file = bind_unix(&s, path)?;
+    let d = std::os::unix::net::UnixDatagram::from(std::os::fd::OwnedFd::from(s));
+    Ok((d, file))
+}
+
+/// Binds `s` to `path`; the file the bind created.
+fn bind_unix(s: &Socket, path: &Path) -> io::Result<SocketFile> {
+    let addr = SockAddr::unix(path).map_err(|e| named(e, "bind", path.display()))?;
+    s.bind(&addr)
+        .map_err(|e| named(e, "bind", path.display()))?;
+    SocketFile::created(path)
+}
+
+/// A socket file this process created by binding. Dropping it removes the file, but only
+/// while the path still names that very file (same device and inode): a file another
+/// process put at the path since is never touched.
+#[derive(Debug)]
+pub(crate) struct SocketFile {
+    path: std::path::PathBuf,
+    dev: u64,
+    ino: u64,
+    kept: bool,
+}
+
+impl SocketFile {
+    /// The file a bind just created at `path`.
+    fn created(path: &Path) -> io::Result<SocketFile> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(path).map_err(|e| named(e, "stat", path.display()))?;
+        Ok(SocketFile {
+            path: path.to_path_buf(),
+            dev: m.dev(),
+            ino: m.ino(),
+            kept: false,
+        })
+    }
+
+    /// Whether the path still names the file this process created.
+    pub(crate) fn is_ours(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino)
+    }
+
+    /// Leaves the file in place for good (the owner asked to keep it).
+    pub(crate) fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if !self.kept && self.is_ours() {
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                log::warn!("remove {}: {e}", self.path.display());
+            }
+        }
+    }
 }
 
 /// A Unix stream socket connecting in non-blocking mode, so that a listener with a full
@@ -221,5 +280,49 @@ impl UnixConnect {
     pub(crate) fn finish(self) -> io::Result<std::os::unix::net::UnixStream> {
         self.sock.set_nonblocking(false)?;
         Ok(self.sock.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_file_goes_with_its_guard_unless_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let (l, file) = unix_listener(&path, 8).unwrap();
+        assert!(file.is_ours());
+        drop(file);
+        assert!(!path.exists());
+        drop(l);
+        let (_d, file) = unix_datagram(&path).unwrap();
+        file.keep();
+        assert!(path.exists(), "kept");
+    }
+
+    #[test]
+    fn a_file_put_at_the_path_by_someone_else_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let (_l, file) = unix_listener(&path, 8).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let _other = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert!(!file.is_ours());
+        drop(file);
+        assert!(path.exists(), "another owner's socket stays");
+    }
+
+    #[test]
+    fn binding_a_path_in_use_names_it_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let (_l, _file) = unix_listener(&path, 8).unwrap();
+        let err = unix_listener(&path, 8).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(err
+            .to_string()
+            .contains(&format!("bind {}", path.display())));
+        assert!(path.exists(), "the first listener's file is untouched");
     }
 }

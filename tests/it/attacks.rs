@@ -399,3 +399,464 @@ fn a_datagram_to_an_unnamed_unix_peer_is_refused_at_once() {
     );
     assert_eq!(s.stats().dropped, 1);
 }
+
+/// Set in a child process of this binary that runs one test alone.
+const CHILD: &str = "SOCKLOOP_ATTACK_CHILD";
+
+/// Whether this process is such a child (a parent-side test then does nothing).
+fn is_child() -> bool {
+    std::env::var_os(CHILD).is_some()
+}
+
+/// Runs one test of this binary alone in a child process, with `RLIMIT_NOFILE` lowered to
+/// `nofile` (by the shell's `ulimit`) when given, so that no other test sees the limit and
+/// process-wide figures (memory, descriptors) are its own; returns its stdout.
+fn in_child(test: &str, nofile: Option<u32>) -> String {
+    let exe = std::env::current_exe().unwrap();
+    let limit = nofile.map_or(String::new(), |n| format!("ulimit -n {n} && "));
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{limit}exec \"$0\" \"$@\""))
+        .arg(exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed: {stdout}\n{stderr}");
+    stdout
+}
+
+#[test]
+fn out_of_descriptors_child() {
+    if !is_child() {
+        return; // run by the test below, in its own process
+    }
+    let rt = rt();
+    let (rec, records) = crate::util::recorder();
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .config(ServerConfig::new().dispatch(sockloop::Dispatch::Inline))
+        .observer(rec)
+        .stream(handler::on_data(|c: &sockloop::Conn, d: &[u8]| {
+            let _ = c.send(d);
+        }))
+        .unwrap();
+    // The clients' sockets first (unconnected), then every descriptor left.
+    const CLIENTS: usize = 4;
+    let socks: Vec<socket2::Socket> = (0..CLIENTS)
+        .map(|_| socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap())
+        .collect();
+    let mut hold = Vec::new();
+    loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => hold.push(f),
+            Err(e) if e.raw_os_error() == Some(24) => break, // EMFILE
+            Err(e) => panic!("open: {e}"),
+        }
+    }
+    let to = socket2::SockAddr::from(s.local_addr().as_inet().unwrap());
+    let mut clients: Vec<TcpStream> = socks
+        .into_iter()
+        .map(|c| {
+            c.connect(&to).unwrap();
+            c.set_read_timeout(Some(WAIT)).unwrap();
+            c.into()
+        })
+        .collect();
+    for c in &mut clients {
+        c.write_all(b"hello").unwrap();
+    }
+    let first = records
+        .errors
+        .recv_timeout(WAIT)
+        .expect("accept failure reported");
+    assert!(
+        first.contains("accept on") && first.contains("os error 24"),
+        "{first}"
+    );
+    // Several retries fail while descriptors stay short (at 50 ms and 150 ms): the owner
+    // hears of the episode once.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        records.errors.try_recv().is_err(),
+        "reported once per episode"
+    );
+    assert_eq!(s.open_connections(), 0);
+    drop(hold);
+    // No new connection arrives: the listener's timer accepts the waiting ones.
+    for c in &mut clients {
+        let mut b = [0u8; 5];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"hello");
+    }
+    assert_eq!(s.open_connections(), CLIENTS);
+    assert!(
+        records.errors.try_recv().is_err(),
+        "no error once accepting"
+    );
+    println!("EMFILE-CHILD-OK accepted={}", s.stats().accepted);
+}
+
+#[test]
+fn connections_waiting_while_descriptors_ran_out_are_accepted_when_they_free_up() {
+    if is_child() {
+        return;
+    }
+    let out = in_child("attacks::out_of_descriptors_child", Some(128));
+    assert!(out.contains("EMFILE-CHILD-OK accepted=4"), "{out}");
+}
+
+fn unix_echo(rt: &Runtime, listen: Listen) -> sockloop::Result<Server> {
+    rt.serve(listen)
+        .stream(handler::on_data(|c: &sockloop::Conn, d: &[u8]| {
+            let _ = c.send(d);
+        }))
+}
+
+fn unixgram_sink(rt: &Runtime, listen: Listen) -> sockloop::Result<Server> {
+    rt.serve(listen).datagram(sockloop::handler::on_datagram(
+        |_: &sockloop::DatagramSender, _: &sockloop::Addr, _: &[u8]| {},
+    ))
+}
+
+#[test]
+fn a_unix_socket_file_is_removed_when_a_step_after_binding_fails() {
+    let dir = crate::util::tempdir();
+    let rt = rt();
+    let bad = sockloop::UnixOptions {
+        group: Some("no-such-group-sockloop".into()),
+        ..Default::default()
+    };
+    let stream = dir.path().join("s.sock");
+    let err = unix_echo(&rt, Listen::unix(&stream).unix_options(bad.clone())).unwrap_err();
+    assert!(err.to_string().contains("no such group"), "{err}");
+    assert!(!stream.exists(), "the stream socket file was removed");
+    let dgram = dir.path().join("d.sock");
+    assert!(unixgram_sink(&rt, Listen::unix_datagram(&dgram).unix_options(bad)).is_err());
+    assert!(!dgram.exists(), "the datagram socket file was removed");
+    // The paths are free for servers that start.
+    unix_echo(&rt, Listen::unix(&stream)).unwrap();
+    unixgram_sink(&rt, Listen::unix_datagram(&dgram)).unwrap();
+}
+
+#[test]
+fn binding_a_unix_path_that_cannot_exist_names_it() {
+    let dir = crate::util::tempdir();
+    let rt = rt();
+    let path = dir.path().join("no-dir").join("s.sock");
+    let err = unix_echo(&rt, Listen::unix(&path)).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("bind {}", path.display())), "{msg}");
+}
+
+#[test]
+fn dropping_a_runtime_removes_the_socket_files_of_its_servers() {
+    let dir = crate::util::tempdir();
+    let stream = dir.path().join("s.sock");
+    let dgram = dir.path().join("d.sock");
+    let kept = dir.path().join("kept.sock");
+    let rt = rt();
+    // A server handle that outlives the runtime does not keep its file.
+    let held = unix_echo(&rt, Listen::unix(&stream)).unwrap();
+    drop(unixgram_sink(&rt, Listen::unix_datagram(&dgram)).unwrap());
+    let keep = sockloop::UnixOptions {
+        remove_on_shutdown: false,
+        ..Default::default()
+    };
+    unix_echo(&rt, Listen::unix(&kept).unix_options(keep)).unwrap();
+    // Dropping a server's handle leaves it serving (and its file in place).
+    let mut c = std::os::unix::net::UnixStream::connect(&stream).unwrap();
+    c.write_all(b"x").unwrap();
+    let mut b = [0u8; 1];
+    c.read_exact(&mut b).unwrap();
+    assert!(stream.exists() && dgram.exists() && kept.exists());
+    drop(rt);
+    assert!(!stream.exists(), "stream socket file removed");
+    assert!(!dgram.exists(), "datagram socket file removed");
+    assert!(kept.exists(), "remove_on_shutdown(false) keeps it");
+    drop(held);
+}
+
+#[test]
+fn a_socket_file_another_owner_put_at_the_path_is_left_alone() {
+    use std::os::unix::net::UnixListener;
+    let dir = crate::util::tempdir();
+    let a = dir.path().join("a.sock");
+    let b = dir.path().join("b.sock");
+    let rt = rt();
+    let sa = unix_echo(&rt, Listen::unix(&a)).unwrap();
+    unix_echo(&rt, Listen::unix(&b)).unwrap();
+    // Someone else removes each file and binds their own socket at the path.
+    std::fs::remove_file(&a).unwrap();
+    let other_a = UnixListener::bind(&a).unwrap();
+    std::fs::remove_file(&b).unwrap();
+    let other_b = UnixListener::bind(&b).unwrap();
+    assert!(sa.shutdown(WAIT));
+    drop(rt);
+    for (path, other) in [(&a, &other_a), (&b, &other_b)] {
+        assert!(path.exists(), "{} was removed", path.display());
+        let _c = std::os::unix::net::UnixStream::connect(path).unwrap();
+        other
+            .accept()
+            .expect("the other owner's socket still answers");
+    }
+}
+
+/// A field of /proc/self/status in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("no {field}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Open descriptors of this process.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// One WebSocket echo round trip on a fresh client; how long it took.
+fn ws_round_trip(url: &str) -> Duration {
+    use sockloop::client::ws::{Message, WsClient, WsClientOptions};
+    let started = Instant::now();
+    let mut c = WsClient::connect(url, WsClientOptions::default()).unwrap();
+    c.send_text("still here?").unwrap();
+    match c.recv_timeout(WAIT).unwrap() {
+        Some(Message::Text(t)) => assert_eq!(t, "still here?"),
+        other => panic!("expected the echo, got {other:?}"),
+    }
+    started.elapsed()
+}
+
+fn ws_echo(rt: &Runtime, ws: sockloop::ws::WsConfig) -> Server {
+    rt.serve(Listen::tcp("127.0.0.1:0"))
+        .websocket(
+            WsServerConfig::new().ws(ws),
+            sockloop::on_message(|c: &WsConn, m: sockloop::WsMessage<'_>| {
+                if let sockloop::WsMessage::Text(t) = m {
+                    let _ = c.send_text(t);
+                }
+            }),
+        )
+        .unwrap()
+}
+
+/// A slow client: its socket, when it connected, how much of the request it sent, and
+/// when the server cut it.
+struct Slow {
+    t: TcpStream,
+    opened: Instant,
+    sent: usize,
+    cut: Option<Instant>,
+}
+
+impl Slow {
+    /// Sends the next byte of `req` unless cut; notes the cut when the server closed.
+    fn step(&mut self, req: &[u8], now: Instant) {
+        if self.cut.is_some() {
+            return;
+        }
+        let mut b = [0u8; 256];
+        match self.t.read(&mut b) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            // End of stream, a reset, or an error response: the server gave up on it.
+            _ => {
+                self.cut = Some(now);
+                return;
+            }
+        }
+        if self.sent < req.len() && self.t.write(&req[self.sent..self.sent + 1]).is_ok() {
+            self.sent += 1;
+        }
+    }
+}
+
+#[test]
+fn slowloris_child() {
+    if !is_child() {
+        return;
+    }
+    const SLOW: usize = 400;
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    let rt = rt();
+    let s = ws_echo(
+        &rt,
+        sockloop::ws::WsConfig::default().handshake_timeout(TIMEOUT),
+    );
+    let url = format!("ws://{}/", s.local_addr());
+    ws_round_trip(&url); // warm up
+    let before = status_kib("VmRSS");
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let mut slow: Vec<Slow> = (0..SLOW)
+        .map(|_| {
+            let t = connect(&s);
+            t.set_nonblocking(true).unwrap();
+            Slow {
+                t,
+                opened: Instant::now(),
+                sent: 0,
+                cut: None,
+            }
+        })
+        .collect();
+    // One byte per connection every 20 ms: the request would take ~3 s to complete.
+    let mut measured = None;
+    let mut slowest_normal = Duration::ZERO;
+    let give_up = Instant::now() + WAIT;
+    while slow.iter().any(|c| c.cut.is_none()) && Instant::now() < give_up {
+        let now = Instant::now();
+        for c in &mut slow {
+            c.step(req, now);
+        }
+        if measured.is_none() && slow.iter().all(|c| c.sent >= 16) {
+            measured = Some(status_kib("VmRSS").saturating_sub(before));
+        }
+        if slow.iter().any(|c| c.cut.is_none()) {
+            slowest_normal = slowest_normal.max(ws_round_trip(&url));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let growth = measured.expect("every slow client sent 16 bytes");
+    let per_conn = growth * 1024 / SLOW as u64;
+    let lives: Vec<Duration> = slow
+        .iter()
+        .map(|c| c.cut.expect("every slow client is cut") - c.opened)
+        .collect();
+    let (shortest, longest) = (lives.iter().min().unwrap(), lives.iter().max().unwrap());
+    println!(
+        "SLOWLORIS-OK conns={SLOW} rss_growth={growth}KiB per_conn={per_conn}B \
+         cut_after={shortest:?}..{longest:?} slowest_normal={slowest_normal:?}"
+    );
+    assert!(
+        slow.iter().all(|c| c.sent < req.len()),
+        "no request completed"
+    );
+    assert!(
+        *shortest >= TIMEOUT - Duration::from_millis(100),
+        "cut early: {shortest:?}"
+    );
+    assert!(
+        *longest <= TIMEOUT + Duration::from_millis(1500),
+        "the deadline is absolute: {longest:?}"
+    );
+    assert!(per_conn <= 16 << 10, "{per_conn} bytes per slow connection");
+    assert!(
+        slowest_normal < Duration::from_secs(1),
+        "{slowest_normal:?}"
+    );
+    let until = Instant::now() + WAIT;
+    while s.open_connections() > 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(s.open_connections(), 0);
+}
+
+#[test]
+fn slowloris_upgrades_are_cut_at_the_absolute_handshake_deadline_while_others_are_served() {
+    if is_child() {
+        return;
+    }
+    let out = in_child("attacks::slowloris_child", None);
+    assert!(out.contains("SLOWLORIS-OK"), "{out}");
+}
+
+#[test]
+fn connection_storm_child() {
+    if !is_child() {
+        return;
+    }
+    const THREADS: usize = 4;
+    const PER_THREAD: usize = 500;
+    let rt = Runtime::builder()
+        .pollers(2)
+        .handler_threads(2)
+        .build()
+        .unwrap();
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .stream(handler::on_data(|c: &sockloop::Conn, d: &[u8]| {
+            let _ = c.send(d);
+        }))
+        .unwrap();
+    let addr = s.local_addr().as_inet().unwrap();
+    let fds_before = open_fds();
+    let started = Instant::now();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storm: Vec<_> = (0..THREADS)
+        .map(|k| {
+            std::thread::spawn(move || {
+                for i in 0..PER_THREAD {
+                    let mut t = TcpStream::connect(addr).unwrap();
+                    // Half say something and wait for it back; half hang up at once.
+                    if (i + k) % 2 == 0 {
+                        t.set_read_timeout(Some(WAIT)).unwrap();
+                        t.write_all(b"ping").unwrap();
+                        let mut b = [0u8; 4];
+                        t.read_exact(&mut b).unwrap();
+                        assert_eq!(&b, b"ping");
+                    }
+                }
+            })
+        })
+        .collect();
+    // A steady client is served throughout.
+    let probe = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut t = TcpStream::connect(addr).unwrap();
+            t.set_read_timeout(Some(WAIT)).unwrap();
+            let mut slowest = Duration::ZERO;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                let at = Instant::now();
+                t.write_all(b"probe").unwrap();
+                let mut b = [0u8; 5];
+                t.read_exact(&mut b).unwrap();
+                slowest = slowest.max(at.elapsed());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            slowest
+        })
+    };
+    for t in storm {
+        t.join().unwrap();
+    }
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let slowest = probe.join().unwrap();
+    let until = Instant::now() + WAIT;
+    while s.open_connections() > 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let st = s.stats();
+    println!(
+        "STORM-OK conns={} took={took:?} slowest_probe={slowest:?} accepted={} closed={} fds={}->{}",
+        THREADS * PER_THREAD,
+        st.accepted,
+        st.closed,
+        fds_before,
+        open_fds()
+    );
+    assert_eq!(s.open_connections(), 0);
+    assert_eq!(st.accepted, (THREADS * PER_THREAD + 1) as u64);
+    assert_eq!(st.accepted, st.closed);
+    assert_eq!(open_fds(), fds_before, "no descriptor leaked");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "the probe waited {slowest:?}"
+    );
+}
+
+#[test]
+fn a_connection_storm_leaves_nothing_open_and_the_server_responsive() {
+    if is_child() {
+        return;
+    }
+    let out = in_child("attacks::connection_storm_child", None);
+    assert!(out.contains("STORM-OK"), "{out}");
+}
