@@ -109,21 +109,37 @@ impl Listen {
         }
     }
 
-    /// TCP on `addr` (`"127.0.0.1:0"` picks a free port).
-    pub fn tcp(addr: impl Into<String>) -> Self {
-        Self::new(Transport::Tcp, addr.into())
+    /// TCP on `addr`: anything [`ToSocketAddrs`] takes (`"127.0.0.1:0"` picks a free port,
+    /// a [`SocketAddr`](std::net::SocketAddr), `(IpAddr, u16)`, `"localhost:7000"`). A name is
+    /// resolved here and the first address is used; one that does not resolve fails when
+    /// the server starts, with an error naming it.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::net::{Ipv4Addr, SocketAddr};
+    /// use sockloop::Listen;
+    /// let a = Listen::tcp("127.0.0.1:0");
+    /// let b = Listen::tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    /// let c = Listen::tcp((Ipv4Addr::LOCALHOST, 0));
+    /// # let _ = (a, b, c);
+    /// ```
+    pub fn tcp(addr: impl ToSocketAddrs + std::fmt::Debug) -> Self {
+        Self::new(Transport::Tcp, inet(addr))
     }
 
-    /// TLS over TCP on `addr`.
-    pub fn tls(addr: impl Into<String>, tls: crate::tls::TlsServerConfig) -> Self {
-        let mut l = Self::new(Transport::Tls, addr.into());
+    /// TLS over TCP on `addr` (any [`ToSocketAddrs`] value, as [`tcp`](Self::tcp)).
+    pub fn tls(
+        addr: impl ToSocketAddrs + std::fmt::Debug,
+        tls: crate::tls::TlsServerConfig,
+    ) -> Self {
+        let mut l = Self::new(Transport::Tls, inet(addr));
         l.tls = Some(tls);
         l
     }
 
-    /// UDP on `addr`.
-    pub fn udp(addr: impl Into<String>) -> Self {
-        Self::new(Transport::Udp, addr.into())
+    /// UDP on `addr` (any [`ToSocketAddrs`] value, as [`tcp`](Self::tcp)).
+    pub fn udp(addr: impl ToSocketAddrs + std::fmt::Debug) -> Self {
+        Self::new(Transport::Udp, inet(addr))
     }
 
     /// A Unix stream socket at `path`.
@@ -151,6 +167,15 @@ impl Listen {
     /// The transport.
     pub fn transport(&self) -> Transport {
         self.transport
+    }
+}
+
+/// An inet listen address as text: the first resolved address, or, when `addr` does not
+/// resolve, `addr` as written, so that binding fails naming it.
+fn inet(addr: impl ToSocketAddrs + std::fmt::Debug) -> String {
+    match addr.to_socket_addrs().ok().and_then(|mut all| all.next()) {
+        Some(a) => a.to_string(),
+        None => format!("{addr:?}").trim_matches('"').to_owned(),
     }
 }
 
@@ -441,7 +466,7 @@ impl Accept for Acceptor {
         stats.open.fetch_sub(1, Ordering::AcqRel);
         stats.rejected.fetch_add(1, Ordering::Relaxed);
         stats.closed.fetch_add(1, Ordering::Relaxed);
-        let id = ConnId(0);
+        let id = next_conn_id();
         server.report_state(id, peer, &ConnState::Closed(CloseReason::ServerFull));
         false
     }
@@ -458,7 +483,7 @@ impl Accept for Acceptor {
             Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
                 Ok(t) => Some((t, server.handshake_timeout)),
                 Err(e) => {
-                    let err = Error::Tls(crate::tls::TlsError::Rustls(e));
+                    let err = Error::Tls(crate::tls::TlsError::from_rustls(e));
                     server.report_error(None, &err);
                     server.conn_gone();
                     return None;
@@ -472,6 +497,7 @@ impl Accept for Acceptor {
             peer: acc.peer,
             cred: acc.cred.map(Box::new),
             identity: Default::default(),
+            tls: Default::default(),
         };
         let link: Arc<ConnShared> = Arc::new(Link::new(place, server.policy.clone(), info));
         let conn = Conn {
@@ -499,7 +525,8 @@ struct Bound {
 }
 
 fn resolve(addr: &str) -> Result<std::net::SocketAddr> {
-    addr.to_socket_addrs()?
+    addr.to_socket_addrs()
+        .map_err(|e| crate::sys::named(e, "resolve", addr))?
         .next()
         .ok_or_else(|| Error::Config(format!("{addr} resolves to no address")))
 }
@@ -537,7 +564,8 @@ fn bind(listen: &Listen, cfg: &ServerConfig, pollers: usize) -> Result<Bound> {
         Transport::Unix => {
             let path = Path::new(&listen.addr);
             crate::sys::clear_stale_socket(path, false)?;
-            let l = crate::sys::unix_listener(path, cfg.backlog)?;
+            let l = crate::sys::unix_listener(path, cfg.backlog)
+                .map_err(|e| crate::sys::named(e, "bind", path.display()))?;
             crate::sys::set_socket_owner(path, listen.unix.mode, listen.unix.group.as_deref())?;
             b.local = Addr::Unix(Some(path.to_path_buf()));
             b.unix = Some(l);
@@ -545,7 +573,8 @@ fn bind(listen: &Listen, cfg: &ServerConfig, pollers: usize) -> Result<Bound> {
         Transport::Unixgram => {
             let path = Path::new(&listen.addr);
             crate::sys::clear_stale_socket(path, true)?;
-            let s = crate::sys::unix_datagram(path)?;
+            let s = crate::sys::unix_datagram(path)
+                .map_err(|e| crate::sys::named(e, "bind", path.display()))?;
             crate::sys::set_socket_owner(path, listen.unix.mode, listen.unix.group.as_deref())?;
             b.local = Addr::Unix(Some(path.to_path_buf()));
             b.datagrams.push(DgramSock::unix(s));
@@ -615,6 +644,23 @@ impl Server {
     /// The address the server listens on (with the real port when bound to port 0).
     pub fn local_addr(&self) -> &Addr {
         &self.shared.local
+    }
+
+    /// The IP address and port the server listens on, for TCP, TLS and UDP servers (`None`
+    /// for Unix sockets): what [`TcpStream::connect`](std::net::TcpStream::connect) and the
+    /// clients take, with no enum to unwrap.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use sockloop::{handler::OnDataNoop, Listen, Runtime};
+    /// let rt = Runtime::new()?;
+    /// let server = rt.serve(Listen::tcp("127.0.0.1:0")).stream(|_: &sockloop::Conn| OnDataNoop)?;
+    /// let addr: std::net::SocketAddr = server.inet_addr().expect("a TCP server");
+    /// let _client = std::net::TcpStream::connect(addr)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn inet_addr(&self) -> Option<std::net::SocketAddr> {
+        self.shared.local.as_inet()
     }
 
     /// Open connections right now.

@@ -538,6 +538,10 @@ impl WsDriver {
 }
 
 impl Driver for WsDriver {
+    fn on_tls(&mut self, info: crate::tls::TlsInfo) {
+        self.conn.set_tls(info);
+    }
+
     fn on_open(&mut self, io: &mut Io<'_>) {
         self.phase = self.http_deadline(io.now);
         io.rearm();
@@ -795,6 +799,7 @@ mod tests {
             local: None,
             cred: None,
             identity: Default::default(),
+            tls: Default::default(),
         };
         let link: Arc<crate::server::handle::ConnShared> =
             Arc::new(Link::new(place, shared.policy.clone(), info));

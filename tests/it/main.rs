@@ -9,6 +9,7 @@ mod clients;
 mod core;
 mod hub;
 mod pool;
+mod std_fit;
 mod supervise;
 mod transports;
 mod util;

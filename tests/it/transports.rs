@@ -487,7 +487,7 @@ fn shutdown_drains_queued_bytes() {
         .stream(move |c: &Conn| {
             // 8 MiB queued at open: far more than the socket buffers hold.
             for i in 0..128u8 {
-                assert_eq!(c.send(&vec![i; 64 << 10]), SendStatus::Queued);
+                assert_eq!(c.send(vec![i; 64 << 10]), SendStatus::Queued);
                 sent2.fetch_add(64 << 10, Ordering::Relaxed);
             }
             let _ = ready_tx.send(());
