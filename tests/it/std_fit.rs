@@ -335,3 +335,25 @@ fn server_side_tls_failures_are_classified() {
     assert!(err.contains("peer sent fatal alert"), "{err}");
     rt.shutdown(WAIT);
 }
+
+#[test]
+fn datagram_client_errors_name_the_server() {
+    let dir = tempdir();
+    let missing = dir.path().join("nobody.dgram");
+    let err = sockloop::client::UnixDatagramClient::connect(&missing, opts())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("connect {}: ", missing.display())),
+        "{err}"
+    );
+    // A UDP port nobody listens on: the kernel's ICMP answer surfaces on recv.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let c = sockloop::client::UdpClient::connect(("127.0.0.1", port), opts()).unwrap();
+    let err = c.once(b"x", WAIT).unwrap_err().to_string();
+    assert!(err.contains(&format!("127.0.0.1:{port}: ")), "{err}");
+}
