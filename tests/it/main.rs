@@ -7,6 +7,7 @@ mod cdp;
 mod chat;
 mod clients;
 mod core;
+mod examples;
 mod hub;
 mod pool;
 mod std_fit;

@@ -1,0 +1,222 @@
+//! The examples for the people who use sockloop, each compiled here as a module and run
+//! against real sockets: `wsc` (a line client), `ws_script`, `sensors` and `control_daemon`.
+
+use std::io::{BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sockloop::handler::{on_data, on_datagram};
+use sockloop::{
+    on_message, Addr, Conn, DatagramSender, Identity, Listen, Rejection, Runtime, Server, WsConn,
+    WsMessage, WsServerConfig,
+};
+
+use crate::util::{tempdir, WAIT};
+
+#[allow(dead_code)]
+#[path = "../../examples/wsc.rs"]
+mod wsc;
+
+fn rt() -> Runtime {
+    Runtime::builder()
+        .pollers(1)
+        .handler_threads(2)
+        .build()
+        .unwrap()
+}
+
+/// Output shared between the client's thread and the test.
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the output contains `want`.
+    fn wait_for(&self, want: &str) -> String {
+        let until = Instant::now() + WAIT;
+        loop {
+            let text = self.text();
+            if text.contains(want) {
+                return text;
+            }
+            assert!(Instant::now() < until, "no {want:?} in {text:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// `wsc` running on a thread: its stdin is `feed`, its stdout `out`.
+struct Wsc {
+    feed: Option<UnixStream>,
+    out: Shared,
+    done: std::thread::JoinHandle<Result<(), String>>,
+}
+
+fn wsc(args: &[&str]) -> Wsc {
+    let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    args.splice(0..0, ["--wait".to_owned(), "100".to_owned()]);
+    let a = wsc::parse_args(args).unwrap();
+    let (feed, input) = UnixStream::pair().unwrap();
+    let out = Shared::default();
+    let mut o = out.clone();
+    let done = std::thread::spawn(move || wsc::run(&a, BufReader::new(input), &mut o));
+    Wsc {
+        feed: Some(feed),
+        out,
+        done,
+    }
+}
+
+impl Wsc {
+    fn line(&mut self, l: &str) {
+        let feed = self.feed.as_mut().unwrap();
+        feed.write_all(format!("{l}\n").as_bytes()).unwrap();
+    }
+
+    /// Ends stdin and returns the exit result and everything printed.
+    fn finish(mut self) -> (Result<(), String>, String) {
+        drop(self.feed.take());
+        let r = self.done.join().unwrap();
+        (r, self.out.text())
+    }
+}
+
+/// A WebSocket echo that requires the `x-token: secret` header.
+fn ws_echo(rt: &Runtime, listen: Listen) -> Server {
+    let cfg = WsServerConfig::new().authenticator(|req| match req.header("x-token") {
+        Some("secret") => Ok(Some(Identity::user("t"))),
+        _ => Err(Rejection::new(401, "token required")),
+    });
+    rt.serve(listen)
+        .websocket(
+            cfg,
+            on_message(|ws: &WsConn, m: WsMessage<'_>| {
+                if let WsMessage::Text(t) = m {
+                    let _ = ws.send_text(format!("echo {t}"));
+                }
+            }),
+        )
+        .unwrap()
+}
+
+#[test]
+fn wsc_sends_stdin_lines_with_headers_and_prints_messages() {
+    let rt = rt();
+    let s = ws_echo(&rt, Listen::tcp("127.0.0.1:0"));
+    let url = format!("ws://{}/", s.local_addr());
+    let mut c = wsc(&["--header", "X-Token: secret", &url]);
+    c.line("hello");
+    c.out.wait_for("< echo hello\n");
+    c.line("again");
+    c.out.wait_for("< echo again\n");
+    let (r, out) = c.finish();
+    assert_eq!(r, Ok(()));
+    assert_eq!(out, "< echo hello\n< echo again\n");
+
+    let refused = wsc(&[&url]).finish().0.unwrap_err();
+    assert!(refused.contains("401"), "{refused}");
+    rt.shutdown(WAIT);
+}
+
+#[test]
+fn wsc_speaks_wss_with_a_ca_file_or_insecure() {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert = ck.cert.pem();
+    let tls = sockloop::tls::TlsServerConfig::from_pem(
+        cert.as_bytes(),
+        ck.key_pair.serialize_pem().as_bytes(),
+    )
+    .unwrap();
+    let rt = rt();
+    let s = ws_echo(&rt, Listen::tls("127.0.0.1:0", tls));
+    let port = s.inet_addr().unwrap().port();
+    let dir = tempdir();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &cert).unwrap();
+    let url = format!("wss://localhost:{port}/");
+    let ca = ca.to_str().unwrap();
+    for flags in [&["--ca", ca][..], &["--insecure"][..]] {
+        let mut args = flags.to_vec();
+        args.extend(["-H", "x-token: secret", &url]);
+        let mut c = wsc(&args);
+        c.line("over tls");
+        c.out.wait_for("< echo over tls\n");
+        assert_eq!(c.finish().0, Ok(()), "{flags:?}");
+    }
+    let untrusted = wsc(&["-H", "x-token: secret", &url]).finish().0;
+    assert!(
+        untrusted.unwrap_err().contains("--ca"),
+        "no trust, no connection"
+    );
+    rt.shutdown(WAIT);
+}
+
+#[test]
+fn wsc_drives_tcp_unix_and_udp_servers() {
+    let rt = rt();
+    let echo = on_data(|c: &Conn, d: &[u8]| {
+        let _ = c.send(d);
+    });
+    let tcp = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .stream(echo.clone())
+        .unwrap();
+    let dir = tempdir();
+    let path = dir.path().join("echo.sock");
+    let _unix = rt.serve(Listen::unix(&path)).stream(echo).unwrap();
+    let udp = rt
+        .serve(Listen::udp("127.0.0.1:0"))
+        .datagram(on_datagram(|tx: &DatagramSender, peer: &Addr, d: &[u8]| {
+            let _ = tx.send_to(d, peer);
+        }))
+        .unwrap();
+    let urls = [
+        format!("tcp://{}", tcp.local_addr()),
+        format!("unix://{}", path.display()),
+        format!("udp://{}", udp.local_addr()),
+    ];
+    for url in &urls {
+        let mut c = wsc(&[url]);
+        c.line("one");
+        c.out.wait_for("one\n");
+        c.line("two");
+        c.out.wait_for("one\ntwo\n");
+        let (r, out) = c.finish();
+        assert_eq!(r, Ok(()), "{url}");
+        assert_eq!(out, "one\ntwo\n", "{url}");
+    }
+    rt.shutdown(WAIT);
+}
+
+#[test]
+fn wsc_reports_where_it_could_not_connect() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = wsc(&[&format!("tcp://127.0.0.1:{port}")])
+        .finish()
+        .0
+        .unwrap_err();
+    assert!(
+        err.contains(&format!("connect 127.0.0.1:{port}: ")),
+        "{err}"
+    );
+    let err = wsc(&["ftp://x"]).finish().0.unwrap_err();
+    assert!(err.contains("unknown scheme"), "{err}");
+}
