@@ -220,3 +220,60 @@ fn wsc_reports_where_it_could_not_connect() {
     let err = wsc(&["ftp://x"]).finish().0.unwrap_err();
     assert!(err.contains("unknown scheme"), "{err}");
 }
+
+#[allow(dead_code)]
+#[path = "../../examples/ws_script.rs"]
+mod ws_script;
+
+fn chat(rt: &Runtime) -> crate::chat::server::Chat {
+    let cfg = crate::chat::server::ChatConfig {
+        addr: "127.0.0.1:0".into(),
+        ..Default::default()
+    };
+    crate::chat::server::serve(rt, &cfg).unwrap()
+}
+
+fn task(chat: &crate::chat::server::Chat, room: &str, text: &str) -> ws_script::Task {
+    ws_script::Task {
+        url: format!("ws://{}/ws", chat.server.local_addr()),
+        nick: "deploy".into(),
+        room: room.into(),
+        text: text.into(),
+        timeout: WAIT,
+    }
+}
+
+#[test]
+fn ws_script_posts_to_a_room_and_confirms_delivery() {
+    use sockloop::client::ws::{WsClient, WsClientOptions};
+    let rt = rt();
+    let chat = chat(&rt);
+    let url = format!("ws://{}/ws?nick=ann", chat.server.local_addr());
+    let mut ann = WsClient::connect(&url, WsClientOptions::default()).unwrap();
+    crate::hub::next_event(&mut ann, "chat:joined");
+    crate::hub::send(
+        &mut ann,
+        &serde_json::json!({"event": "room:join", "data": {"room": "ops"}, "id": 1}),
+    );
+    crate::hub::next_event(&mut ann, "ack");
+
+    let report = ws_script::run(&task(&chat, "ops", "release 1.4 is live")).unwrap();
+    assert_eq!(report.nick, "deploy");
+    let mut users = report.users.clone();
+    users.sort();
+    assert_eq!(users, ["ann", "deploy"]);
+    let msg = crate::hub::next_event(&mut ann, "chat:message");
+    assert_eq!(msg["data"]["from"], "deploy");
+    assert_eq!(msg["data"]["text"], "release 1.4 is live");
+    chat.server.shutdown(WAIT);
+    rt.shutdown(WAIT);
+}
+
+#[test]
+fn ws_script_reports_a_refusal() {
+    let rt = rt();
+    let chat = chat(&rt);
+    let err = ws_script::run(&task(&chat, "not a room name!", "x")).unwrap_err();
+    assert!(err.contains("the server refused"), "{err}");
+    rt.shutdown(WAIT);
+}
