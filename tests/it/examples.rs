@@ -277,3 +277,109 @@ fn ws_script_reports_a_refusal() {
     assert!(err.contains("the server refused"), "{err}");
     rt.shutdown(WAIT);
 }
+
+#[allow(dead_code)]
+#[path = "../../examples/sensors.rs"]
+mod sensors;
+
+/// Polls `f` until it is true, failing after [`WAIT`].
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let until = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < until, "never: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn accepted(c: &sensors::Collector) -> u64 {
+    c.counters
+        .accepted
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[test]
+fn sensors_aggregate_many_devices() {
+    use sockloop::client::{ClientOptions, UdpClient};
+    let rt = rt();
+    let c = sensors::start(&rt, "127.0.0.1:0", Duration::from_secs(3600)).unwrap();
+    let devices: Vec<_> = (0..20)
+        .map(|_| UdpClient::connect(c.server.local_addr(), ClientOptions::default()).unwrap())
+        .collect();
+    for i in 0..25 {
+        for (d, dev) in devices.iter().enumerate() {
+            // Two lines in one datagram: a temperature and a humidity.
+            let line = format!("dev{d}.temp {i}\ndev{d}.hum {}\n", 100 - i);
+            dev.send(line.as_bytes()).unwrap();
+        }
+    }
+    eventually("1000 readings accepted", || accepted(&c) == 1000);
+    let s = c.peek(WAIT).unwrap();
+    assert_eq!(s.readings(), 1000);
+    assert_eq!(s.sensors.len(), 40);
+    let t = &s.sensors["dev7.temp"];
+    assert_eq!((t.count, t.min, t.max, t.last), (25, 0.0, 24.0, 24.0));
+    assert_eq!(t.mean(), 12.0);
+    assert_eq!(s.sensors["dev3.hum"].min, 76.0);
+    rt.shutdown(WAIT);
+}
+
+#[test]
+fn sensors_publish_a_summary_every_period_and_count_bad_lines() {
+    use sockloop::client::{ClientOptions, UdpClient};
+    let rt = rt();
+    let c = sensors::start(&rt, "127.0.0.1:0", Duration::from_millis(100)).unwrap();
+    let dev = UdpClient::connect(c.server.local_addr(), ClientOptions::default()).unwrap();
+    let long = "n".repeat(sensors::MAX_NAME + 1);
+    let bad = format!("no-value\nx NaN\ny 1 2\n{long} 1\n\u{fffd}\u{0} 3\n");
+    dev.send(bad.as_bytes()).unwrap();
+    dev.send(b"door.open 1").unwrap();
+    let found = loop {
+        let s = c.summaries.recv_timeout(WAIT).expect("a periodic summary");
+        if let Some(st) = s.sensors.get("door.open") {
+            break (s.clone(), st.clone());
+        }
+    };
+    assert_eq!(found.1.count, 1);
+    assert_eq!((found.1.min, found.1.last), (1.0, 1.0));
+    let malformed = c
+        .counters
+        .malformed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        malformed, 4,
+        "the fifth bad-looking line is a valid name and value"
+    );
+    let text = sensors::render(&found.0, &c.counters);
+    assert!(text.contains("door.open"), "{text}");
+    // Windows keep closing while nothing arrives.
+    let empty = c.summaries.recv_timeout(WAIT).expect("another window");
+    assert!(empty.window > found.0.window);
+    rt.shutdown(WAIT);
+}
+
+#[test]
+fn sensors_survive_the_aggregator_dying() {
+    use sockloop::client::{ClientOptions, UdpClient};
+    use sockloop::supervise::ExitReason;
+    let rt = rt();
+    let c = sensors::start(&rt, "127.0.0.1:0", Duration::from_secs(3600)).unwrap();
+    let dev = UdpClient::connect(c.server.local_addr(), ClientOptions::default()).unwrap();
+    dev.send(b"a 1").unwrap();
+    eventually("the first reading", || accepted(&c) == 1);
+    let node = rt.node();
+    let first = node.whereis(sensors::AGGREGATOR).unwrap();
+    assert!(node.exit(first, ExitReason::Error("killed by the test".into())));
+    eventually("a fresh aggregator", || {
+        node.whereis(sensors::AGGREGATOR)
+            .is_some_and(|p| p != first)
+    });
+    dev.send(b"b 2").unwrap();
+    eventually("the reading after the restart", || accepted(&c) == 2);
+    let s = c.peek(WAIT).unwrap();
+    assert_eq!(
+        s.sensors.keys().collect::<Vec<_>>(),
+        ["b"],
+        "a fresh window"
+    );
+    rt.shutdown(WAIT);
+}
