@@ -383,3 +383,83 @@ fn sensors_survive_the_aggregator_dying() {
     );
     rt.shutdown(WAIT);
 }
+
+#[allow(dead_code)]
+#[path = "../../examples/control_daemon.rs"]
+mod control_daemon;
+
+#[test]
+fn control_daemon_answers_its_owner_on_a_0600_socket_and_stops() {
+    use sockloop::client::{ClientOptions, UnixClient};
+    use std::os::unix::fs::PermissionsExt;
+    let rt = rt();
+    let dir = tempdir();
+    let path = dir.path().join("ctl.sock");
+    let me = control_daemon::my_uid();
+    let d = control_daemon::start(&rt, &path, vec![me]).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let opts = ClientOptions::default().read_timeout(Some(WAIT));
+    let mut c = UnixClient::connect(&path, opts).unwrap();
+    let mut ask = |cmd: &str| {
+        let r = c
+            .once_until(format!("{cmd}\n").as_bytes(), b"\n", WAIT)
+            .unwrap();
+        String::from_utf8(r).unwrap()
+    };
+    assert_eq!(ask("ping"), "ok pong\n");
+    let status = ask("status");
+    assert!(status.starts_with("ok uptime_s="), "{status}");
+    assert!(status.contains(" clients=1 "), "{status}");
+    assert!(
+        status.contains(&format!(" pid={}\n", std::process::id())),
+        "{status}"
+    );
+    assert_eq!(ask("set mode  fast lane"), "ok\n");
+    assert_eq!(ask("get mode"), "ok fast lane\n");
+    assert_eq!(ask("get other"), "error no other\n");
+    assert!(ask("reboot").starts_with("error unknown command \"reboot\""));
+    assert_eq!(ask("stop"), "ok stopping\n");
+    assert_eq!(
+        d.stopped.recv_timeout(WAIT).unwrap(),
+        control_daemon::Stop::Command(me)
+    );
+    assert!(d.server.shutdown(WAIT));
+    assert!(!path.exists(), "the socket file is removed");
+    rt.shutdown(WAIT);
+}
+
+#[test]
+fn control_daemon_refuses_other_users_and_long_lines() {
+    use sockloop::client::{ClientOptions, UnixClient};
+    let rt = rt();
+    let dir = tempdir();
+    let path = dir.path().join("ctl.sock");
+    let me = control_daemon::my_uid();
+    // Allow some other uid only: this process is then a stranger.
+    let _d = control_daemon::start(&rt, &path, vec![me.wrapping_add(1)]).unwrap();
+    let opts = ClientOptions::default().read_timeout(Some(WAIT));
+    let mut c = UnixClient::connect(&path, opts.clone()).unwrap();
+    let mut all = String::new();
+    std::io::Read::read_to_string(&mut c, &mut all).unwrap();
+    assert_eq!(
+        all,
+        format!("error denied: uid {me}\n"),
+        "denied, then closed"
+    );
+    let err = control_daemon::start(&rt, &path, vec![me])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains(&path.display().to_string()), "{err}");
+
+    let other = dir.path().join("ctl2.sock");
+    let _d2 = control_daemon::start(&rt, &other, vec![me]).unwrap();
+    let mut c = UnixClient::connect(&other, opts).unwrap();
+    let long = vec![b'x'; control_daemon::MAX_LINE + 10];
+    c.write_all(&long).unwrap();
+    let mut all = String::new();
+    std::io::Read::read_to_string(&mut c, &mut all).unwrap();
+    assert_eq!(all, "error line too long\n");
+    rt.shutdown(WAIT);
+}
