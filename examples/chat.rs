@@ -7,7 +7,8 @@
 //! ```
 //!
 //! The page (`examples/assets/chat.html`, served at `/`) opens `/ws?nick=NAME`; `/health`
-//! answers 200 "ok". SIGINT / SIGTERM drain gracefully (clients get 1001, 5 s deadline).
+//! answers 200 "ok"; `/metrics` serves the Prometheus text exposition (`docs/METRICS.md`).
+//! SIGINT / SIGTERM drain gracefully (clients get 1001, 5 s deadline).
 //!
 //! Nicknames: 1 to 24 letters, digits, `_`, `-` or `.`; anything else is refused at the
 //! upgrade with HTTP 400. A nickname that looks like one online (any case, fullwidth forms,
@@ -655,15 +656,25 @@ pub fn hub(cfg: &ChatConfig) -> Hub {
 pub fn serve(rt: &Runtime, cfg: &ChatConfig) -> sockloop::Result<Chat> {
     let hub = hub(cfg);
     let allowed = cfg.allowed_origins.clone();
+    // `/metrics`: the Prometheus exposition of the server, the hub and the node.
+    let metrics = sockloop::metrics::Metrics::new();
+    let m = metrics.clone();
     let ws = hub
         .server_config(WsServerConfig::new())
         .path(Some("/ws".into()))
         .authenticator(move |req| authenticate(req, &allowed))
-        .http(http);
+        .http(move |req| match req.path() {
+            "/metrics" => m.response(),
+            _ => http(req),
+        });
     let server = rt
         .serve(Listen::tcp(cfg.addr.clone()))
         .websocket(ws, hub.factory())?;
     hub.attach(&server);
+    metrics
+        .add_server("chat", &server)
+        .add_hub("chat", &hub)
+        .add_node("chat", rt.node());
     Ok(Chat { hub, server })
 }
 

@@ -86,12 +86,14 @@
 //! | 2 | `reactor` | the only mio user: poll loop, typed commands, timers, the `Driver` contract |
 //! | 3 | `server`, [`client`] | binding, runtime, handler pool, drivers, broadcast; blocking clients |
 //! | 4 | [`hub`] | envelopes, router, rooms, identity, delivery |
+//! | 5 | [`metrics`] | one view over servers, hubs and supervision; the Prometheus exposition |
 #![deny(missing_docs)]
 
 pub mod base;
 pub mod client;
 pub mod error;
 pub mod hub;
+pub mod metrics;
 mod proto;
 mod reactor;
 mod server;

@@ -626,7 +626,9 @@ fn install(rt: &Arc<RuntimeInner>, server: &Arc<ServerShared>, b: Bound) -> Resu
 }
 
 /// A running server. Dropping the handle leaves the server running; stop it with
-/// [`shutdown`](Self::shutdown) or [`Runtime::shutdown`](crate::Runtime::shutdown).
+/// [`shutdown`](Self::shutdown) or [`Runtime::shutdown`](crate::Runtime::shutdown). Clones
+/// are handles to the same server.
+#[derive(Clone)]
 pub struct Server {
     pub(crate) shared: Arc<ServerShared>,
     rt: Arc<RuntimeInner>,

@@ -463,3 +463,145 @@ fn control_daemon_refuses_other_users_and_long_lines() {
     assert_eq!(all, "error line too long\n");
     rt.shutdown(WAIT);
 }
+
+/// `GET path` over a fresh connection; the response's body.
+fn http_get(addr: &sockloop::Addr, path: &str) -> (String, String) {
+    use std::io::Read;
+    let mut t = std::net::TcpStream::connect(addr).unwrap();
+    t.set_read_timeout(Some(WAIT)).unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    t.write_all(req.as_bytes()).unwrap();
+    let mut all = String::new();
+    t.read_to_string(&mut all).unwrap();
+    let (head, body) = all.split_once("\r\n\r\n").expect("a response");
+    (head.to_owned(), body.to_owned())
+}
+
+/// `name{labels} value` lines of an exposition, as (name with labels, value).
+fn scraped(body: &str) -> Vec<(String, f64)> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_owned(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The metric names of the table in docs/METRICS.md.
+fn documented() -> Vec<String> {
+    let doc = include_str!("../../docs/METRICS.md");
+    doc.lines()
+        .filter_map(|l| l.strip_prefix("| `sockloop_"))
+        .map(|rest| format!("sockloop_{}", rest.split('`').next().unwrap()))
+        .collect()
+}
+
+#[test]
+fn the_chat_serves_the_documented_metrics() {
+    use sockloop::client::ws::{WsClient, WsClientOptions};
+    let rt = rt();
+    let chat = chat(&rt);
+    let addr = chat.server.local_addr().clone();
+    let mut ann = WsClient::connect(
+        &format!("ws://{addr}/ws?nick=ann"),
+        WsClientOptions::default(),
+    )
+    .unwrap();
+    let _bob = WsClient::connect(
+        &format!("ws://{addr}/ws?nick=bob"),
+        WsClientOptions::default(),
+    )
+    .unwrap();
+    crate::hub::next_event(&mut ann, "chat:joined");
+    crate::hub::send(
+        &mut ann,
+        &serde_json::json!({"event": "chat:say", "data": {"room": "lobby", "text": "hi"}}),
+    );
+    crate::hub::next_event(&mut ann, "chat:message");
+    let (head, body) = http_get(&addr, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let values = scraped(&body);
+    let get = |k: &str| {
+        values
+            .iter()
+            .find(|(n, _)| n == k)
+            .unwrap_or_else(|| panic!("no {k} in\n{body}"))
+            .1
+    };
+    assert_eq!(get("sockloop_hub_connections{hub=\"chat\"}"), 2.0);
+    assert_eq!(get("sockloop_hub_users{hub=\"chat\"}"), 2.0);
+    assert!(get("sockloop_hub_messages_received_total{hub=\"chat\"}") >= 1.0);
+    assert!(get("sockloop_hub_messages_sent_total{hub=\"chat\"}") >= 2.0);
+    // The two WebSockets and the scrape itself.
+    assert_eq!(
+        get("sockloop_server_connections_open{server=\"chat\"}"),
+        3.0
+    );
+    assert!(get("sockloop_server_socket_received_bytes_total{server=\"chat\"}") > 0.0);
+    assert!(get("sockloop_processes{node=\"chat\"}") >= 1.0);
+    // Every metric scraped is documented; every documented one is scraped, except the
+    // supervisor's (the chat adds none: tested below).
+    let docs = documented();
+    assert_eq!(docs.len(), 28, "{docs:?}");
+    for (k, _) in &values {
+        let name = k.split('{').next().unwrap();
+        assert!(
+            docs.iter().any(|d| d == name),
+            "{name} is not in docs/METRICS.md"
+        );
+    }
+    for d in docs
+        .iter()
+        .filter(|d| !d.starts_with("sockloop_supervisor_children"))
+    {
+        let found = values
+            .iter()
+            .any(|(k, _)| k.split('{').next() == Some(d.as_str()));
+        assert!(found, "{d} is documented but not scraped");
+    }
+    rt.shutdown(WAIT);
+}
+
+#[test]
+fn metrics_count_supervision() {
+    use sockloop::metrics::Metrics;
+    use sockloop::supervise::ExitReason;
+    let rt = rt();
+    let c = sensors::start(&rt, "127.0.0.1:0", Duration::from_secs(3600)).unwrap();
+    let metrics = Metrics::new();
+    let m = metrics.clone();
+    rt.node().set_hook(move |e| m.record(e));
+    metrics.add_supervisor("sensors", &c.supervisor);
+    let first = rt.node().whereis(sensors::AGGREGATOR).unwrap();
+    rt.node().exit(first, ExitReason::Error("test".into()));
+    eventually("the restart counted", || {
+        metrics
+            .prometheus()
+            .contains("sockloop_process_restarts_total 1\n")
+    });
+    let text = metrics.prometheus();
+    assert!(
+        text.contains("sockloop_supervisor_children{supervisor=\"sensors\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sockloop_supervisor_children_active{supervisor=\"sensors\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("sockloop_process_exits_total{reason=\"abnormal\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE sockloop_process_restarts_total counter\n"),
+        "{text}"
+    );
+    rt.node().clear_hook();
+    rt.shutdown(WAIT);
+}
