@@ -172,6 +172,16 @@ fn client_errors_name_the_address_or_path() {
         "{msg}"
     );
     assert!(msg.to_lowercase().contains("refused"), "{msg}");
+    let url = format!("ws://127.0.0.1:{port}/");
+    let ws_opts = sockloop::client::ws::WsClientOptions::default();
+    let err = sockloop::client::ws::WsClient::connect(&url, ws_opts)
+        .err()
+        .expect("nobody listens");
+    assert!(
+        err.to_string()
+            .contains(&format!("connect 127.0.0.1:{port}: ")),
+        "{err}"
+    );
     let dir = tempdir();
     let missing = dir.path().join("nobody.sock");
     let err = UnixClient::connect(&missing, opts())
