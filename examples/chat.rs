@@ -10,6 +10,16 @@
 //! answers 200 "ok"; `/metrics` serves the Prometheus text exposition (`docs/METRICS.md`).
 //! SIGINT / SIGTERM drain gracefully (clients get 1001, 5 s deadline).
 //!
+//! The page: the rooms one is in (with unread counts) and, under "More rooms", the others
+//! the server lists (`room:list`, refreshed on joins and leaves, every 20 s and with ↻) with
+//! their head counts, a click joining; the current room's users; lines keep the author's
+//! nickname of the moment they were said. In no room, plain text is kept back with a hint
+//! and commands still go to the server (`/join ROOM` joins and says so); what was said there
+//! (the suffix notice of the welcome among it) comes along into the next room shown. A run
+//! of sends refused by the rate limit is one line ("3 messages not sent: slow down"),
+//! counted in place until a send gets through. At 640 px wide or less the side bars are
+//! drawers behind the header's Rooms and Users toggles.
+//!
 //! Nicknames: 1 to 24 letters, digits, `_`, `-` or `.`; anything else is refused at the
 //! upgrade with HTTP 400. A nickname that looks like one online (any case, fullwidth forms,
 //! Cyrillic or Greek look-alikes: see [`skeleton`]) is taken: a newcomer gets the first free
@@ -22,7 +32,8 @@
 //! `X-Frame-Options: DENY` and `X-Content-Type-Options: nosniff`; `HEAD` has no body.
 //!
 //! Client events: `chat:say {room, text}` (a message, or a slash command when `text`
-//! starts with `/`; `//x` sends `/x` literally), `room:join {room}`, `room:leave {room}`,
+//! starts with `/`; `//x` sends `/x` literally; `room` is empty or absent where the page
+//! shows no room: commands naming no room still work, the rest get "you are in no room"), `room:join {room}`, `room:leave {room}`,
 //! `room:typing {room, typing}` (the built-in events' shapes, see `docs/PROTOCOL.md`),
 //! `room:list` (acked with `{rooms: [{room, users}]}`, the listed rooms).
 //! Server events: `chat:welcome {nick, conn}`, `chat:joined {room, users}` and
@@ -57,6 +68,9 @@ pub const MAX_ROOM: usize = 32;
 pub const MAX_TEXT: usize = 2000;
 /// What `/shrug` appends.
 pub const SHRUG: &str = r"¯\_(ツ)_/¯";
+
+/// The answer to a line that needs a room, typed where the page shows none.
+const NO_ROOM: &str = "you are in no room: /join ROOM first";
 
 const HELP: &str = "commands: /nick NEW, /join ROOM, /leave [ROOM], /me ACTION, /who [ROOM], \
                     /shrug [TEXT], /msg NICK TEXT, /help; //text sends /text";
@@ -301,8 +315,19 @@ struct Message<'a> {
 
 #[derive(Deserialize)]
 struct Say {
+    /// The room the line was typed in: empty (or absent) when the page shows no room, where
+    /// commands that name no room (`/join ROOM`, `/msg`, `/nick`, `/help`…) still work.
+    #[serde(default)]
     room: String,
     text: String,
+}
+
+/// The room a command acts on by default: `room`, unless the page showed none.
+fn here(room: &str) -> Result<&str, HubError> {
+    if room.is_empty() {
+        return Err(HubError::bad_data(NO_ROOM));
+    }
+    Ok(room)
 }
 
 #[derive(Deserialize)]
@@ -352,6 +377,7 @@ impl Handlers {
 
     /// Sends a line to a room the caller is in; ends the caller's typing indicator there.
     fn post(&self, ctx: &Ctx, room: &str, kind: &str, text: &str) -> Result<(), HubError> {
+        let room = here(room)?;
         let hub = ctx.hub();
         let member = hub
             .conn_info(ctx.conn_id())
@@ -406,14 +432,14 @@ impl Handlers {
             "join" if rest.is_empty() => Err(usage("/join ROOM")),
             "join" => self.join(ctx, rest).map(drop),
             "leave" | "part" => self
-                .leave(ctx, if rest.is_empty() { room } else { rest })
+                .leave(ctx, if rest.is_empty() { here(room)? } else { rest })
                 .map(drop),
             "me" if rest.is_empty() => Err(usage("/me ACTION")),
             "me" => self.post(ctx, room, "me", rest),
             "shrug" if rest.is_empty() => self.post(ctx, room, "text", SHRUG),
             "shrug" => self.post(ctx, room, "text", &format!("{rest} {SHRUG}")),
             "who" => {
-                let room = room_name(if rest.is_empty() { room } else { rest })?;
+                let room = room_name(if rest.is_empty() { here(room)? } else { rest })?;
                 let member = ctx.hub().conn_info(ctx.conn_id());
                 if !member.is_some_and(|i| i.rooms.contains(&room)) {
                     return Err(HubError::forbidden(format!("you are not in #{room}")));

@@ -91,7 +91,11 @@ fn main() -> sockloop::Result<()> {
         b = b.pollers(n);
     }
     let rt = b.build()?;
-    let cfg = ServerConfig::new().dispatch(Dispatch::Inline);
+    // A message must fit the outbound queue whole (a larger one is refused as TooLarge):
+    // 32 MiB holds the WebSocket limit's 16 MiB messages (Autobahn's 9.x cases echo them).
+    let cfg = ServerConfig::new()
+        .dispatch(Dispatch::Inline)
+        .max_queued_bytes(32 << 20);
     let default_inet = "127.0.0.1:7000".to_string();
     let default_path = "/tmp/sockloop-echo.sock".to_string();
     let default_ws = "127.0.0.1:9001".to_string();

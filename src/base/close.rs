@@ -24,6 +24,10 @@ pub enum CloseReason {
     QueueOverflow,
     /// The server is at its connection limit; the connection was closed on accept.
     ServerFull,
+    /// The runtime's memory budget was spent and the connection's drop policy is
+    /// [`DropPolicy::Disconnect`](crate::DropPolicy::Disconnect) (a WebSocket peer gets
+    /// close code 1013, "try again later").
+    OverBudget,
     /// The server shut down.
     Shutdown,
     /// The handler panicked (with the panic message); only this connection was closed.
@@ -42,6 +46,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Protocol(m) => write!(f, "protocol error: {m}"),
             CloseReason::QueueOverflow => f.write_str("outbound queue overflow"),
             CloseReason::ServerFull => f.write_str("server full"),
+            CloseReason::OverBudget => f.write_str("server over its memory budget"),
             CloseReason::Shutdown => f.write_str("server shutdown"),
             CloseReason::HandlerPanic(m) => write!(f, "handler panicked: {m}"),
         }

@@ -2,6 +2,7 @@
 //! outcomes and saturating deadlines. Depends on nothing but `std`.
 
 mod addr;
+mod budget;
 mod close;
 mod deadline;
 mod ids;
@@ -9,6 +10,8 @@ mod send;
 mod stamp;
 
 pub use addr::{Addr, PeerCred};
+pub(crate) use budget::Budget;
+pub use budget::{BudgetStats, DEFAULT_MEMORY_BUDGET};
 pub use close::CloseReason;
 pub use deadline::{deadline, deadline_opt, earliest, elapsed, saturating};
 pub use ids::{ConnId, GroupId};

@@ -10,6 +10,11 @@ pub enum SendStatus {
     Dropped,
     /// The connection is closing or closed; nothing was queued.
     Closed,
+    /// The message alone is larger than the connection's whole queue bound
+    /// ([`ServerConfig::max_queued_bytes`](crate::ServerConfig::max_queued_bytes)): refused at
+    /// once, whatever the drop policy, and counted as dropped. Raise the bound or send it in
+    /// parts.
+    TooLarge,
 }
 
 /// What happened to a message sent to many connections.
@@ -21,6 +26,9 @@ pub struct Delivery {
     pub dropped: usize,
     /// This many members were closing or closed.
     pub closed: usize,
+    /// Older messages thrown out of members' queues to make room for this one (the
+    /// drop-oldest policy); each is also counted in the server's `dropped`.
+    pub evicted: usize,
     /// Pollers whose members are not counted above: the call could not wait for them
     /// (see [`Broadcaster::send`](crate::Broadcaster::send)). Zero for a complete report.
     pub pending: usize,
@@ -31,6 +39,7 @@ impl Delivery {
         self.queued += o.queued;
         self.dropped += o.dropped;
         self.closed += o.closed;
+        self.evicted += o.evicted;
         self.pending += o.pending;
     }
 }

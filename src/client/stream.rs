@@ -40,6 +40,8 @@ impl TryClone for UnixStream {
 
 /// Bytes read per call while waiting for a reply.
 const READ_CHUNK: usize = 16 << 10;
+/// Largest single write of a request under a deadline (about one TLS record).
+const WRITE_CHUNK: usize = 16 << 10;
 /// Most bytes `close` discards while waiting for the peer to finish.
 const MAX_DRAIN: usize = 1 << 20;
 
@@ -224,11 +226,21 @@ impl<S: Duplex> StreamCore<S> {
         if request.is_empty() {
             return Ok(());
         }
+        // Each write gets only the time left, so a peer that keeps reading slowly cannot
+        // stretch the call past its deadline (one timeout for a whole `write_all` could).
+        let mut rest = request;
+        while !rest.is_empty() {
+            self.io.set_write_timeout(Some(remaining(deadline)?))?;
+            let chunk = rest.len().min(WRITE_CHUNK);
+            match self.io.write(&rest[..chunk]) {
+                Ok(0) => return Err(Error::Closed),
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(located("write", &self.peer, e)),
+            }
+        }
         self.io.set_write_timeout(Some(remaining(deadline)?))?;
         let peer = &self.peer;
-        self.io
-            .write_all(request)
-            .map_err(|e| located("write", peer, e))?;
         self.io.flush().map_err(|e| located("write", peer, e))
     }
 

@@ -84,7 +84,7 @@ impl Hub {
         let s = &self.inner.stats;
         match st {
             SendStatus::Queued => s.messages_out.fetch_add(1, Ordering::Relaxed),
-            SendStatus::Dropped => s.dropped.fetch_add(1, Ordering::Relaxed),
+            SendStatus::Dropped | SendStatus::TooLarge => s.dropped.fetch_add(1, Ordering::Relaxed),
             SendStatus::Closed => 0,
         };
     }
@@ -222,8 +222,28 @@ impl Hub {
         match parse_envelope(text, &self.inner.cfg.limits) {
             Ok(env) if env.event == "ack" => self.ack_arrived(ws.id(), env.reference, env.data),
             Ok(env) => self.dispatch(ws, env),
-            Err(r) => self.send_error(ws, &r.error, r.reference),
+            Err(r) => self.refused(ws, r),
         }
+    }
+
+    /// An envelope that could not be read still passes the global middleware as
+    /// [`INVALID_EVENT`](super::INVALID_EVENT), so rate limits count it (a flood of garbage
+    /// is limited like a flood of events); its error is sent unless a middleware refused it
+    /// first (then that error is sent instead, e.g. `rate_limited`).
+    fn refused(&self, ws: &WsConn, r: super::Refused) {
+        let env = Envelope {
+            event: super::INVALID_EVENT.to_owned(),
+            id: r.reference,
+            ..Default::default()
+        };
+        let mut ctx = Ctx::new(self.clone(), ws.clone(), env);
+        let error = r.error;
+        let end = |_: &mut Ctx| Err(error.clone());
+        let e = match Next::new(&self.inner.global, &end).run(&mut ctx) {
+            Err(e) => e,
+            Ok(()) => error.clone(),
+        };
+        self.send_error(ws, &e, r.reference);
     }
 
     fn dispatch(&self, ws: &WsConn, env: Envelope) {
@@ -365,6 +385,9 @@ impl Hub {
             messages_in: s.messages_in.load(Ordering::Relaxed),
             messages_out: s.messages_out.load(Ordering::Relaxed),
             dropped: s.dropped.load(Ordering::Relaxed),
+            evicted: self.inner.bcast.get().map_or(0, |f| {
+                f.b.server.policy.counters.evicted.load(Ordering::Relaxed)
+            }),
             errors: s.errors.load(Ordering::Relaxed),
             acks_pending: s.acks_pending.load(Ordering::Relaxed),
         }

@@ -264,7 +264,7 @@ pub(super) fn send_to(ws: &WsConn, frames: Option<&Frames>, text: &str) -> SendS
 fn tally(d: &mut Delivery, st: SendStatus) {
     match st {
         SendStatus::Queued => d.queued += 1,
-        SendStatus::Dropped => d.dropped += 1,
+        SendStatus::Dropped | SendStatus::TooLarge => d.dropped += 1,
         SendStatus::Closed => d.closed += 1,
     }
 }

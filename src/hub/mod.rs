@@ -61,6 +61,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use ack::{AckHandle, AckStatus, DeliveryReport};
+
+/// The event name global middleware sees for an envelope that could not be read (not JSON,
+/// too large, too deep, no event): it runs through the global chain so that
+/// [`mw::rate_limit`] counts it; [`mw::auth_required`] and [`mw::validate`] let it pass, and
+/// the sender gets its `bad_envelope` / `too_large` error (or the error of a middleware that
+/// refused it first). No route ever sees it.
+pub const INVALID_EVENT: &str = "$invalid";
 pub use builder::{AckOptions, HubBuilder, HubConfig, PresenceScope, Route};
 pub use ctx::Ctx;
 pub use delivery::Target;
@@ -85,8 +92,12 @@ pub struct HubStats {
     pub messages_in: u64,
     /// Messages queued for connections (a broadcast counts once per recipient).
     pub messages_out: u64,
-    /// Messages refused by drop policies.
+    /// Messages refused by drop policies (or larger than a connection's whole queue bound).
     pub dropped: u64,
+    /// Older messages thrown out of connections' queues to make room (the drop-oldest
+    /// policy), as the hub's server counts them
+    /// ([`ServerStats::evicted`](crate::ServerStats::evicted)).
+    pub evicted: u64,
     /// `error` events sent.
     pub errors: u64,
     /// Recipients whose acknowledgement is awaited right now.

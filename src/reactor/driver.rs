@@ -42,20 +42,27 @@ pub(crate) struct Counters {
     pub(crate) plain_in: AtomicU64,
     pub(crate) plain_out: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    /// Of `dropped`: older messages thrown out of queues by the drop-oldest policy.
+    pub(crate) evicted: AtomicU64,
     pub(crate) queued: AtomicUsize,
     pub(crate) open: AtomicUsize,
     pub(crate) datagrams_in: AtomicU64,
     pub(crate) datagrams_out: AtomicU64,
     /// Output bytes thrown away because a connection went before they were written.
     pub(crate) discarded: AtomicU64,
+    /// The runtime's memory budget, shared by all its servers (every byte counted in
+    /// `queued`, in handler jobs waiting and in kept input is counted there too).
+    pub(crate) budget: Arc<crate::base::Budget>,
 }
 
 impl Counters {
     pub(crate) fn add_queued(&self, n: usize) {
         self.queued.fetch_add(n, Ordering::Relaxed);
+        self.budget.add(n);
     }
     pub(crate) fn sub_queued(&self, n: usize) {
         self.queued.fetch_sub(n, Ordering::Relaxed);
+        self.budget.sub(n);
     }
     pub(crate) fn dropped(&self, n: u64) {
         self.dropped.fetch_add(n, Ordering::Relaxed);
@@ -81,6 +88,11 @@ pub(crate) enum Admit {
     Dropped,
     /// Refused, and the connection is to close with `QueueOverflow`; counted as dropped.
     Overflow,
+    /// Refused: larger than the whole queue bound (whatever the policy); counted as dropped.
+    TooLarge,
+    /// Refused with the runtime's budget spent, and the connection is to close with
+    /// `OverBudget` (the disconnect policy); counted as dropped.
+    OverBudget,
 }
 
 /// The one queue policy: decides whether `len` more bytes may be queued for `link`, and
@@ -89,6 +101,20 @@ pub(crate) fn admit<X: ?Sized + Send + Sync>(link: &Link<X>, len: usize) -> Admi
     let limits = &link.policy.limits;
     let counters = &link.policy.counters;
     let bound = limits.max_queued_bytes;
+    if len > bound {
+        counters.dropped(1);
+        return Admit::TooLarge;
+    }
+    if limits.drop_policy != DropPolicy::Backpressure && counters.budget.full() {
+        // The runtime's budget is spent: message transports refuse (byte streams keep their
+        // per-connection bound and backpressure: their bytes must not be cut).
+        counters.dropped(1);
+        counters.budget.refused_send();
+        return match limits.drop_policy {
+            DropPolicy::Disconnect => Admit::OverBudget,
+            _ => Admit::Dropped,
+        };
+    }
     let before = link.queued.fetch_add(len, Ordering::AcqRel);
     let fits = before == 0 || before + len <= bound;
     let queued = fits
@@ -110,12 +136,15 @@ pub(crate) fn admit<X: ?Sized + Send + Sync>(link: &Link<X>, len: usize) -> Admi
 }
 
 /// What a group member's driver did with a shared frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Offer {
-    Queued,
-    /// Refused by the queue bound; `close`: the policy is to disconnect.
+    /// Queued; `evicted` older messages were dropped to make room (drop-oldest).
+    Queued {
+        evicted: u64,
+    },
+    /// Refused by the queue bound; `close`: the policy is to disconnect, for this reason.
     Dropped {
-        close: bool,
+        close: Option<CloseReason>,
     },
     Closed,
 }
@@ -185,13 +214,13 @@ impl<'a> Io<'a> {
 
     /// Appends a message whose `admitted` bytes were already counted when it was sent.
     #[inline]
-    pub(crate) fn push_admitted(&mut self, data: Payload, admitted: usize) {
+    pub(crate) fn push_admitted(&mut self, data: Payload, admitted: usize) -> u64 {
         let n = data.as_slice().len();
         let keep = self.keep_boundaries();
         self.out.push(data, keep);
         self.link.account(n as isize - admitted as isize);
-        self.enforce_drop_oldest();
         self.req.dirty = true;
+        self.enforce_drop_oldest()
     }
 
     /// Appends bytes written by `f` for a message whose `admitted` bytes were counted.
@@ -208,18 +237,22 @@ impl<'a> Io<'a> {
         self.req.dirty = true;
     }
 
-    /// Under drop-oldest, drops the oldest whole messages past the bound (counted).
+    /// Under drop-oldest, drops the oldest whole messages past the bound (counted);
+    /// returns how many.
     #[inline]
-    fn enforce_drop_oldest(&mut self) {
+    fn enforce_drop_oldest(&mut self) -> u64 {
         if !self.keep_boundaries() {
-            return;
+            return 0;
         }
         let limit = self.policy.limits.max_queued_bytes;
-        if self.out.len() > limit {
-            let (msgs, bytes) = self.out.drop_oldest(limit);
-            self.link.account(-(bytes as isize));
-            self.policy.counters.dropped(msgs);
+        if self.out.len() <= limit {
+            return 0;
         }
+        let (msgs, bytes) = self.out.drop_oldest(limit);
+        self.link.account(-(bytes as isize));
+        self.policy.counters.dropped(msgs);
+        (self.policy.counters.evicted).fetch_add(msgs, Ordering::Relaxed);
+        msgs
     }
 
     /// Copies bytes admitted when they were sent (an inline handler's send).
@@ -242,16 +275,16 @@ impl<'a> Io<'a> {
         let len = bytes.len();
         match admit(self.link, len) {
             Admit::Queued => {
-                self.push_admitted(Payload::Shared(bytes), len);
-                Offer::Queued
+                let evicted = self.push_admitted(Payload::Shared(bytes), len);
+                Offer::Queued { evicted }
             }
-            Admit::Dropped => Offer::Dropped { close: false },
-            Admit::Overflow => {
-                self.link
-                    .state
-                    .store(super::STATE_CLOSING, Ordering::Release);
-                Offer::Dropped { close: true }
-            }
+            Admit::Dropped | Admit::TooLarge => Offer::Dropped { close: None },
+            Admit::Overflow => Offer::Dropped {
+                close: Some(CloseReason::QueueOverflow),
+            },
+            Admit::OverBudget => Offer::Dropped {
+                close: Some(CloseReason::OverBudget),
+            },
         }
     }
 

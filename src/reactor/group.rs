@@ -98,7 +98,10 @@ impl Poller {
                         return super::stream::Step::Live;
                     }
                     match c.offer(ctx, &frames) {
-                        Offer::Queued => report.queued += 1,
+                        Offer::Queued { evicted } => {
+                            report.queued += 1;
+                            report.evicted += evicted as usize;
+                        }
                         Offer::Dropped { .. } => report.dropped += 1,
                         Offer::Closed => report.closed += 1,
                     }

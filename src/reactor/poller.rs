@@ -50,6 +50,9 @@ pub(crate) struct Poller {
     dirty_spare: Vec<(u32, u32)>,
     /// Connections to read again next turn (read budget exhausted).
     again: Vec<(u32, u32)>,
+    /// Connections not read while the memory budget is spent (looked at every turn, at
+    /// most [`STARVED_RECHECK`] apart).
+    starved: Vec<(u32, u32)>,
     siblings: Vec<Arc<PollerShared>>,
     /// Inline handlers' sends for connections other than the one being driven.
     deferred: Vec<LocalOp>,
@@ -62,6 +65,9 @@ pub(crate) struct Poller {
 }
 
 /// Creates a poller and the handle other threads use to reach it.
+/// How often connections starved by a spent memory budget are looked at, at most.
+const STARVED_RECHECK: Duration = Duration::from_millis(10);
+
 pub(crate) fn new_poller(index: usize) -> std::io::Result<(Poller, Arc<PollerShared>)> {
     let poll = Poll::new()?;
     let waker = Waker::new(poll.registry(), WAKER)?;
@@ -84,6 +90,7 @@ pub(crate) fn new_poller(index: usize) -> std::io::Result<(Poller, Arc<PollerSha
         dirty: Vec::new(),
         dirty_spare: Vec::new(),
         again: Vec::new(),
+        starved: Vec::new(),
         siblings: Vec::new(),
         deferred: Vec::new(),
         deferred_bytes: Vec::new(),
@@ -130,7 +137,11 @@ impl Poller {
         if !self.again.is_empty() || !self.rx.is_empty() {
             return Some(Duration::ZERO);
         }
-        self.timers.timeout(Instant::now())
+        let timeout = self.timers.timeout(Instant::now());
+        match self.starved.is_empty() {
+            true => timeout,
+            false => Some(timeout.map_or(STARVED_RECHECK, |t| t.min(STARVED_RECHECK))),
+        }
     }
 
     /// Reserves a slot and its next generation.
@@ -189,6 +200,7 @@ impl Poller {
             read_buf,
             dirty,
             again,
+            starved,
             now,
             ..
         } = self;
@@ -204,6 +216,7 @@ impl Poller {
             timers,
             dirty,
             again,
+            starved,
             now: *now,
         };
         let mut step = f(c, &mut ctx);
@@ -334,6 +347,11 @@ impl Poller {
 
     /// Connections whose read budget ran out last turn are read again.
     fn revisit(&mut self) {
+        if !self.starved.is_empty() {
+            for (slot, gen) in std::mem::take(&mut self.starved) {
+                self.on_stream(slot, gen, |c, ctx| c.revive(ctx));
+            }
+        }
         if self.again.is_empty() {
             return;
         }

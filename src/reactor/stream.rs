@@ -100,6 +100,9 @@ pub(crate) struct StreamConn<D: ?Sized + Driver = dyn Driver> {
     out_paused: bool,
     /// Reading held until the output queue is empty; then the kept input is fed again.
     held: bool,
+    /// Reading stopped because the runtime's memory budget is spent; the poller resumes
+    /// it when the budget is relieved.
+    starved: bool,
     in_dirty: bool,
     driver: D,
 }
@@ -114,12 +117,14 @@ impl Kept {
         self.0.is_none()
     }
 
-    /// The kept bytes (empty when none), leaving none.
+    /// The kept bytes (empty when none), leaving none. Use [`StreamConn::unkeep`], which
+    /// uncounts them from the budget.
     fn take(&mut self) -> Vec<u8> {
         self.0.take().map(|b| *b).unwrap_or_default()
     }
 
     fn put(&mut self, v: Vec<u8>) {
+        debug_assert!(self.0.is_none());
         self.0 = (!v.is_empty()).then(|| Box::new(v));
     }
 }
@@ -154,6 +159,7 @@ pub(crate) fn new_stream<D: Driver>(
         paused: false,
         out_paused: false,
         held: false,
+        starved: false,
         in_dirty: false,
         driver,
     })
@@ -181,6 +187,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) timers: &'a mut super::timer::Timers,
     pub(crate) dirty: &'a mut Vec<(u32, u32)>,
     pub(crate) again: &'a mut Vec<(u32, u32)>,
+    /// Connections not read because the memory budget is spent (see [`StreamConn::revive`]).
+    pub(crate) starved: &'a mut Vec<(u32, u32)>,
     pub(crate) now: Instant,
 }
 
@@ -374,6 +382,10 @@ impl Stream {
         let mut total = 0usize;
         let budget = self.link.policy.limits.max_read_per_turn;
         while self.can_read() {
+            if self.link.policy.counters.budget.full() {
+                self.starve(ctx);
+                break;
+            }
             let plain = self.tls.is_none();
             let outcome = self.read_some(ctx.read_buf);
             if let Step::Gone(r) = self.after_handshake(ctx) {
@@ -406,6 +418,42 @@ impl Stream {
         Step::Live
     }
 
+    /// Keeps unconsumed input for the next read, counted against the memory budget.
+    fn keep(&mut self, v: Vec<u8>) {
+        if v.is_empty() {
+            return;
+        }
+        self.link.policy.counters.budget.add(v.capacity());
+        self.rbuf.put(v);
+    }
+
+    /// Takes the kept input (empty when none), uncounting it from the memory budget.
+    fn unkeep(&mut self) -> Vec<u8> {
+        let v = self.rbuf.take();
+        self.link.policy.counters.budget.sub(v.capacity());
+        v
+    }
+
+    /// Stops reading while the runtime's memory budget is spent (TCP pushes back on the
+    /// peer); the poller calls [`revive`](Self::revive) until it is relieved.
+    fn starve(&mut self, ctx: &mut Ctx<'_>) {
+        if !self.starved {
+            self.starved = true;
+            self.link.policy.counters.budget.paused_read();
+            ctx.starved.push(self.slot_gen());
+        }
+    }
+
+    /// A starved connection: read again once the budget is relieved, else stay starved.
+    pub(crate) fn revive(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        if !self.link.policy.counters.budget.relieved() {
+            ctx.starved.push(self.slot_gen());
+            return Step::Live;
+        }
+        self.starved = false;
+        self.read(ctx, false)
+    }
+
     /// The TLS handshake just completed: the driver gets the connection.
     fn after_handshake(&mut self, ctx: &mut Ctx<'_>) -> Step {
         let done = matches!(self.life.state(), State::Handshake { .. })
@@ -433,13 +481,13 @@ impl Stream {
         if !self.life.is_open() {
             return Step::Live; // closing: input is discarded
         }
-        let mut kept = self.rbuf.take();
+        let mut kept = self.unkeep();
         let step = if kept.is_empty() {
             let buf = std::mem::take(ctx.read_buf);
             let mut data = buf;
             let (used, step) = self.drive(ctx, |d, io| d.on_input(io, &mut data[..n]));
             if used < n && matches!(step, Step::Live) && self.life.is_open() {
-                self.rbuf.put(data[used..n].to_vec());
+                self.keep(data[used..n].to_vec());
             }
             *ctx.read_buf = data;
             step
@@ -448,7 +496,7 @@ impl Stream {
             let (used, step) = self.drive(ctx, |d, io| d.on_input(io, &mut kept));
             kept.drain(..used.min(kept.len()));
             if !kept.is_empty() && matches!(step, Step::Live) && self.life.is_open() {
-                self.rbuf.put(kept);
+                self.keep(kept);
             }
             step
         };
@@ -463,11 +511,11 @@ impl Stream {
         if self.rbuf.is_empty() || !self.life.is_open() {
             return Step::Live;
         }
-        let mut kept = self.rbuf.take();
+        let mut kept = self.unkeep();
         let (used, step) = self.drive(ctx, |d, io| d.on_input(io, &mut kept));
         kept.drain(..used.min(kept.len()));
         if !kept.is_empty() && matches!(step, Step::Live) && self.life.is_open() {
-            self.rbuf.put(kept);
+            self.keep(kept);
         }
         if let Step::Gone(r) = step {
             return Step::Gone(r);
@@ -520,7 +568,7 @@ impl Stream {
         match self.step(|l| l.close_by(reason, by)) {
             Action::Remove(r) => Step::Gone(r),
             Action::StartClose => {
-                self.rbuf = Kept::default();
+                drop(self.unkeep());
                 let _ = self.link.state.compare_exchange(
                     STATE_OPEN,
                     STATE_CLOSING,
@@ -686,8 +734,20 @@ impl Stream {
             return super::Offer::Closed;
         }
         let (offer, step) = self.drive(ctx, |d, io| d.offer(io, frames));
-        if let (super::Offer::Dropped { close: true }, Step::Live) = (offer, &step) {
-            let _ = self.begin_close(ctx, CloseReason::QueueOverflow);
+        if let (
+            super::Offer::Dropped {
+                close: Some(reason),
+            },
+            Step::Live,
+        ) = (&offer, &step)
+        {
+            // Through the driver, so a WebSocket peer gets its close frame (1008 / 1013).
+            let cmd = super::ConnCmd::Close(reason.clone());
+            let ((), step) = self.drive(ctx, |d, io| d.on_command(io, cmd));
+            if let Step::Gone(r) = step {
+                let _ = self.begin_close(ctx, r);
+            }
+            return offer;
         }
         if let Step::Gone(r) = step {
             // Rare: the driver aborted while taking a frame; close it on the next turn.
@@ -700,6 +760,7 @@ impl Stream {
     /// marks it closed and tells the driver.
     pub(crate) fn finish(&mut self, reason: &CloseReason) {
         self.link.state.store(STATE_CLOSED, Ordering::Release);
+        drop(self.unkeep());
         let left = self.outq.clear();
         self.link.account(-(left as isize));
         let c = &self.link.policy.counters;

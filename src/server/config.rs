@@ -111,7 +111,11 @@ impl ServerConfig {
 
     /// With [`Dispatch::Threads`]: inbound bytes handed to the handler thread but not yet
     /// handled, per connection, above which the poller stops reading that connection until
-    /// the handler catches up (default 1 MiB). Bounds memory against a fast sender.
+    /// the handler catches up (default 1 MiB). Bounds memory against a fast sender. Each
+    /// message counts its job's overhead too, so a flood of tiny messages is bounded in
+    /// count as well. For datagram servers it bounds the datagrams waiting for the handler
+    /// threads: past it the newest are dropped and counted in
+    /// [`ServerStats::dropped`](crate::ServerStats::dropped).
     pub fn max_inbound_pending(mut self, n: usize) -> Self {
         self.max_inbound_pending = n.max(1);
         self

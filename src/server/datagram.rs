@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::dispatch::{datagram_key, Handlers, Job};
+use super::dispatch::{datagram_key, Handlers, Job, JOB_COST};
 use super::handler::{DatagramFactory, DatagramSender};
 use super::ServerShared;
 use crate::base::{Addr, SendStatus};
@@ -20,6 +20,18 @@ pub(crate) struct DatagramShared {
     pub(crate) local: Addr,
     pub(crate) key: u64,
     queued: AtomicUsize,
+    /// Bytes of datagrams handed to the handler pool and not yet handled (each counting
+    /// its job's overhead), bounded by the server's `max_inbound_pending`.
+    inbound: AtomicUsize,
+}
+
+impl DatagramShared {
+    /// A datagram job of this socket was handled: uncount it.
+    pub(crate) fn handled(&self, len: usize) {
+        let cost = len + JOB_COST;
+        self.inbound.fetch_sub(cost, Ordering::AcqRel);
+        self.server.policy.counters.budget.sub(cost);
+    }
 }
 
 impl DatagramSender {
@@ -82,6 +94,7 @@ pub(crate) fn maker(
                 local: server.local.clone(),
                 key: datagram_key(NEXT_SOCK_KEY.fetch_add(1, Ordering::Relaxed) as u64),
                 queued: AtomicUsize::new(0),
+                inbound: AtomicUsize::new(0),
                 server: server.clone(),
             }),
         };
@@ -120,6 +133,22 @@ impl DgramDriver {
 
 impl DatagramDriver for DgramDriver {
     fn on_datagram(&mut self, peer: &Addr, data: &[u8]) {
+        // Bounded hand-off: past `max_inbound_pending` bytes waiting for the handler threads
+        // (or with the runtime's budget spent) the newest datagram is dropped and counted.
+        // That is the policy for datagrams: pausing the socket would only move the drop
+        // into the kernel, where nobody counts it. Inline, the handler runs at once and
+        // nothing waits.
+        let sh = &self.sender.inner;
+        let counters = &sh.server.policy.counters;
+        let cost = data.len() + JOB_COST;
+        let max = sh.server.policy.limits.max_inbound_pending;
+        let before = sh.inbound.fetch_add(cost, Ordering::AcqRel);
+        if (before > 0 && before + cost > max) || counters.budget.full() {
+            sh.inbound.fetch_sub(cost, Ordering::AcqRel);
+            counters.dropped(1);
+            return;
+        }
+        counters.budget.add(cost);
         self.run(Job::Datagram {
             sender: self.sender.clone(),
             factory: self.factory.clone(),

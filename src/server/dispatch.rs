@@ -181,7 +181,11 @@ impl Handlers {
                 factory,
                 peer,
                 data,
-            } => self.datagram(&sender, factory, |h, s| h.on_datagram(s, &peer, &data)),
+            } => {
+                let ran = self.datagram(&sender, factory, |h, s| h.on_datagram(s, &peer, &data));
+                sender.inner.handled(data.len());
+                ran
+            }
             Job::DatagramError {
                 sender,
                 factory,
@@ -331,6 +335,7 @@ fn consumed(conn: &Conn, n: usize) {
     let sh = &conn.inner;
     let n = crate::reactor::inbound_cost(n);
     let left = sh.inbound.fetch_sub(n, Ordering::SeqCst).saturating_sub(n) as usize;
+    sh.policy.counters.budget.sub(n as usize);
     let max = sh.policy.limits.max_inbound_pending;
     if left <= max / 2
         && sh.paused.load(Ordering::SeqCst)
@@ -416,6 +421,7 @@ impl HandlerSlot {
                 if inbound > 0 {
                     let cost = crate::reactor::inbound_cost(inbound);
                     conn.inner.inbound.fetch_add(cost, Ordering::SeqCst);
+                    conn.inner.policy.counters.budget.add(cost as usize);
                 }
                 pool.dispatch(conn.id().0, job);
                 if let (true, Some(io)) = (inbound > 0, io) {

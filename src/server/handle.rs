@@ -199,6 +199,11 @@ impl Conn {
         match crate::reactor::admit(&self.inner, len) {
             Admit::Queued => SendStatus::Queued,
             Admit::Dropped => SendStatus::Dropped,
+            Admit::TooLarge => SendStatus::TooLarge,
+            Admit::OverBudget => {
+                self.close_with(CloseReason::OverBudget);
+                SendStatus::Dropped
+            }
             Admit::Overflow => {
                 self.close_with(CloseReason::QueueOverflow);
                 SendStatus::Dropped

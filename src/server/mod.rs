@@ -24,7 +24,7 @@ use crate::base::{Addr, CloseReason, ConnId};
 use crate::reactor::datagram::{DgramSock, NewDatagram};
 use crate::reactor::listener::Listener;
 use crate::reactor::stream::{new_stream, Accepted, Stream};
-use crate::reactor::{Accept, Command, Limits, Link, Policy};
+use crate::reactor::{Accept, Command, Counters, Limits, Link, Policy};
 use crate::server::config::ServerConfig;
 use crate::server::dispatch::{next_conn_id, Factory, HandlerSlot};
 use crate::server::handle::{Conn, ConnInfo, ConnShared};
@@ -416,7 +416,10 @@ impl<'a> ServerBuilder<'a> {
             config: self.config,
             policy: Arc::new(Policy {
                 limits,
-                counters: Default::default(),
+                counters: Counters {
+                    budget: self.rt.budget.clone(),
+                    ..Default::default()
+                },
                 drain_until: Default::default(),
             }),
             observer: self.observer,
@@ -457,6 +460,15 @@ impl Accept for Acceptor {
         let stats = &server.policy.counters;
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         if server.draining.load(Ordering::Acquire) {
+            return false;
+        }
+        if stats.budget.full() {
+            // The runtime's memory budget is spent: a new connection would take from the
+            // open ones. Refused like a full server, and counted.
+            stats.budget.refused_connection();
+            stats.rejected.fetch_add(1, Ordering::Relaxed);
+            stats.closed.fetch_add(1, Ordering::Relaxed);
+            server.report_state(ConnId(0), peer, &ConnState::Closed(CloseReason::ServerFull));
             return false;
         }
         let open = stats.open.fetch_add(1, Ordering::AcqRel);

@@ -85,8 +85,12 @@ pub struct ServerStats {
     /// Application bytes sent: before TLS encryption (equal to `bytes_out` without TLS,
     /// once written).
     pub plain_bytes_out: u64,
-    /// Messages dropped by the drop policy.
+    /// Messages dropped by the drop policy (refused sends, evicted messages, messages larger
+    /// than the whole queue bound).
     pub dropped: u64,
+    /// Of `dropped`: older messages thrown out of queues to make room by
+    /// [`DropPolicy::DropOldest`](crate::DropPolicy::DropOldest).
+    pub evicted: u64,
     /// Bytes queued for peers right now.
     pub queued_bytes: u64,
     /// Datagrams received (datagram servers).
@@ -111,6 +115,7 @@ impl ServerStats {
             plain_bytes_in: g(&c.plain_in),
             plain_bytes_out: g(&c.plain_out),
             dropped: g(&c.dropped),
+            evicted: g(&c.evicted),
             queued_bytes: c.queued.load(Ordering::Relaxed) as u64,
             datagrams_in: g(&c.datagrams_in),
             datagrams_out: g(&c.datagrams_out),

@@ -24,6 +24,7 @@ pub struct RuntimeBuilder {
     name: String,
     node: Option<NodeConfig>,
     handler_budget: Option<Duration>,
+    memory_budget: usize,
 }
 
 fn cores() -> usize {
@@ -41,6 +42,7 @@ impl Default for RuntimeBuilder {
             name: "sockloop".into(),
             node: None,
             handler_budget: None,
+            memory_budget: crate::base::DEFAULT_MEMORY_BUDGET,
         }
     }
 }
@@ -143,6 +145,19 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Bytes all connections of the runtime may hold together (default 1 GiB,
+    /// [`DEFAULT_MEMORY_BUDGET`](crate::base::DEFAULT_MEMORY_BUDGET); `usize::MAX`: no
+    /// limit): output queues of every kind (application messages, HTTP responses, control
+    /// frames, TLS records), handler jobs waiting and kept input (partial frames). At three
+    /// quarters, new WebSocket upgrades get HTTP 503; at the limit, new connections are
+    /// refused at accept, pollers stop reading (TCP pushes back on the peers) until it
+    /// falls to seven eighths, and message sends are refused (`Dropped`, counted; byte
+    /// streams keep their own backpressure bound). See [`Runtime::budget`].
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = bytes.max(1);
+        self
+    }
+
     fn make_node(&self) -> Node {
         let cfg = self
             .node
@@ -186,6 +201,7 @@ impl RuntimeBuilder {
                 servers: Mutex::new(Vec::new()),
                 stopped: AtomicBool::new(false),
                 rr: AtomicUsize::new(0),
+                budget: Arc::new(crate::base::Budget::new(self.memory_budget)),
             }),
         })
     }
@@ -202,6 +218,8 @@ pub(crate) struct RuntimeInner {
     servers: Mutex<Vec<Arc<ServerShared>>>,
     stopped: AtomicBool,
     rr: AtomicUsize,
+    /// Every byte the runtime's connections hold, against its limit.
+    pub(crate) budget: Arc<crate::base::Budget>,
 }
 
 impl RuntimeInner {
@@ -300,6 +318,12 @@ impl Runtime {
     /// A builder for a runtime.
     pub fn builder() -> RuntimeBuilder {
         RuntimeBuilder::default()
+    }
+
+    /// The memory budget: its limit, what the connections hold now, and what was refused
+    /// or paused because of it ([`RuntimeBuilder::memory_budget`]).
+    pub fn budget(&self) -> crate::base::BudgetStats {
+        self.inner.budget.stats()
     }
 
     /// Number of poller threads.

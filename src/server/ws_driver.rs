@@ -282,6 +282,13 @@ impl WsDriver {
         if !cfg.origins.allows(req.header("origin")) {
             return self.reject(io, 403, "origin not allowed");
         }
+        let budget = &io.policy.counters.budget;
+        if budget.tight() {
+            // Three quarters of the runtime's memory budget is held: the rest is for the
+            // connections already open.
+            budget.refused_upgrade();
+            return self.reject(io, 503, "server busy (memory budget)");
+        }
         let mut answer = Vec::new();
         let accepted = match accept(&req, &cfg.ws, &[], &mut answer) {
             Ok(a) => a,
@@ -537,6 +544,16 @@ impl WsDriver {
     }
 }
 
+impl WsDriver {
+    /// Bytes of a partial message the session holds (see [`Driver::on_input`]).
+    fn held_bytes(&self) -> usize {
+        match &self.phase {
+            Phase::Ws(st) => st.session.held_bytes(),
+            _ => 0,
+        }
+    }
+}
+
 impl Driver for WsDriver {
     fn on_tls(&mut self, info: crate::tls::TlsInfo) {
         self.conn.set_tls(info);
@@ -551,8 +568,16 @@ impl Driver for WsDriver {
         if self.awaiting.is_some() {
             return data.len();
         }
+        let held = self.held_bytes();
         let used = self.process(io, data);
         self.take_local(io);
+        // A message reassembled from fragments is held here, not in the reactor's kept
+        // input: count what it grew or freed in the runtime's budget.
+        let budget = &io.policy.counters.budget;
+        match self.held_bytes() {
+            now if now > held => budget.add(now - held),
+            now => budget.sub(held - now),
+        }
         let Phase::Ws(st) = &self.phase else {
             return used;
         };
@@ -653,7 +678,19 @@ impl Driver for WsDriver {
                 let n = p.as_slice().len();
                 io.push_admitted(p, n);
             }
-            ConnCmd::Close(reason) => io.close(reason),
+            ConnCmd::Close(reason) => {
+                // A close the reactor or a queue decided: tell the peer why.
+                match &reason {
+                    CloseReason::QueueOverflow => {
+                        self.close_frame(io, Some(CloseCode::POLICY), "outbound queue overflow")
+                    }
+                    CloseReason::OverBudget => {
+                        self.close_frame(io, Some(CloseCode::TRY_AGAIN), "server over budget")
+                    }
+                    _ => {}
+                }
+                io.close(reason)
+            }
             ConnCmd::CloseWith(code, reason) => self.user_close(io, code, &reason),
             ConnCmd::Failed(msg) => {
                 self.close_frame(io, Some(CloseCode::ERROR), "handler failed");
@@ -707,6 +744,7 @@ impl Driver for WsDriver {
 
     fn on_closed(&mut self, reason: &CloseReason) {
         let c = self.conn.clone();
+        c.server().policy.counters.budget.sub(self.held_bytes());
         let server = c.server().clone();
         server.report_state(c.id(), c.peer_addr(), &ConnState::Closed(reason.clone()));
         if let Phase::Ws(st) = &self.phase {

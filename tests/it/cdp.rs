@@ -119,6 +119,15 @@ impl Chromium {
         }
     }
 
+    /// Makes the tab's viewport `width` × `height` CSS pixels (a phone's when `mobile`):
+    /// CDP's `Emulation.setDeviceMetricsOverride`; media queries follow it.
+    pub fn viewport(&mut self, tab: &Tab, width: u32, height: u32, mobile: bool) {
+        let metrics = json!({
+            "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile
+        });
+        self.call(Some(tab), "Emulation.setDeviceMetricsOverride", metrics);
+    }
+
     /// Evaluates `expr` in the tab (promises awaited) and returns its JSON value.
     pub fn eval(&mut self, tab: &Tab, expr: &str) -> Value {
         let r = self.call(

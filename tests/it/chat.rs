@@ -460,3 +460,37 @@ fn a_freed_nickname_does_not_inherit_its_private_messages() {
     assert_eq!(p["text"], "welcome");
     drop(ann);
 }
+
+#[test]
+fn in_no_room_commands_work_and_the_rest_is_refused() {
+    let rt = rt();
+    let chat = start(&rt);
+    let (mut ann, _) = join(&chat, "ann");
+    let (mut bob, _) = join(&chat, "bob");
+    say(&mut ann, "lobby", "/leave");
+    assert_eq!(next_event(&mut ann, "chat:left")["data"]["room"], "lobby");
+    // The page shows no room: it sends an empty room (or none at all).
+    let no_room = "you are in no room: /join ROOM first";
+    for text in ["hello?", "/me waves", "/shrug", "/who", "/leave", "//x"] {
+        say(&mut ann, "", text);
+        let e = next_event(&mut ann, "error")["data"].clone();
+        assert_eq!(e, json!({"code": "bad_data", "message": no_room}), "{text}");
+    }
+    send(
+        &mut ann,
+        &json!({"event": "chat:say", "data": {"text": "/msg bob from nowhere"}}),
+    );
+    let p = next_event(&mut bob, "chat:private")["data"].clone();
+    assert_eq!(p["text"], "from nowhere");
+    say(&mut ann, "", "/help");
+    let h = next_event(&mut ann, "chat:system")["data"].clone();
+    assert!(h["room"].is_null(), "{h}");
+    say(&mut ann, "", "/join dev");
+    let j = next_event(&mut ann, "chat:joined")["data"].clone();
+    assert_eq!(j, json!({"room": "dev", "users": ["ann"]}));
+    let seen = drain(&mut bob);
+    assert!(
+        seen.iter().all(|v| v["event"] != "chat:message"),
+        "nothing reached the lobby: {seen:?}"
+    );
+}

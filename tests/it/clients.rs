@@ -202,6 +202,52 @@ fn once_times_out_on_a_silent_server() {
     ));
 }
 
+/// `once` is one deadline for the whole call: a peer that keeps reading, slowly, cannot
+/// stretch the send (a single write timeout would restart with every partial write).
+#[test]
+fn once_is_one_deadline_against_a_slow_reader() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            let mut buf = [0u8; 8 << 10];
+            let mut got = 0usize;
+            // 8 KiB every 20 ms: about 400 KiB/s, until the client gives up.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(_) => {}
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            got
+        })
+    };
+    let mut c = TcpClient::connect(addr, opts()).unwrap();
+    let request = vec![b'x'; 32 << 20];
+    let started = std::time::Instant::now();
+    let result = c.once(&request, SHORT);
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(c);
+    let got = reader.join().unwrap();
+    assert!(matches!(result, Err(Error::Timeout)), "{result:?}");
+    // 32 MiB at ~400 KiB/s would take over a minute; the deadline is 300 ms.
+    assert!(
+        took < SHORT * 10,
+        "once took {took:?} with a {SHORT:?} deadline"
+    );
+    assert!(
+        got < request.len(),
+        "the reader cannot have taken it all ({got} bytes)"
+    );
+}
+
 #[test]
 fn tcp_connect_times_out_on_a_full_backlog() {
     let listener =

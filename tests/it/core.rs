@@ -372,3 +372,69 @@ fn connection_middleware_runs_after_the_authenticator_and_its_reason_reaches_the
     );
     assert!(ok.is_ok(), "{:?}", ok.err());
 }
+
+struct Joiner;
+
+impl WsHandler for Joiner {
+    fn on_open(&mut self, ws: &WsConn, _: &Request) {
+        ws.join_group(GroupId(7));
+    }
+    fn on_text(&mut self, ws: &WsConn, _: &str) {
+        let _ = ws.send_text("joined");
+    }
+}
+
+/// Under drop-oldest, a broadcast that pushes older messages out of a slow member's queue
+/// says so in its `Delivery`, and the server counts the same evictions.
+#[test]
+fn drop_oldest_evictions_are_reported_in_delivery_and_stats() {
+    let rt = rt(1);
+    let cfg = ServerConfig::new()
+        .dispatch(Dispatch::Inline)
+        .max_queued_bytes(256 << 10)
+        .drop_policy(sockloop::DropPolicy::DropOldest);
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .config(cfg)
+        .websocket(WsServerConfig::new(), |_: &WsConn, _: &Request| Joiner)
+        .unwrap();
+    let url = format!("ws://{}/", s.local_addr());
+    let mut c = WsClient::connect(&url, WsClientOptions::default()).unwrap();
+    c.send_text("join").unwrap();
+    assert!(matches!(c.recv_timeout(WAIT).unwrap(), Some(Message::Text(t)) if t == "joined"));
+    // The client reads no more: 16 MiB of broadcasts against a 256 KiB bound (the kernel's
+    // socket buffers take a few MiB; the rest must evict).
+    let b = s.broadcaster();
+    // Bytes that do not compress (the client negotiates permessage-deflate).
+    let mut x = 0x9e37_79b9_u32;
+    let noise: Vec<u8> = (0..64 << 10)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let frames = b.frames_binary(&noise);
+    let mut total = sockloop::Delivery::default();
+    for _ in 0..256 {
+        let d = b.send(GroupId(7), &frames, &[]);
+        assert_eq!((d.queued, d.dropped, d.pending), (1, 0, 0));
+        total.evicted += d.evicted;
+    }
+    assert!(
+        total.evicted > 100,
+        "evicted {} {:?}",
+        total.evicted,
+        s.stats()
+    );
+    let st = s.stats();
+    assert_eq!(st.evicted, total.evicted as u64);
+    assert_eq!(st.dropped, st.evicted);
+    assert!(
+        st.queued_bytes <= (256 << 10) + (64 << 10) + 16,
+        "{}",
+        st.queued_bytes
+    );
+    drop(c);
+}

@@ -3,6 +3,7 @@
 mod alloc;
 mod attacks;
 mod browser;
+mod budget;
 mod cdp;
 mod chat;
 mod clients;

@@ -193,6 +193,56 @@ fn udp_round_trip_and_oversized_datagram() {
     }
 }
 
+/// Datagrams waiting for a busy handler thread are bounded in bytes: past
+/// `max_inbound_pending` the newest are dropped, and every one is either handled or counted.
+#[test]
+fn datagrams_for_a_stuck_handler_are_bounded_and_counted() {
+    let rt = rt();
+    let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(1);
+    let handled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = handled.clone();
+    let cfg = ServerConfig::new()
+        .dispatch(Dispatch::Threads)
+        .max_inbound_pending(16 << 10);
+    let s = rt
+        .serve(Listen::udp("127.0.0.1:0"))
+        .config(cfg)
+        .datagram(on_datagram(
+            move |_: &DatagramSender, _: &Addr, _: &[u8]| {
+                if h.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    let _ = release_rx.recv_timeout(WAIT); // stuck on the first datagram
+                }
+            },
+        ))
+        .unwrap();
+    let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.connect(inet(&s)).unwrap();
+    const SENT: u64 = 1000;
+    for _ in 0..SENT {
+        c.send(&[1u8; 100]).unwrap();
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while s.stats().datagrams_in < SENT && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(s.stats().datagrams_in, SENT, "loopback delivered them all");
+    let dropped = s.stats().dropped;
+    // 16 KiB of 100-byte datagrams plus each job's overhead: far fewer than 1,000 wait.
+    assert!(dropped > SENT / 2, "dropped {dropped}");
+    release_tx.send(()).unwrap();
+    while (handled.load(std::sync::atomic::Ordering::SeqCst) as u64) + dropped < SENT
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(
+        handled.load(std::sync::atomic::Ordering::SeqCst) as u64 + dropped,
+        SENT,
+        "every datagram handled or counted"
+    );
+    assert_eq!(rt.budget().used, 0, "nothing left counted");
+}
+
 #[test]
 fn unixgram_round_trip_and_oversized_datagram() {
     let dir = tempdir();
@@ -359,10 +409,51 @@ fn drop_oldest_keeps_the_queue_bounded() {
         std::thread::yield_now();
     }
     assert!(s.stats().dropped > 100, "dropped {}", s.stats().dropped);
+    assert_eq!(
+        s.stats().evicted,
+        s.stats().dropped,
+        "every drop was an eviction"
+    );
     // What arrives is whole 64 KiB messages of 'x'.
     let mut buf = vec![0u8; 64 << 10];
     c.read_exact(&mut buf).unwrap();
     assert!(buf.iter().all(|&b| b == b'x'));
+}
+
+/// One message larger than the whole queue bound is refused at once, whatever the policy
+/// (queueing it would hold more than the bound), and counted; smaller ones still go.
+#[test]
+fn a_message_larger_than_the_queue_bound_is_refused_not_queued() {
+    let rt = rt();
+    for policy in [
+        DropPolicy::Backpressure,
+        DropPolicy::DropNewest,
+        DropPolicy::DropOldest,
+        DropPolicy::Disconnect,
+    ] {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let cfg = ServerConfig::new()
+            .max_queued_bytes(64 << 10)
+            .drop_policy(policy);
+        let s = rt
+            .serve(Listen::tcp("127.0.0.1:0"))
+            .config(cfg)
+            .stream(sockloop::handler::on_data(move |c: &Conn, _: &[u8]| {
+                let big = c.send(vec![b'b'; (64 << 10) + 1]);
+                let small = c.send(b"small");
+                let _ = tx.send((big, small));
+            }))
+            .unwrap();
+        let mut c = connect(&s);
+        c.write_all(b"go").unwrap();
+        let (big, small) = rx.recv_timeout(WAIT).unwrap();
+        assert_eq!(big, SendStatus::TooLarge, "{policy:?}");
+        assert_eq!(small, SendStatus::Queued, "{policy:?}");
+        let mut buf = [0u8; 5];
+        c.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"small", "{policy:?}: the connection lives on");
+        assert_eq!(s.stats().dropped, 1, "{policy:?}");
+    }
 }
 
 #[test]

@@ -39,16 +39,21 @@ impl CloseCode {
     pub const EXTENSION: CloseCode = CloseCode(1010);
     /// 1011: the server met an unexpected condition (e.g. a handler panicked).
     pub const ERROR: CloseCode = CloseCode(1011);
+    /// 1013: try again later — the server is overloaded (here: over its memory budget).
+    /// Registered with IANA after RFC 6455, like 1012 (service restart) and 1014 (bad
+    /// gateway).
+    pub const TRY_AGAIN: CloseCode = CloseCode(1013);
 
     /// The numeric code.
     pub const fn as_u16(self) -> u16 {
         self.0
     }
 
-    /// Whether a peer may send this code in a close frame (RFC 6455 7.4): 1000–1003,
-    /// 1007–1011 and 3000–4999. Anything else received is a protocol error (1002).
+    /// Whether a peer may send this code in a close frame (RFC 6455 7.4 and the IANA
+    /// registry): 1000–1003, 1007–1014 and 3000–4999. Anything else received is a protocol
+    /// error (1002).
     pub const fn is_valid_received(self) -> bool {
-        matches!(self.0, 1000..=1003 | 1007..=1011 | 3000..=4999)
+        matches!(self.0, 1000..=1003 | 1007..=1014 | 3000..=4999)
     }
 
     /// Whether this code may be put in a close frame we send (1005 and 1006 never are).
@@ -83,12 +88,12 @@ mod tests {
     fn validity_matches_rfc_6455_7_4() {
         let valid = |c: u16| CloseCode::from(c).is_valid_received();
         for c in [
-            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4999,
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4999,
         ] {
             assert!(valid(c), "{c}");
         }
         for c in [
-            0, 999, 1004, 1005, 1006, 1012, 1015, 1016, 2000, 2999, 5000, 65535,
+            0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535,
         ] {
             assert!(!valid(c), "{c}");
         }

@@ -251,6 +251,11 @@ impl WsSession {
         self.frag.is_some()
     }
 
+    /// Heap bytes held for a message being reassembled (counted in the runtime's budget).
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.frag.as_ref().map_or(0, |f| f.data.capacity())
+    }
+
     fn rules(&self) -> Rules {
         Rules {
             expect_masked: self.role == Role::Server,

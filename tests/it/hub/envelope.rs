@@ -270,3 +270,36 @@ fn binary_frames_reach_the_binary_handler_untouched() {
         }
     }
 }
+
+/// Envelopes that cannot be read count against the global rate limit like events do: a
+/// flood of garbage gets `bad_envelope` for the burst, then `rate_limited`, and spends the
+/// same bucket real events use. Identity checks do not hide the `bad_envelope`.
+#[test]
+fn invalid_envelopes_count_against_the_rate_limit() {
+    let rt = rt();
+    let hour = Duration::from_secs(3600);
+    let hub = base()
+        .middleware(mw::rate_limit(RateLimit::per_conn(4, hour)))
+        .middleware(mw::auth_required())
+        .route("ping", Route::new(|ctx: &mut Ctx| ctx.ack("pong")))
+        .build();
+    let s = serve(&rt, &hub);
+    let mut c = dial(&s, "");
+    let codes: Vec<String> = ["not json", "[1,2]", "{}"]
+        .iter()
+        .map(|garbage| {
+            c.send_text(garbage).unwrap();
+            let v = recv_json(&mut c);
+            assert_eq!(v["event"], "error", "{v}");
+            v["data"]["code"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(codes, ["bad_envelope", "bad_envelope", "bad_envelope"]);
+    // One token left: a real event spends it (refused for identity, but counted)…
+    let v = request(&mut c, &json!({"event": "ping", "id": 1}));
+    assert_eq!(v["data"]["code"], "unauthorized", "{v}");
+    // …and the garbage after it is refused by the limit.
+    c.send_text("still not json").unwrap();
+    let v = recv_json(&mut c);
+    assert_eq!(v["data"]["code"], "rate_limited", "{v}");
+}
