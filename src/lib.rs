@@ -63,7 +63,8 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | (none) | — | every transport, TLS, WebSocket, the hub and supervision are always built |
+//! | (none) | — | every transport, TLS, WebSocket, the hub, supervision and [`metrics`] are always built |
+//! | `tracing` | off | spans through the `tracing` facade beside the `log` records: `sockloop.conn` per connection (fields `conn`, `peer`), `sockloop.handler` per handler call (field `event`) inside it, and a `closed` event with the reason; target `sockloop`. Off, nothing of it is compiled |
 //!
 //! TLS uses rustls with the `ring` provider (a C compiler is all it needs);
 //! permessage-deflate uses flate2 on the pure-Rust zlib-rs backend. Linux is the supported

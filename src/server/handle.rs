@@ -13,6 +13,9 @@ use crate::server::ServerShared;
 /// What the server keeps about each connection, beside the reactor's [`Link`].
 pub(crate) struct ConnInfo {
     pub(crate) id: ConnId,
+    /// Feature `tracing`: the connection's span (`()` without it, never read).
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) span: crate::server::trace::ConnSpan,
     pub(crate) server: Arc<ServerShared>,
     pub(crate) peer: Addr,
     /// The local address when it differs from the server's (wildcard binds).

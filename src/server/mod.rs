@@ -11,6 +11,7 @@ pub(crate) mod observe;
 pub(crate) mod pool;
 pub(crate) mod runtime;
 pub(crate) mod stream;
+pub(crate) mod trace;
 pub(crate) mod websocket;
 pub(crate) mod ws_driver;
 
@@ -502,8 +503,10 @@ impl Accept for Acceptor {
                 }
             },
         };
+        let id = next_conn_id();
         let info = ConnInfo {
-            id: next_conn_id(),
+            id,
+            span: trace::conn_span(id, &acc.peer),
             server: server.clone(),
             local: (acc.local != server.local).then(|| Box::new(acc.local)),
             peer: acc.peer,

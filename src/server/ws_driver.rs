@@ -832,6 +832,7 @@ mod tests {
         };
         let info = ConnInfo {
             id: crate::server::dispatch::next_conn_id(),
+            span: crate::server::trace::no_span(),
             server: shared.clone(),
             peer: crate::Addr::Inet("127.0.0.1:1".parse().unwrap()),
             local: None,

@@ -13,6 +13,8 @@ mod hub;
 mod pool;
 mod std_fit;
 mod supervise;
+#[cfg(feature = "tracing")]
+mod traces;
 mod transports;
 mod util;
 mod websocket;
