@@ -51,7 +51,7 @@
 //! | Blocking clients for scripts (`Read` + `Write`, `once`, timeouts) | [`client::TcpClient`], [`client::ws::WsClient`] | [`client`] |
 //! | Events, rooms, acks, identity and presence | [`hub::Hub`] | [`hub`], [`guide::protocol`] (the wire protocol) |
 //! | Erlang-style supervision: processes, supervisors, links, monitors | [`supervise::Node`], [`supervise::SupervisorSpec`] | [`supervise`] |
-//! | Operations: observers, stats, graceful shutdown, signals | [`Observer`], [`ServerStats`], [`Server::shutdown`], [`signal`] | [`Lifecycle`] |
+//! | Operations: metrics, observers, stats, graceful shutdown, signals | [`metrics::Metrics`], [`Observer`], [`ServerStats`], [`Server::shutdown`], [`signal`] | [`metrics`], [`guide::metrics`] (every metric, its unit and labels) |
 //!
 //! The repository's `examples/` run each of these as a program: `echo` (every transport),
 //! `chat` (the hub behind a browser page), `supervised_chat`, `sensors` (a UDP collector
@@ -123,6 +123,8 @@ pub use sys::signal;
 pub mod guide {
     #[doc = include_str!("../docs/PROTOCOL.md")]
     pub mod protocol {}
+    #[doc = include_str!("../docs/METRICS.md")]
+    pub mod metrics {}
 }
 
 /// The README's examples, compiled as doctests.
