@@ -75,6 +75,7 @@ fn idle_child(bin: &Path) {
     let server = ws_echo_server(&rt, Dispatch::Inline);
     let addr = server.local_addr().to_string();
     let before = rss_bytes();
+    let (slab_before, tcp_before) = kernel_memory();
     let b = bin.to_path_buf();
     let child = std::thread::spawn(move || {
         run_wsbench_figures(
@@ -85,8 +86,15 @@ fn idle_child(bin: &Path) {
     let held = wait_open(&server, CONNS, Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(1)); // let the handshakes' buffers settle
     let during = rss_bytes();
+    let (slab_during, tcp_during) = kernel_memory();
     let kv = child.join().expect("wsbench thread");
     let per = (during.saturating_sub(before)) as f64 / CONNS as f64;
+    // Both ends are sockets of this machine's kernel: per connection = two sockets (the
+    // server's and wsbench's), each with its file, epoll entry and buffers.
+    let slab = slab_during.saturating_sub(slab_before) as f64 / CONNS as f64;
+    let tcp = tcp_during.saturating_sub(tcp_before) as f64 / CONNS as f64;
+    println!("kernel_slab_per_conn={slab:.0}");
+    println!("kernel_tcp_buffers_per_conn={tcp:.0}");
     println!(
         "  run: held={held} rss_before={before} rss_with_9000={during} ({})",
         fmt(&kv)
@@ -96,8 +104,28 @@ fn idle_child(bin: &Path) {
     rt.shutdown(Duration::from_secs(2));
 }
 
+/// The kernel's slab memory (bytes, `/proc/meminfo` `Slab:`) and TCP buffer memory (bytes,
+/// `/proc/net/sockstat` `TCP: … mem N`, in pages) right now, machine-wide.
+fn kernel_memory() -> (u64, u64) {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let slab = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("Slab:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024);
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    let pages = sockstat
+        .lines()
+        .find(|l| l.starts_with("TCP:"))
+        .and_then(|l| l.split_whitespace().skip_while(|w| *w != "mem").nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    (slab, pages * 4096)
+}
+
 fn idle() {
     let mut per_conn = Vec::new();
+    let (mut slab, mut tcp) = (Vec::new(), Vec::new());
     for _ in 0..runs(3) {
         let out = Command::new(std::env::current_exe().expect("own path"))
             .env("BENCH_IDLE_CHILD", "1")
@@ -106,6 +134,19 @@ fn idle() {
         let text = String::from_utf8_lossy(&out.stdout);
         for line in text.lines().filter(|l| l.starts_with("  run:")) {
             println!("{line}");
+        }
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        if let (Some(s), Some(t)) = (
+            field("kernel_slab_per_conn="),
+            field("kernel_tcp_buffers_per_conn="),
+        ) {
+            println!("  kernel per connection (two sockets): slab {s:.0} B, TCP buffers {t:.0} B");
+            slab.push(s);
+            tcp.push(t);
         }
         let per = text
             .lines()
@@ -123,6 +164,13 @@ fn idle() {
         println!(
             "idle 9000 connections: median RSS growth {:.0} bytes per connection (each run a fresh process)",
             median(per_conn)
+        );
+    }
+    if !slab.is_empty() {
+        println!(
+            "idle 9000 connections, kernel (machine-wide, both ends): median slab {:.0} B and TCP buffers {:.0} B per connection",
+            median(slab),
+            median(tcp)
         );
     }
 }
