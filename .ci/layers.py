@@ -7,7 +7,7 @@ import os, re, sys
 
 SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'src')
 LAYER = {'base': 0, 'error': 1, 'proto': 1, 'sys': 1, 'tls': 1, 'supervise': 1,
-         'reactor': 2, 'server': 3, 'client': 3, 'hub': 4}
+         'reactor': 2, 'server': 3, 'client': 3, 'hub': 4, 'metrics': 5}
 ONLY = {'mio': {'reactor'}, 'libc': {'sys'}, 'socket2': {'sys'}, 'unsafe': {'sys'}}
 
 

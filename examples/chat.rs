@@ -7,7 +7,8 @@
 //! ```
 //!
 //! The page (`examples/assets/chat.html`, served at `/`) opens `/ws?nick=NAME`; `/health`
-//! answers 200 "ok". SIGINT / SIGTERM drain gracefully (clients get 1001, 5 s deadline).
+//! answers 200 "ok"; `/metrics` serves the Prometheus text exposition (`docs/METRICS.md`).
+//! SIGINT / SIGTERM drain gracefully (clients get 1001, 5 s deadline).
 //!
 //! The page: the rooms one is in (with unread counts) and, under "More rooms", the others
 //! the server lists (`room:list`, refreshed on joins and leaves, every 20 s and with ↻) with
@@ -681,15 +682,25 @@ pub fn hub(cfg: &ChatConfig) -> Hub {
 pub fn serve(rt: &Runtime, cfg: &ChatConfig) -> sockloop::Result<Chat> {
     let hub = hub(cfg);
     let allowed = cfg.allowed_origins.clone();
+    // `/metrics`: the Prometheus exposition of the server, the hub and the node.
+    let metrics = sockloop::metrics::Metrics::new();
+    let m = metrics.clone();
     let ws = hub
         .server_config(WsServerConfig::new())
         .path(Some("/ws".into()))
         .authenticator(move |req| authenticate(req, &allowed))
-        .http(http);
+        .http(move |req| match req.path() {
+            "/metrics" => m.response(),
+            _ => http(req),
+        });
     let server = rt
         .serve(Listen::tcp(cfg.addr.clone()))
         .websocket(ws, hub.factory())?;
     hub.attach(&server);
+    metrics
+        .add_server("chat", &server)
+        .add_hub("chat", &hub)
+        .add_node("chat", rt.node());
     Ok(Chat { hub, server })
 }
 

@@ -77,6 +77,52 @@ impl From<io::Error> for Error {
     }
 }
 
+/// An I/O error that says what was being done, and to what, as Go's errors do:
+/// `connect 127.0.0.1:7000: Connection refused (os error 111)`, `read cert.pem: No such file
+/// or directory (os error 2)`. Its kind is the original's, and the original is its
+/// [`source`](std::error::Error::source).
+#[derive(Debug)]
+struct At {
+    op: &'static str,
+    target: String,
+    source: io::Error,
+}
+
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.op, self.target, self.source)
+    }
+}
+
+impl std::error::Error for At {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// `e`, naming the operation (`connect`, `read`, `write`…) and its address or path.
+pub(crate) fn io_at(op: &'static str, target: impl fmt::Display, e: io::Error) -> io::Error {
+    let kind = e.kind();
+    let target = target.to_string();
+    io::Error::new(
+        kind,
+        At {
+            op,
+            target,
+            source: e,
+        },
+    )
+}
+
+/// A read or write timeout as `TimedOut` (the socket says `WouldBlock`, "os error 11"),
+/// naming the operation and the peer; other errors get the same context.
+pub(crate) fn io_timed(op: &'static str, target: impl fmt::Display, e: io::Error) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::WouldBlock => io_at(op, target, io::ErrorKind::TimedOut.into()),
+        _ => io_at(op, target, e),
+    }
+}
+
 impl From<TlsError> for Error {
     fn from(e: TlsError) -> Self {
         Error::Tls(e)
@@ -86,6 +132,28 @@ impl From<TlsError> for Error {
 impl From<crate::proto::ws::WsError> for Error {
     fn from(e: crate::proto::ws::WsError) -> Self {
         Error::WebSocket(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn located_errors_name_the_operation_and_target_and_keep_the_kind() {
+        let e = io_at(
+            "connect",
+            "127.0.0.1:7000",
+            io::ErrorKind::ConnectionRefused.into(),
+        );
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+        assert!(e.to_string().starts_with("connect 127.0.0.1:7000: "), "{e}");
+        let source = std::error::Error::source(&e).unwrap();
+        assert!(source.to_string().contains("refused"), "{source}");
+        let t = io_timed("read", "/run/app.sock", io::ErrorKind::WouldBlock.into());
+        assert_eq!(t.kind(), io::ErrorKind::TimedOut);
+        assert!(t.to_string().starts_with("read /run/app.sock: "), "{t}");
+        assert!(!t.to_string().contains("os error 11"), "{t}");
     }
 }
 

@@ -23,6 +23,23 @@ impl Addr {
     }
 }
 
+/// An inet `Addr` connects as its `SocketAddr` does, so a server's
+/// [`local_addr`](crate::Server::local_addr) goes straight to `TcpStream::connect` or a
+/// client; a Unix address is an `InvalidInput` error.
+impl std::net::ToSocketAddrs for Addr {
+    type Iter = std::option::IntoIter<SocketAddr>;
+
+    fn to_socket_addrs(&self) -> std::io::Result<Self::Iter> {
+        match self {
+            Addr::Inet(a) => Ok(Some(*a).into_iter()),
+            Addr::Unix(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{self} is a Unix socket address, not an IP address"),
+            )),
+        }
+    }
+}
+
 impl fmt::Display for Addr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -7,8 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
-use crate::tls::io_error;
+use crate::error::{io_at, Error, Result};
 
 /// A TLS stream over TCP, as the TLS client drives it.
 pub(crate) type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
@@ -26,12 +25,17 @@ pub(crate) fn remaining(deadline: Instant) -> Result<Duration> {
 }
 
 /// Connects to the first resolved address that answers before `deadline`.
+/// Errors name the address: `connect 127.0.0.1:7000: Connection refused (os error 111)`.
 pub(crate) fn tcp(addr: impl ToSocketAddrs, deadline: Instant) -> Result<TcpStream> {
     let mut last = None;
-    for a in addr.to_socket_addrs()? {
+    let all = addr.to_socket_addrs().map_err(|e| match e.kind() {
+        io::ErrorKind::InvalidInput => e,
+        _ => io_at("resolve", "the address", e),
+    })?;
+    for a in all {
         match TcpStream::connect_timeout(&a, remaining(deadline)?) {
             Ok(s) => return Ok(s),
-            Err(e) => last = Some(e),
+            Err(e) => last = Some(io_at("connect", a, e)),
         }
     }
     Err(last
@@ -40,8 +44,10 @@ pub(crate) fn tcp(addr: impl ToSocketAddrs, deadline: Instant) -> Result<TcpStre
 }
 
 /// Connects to a Unix stream socket, retrying while its backlog is full, until `deadline`.
+/// Errors name the path: `connect /run/app.sock: No such file or directory (os error 2)`.
 pub(crate) fn unix(path: &Path, deadline: Instant) -> Result<UnixStream> {
-    let sock = crate::sys::UnixConnect::new(path)?;
+    let named = |e| Error::from(io_at("connect", path.display(), e));
+    let sock = crate::sys::UnixConnect::new(path).map_err(named)?;
     loop {
         match sock.attempt() {
             Ok(()) => break,
@@ -49,14 +55,16 @@ pub(crate) fn unix(path: &Path, deadline: Instant) -> Result<UnixStream> {
                 std::thread::sleep(remaining(deadline)?.min(BACKLOG_RETRY));
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(named(e)),
         }
     }
-    Ok(sock.finish()?)
+    sock.finish().map_err(named)
 }
 
 /// Drives the client handshake to completion before `deadline`.
 pub(crate) fn tls_handshake(s: &mut TlsStream, deadline: Instant) -> Result<()> {
+    let peer = s.sock.peer_addr()?.to_string();
+    let io_error = |e| super::stream::located("handshake", &peer, e);
     while s.conn.is_handshaking() {
         let left = remaining(deadline)?;
         s.sock.set_read_timeout(Some(left))?;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::connect::remaining;
 use super::ClientOptions;
-use crate::error::{Error, Result};
+use crate::error::{io_at, Error, Result};
 
 /// Largest datagram a client receives, whatever `max_reply_size` says.
 const MAX_DATAGRAM: usize = 64 << 10;
@@ -50,17 +50,20 @@ impl_dgram!(UnixDatagram);
 #[derive(Debug)]
 pub(crate) struct DatagramCore<S: Dgram> {
     sock: S,
+    /// The server's address or path, for error messages.
+    peer: Box<str>,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     limit: usize,
 }
 
 impl<S: Dgram> DatagramCore<S> {
-    fn new(sock: S, opts: &ClientOptions) -> Result<Self> {
+    fn new(sock: S, peer: impl std::fmt::Display, opts: &ClientOptions) -> Result<Self> {
         sock.set_read_timeout(opts.read_timeout)?;
         sock.set_write_timeout(opts.write_timeout)?;
         Ok(DatagramCore {
             sock,
+            peer: peer.to_string().into(),
             read_timeout: opts.read_timeout,
             write_timeout: opts.write_timeout,
             limit: opts.max_reply_size.min(MAX_DATAGRAM),
@@ -68,11 +71,11 @@ impl<S: Dgram> DatagramCore<S> {
     }
 
     pub(crate) fn send(&self, data: &[u8]) -> Result<usize> {
-        retry(|| self.sock.send(data))
+        retry("send", &self.peer, || self.sock.send(data))
     }
 
     pub(crate) fn recv(&self, buf: &mut [u8]) -> Result<usize> {
-        retry(|| self.sock.recv(buf))
+        retry("recv", &self.peer, || self.sock.recv(buf))
     }
 
     /// Receives one whole datagram, refusing one larger than the limit.
@@ -124,12 +127,18 @@ impl<S: Dgram> DatagramCore<S> {
     }
 }
 
-/// Runs a socket call again when a signal interrupted it.
-fn retry(mut call: impl FnMut() -> io::Result<usize>) -> Result<usize> {
+/// Runs a socket call again when a signal interrupted it; an error names `op` and `peer`
+/// (a timeout is [`Error::Timeout`]).
+fn retry(
+    op: &'static str,
+    peer: &str,
+    mut call: impl FnMut() -> io::Result<usize>,
+) -> Result<usize> {
     loop {
         match call() {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            other => return Ok(other?),
+            Err(e) => return Err(io_at(op, peer, e).into()),
+            Ok(n) => return Ok(n),
         }
     }
 }
@@ -227,11 +236,11 @@ impl UdpClient {
                 Ok(sock) => {
                     let local = sock.local_addr()?;
                     return Ok(UdpClient {
-                        core: DatagramCore::new(sock, &opts)?,
+                        core: DatagramCore::new(sock, peer, &opts)?,
                         sock_addrs: (peer, local),
                     });
                 }
-                Err(e) => last = Some(e),
+                Err(e) => last = Some(io_at("connect", peer, e)),
             }
         }
         Err(last
@@ -322,10 +331,10 @@ impl UnixDatagramClient {
     ) -> Result<UnixDatagramClient> {
         if let Err(e) = sock.connect(peer) {
             let _ = std::fs::remove_file(&local);
-            return Err(e.into());
+            return Err(io_at("connect", peer.display(), e).into());
         }
         Ok(UnixDatagramClient {
-            core: DatagramCore::new(sock, opts)?,
+            core: DatagramCore::new(sock, peer.display(), opts)?,
             local,
             peer: peer.to_path_buf(),
         })

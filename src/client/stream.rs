@@ -3,12 +3,40 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::connect::{remaining, TlsStream};
 use super::{ClientOptions, ReplyEnd};
-use crate::error::{Error, Result};
+use crate::error::{io_at, io_timed, Error, Result};
 use crate::tls::io_error;
+
+/// `e` as the crate's error, naming the operation and the peer (a TLS failure carried
+/// inside it stays a TLS error; a timeout stays [`Error::Timeout`]).
+pub(crate) fn located(op: &'static str, peer: &str, e: io::Error) -> Error {
+    match io_error(e) {
+        Error::Io(e) => Error::Io(io_at(op, peer, e)),
+        other => other,
+    }
+}
+
+/// A socket that can be duplicated, as `TcpStream::try_clone` does.
+pub(crate) trait TryClone: Sized {
+    /// Another handle to the same socket.
+    fn try_clone_io(&self) -> io::Result<Self>;
+}
+
+impl TryClone for TcpStream {
+    fn try_clone_io(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+}
+
+impl TryClone for UnixStream {
+    fn try_clone_io(&self) -> io::Result<Self> {
+        self.try_clone()
+    }
+}
 
 /// Bytes read per call while waiting for a reply.
 const READ_CHUNK: usize = 16 << 10;
@@ -84,6 +112,11 @@ enum State {
 /// A stream plus the bytes read past the end of the last reply.
 pub(crate) struct StreamCore<S: Duplex> {
     pub(crate) io: S,
+    /// The peer's address or path, for error messages.
+    peer: Arc<str>,
+    /// One per handle to the socket ([`try_clone`](Self::try_clone)): dropping a handle
+    /// closes the connection only when it was the last one.
+    handles: Arc<()>,
     pending: Vec<u8>,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
@@ -93,18 +126,43 @@ pub(crate) struct StreamCore<S: Duplex> {
 }
 
 impl<S: Duplex> StreamCore<S> {
-    /// Wraps a connected stream and applies the options' timeouts.
-    pub(crate) fn new(io: S, opts: &ClientOptions) -> Result<Self> {
+    /// Wraps a stream connected to `peer` and applies the options' timeouts.
+    pub(crate) fn new(io: S, peer: impl std::fmt::Display, opts: &ClientOptions) -> Result<Self> {
         io.set_read_timeout(opts.read_timeout)?;
         io.set_write_timeout(opts.write_timeout)?;
         Ok(StreamCore {
             io,
+            peer: peer.to_string().into(),
+            handles: Arc::new(()),
             pending: Vec::new(),
             read_timeout: opts.read_timeout,
             write_timeout: opts.write_timeout,
             close_timeout: opts.close_timeout,
             max_reply: opts.max_reply_size,
             state: State::Open,
+        })
+    }
+
+    /// Another handle to the same connection, with its own (empty) reply buffer and the
+    /// same timeout settings (the socket's, shared by both handles).
+    pub(crate) fn try_clone(&self) -> Result<Self>
+    where
+        S: TryClone,
+    {
+        let io = self
+            .io
+            .try_clone_io()
+            .map_err(|e| located("clone", &self.peer, e))?;
+        Ok(StreamCore {
+            io,
+            peer: self.peer.clone(),
+            handles: self.handles.clone(),
+            pending: Vec::new(),
+            read_timeout: self.read_timeout,
+            write_timeout: self.write_timeout,
+            close_timeout: self.close_timeout,
+            max_reply: self.max_reply,
+            state: self.state,
         })
     }
 
@@ -178,11 +236,12 @@ impl<S: Duplex> StreamCore<S> {
                 Ok(0) => return Err(Error::Closed),
                 Ok(n) => rest = &rest[n..],
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(io_error(e)),
+                Err(e) => return Err(located("write", &self.peer, e)),
             }
         }
         self.io.set_write_timeout(Some(remaining(deadline)?))?;
-        self.io.flush().map_err(io_error)
+        let peer = &self.peer;
+        self.io.flush().map_err(|e| located("write", peer, e))
     }
 
     fn reply_by(&mut self, end: ReplyEnd<'_>, deadline: Instant) -> Result<Vec<u8>> {
@@ -210,7 +269,7 @@ impl<S: Duplex> StreamCore<S> {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                Err(e) => return Err(io_error(e)),
+                Err(e) => return Err(located("read", &self.peer, e)),
             }
         }
     }
@@ -233,7 +292,7 @@ impl<S: Duplex> StreamCore<S> {
             let _ = self.io.shutdown(Shutdown::Both);
             return match e.kind() {
                 io::ErrorKind::NotConnected => Ok(()),
-                _ => Err(io_error(e)),
+                _ => Err(located("close", &self.peer, e)),
             };
         }
         self.drain(deadline);
@@ -254,8 +313,11 @@ impl<S: Duplex> StreamCore<S> {
 }
 
 impl<S: Duplex> Drop for StreamCore<S> {
+    /// The last handle to a connection closes it; a clone's drop leaves it open.
     fn drop(&mut self) {
-        let _ = self.close();
+        if Arc::strong_count(&self.handles) == 1 {
+            let _ = self.close();
+        }
     }
 }
 
@@ -270,7 +332,9 @@ impl<S: Duplex> Read for StreamCore<S> {
         if self.is_closed() {
             return Err(io::ErrorKind::NotConnected.into());
         }
-        self.io.read(buf)
+        self.io
+            .read(buf)
+            .map_err(|e| io_timed("read", &self.peer, e))
     }
 }
 
@@ -279,14 +343,18 @@ impl<S: Duplex> Write for StreamCore<S> {
         if self.is_closed() {
             return Err(io::ErrorKind::NotConnected.into());
         }
-        self.io.write(buf)
+        self.io
+            .write(buf)
+            .map_err(|e| io_timed("write", &self.peer, e))
     }
 
     fn flush(&mut self) -> io::Result<()> {
         if self.is_closed() {
             return Err(io::ErrorKind::NotConnected.into());
         }
-        self.io.flush()
+        self.io
+            .flush()
+            .map_err(|e| io_timed("write", &self.peer, e))
     }
 }
 
@@ -435,7 +503,7 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         b.set_read_timeout(Some(LONG)).unwrap();
         let opts = ClientOptions::default().close_timeout(SHORT);
-        (StreamCore::new(a, &opts).unwrap(), b)
+        (StreamCore::new(a, "peer", &opts).unwrap(), b)
     }
 
     #[test]
@@ -474,7 +542,7 @@ mod tests {
     fn a_reply_past_the_limit_is_refused() {
         let (a, mut peer) = UnixStream::pair().unwrap();
         let opts = ClientOptions::default().max_reply_size(8);
-        let mut core = StreamCore::new(a, &opts).unwrap();
+        let mut core = StreamCore::new(a, "peer", &opts).unwrap();
         peer.write_all(b"0123456789").unwrap();
         let err = core
             .exchange(b"", ReplyEnd::Delimiter(b"\n"), LONG)

@@ -49,8 +49,44 @@ impl TcpClient {
             crate::base::saturating(Instant::now(), opts.connect_timeout),
         )?;
         tcp.set_nodelay(opts.nodelay)?;
+        let peer = tcp.peer_addr()?;
         Ok(TcpClient {
-            core: StreamCore::new(tcp, &opts)?,
+            core: StreamCore::new(tcp, peer, &opts)?,
+        })
+    }
+
+    /// Another handle to the same connection, as [`TcpStream::try_clone`] gives: one thread
+    /// reads while another writes. Each handle has its own reply buffer (bytes an earlier
+    /// `once_until` read past its delimiter stay with the handle that read them); timeouts
+    /// are the socket's, shared by both. Dropping a handle closes the connection only when
+    /// it is the last one; [`close`](Self::close) on any handle shuts the socket down for
+    /// all.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::io::{BufRead, BufReader, Write};
+    /// use sockloop::client::{ClientOptions, TcpClient};
+    ///
+    /// let mut writer = TcpClient::connect("127.0.0.1:7000", ClientOptions::default())?;
+    /// let reader = writer.try_clone()?;
+    /// let printer = std::thread::spawn(move || {
+    ///     for line in BufReader::new(reader).lines() {
+    ///         println!("{}", line?);
+    ///     }
+    ///     Ok::<(), std::io::Error>(())
+    /// });
+    /// writer.write_all(b"hello\n")?;
+    /// # let _ = printer;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`TcpStream::try_clone`].
+    pub fn try_clone(&self) -> Result<TcpClient> {
+        Ok(TcpClient {
+            core: self.core.try_clone()?,
         })
     }
 
@@ -138,11 +174,12 @@ impl TlsClient {
         let deadline = crate::base::saturating(Instant::now(), opts.connect_timeout);
         let tcp = connect::tcp(addr, deadline)?;
         tcp.set_nodelay(opts.nodelay)?;
+        let peer = tcp.peer_addr()?;
         let conn = rustls::ClientConnection::new(config, name).map_err(TlsError::from_rustls)?;
         let mut stream = TlsStream::new(conn, tcp);
         connect::tls_handshake(&mut stream, deadline)?;
         Ok(TlsClient {
-            core: StreamCore::new(stream, &opts)?,
+            core: StreamCore::new(stream, peer, &opts)?,
         })
     }
 

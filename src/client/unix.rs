@@ -43,7 +43,21 @@ impl UnixClient {
             crate::base::saturating(Instant::now(), opts.connect_timeout),
         )?;
         Ok(UnixClient {
-            core: StreamCore::new(sock, &opts)?,
+            core: StreamCore::new(sock, path.as_ref().display(), &opts)?,
+        })
+    }
+
+    /// Another handle to the same connection, as [`UnixStream::try_clone`] gives: one
+    /// thread reads while another writes. As [`TcpClient::try_clone`](super::TcpClient::try_clone):
+    /// each handle has its own reply buffer, timeouts are shared, and the last handle
+    /// dropped closes the connection.
+    ///
+    /// # Errors
+    ///
+    /// As [`UnixStream::try_clone`].
+    pub fn try_clone(&self) -> Result<UnixClient> {
+        Ok(UnixClient {
+            core: self.core.try_clone()?,
         })
     }
 

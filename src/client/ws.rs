@@ -254,7 +254,7 @@ fn connect_tcp(url: &Url, timeout: Duration) -> Result<TcpStream> {
     for addr in (url.host.as_str(), url.port).to_socket_addrs()? {
         match TcpStream::connect_timeout(&addr, timeout) {
             Ok(s) => return Ok(s),
-            Err(e) => last = Some(e),
+            Err(e) => last = Some(crate::error::io_at("connect", addr, e)),
         }
     }
     Err(last

@@ -321,6 +321,10 @@ impl<'a> Io<'a> {
 pub(crate) trait Driver: Send + 'static {
     /// The connection is established (after the TLS handshake, if any).
     fn on_open(&mut self, io: &mut Io<'_>);
+    /// The TLS handshake completed with these parameters (just before `on_open`).
+    fn on_tls(&mut self, info: crate::tls::TlsInfo) {
+        let _ = info;
+    }
     /// Bytes arrived (decrypted). Returns how many were consumed; the reactor keeps the
     /// rest and hands it back, with more, next time.
     fn on_input(&mut self, io: &mut Io<'_>, data: &mut [u8]) -> usize;

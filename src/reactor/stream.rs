@@ -465,7 +465,13 @@ impl Stream {
         }
         self.last_read = ctx.now;
         self.arm(ctx);
-        let ((), step) = self.drive(ctx, |d, io| d.on_open(io));
+        let info = self.tls.as_deref().map(crate::tls::TlsInfo::of_server);
+        let ((), step) = self.drive(ctx, |d, io| {
+            if let Some(info) = info {
+                d.on_tls(info);
+            }
+            d.on_open(io)
+        });
         step
     }
 
@@ -808,7 +814,7 @@ fn tls_read(
             // rustls queued an alert; it is written before the connection closes.
             let _ = tls.write_tls(sock);
             let reason = CloseReason::Protocol(e.to_string());
-            return ReadOutcome::Failed(reason, Error::Tls(crate::tls::TlsError::Rustls(e)));
+            return ReadOutcome::Failed(reason, Error::Tls(crate::tls::TlsError::from_rustls(e)));
         }
         if tls.is_handshaking() && tls.wants_write() {
             // Handshake messages to send: let the caller flush them.

@@ -197,6 +197,7 @@ impl Handlers {
     /// Calls the handler for one event of `conn` — the one invocation path, inline and on
     /// handler threads. A panic drops the handler and closes the connection.
     pub(crate) fn event(&mut self, conn: &Conn, ev: Event<'_>) -> Ran {
+        let _call = crate::server::trace::handler_call(conn, &ev);
         let mut ran = Ran::default();
         if let Event::Open(factory, req) = ev {
             return self.open(conn, factory, req);

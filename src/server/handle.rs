@@ -13,6 +13,9 @@ use crate::server::ServerShared;
 /// What the server keeps about each connection, beside the reactor's [`Link`].
 pub(crate) struct ConnInfo {
     pub(crate) id: ConnId,
+    /// Feature `tracing`: the connection's span (`()` without it, never read).
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) span: crate::server::trace::ConnSpan,
     pub(crate) server: Arc<ServerShared>,
     pub(crate) peer: Addr,
     /// The local address when it differs from the server's (wildcard binds).
@@ -20,6 +23,8 @@ pub(crate) struct ConnInfo {
     pub(crate) cred: Option<Box<PeerCred>>,
     /// Set by the WebSocket authenticator at upgrade.
     pub(crate) identity: std::sync::OnceLock<Box<crate::server::websocket::Identity>>,
+    /// TLS connections: what the handshake negotiated, set when it completed.
+    pub(crate) tls: std::sync::OnceLock<Box<crate::tls::TlsInfo>>,
 }
 
 /// A connection as every thread sees it: the reactor's link with the server's info.
@@ -68,6 +73,29 @@ impl Conn {
         self.inner.ext.cred.as_deref().copied()
     }
 
+    /// What the TLS handshake negotiated (ALPN protocol, SNI name, client certificates,
+    /// version); `None` for plain connections. Set before the handler's `on_open` runs.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// # fn f(conn: &sockloop::Conn) {
+    /// if let Some(tls) = conn.tls() {
+    ///     let h2 = tls.alpn_protocol() == Some(&b"h2"[..]);
+    ///     let name = tls.server_name().unwrap_or("(no SNI)");
+    ///     let has_client_cert = !tls.peer_certificates().is_empty();
+    ///     # let _ = (h2, name, has_client_cert);
+    /// }
+    /// # }
+    /// ```
+    pub fn tls(&self) -> Option<&crate::tls::TlsInfo> {
+        self.inner.ext.tls.get().map(|b| &**b)
+    }
+
+    /// Records what the TLS handshake negotiated (once, on the poller).
+    pub(crate) fn set_tls(&self, info: crate::tls::TlsInfo) {
+        let _ = self.inner.ext.tls.set(Box::new(info));
+    }
+
     /// Whether the connection is still open (not closing or closed).
     pub fn is_open(&self) -> bool {
         self.inner.state.load(Ordering::Acquire) == STATE_OPEN
@@ -78,19 +106,23 @@ impl Conn {
         self.inner.queued.load(Ordering::Relaxed)
     }
 
-    /// Queues `data` for the connection, applying the server's bound and drop policy.
+    /// Queues a copy of `data` (anything that is bytes: `&str`, `String`, `&[u8]`,
+    /// `Vec<u8>`, `[u8; N]`…) for the connection, applying the server's bound and drop
+    /// policy. To hand over an owned buffer without a copy, use [`send_vec`](Self::send_vec).
     ///
     /// # Examples
     /// ```no_run
     /// # fn f(conn: &sockloop::Conn) {
-    /// match conn.send(b"hello\n") {
+    /// match conn.send("hello\n") {
     ///     sockloop::SendStatus::Queued => {}
     ///     other => eprintln!("not sent: {other:?}"),
     /// }
+    /// let _ = conn.send(b"bytes");
+    /// let _ = conn.send(format!("{} connections\n", 3));
     /// # }
     /// ```
-    pub fn send(&self, data: &[u8]) -> SendStatus {
-        self.send_op(Kind::Raw, data)
+    pub fn send(&self, data: impl AsRef<[u8]>) -> SendStatus {
+        self.send_op(Kind::Raw, data.as_ref())
     }
 
     /// Admits and queues raw bytes or a WebSocket message (framed on the poller).

@@ -69,15 +69,21 @@ where
 }
 
 /// A factory whose handlers call `f` for every data event (each connection gets a clone).
+/// The factory is `Clone`, so one closure can serve several listeners.
 ///
 /// # Examples
-/// ```
+/// ```no_run
+/// use sockloop::{Listen, Runtime};
 /// let echo = sockloop::handler::on_data(|conn: &sockloop::Conn, data: &[u8]| {
 ///     let _ = conn.send(data);
 /// });
-/// # let _ = echo;
+/// let rt = Runtime::new()?;
+/// let v4 = rt.serve(Listen::tcp("127.0.0.1:0")).stream(echo.clone())?;
+/// let v6 = rt.serve(Listen::tcp("[::1]:0")).stream(echo)?;
+/// # let _ = (v4, v6);
+/// # Ok::<(), sockloop::Error>(())
 /// ```
-pub fn on_data<F>(f: F) -> impl StreamFactory
+pub fn on_data<F>(f: F) -> impl StreamFactory + Clone
 where
     F: FnMut(&Conn, &[u8]) + Clone + Send + Sync + 'static,
 {
@@ -141,7 +147,8 @@ where
     }
 }
 
-/// A datagram factory whose handlers call `f` for every datagram.
+/// A datagram factory whose handlers call `f` for every datagram. The factory is `Clone`,
+/// so one closure can serve several sockets.
 ///
 /// # Examples
 /// ```
@@ -151,7 +158,7 @@ where
 /// });
 /// # let _ = echo;
 /// ```
-pub fn on_datagram<F>(f: F) -> impl DatagramFactory
+pub fn on_datagram<F>(f: F) -> impl DatagramFactory + Clone
 where
     F: FnMut(&DatagramSender, &Addr, &[u8]) + Clone + Send + Sync + 'static,
 {

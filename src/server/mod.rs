@@ -11,6 +11,7 @@ pub(crate) mod observe;
 pub(crate) mod pool;
 pub(crate) mod runtime;
 pub(crate) mod stream;
+pub(crate) mod trace;
 pub(crate) mod websocket;
 pub(crate) mod ws_driver;
 
@@ -112,21 +113,37 @@ impl Listen {
         }
     }
 
-    /// TCP on `addr` (`"127.0.0.1:0"` picks a free port).
-    pub fn tcp(addr: impl Into<String>) -> Self {
-        Self::new(Transport::Tcp, addr.into())
+    /// TCP on `addr`: anything [`ToSocketAddrs`] takes (`"127.0.0.1:0"` picks a free port,
+    /// a [`SocketAddr`](std::net::SocketAddr), `(IpAddr, u16)`, `"localhost:7000"`). A name is
+    /// resolved here and the first address is used; one that does not resolve fails when
+    /// the server starts, with an error naming it.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::net::{Ipv4Addr, SocketAddr};
+    /// use sockloop::Listen;
+    /// let a = Listen::tcp("127.0.0.1:0");
+    /// let b = Listen::tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    /// let c = Listen::tcp((Ipv4Addr::LOCALHOST, 0));
+    /// # let _ = (a, b, c);
+    /// ```
+    pub fn tcp(addr: impl ToSocketAddrs + std::fmt::Debug) -> Self {
+        Self::new(Transport::Tcp, inet(addr))
     }
 
-    /// TLS over TCP on `addr`.
-    pub fn tls(addr: impl Into<String>, tls: crate::tls::TlsServerConfig) -> Self {
-        let mut l = Self::new(Transport::Tls, addr.into());
+    /// TLS over TCP on `addr` (any [`ToSocketAddrs`] value, as [`tcp`](Self::tcp)).
+    pub fn tls(
+        addr: impl ToSocketAddrs + std::fmt::Debug,
+        tls: crate::tls::TlsServerConfig,
+    ) -> Self {
+        let mut l = Self::new(Transport::Tls, inet(addr));
         l.tls = Some(tls);
         l
     }
 
-    /// UDP on `addr`.
-    pub fn udp(addr: impl Into<String>) -> Self {
-        Self::new(Transport::Udp, addr.into())
+    /// UDP on `addr` (any [`ToSocketAddrs`] value, as [`tcp`](Self::tcp)).
+    pub fn udp(addr: impl ToSocketAddrs + std::fmt::Debug) -> Self {
+        Self::new(Transport::Udp, inet(addr))
     }
 
     /// A Unix stream socket at `path`.
@@ -154,6 +171,15 @@ impl Listen {
     /// The transport.
     pub fn transport(&self) -> Transport {
         self.transport
+    }
+}
+
+/// An inet listen address as text: the first resolved address, or, when `addr` does not
+/// resolve, `addr` as written, so that binding fails naming it.
+fn inet(addr: impl ToSocketAddrs + std::fmt::Debug) -> String {
+    match addr.to_socket_addrs().ok().and_then(|mut all| all.next()) {
+        Some(a) => a.to_string(),
+        None => format!("{addr:?}").trim_matches('"').to_owned(),
     }
 }
 
@@ -480,7 +506,7 @@ impl Accept for Acceptor {
         stats.open.fetch_sub(1, Ordering::AcqRel);
         stats.rejected.fetch_add(1, Ordering::Relaxed);
         stats.closed.fetch_add(1, Ordering::Relaxed);
-        let id = ConnId(0);
+        let id = next_conn_id();
         server.report_state(id, peer, &ConnState::Closed(CloseReason::ServerFull));
         false
     }
@@ -497,20 +523,23 @@ impl Accept for Acceptor {
             Some(cfg) => match rustls::ServerConnection::new(cfg.clone()) {
                 Ok(t) => Some((t, server.handshake_timeout)),
                 Err(e) => {
-                    let err = Error::Tls(crate::tls::TlsError::Rustls(e));
+                    let err = Error::Tls(crate::tls::TlsError::from_rustls(e));
                     server.report_error(None, &err);
                     server.conn_gone();
                     return None;
                 }
             },
         };
+        let id = next_conn_id();
         let info = ConnInfo {
-            id: next_conn_id(),
+            id,
+            span: trace::conn_span(id, &acc.peer),
             server: server.clone(),
             local: (acc.local != server.local).then(|| Box::new(acc.local)),
             peer: acc.peer,
             cred: acc.cred.map(Box::new),
             identity: Default::default(),
+            tls: Default::default(),
         };
         let link: Arc<ConnShared> = Arc::new(Link::new(place, server.policy.clone(), info));
         let conn = Conn {
@@ -540,7 +569,8 @@ struct Bound {
 }
 
 fn resolve(addr: &str) -> Result<std::net::SocketAddr> {
-    addr.to_socket_addrs()?
+    addr.to_socket_addrs()
+        .map_err(|e| crate::sys::named(e, "resolve", addr))?
         .next()
         .ok_or_else(|| Error::Config(format!("{addr} resolves to no address")))
 }
@@ -646,7 +676,9 @@ fn install(rt: &Arc<RuntimeInner>, server: &Arc<ServerShared>, b: Bound) -> Resu
 }
 
 /// A running server. Dropping the handle leaves the server running; stop it with
-/// [`shutdown`](Self::shutdown) or [`Runtime::shutdown`](crate::Runtime::shutdown).
+/// [`shutdown`](Self::shutdown) or [`Runtime::shutdown`](crate::Runtime::shutdown). Clones
+/// are handles to the same server.
+#[derive(Clone)]
 pub struct Server {
     pub(crate) shared: Arc<ServerShared>,
     rt: Arc<RuntimeInner>,
@@ -664,6 +696,23 @@ impl Server {
     /// The address the server listens on (with the real port when bound to port 0).
     pub fn local_addr(&self) -> &Addr {
         &self.shared.local
+    }
+
+    /// The IP address and port the server listens on, for TCP, TLS and UDP servers (`None`
+    /// for Unix sockets): what [`TcpStream::connect`](std::net::TcpStream::connect) and the
+    /// clients take, with no enum to unwrap.
+    ///
+    /// # Examples
+    /// ```no_run
+    /// use sockloop::{handler::OnDataNoop, Listen, Runtime};
+    /// let rt = Runtime::new()?;
+    /// let server = rt.serve(Listen::tcp("127.0.0.1:0")).stream(|_: &sockloop::Conn| OnDataNoop)?;
+    /// let addr: std::net::SocketAddr = server.inet_addr().expect("a TCP server");
+    /// let _client = std::net::TcpStream::connect(addr)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn inet_addr(&self) -> Option<std::net::SocketAddr> {
+        self.shared.local.as_inet()
     }
 
     /// Open connections right now.

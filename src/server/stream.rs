@@ -43,6 +43,10 @@ impl RawDriver {
 }
 
 impl Driver for RawDriver {
+    fn on_tls(&mut self, info: crate::tls::TlsInfo) {
+        self.conn.set_tls(info);
+    }
+
     fn on_open(&mut self, _io: &mut Io<'_>) {
         let factory = self.conn.server().factory.clone();
         self.handler

@@ -302,7 +302,8 @@ where
     }
 }
 
-/// A factory whose handlers call `f` for every data message.
+/// A factory whose handlers call `f` for every data message. The factory is `Clone`, so one
+/// closure can serve several listeners.
 ///
 /// # Examples
 /// ```
@@ -315,7 +316,7 @@ where
 /// });
 /// # let _ = echo;
 /// ```
-pub fn on_message<F>(f: F) -> impl WsFactory
+pub fn on_message<F>(f: F) -> impl WsFactory + Clone
 where
     F: FnMut(&WsConn, WsMessage<'_>) + Clone + Send + Sync + 'static,
 {
@@ -363,13 +364,13 @@ impl WsConn {
     }
 
     /// Sends a text message (framed, and compressed when negotiated, on the poller).
-    pub fn send_text(&self, text: &str) -> SendStatus {
-        self.send(OpCode::Text, text.as_bytes())
+    pub fn send_text(&self, text: impl AsRef<str>) -> SendStatus {
+        self.send(OpCode::Text, text.as_ref().as_bytes())
     }
 
-    /// Sends a binary message.
-    pub fn send_binary(&self, data: &[u8]) -> SendStatus {
-        self.send(OpCode::Binary, data)
+    /// Sends a binary message (anything that is bytes: `&[u8]`, `Vec<u8>`, `[u8; N]`…).
+    pub fn send_binary(&self, data: impl AsRef<[u8]>) -> SendStatus {
+        self.send(OpCode::Binary, data.as_ref())
     }
 
     /// Sends a ping (payload cut to 125 bytes).

@@ -555,6 +555,10 @@ impl WsDriver {
 }
 
 impl Driver for WsDriver {
+    fn on_tls(&mut self, info: crate::tls::TlsInfo) {
+        self.conn.set_tls(info);
+    }
+
     fn on_open(&mut self, io: &mut Io<'_>) {
         self.phase = self.http_deadline(io.now);
         io.rearm();
@@ -828,11 +832,13 @@ mod tests {
         };
         let info = ConnInfo {
             id: crate::server::dispatch::next_conn_id(),
+            span: crate::server::trace::no_span(),
             server: shared.clone(),
             peer: crate::Addr::Inet("127.0.0.1:1".parse().unwrap()),
             local: None,
             cred: None,
             identity: Default::default(),
+            tls: Default::default(),
         };
         let link: Arc<crate::server::handle::ConnShared> =
             Arc::new(Link::new(place, shared.policy.clone(), info));

@@ -71,9 +71,13 @@ impl TlsServerConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when a file cannot be read; otherwise as [`from_pem`](Self::from_pem).
+    /// [`Error::Io`] naming the file when one cannot be read (`read cert.pem: No such file
+    /// or directory (os error 2)`); otherwise as [`from_pem`](Self::from_pem).
     pub fn from_pem_files(cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self> {
-        Self::from_pem(&std::fs::read(cert)?, &std::fs::read(key)?)
+        Self::from_pem(
+            &super::read_pem_file(cert.as_ref())?,
+            &super::read_pem_file(key.as_ref())?,
+        )
     }
 
     /// Starts a builder from the two things every server needs: its PEM certificate chain

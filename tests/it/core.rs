@@ -154,7 +154,7 @@ impl WsHandler for Caster {
         let b = self.0.get().expect("broadcaster set");
         let t = Instant::now();
         let d = b.send(GroupId(1), &b.frames_text("fan-out"), &[]);
-        let _ = ws.send_text(&format!("{} {}", t.elapsed().as_millis(), d.pending));
+        let _ = ws.send_text(format!("{} {}", t.elapsed().as_millis(), d.pending));
     }
 }
 
@@ -272,7 +272,7 @@ fn a_blocking_authenticator_delays_no_other_connection() {
             sockloop::on_message(|ws: &WsConn, m: sockloop::WsMessage<'_>| {
                 if let sockloop::WsMessage::Text(t) = m {
                     let who = ws.identity().map(|i| i.user.clone()).unwrap_or_default();
-                    let _ = ws.send_text(&format!("{who} {t}"));
+                    let _ = ws.send_text(format!("{who} {t}"));
                 }
             }),
         )

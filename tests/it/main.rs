@@ -8,9 +8,13 @@ mod cdp;
 mod chat;
 mod clients;
 mod core;
+mod examples;
 mod hub;
 mod pool;
+mod std_fit;
 mod supervise;
+#[cfg(feature = "tracing")]
+mod traces;
 mod transports;
 mod util;
 mod websocket;

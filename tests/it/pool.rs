@@ -57,7 +57,7 @@ impl WsHandler for Scripted {
             "slow" => thread::sleep(Duration::from_millis(60)),
             _ => {}
         }
-        let _ = ws.send_text(&format!("{text} {:?}", thread::current().id()));
+        let _ = ws.send_text(format!("{text} {:?}", thread::current().id()));
     }
 }
 

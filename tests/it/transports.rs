@@ -439,7 +439,7 @@ fn a_message_larger_than_the_queue_bound_is_refused_not_queued() {
             .serve(Listen::tcp("127.0.0.1:0"))
             .config(cfg)
             .stream(sockloop::handler::on_data(move |c: &Conn, _: &[u8]| {
-                let big = c.send(&vec![b'b'; (64 << 10) + 1]);
+                let big = c.send(vec![b'b'; (64 << 10) + 1]);
                 let small = c.send(b"small");
                 let _ = tx.send((big, small));
             }))
@@ -578,7 +578,7 @@ fn shutdown_drains_queued_bytes() {
         .stream(move |c: &Conn| {
             // 8 MiB queued at open: far more than the socket buffers hold.
             for i in 0..128u8 {
-                assert_eq!(c.send(&vec![i; 64 << 10]), SendStatus::Queued);
+                assert_eq!(c.send(vec![i; 64 << 10]), SendStatus::Queued);
                 sent2.fetch_add(64 << 10, Ordering::Relaxed);
             }
             let _ = ready_tx.send(());

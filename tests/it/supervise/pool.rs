@@ -18,7 +18,7 @@ impl WsHandler for Echo {
             "slow" => thread::sleep(Duration::from_millis(60)),
             _ => {}
         }
-        let _ = ws.send_text(&format!("{text} {:?}", thread::current().id()));
+        let _ = ws.send_text(format!("{text} {:?}", thread::current().id()));
     }
 }
 
