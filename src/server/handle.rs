@@ -4,7 +4,7 @@
 use crate::base::{Addr, CloseReason, ConnId, PeerCred, SendStatus};
 use std::fmt;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::reactor::local::{self, Kind};
 use crate::reactor::{Admit, ConnCmd, Link, Payload, STATE_OPEN};
@@ -18,13 +18,60 @@ pub(crate) struct ConnInfo {
     pub(crate) span: crate::server::trace::ConnSpan,
     pub(crate) server: Arc<ServerShared>,
     pub(crate) peer: Addr,
+    /// What few connections have, in one allocation made only when used (an idle plain
+    /// connection of a server bound to one address keeps none).
+    cold: OnceLock<Box<Cold>>,
+}
+
+/// The rarely present part of [`ConnInfo`].
+#[derive(Default)]
+pub(crate) struct Cold {
     /// The local address when it differs from the server's (wildcard binds).
-    pub(crate) local: Option<Box<Addr>>,
-    pub(crate) cred: Option<Box<PeerCred>>,
+    local: Option<Addr>,
+    /// Unix stream connections: the peer's credentials.
+    cred: Option<PeerCred>,
     /// Set by the WebSocket authenticator at upgrade.
-    pub(crate) identity: std::sync::OnceLock<Box<crate::server::websocket::Identity>>,
+    pub(crate) identity: OnceLock<crate::server::websocket::Identity>,
     /// TLS connections: what the handshake negotiated, set when it completed.
-    pub(crate) tls: std::sync::OnceLock<Box<crate::tls::TlsInfo>>,
+    tls: OnceLock<crate::tls::TlsInfo>,
+}
+
+impl ConnInfo {
+    /// A connection's info; `local` only when it differs from the server's address.
+    pub(crate) fn new(
+        id: ConnId,
+        span: crate::server::trace::ConnSpan,
+        server: Arc<ServerShared>,
+        peer: Addr,
+        local: Option<Addr>,
+        cred: Option<PeerCred>,
+    ) -> Self {
+        let cold = OnceLock::new();
+        if local.is_some() || cred.is_some() {
+            let _ = cold.set(Box::new(Cold {
+                local,
+                cred,
+                ..Cold::default()
+            }));
+        }
+        ConnInfo {
+            id,
+            span,
+            server,
+            peer,
+            cold,
+        }
+    }
+
+    /// The rare part, if any of it was set.
+    pub(crate) fn cold(&self) -> Option<&Cold> {
+        self.cold.get().map(|b| &**b)
+    }
+
+    /// The rare part, made on first use (setting an identity or the TLS details).
+    pub(crate) fn cold_mut(&self) -> &Cold {
+        self.cold.get_or_init(Box::default)
+    }
 }
 
 /// A connection as every thread sees it: the reactor's link with the server's info.
@@ -63,14 +110,14 @@ impl Conn {
     pub fn local_addr(&self) -> &Addr {
         self.inner
             .ext
-            .local
-            .as_deref()
+            .cold()
+            .and_then(|c| c.local.as_ref())
             .unwrap_or(&self.inner.ext.server.local)
     }
 
     /// Peer credentials, for Unix stream connections.
     pub fn peer_cred(&self) -> Option<PeerCred> {
-        self.inner.ext.cred.as_deref().copied()
+        self.inner.ext.cold().and_then(|c| c.cred)
     }
 
     /// What the TLS handshake negotiated (ALPN protocol, SNI name, client certificates,
@@ -88,12 +135,12 @@ impl Conn {
     /// # }
     /// ```
     pub fn tls(&self) -> Option<&crate::tls::TlsInfo> {
-        self.inner.ext.tls.get().map(|b| &**b)
+        self.inner.ext.cold().and_then(|c| c.tls.get())
     }
 
     /// Records what the TLS handshake negotiated (once, on the poller).
     pub(crate) fn set_tls(&self, info: crate::tls::TlsInfo) {
-        let _ = self.inner.ext.tls.set(Box::new(info));
+        let _ = self.inner.ext.cold_mut().tls.set(info);
     }
 
     /// Whether the connection is still open (not closing or closed).

@@ -531,16 +531,9 @@ impl Accept for Acceptor {
             },
         };
         let id = next_conn_id();
-        let info = ConnInfo {
-            id,
-            span: trace::conn_span(id, &acc.peer),
-            server: server.clone(),
-            local: (acc.local != server.local).then(|| Box::new(acc.local)),
-            peer: acc.peer,
-            cred: acc.cred.map(Box::new),
-            identity: Default::default(),
-            tls: Default::default(),
-        };
+        let span = trace::conn_span(id, &acc.peer);
+        let local = (acc.local != server.local).then_some(acc.local);
+        let info = ConnInfo::new(id, span, server.clone(), acc.peer, local, acc.cred);
         let link: Arc<ConnShared> = Arc::new(Link::new(place, server.policy.clone(), info));
         let conn = Conn {
             inner: link.clone(),

@@ -355,7 +355,7 @@ impl WsConn {
 
     /// The identity the authenticator gave this connection.
     pub fn identity(&self) -> Option<&Identity> {
-        self.conn.inner.ext.identity.get().map(|b| &**b)
+        self.conn.inner.ext.cold().and_then(|c| c.identity.get())
     }
 
     /// Whether the connection is open.

@@ -339,7 +339,7 @@ impl WsDriver {
             return self.reject(io, 429, "too many connections from this address");
         }
         if let Some(id) = identity {
-            let _ = self.conn.inner.ext.identity.set(Box::new(id));
+            let _ = self.conn.inner.ext.cold_mut().identity.set(id);
         }
         self.phase = Phase::Ws(WsState {
             session: WsSession::new(Role::Server, pending.deflate),
@@ -830,16 +830,14 @@ mod tests {
             slot: 9999,
             gen: 1,
         };
-        let info = ConnInfo {
-            id: crate::server::dispatch::next_conn_id(),
-            span: crate::server::trace::no_span(),
-            server: shared.clone(),
-            peer: crate::Addr::Inet("127.0.0.1:1".parse().unwrap()),
-            local: None,
-            cred: None,
-            identity: Default::default(),
-            tls: Default::default(),
-        };
+        let info = ConnInfo::new(
+            crate::server::dispatch::next_conn_id(),
+            crate::server::trace::no_span(),
+            shared.clone(),
+            crate::Addr::Inet("127.0.0.1:1".parse().unwrap()),
+            None,
+            None,
+        );
         let link: Arc<crate::server::handle::ConnShared> =
             Arc::new(Link::new(place, shared.policy.clone(), info));
         let conn = Conn {
