@@ -390,14 +390,14 @@ impl WsDriver {
         let mut latest_ping: Option<Vec<u8>> = None;
         let mut peer_close: Option<(CloseCode, String)> = None;
         let result = with_scratch(|scratch| {
-            st.session.decode(buf, &cfg.ws, scratch, |m| {
+            st.session.decode_while(buf, &cfg.ws, scratch, |m| {
                 let ev = match m {
                     Incoming::Text(t) => Event::Text(t),
                     Incoming::Binary(b) => Event::Binary(b),
                     Incoming::Ping(p) => {
                         if pongs >= MAX_PONGS_PER_INPUT {
                             latest_ping = Some(p.to_vec());
-                            return;
+                            return true;
                         }
                         pongs += 1;
                         // Through the local outbox, so the pong keeps its place among replies.
@@ -407,15 +407,18 @@ impl WsDriver {
                             link.account(-(p.len() as isize));
                             pings.push(p.to_vec());
                         }
-                        return;
+                        return true;
                     }
-                    Incoming::Pong(_) => return,
+                    Incoming::Pong(_) => return true,
                     Incoming::Close(code, reason) => {
                         peer_close = Some((code, reason.to_owned()));
-                        return;
+                        return true;
                     }
                 };
                 handler.deliver(conn, Some(&mut *io), ev);
+                // Reading paused (the handler threads are behind): decode no further, so
+                // one read of many tiny frames cannot queue past the bound; the rest is kept.
+                !io.req.pause
             })
         });
         self.take_local(io);
@@ -581,7 +584,8 @@ impl Driver for WsDriver {
         let Phase::Ws(st) = &self.phase else {
             return used;
         };
-        let partial = used < data.len() || st.session.in_message();
+        // Input kept because reading paused is whole frames waiting, not a partial message.
+        let partial = (used < data.len() && !io.req.pause) || st.session.in_message();
         match (partial, st.partial_since.is_some()) {
             (true, false) => self.partial_began(io),
             (false, true) => {

@@ -279,15 +279,32 @@ impl WsSession {
         scratch: &mut Scratch,
         mut on_msg: impl FnMut(Incoming<'_>),
     ) -> Result<usize, WsError> {
+        self.decode_while(buf, cfg, scratch, |m| {
+            on_msg(m);
+            true
+        })
+    }
+
+    /// As [`decode`](Self::decode), but stops after a message for which `on_msg` returns
+    /// false (the rest of `buf` is not consumed: keep it for later).
+    pub(crate) fn decode_while(
+        &mut self,
+        buf: &mut [u8],
+        cfg: &WsConfig,
+        scratch: &mut Scratch,
+        mut on_msg: impl FnMut(Incoming<'_>) -> bool,
+    ) -> Result<usize, WsError> {
         let mut pos = 0;
         while pos < buf.len() {
             match self.decode_next(&mut buf[pos..], cfg, &mut scratch.rx)? {
                 Decoded::NeedMore(_) => break,
                 Decoded::Frame { msg, consumed } => {
-                    if let Some(m) = msg {
-                        on_msg(m);
-                    }
                     pos += consumed;
+                    if let Some(m) = msg {
+                        if !on_msg(m) {
+                            break;
+                        }
+                    }
                 }
             }
         }
