@@ -2,14 +2,64 @@
 //! everyone — framed once. Acknowledged delivery is in `ack.rs`.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::envelope::encode;
 use super::error::HubError;
-use super::state::{ConnInfo, State};
+use super::session::SessionCell;
+use super::state::{ConnEntry, ConnInfo, State};
 use super::Hub;
 use crate::{ConnId, Delivery, Frames, GroupId, SendStatus, WsConn};
+
+/// A recipient: its hub id, its connection, and its session when it is one.
+#[derive(Clone)]
+pub(crate) struct Peer {
+    /// The hub id (a session's stays the same across reconnects).
+    pub(crate) id: ConnId,
+    /// The connection (for a session: the one carrying it when the peer was taken).
+    pub(crate) ws: WsConn,
+    pub(crate) session: Option<Arc<SessionCell>>,
+}
+
+impl Peer {
+    pub(crate) fn plain(ws: &WsConn) -> Self {
+        Peer {
+            id: ws.id(),
+            ws: ws.clone(),
+            session: None,
+        }
+    }
+
+    pub(crate) fn of(e: &ConnEntry) -> Self {
+        Peer {
+            id: e.info.id,
+            ws: e.ws.clone(),
+            session: e.session.clone(),
+        }
+    }
+}
+
+impl Hub {
+    /// Sends an encoded envelope to one peer: numbered through its session when it has
+    /// one. `shared` carries the text once for all the sessions of one emit.
+    pub(crate) fn send_peer(
+        &self,
+        p: &Peer,
+        frames: Option<&Frames>,
+        text: &str,
+        shared: &mut Option<Arc<str>>,
+    ) -> SendStatus {
+        match &p.session {
+            None => send_to(&p.ws, frames, text),
+            Some(cell) => {
+                let t = shared.get_or_insert_with(|| Arc::from(text)).clone();
+                self.session_send(cell, &t, frames)
+            }
+        }
+    }
+}
 
 enum To<'h> {
     Conn(ConnId),
@@ -127,11 +177,16 @@ impl<'h> Target<'h> {
     pub fn send_text(self, text: &str) -> Delivery {
         let d = match &self.to {
             To::Room(r) => {
-                let gid = self.hub.state().rooms.get(r).map(|r| r.gid);
+                let group = self.group_of_room(r);
                 self.hub.publish_message(r, text);
-                gid.map_or_else(Delivery::default, |g| self.to_group(g, text))
+                group.map_or_else(Delivery::default, |(g, plain, s)| {
+                    self.to_group(g, plain, &s, text)
+                })
             }
-            To::All => self.to_group(self.hub.inner.all, text),
+            To::All => {
+                let (plain, s) = self.all_sessions();
+                self.to_group(self.hub.inner.all, plain, &s, text)
+            }
             _ => {
                 let list = self.recipients();
                 send_each(self.hub, &list, text)
@@ -178,78 +233,128 @@ impl<'h> Target<'h> {
                 };
                 let skipped = self.except.iter();
                 let skipped = skipped.filter(|id| room.members.contains_key(id)).count();
-                Some((room.gid, room.members.len().saturating_sub(skipped)))
+                let n = room.members.len().saturating_sub(skipped);
+                let plain = room.members.len() > room.sessions.len();
+                Some((room.gid, n, plain, self.sessions_in(&st, &room.sessions)))
             }
             To::All => {
                 let n = self.hub.state().conns.len();
-                Some((self.hub.inner.all, n.saturating_sub(self.except.len())))
+                let (plain, s) = self.all_sessions();
+                let n = n.saturating_sub(self.except.len());
+                Some((self.hub.inner.all, n, plain, s))
             }
             _ => None,
         };
-        let Some((gid, n)) = group else {
+        let Some((gid, n, plain, sessions)) = group else {
             return self.send_text(text).queued;
         };
-        f.b.send_nowait(gid, &f.b.frames_text(text), &self.except);
+        let frames = f.b.frames_text(text);
+        if plain {
+            f.b.send_nowait(gid, &frames, &self.except);
+        }
+        self.send_sessions(&sessions, Some(&frames), text);
         let s = &self.hub.inner.stats;
         s.messages_out.fetch_add(n as u64, Ordering::Relaxed);
         n
     }
 
-    fn to_group(&self, gid: GroupId, text: &str) -> Delivery {
+    /// A room's fan-out group, whether it has members that are not sessions, and its
+    /// session members (minus the exceptions).
+    fn group_of_room(&self, room: &str) -> Option<(GroupId, bool, Vec<Peer>)> {
+        let st = self.hub.state();
+        let r = st.rooms.get(room)?;
+        let plain = r.members.len() > r.sessions.len();
+        Some((r.gid, plain, self.sessions_in(&st, &r.sessions)))
+    }
+
+    fn all_sessions(&self) -> (bool, Vec<Peer>) {
+        let st = self.hub.state();
+        let plain = st.conns.len() > st.sessions.len();
+        (plain, self.sessions_in(&st, &st.sessions))
+    }
+
+    fn sessions_in(
+        &self,
+        st: &State,
+        cells: &std::collections::BTreeMap<ConnId, Arc<SessionCell>>,
+    ) -> Vec<Peer> {
+        let keep = |id: &&ConnId| !self.except.contains(id);
+        let ids = cells.keys().filter(keep);
+        ids.filter_map(|id| st.conns.get(id).map(Peer::of))
+            .collect()
+    }
+
+    /// Sends to session recipients one by one (numbered), the text shared among them.
+    fn send_sessions(&self, list: &[Peer], frames: Option<&Frames>, text: &str) -> Delivery {
+        let mut d = Delivery::default();
+        let mut shared = None;
+        for p in list {
+            tally(&mut d, self.hub.send_peer(p, frames, text, &mut shared));
+        }
+        d
+    }
+
+    /// A room or everyone: the pollers fan out to the members that are not sessions (when
+    /// there are any), sessions are sent to one by one.
+    fn to_group(&self, gid: GroupId, plain: bool, sessions: &[Peer], text: &str) -> Delivery {
         let Some(f) = self.hub.inner.bcast.get() else {
             return send_each(self.hub, &self.recipients(), text);
         };
         let frames = f.b.frames_text(text);
+        let mut d = self.send_sessions(sessions, Some(&frames), text);
+        if !plain {
+            return d;
+        }
         if f.inline {
             // Inline handlers run on a poller: waiting for the pollers' counts would stall
             // it, so the report counts the recipients the registry knows.
             f.b.send_nowait(gid, &frames, &self.except);
-            let queued = self.recipients().len();
-            return Delivery {
-                queued,
-                ..Delivery::default()
-            };
+            let list = self.recipients();
+            d.queued += list.iter().filter(|p| p.session.is_none()).count();
+            return d;
         }
-        f.b.send(gid, &frames, &self.except)
+        d.add(f.b.send(gid, &frames, &self.except));
+        d
     }
 
     /// The recipients' handles, minus the exceptions, in id order.
-    pub(super) fn recipients(&self) -> Vec<WsConn> {
+    pub(super) fn recipients(&self) -> Vec<Peer> {
         let st = self.hub.state();
         let mut v = self.collect(&st);
-        v.retain(|w| !self.except.contains(&w.id()));
-        v.sort_by_key(|w| w.id());
-        v.dedup_by_key(|w| w.id());
+        v.retain(|p| !self.except.contains(&p.id));
+        v.sort_by_key(|p| p.id);
+        v.dedup_by_key(|p| p.id);
         v
     }
 
-    fn collect(&self, st: &State) -> Vec<WsConn> {
-        let conn = |id: &ConnId| st.conns.get(id).map(|e| e.ws.clone());
+    fn collect(&self, st: &State) -> Vec<Peer> {
+        let conn = |id: &ConnId| st.conns.get(id).map(Peer::of);
         match &self.to {
             To::Conn(id) => conn(id).into_iter().collect(),
-            To::User(u) => st.user_conns(u),
-            To::Users(us) => us.iter().flat_map(|u| st.user_conns(u)).collect(),
+            To::User(u) => st.user_peers(u),
+            To::Users(us) => us.iter().flat_map(|u| st.user_peers(u)).collect(),
             To::Room(r) => {
                 let members = st.rooms.get(r).map(|r| r.members.keys());
                 members.into_iter().flatten().filter_map(conn).collect()
             }
-            To::All => st.conns.values().map(|e| e.ws.clone()).collect(),
+            To::All => st.conns.values().map(Peer::of).collect(),
             To::Filter(f) => st
                 .conns
                 .values()
                 .filter(|e| f(&e.info))
-                .map(|e| e.ws.clone())
+                .map(Peer::of)
                 .collect(),
         }
     }
 }
 
-/// Frames `text` once (when attached) and sends it to each connection.
-fn send_each(hub: &Hub, list: &[WsConn], text: &str) -> Delivery {
+/// Frames `text` once (when attached) and sends it to each recipient.
+fn send_each(hub: &Hub, list: &[Peer], text: &str) -> Delivery {
     let frames = hub.inner.bcast.get().map(|f| f.b.frames_text(text));
     let mut d = Delivery::default();
-    for ws in list {
-        tally(&mut d, send_to(ws, frames.as_ref(), text));
+    let mut shared = None;
+    for p in list {
+        tally(&mut d, hub.send_peer(p, frames.as_ref(), text, &mut shared));
     }
     d
 }

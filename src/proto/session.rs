@@ -254,10 +254,6 @@ impl ServerSession {
         self.link
     }
 
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
     /// Whether `token` is this session's (compared in constant time).
     pub(crate) fn token_matches(&self, token: &str) -> bool {
         let (a, b) = (self.token.as_bytes(), token.as_bytes());

@@ -1,0 +1,605 @@
+//! Sessions in the hub: a hub connection whose transport connection may change. The session
+//! keeps the first connection's id as its hub id (rooms, identity, acks and presence stay
+//! keyed by it), numbers what it sends under one lock per session (the number a message
+//! gets is its place on the wire), keeps it in a bounded replay buffer until the client
+//! acknowledges it, and outlives its connection for a window. The engine (numbering,
+//! replay, resume decision, window) is `proto::session`; this file does the hub's side.
+//! Transport-neutral: it sees only the [`WsConn`] the server hands the hub.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::envelope::{encode, parse_envelope};
+use super::Hub;
+use crate::proto::http::Request;
+use crate::proto::session::{self as wire, Link, NotRecoverable, ServerSession};
+use crate::proto::ws::CloseCode;
+use crate::{ConnId, DropPolicy, Frames, SendStatus, WsConn};
+
+/// What a session's user looks like to presence while no connection carries the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DetachedPresence {
+    /// Reconnecting, not offline (the default): no `presence` event is sent when the
+    /// connection ends, [`Hub::presence`] answers
+    /// [`Presence::Reconnecting`](super::Presence::Reconnecting) while every connection of
+    /// the user is such a session, and `online: false` is announced only when the window
+    /// ends.
+    #[default]
+    Reconnecting,
+    /// Offline as soon as the connection ends (`presence` `online: false`), online again
+    /// (`online: true`) when the session resumes.
+    Offline,
+}
+
+/// Sessions that survive reconnects (see `docs/PROTOCOL.md`, "Sessions"); every default
+/// is listed on its field. Enabled with [`HubBuilder::sessions`](super::HubBuilder::sessions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// How long a session outlives its connection (default 2 min). A resume within it
+    /// replays everything the client missed; after it the session is gone (its rooms are
+    /// left, its pending acks end `Closed`, `on_disconnect` runs).
+    pub window: Duration,
+    /// Bytes of unacknowledged messages one session keeps (default 1 MiB). Past it the
+    /// oldest are evicted, and a resume from before them is not recoverable (never a
+    /// partial replay).
+    pub max_replay_bytes: usize,
+    /// Bytes all the hub's sessions keep together (default 256 MiB); past it the session
+    /// being sent to evicts its oldest messages. Counted in
+    /// [`HubStats::replay_bytes`](super::HubStats::replay_bytes).
+    pub max_total_bytes: usize,
+    /// Presence while the session has no connection (default
+    /// [`DetachedPresence::Reconnecting`]).
+    pub presence: DetachedPresence,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            window: Duration::from_secs(120),
+            max_replay_bytes: 1 << 20,
+            max_total_bytes: 256 << 20,
+            presence: DetachedPresence::default(),
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Every default (see the fields).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`window`](Self::window).
+    pub fn window(mut self, d: Duration) -> Self {
+        self.window = d;
+        self
+    }
+
+    /// Sets [`max_replay_bytes`](Self::max_replay_bytes).
+    pub fn max_replay_bytes(mut self, n: usize) -> Self {
+        self.max_replay_bytes = n;
+        self
+    }
+
+    /// Sets [`max_total_bytes`](Self::max_total_bytes).
+    pub fn max_total_bytes(mut self, n: usize) -> Self {
+        self.max_total_bytes = n;
+        self
+    }
+
+    /// Sets [`presence`](Self::presence).
+    pub fn presence(mut self, p: DetachedPresence) -> Self {
+        self.presence = p;
+        self
+    }
+}
+
+/// One session: its hub id, the lock that keeps its envelopes handled one at a time across
+/// a takeover, and its state.
+pub(crate) struct SessionCell {
+    /// The hub id: the id of the connection that started the session.
+    pub(crate) id: ConnId,
+    /// The identity's user at the start; a resume must carry the same.
+    user: Option<String>,
+    /// Held while one of the session's envelopes is handled.
+    turn: Mutex<()>,
+    slot: Mutex<Slot>,
+}
+
+struct Slot {
+    engine: ServerSession,
+    /// The connection carrying the session, if any.
+    conn: Option<WsConn>,
+    /// The last connection that carried it, and how it closed.
+    last: WsConn,
+    closed: Option<(CloseCode, String)>,
+    /// `on_disconnect` ran.
+    reported: bool,
+}
+
+impl Slot {
+    fn is_current(&self, ws: &WsConn) -> bool {
+        self.conn.as_ref().is_some_and(|c| c.id() == ws.id())
+    }
+}
+
+impl SessionCell {
+    fn lock(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the session is over (sends to it are `Closed`).
+    pub(crate) fn ended(&self) -> bool {
+        self.lock().engine.link() == Link::Ended
+    }
+}
+
+/// The hub's sessions: by session id, with the shared byte bound and counters.
+#[derive(Default)]
+pub(crate) struct Sessions {
+    pub(crate) cfg: Option<SessionConfig>,
+    by_sid: Mutex<HashMap<String, Arc<SessionCell>>>,
+    pub(crate) bytes: AtomicUsize,
+    pub(crate) evicted: AtomicU64,
+    pub(crate) resumed: AtomicU64,
+    pub(crate) not_recovered: AtomicU64,
+}
+
+impl Sessions {
+    pub(crate) fn new(cfg: Option<SessionConfig>) -> Self {
+        Sessions {
+            cfg,
+            ..Default::default()
+        }
+    }
+
+    fn by_sid(&self) -> MutexGuard<'_, HashMap<String, Arc<SessionCell>>> {
+        self.by_sid.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.by_sid().len()
+    }
+
+    fn add_bytes(&self, n: usize) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sub_bytes(&self, n: usize) {
+        self.bytes.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// What the upgrade request asked for.
+enum Ask<'r> {
+    Nothing,
+    New,
+    Resume {
+        sid: &'r str,
+        token: &'r str,
+        seq: u64,
+    },
+}
+
+fn ask(req: &Request) -> Ask<'_> {
+    if let (Some(sid), Some(token)) = (req.query_param(wire::Q_SID), req.query_param(wire::Q_TOKEN))
+    {
+        let seq = req.query_param(wire::Q_SEQ).and_then(|s| s.parse().ok());
+        return Ask::Resume {
+            sid,
+            token,
+            seq: seq.unwrap_or(0),
+        };
+    }
+    match req.query_param(wire::Q_NEW) {
+        Some(_) => Ask::New,
+        None => Ask::Nothing,
+    }
+}
+
+/// `n` random bytes as lowercase hex.
+fn random_hex(n: usize) -> String {
+    use ring::rand::SecureRandom;
+    let mut b = vec![0u8; n];
+    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
+        // Never seen in practice; still unique per process, if guessable.
+        static FALLBACK: AtomicU64 = AtomicU64::new(1);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let x = t ^ FALLBACK.fetch_add(1, Ordering::Relaxed).rotate_left(32);
+        for (i, v) in b.iter_mut().enumerate() {
+            *v = (x >> ((i % 8) * 8)) as u8;
+        }
+    }
+    b.iter().map(|v| format!("{v:02x}")).collect()
+}
+
+fn bytes_delta(before: usize, after: usize, s: &Sessions) {
+    if after >= before {
+        s.add_bytes(after - before);
+    } else {
+        s.sub_bytes(before - after);
+    }
+}
+
+impl Hub {
+    fn sessions(&self) -> &Sessions {
+        &self.inner.sessions
+    }
+
+    /// Frames `text` for a command-path send when attached (the wire order of a session's
+    /// messages is the order of its commands, so no local shortcut is taken).
+    fn frames_for(&self, text: &str) -> Option<Frames> {
+        self.inner.bcast.get().map(|f| f.b.frames_text(text))
+    }
+
+    /// Sends a control envelope (never counted).
+    fn control(&self, ws: &WsConn, event: &str, data: &impl serde::Serialize) {
+        let Ok(text) = encode(event, data, None, None) else {
+            return;
+        };
+        let _ = super::delivery::send_to(ws, self.frames_for(&text).as_ref(), &text);
+    }
+
+    /// A new connection: a session starts or resumes when its upgrade asked for one.
+    /// Returns the session the connection carries; `None` when it carries none (then
+    /// `register` was done as for any connection). A resumed session is not registered
+    /// again: it keeps its hub id, rooms and identity.
+    pub(crate) fn open_with_session(&self, ws: &WsConn, req: &Request) -> Option<Arc<SessionCell>> {
+        let reason = match ask(req) {
+            Ask::Nothing => {
+                self.register(ws, None);
+                return None;
+            }
+            _ if !self.sessions_possible(ws) => {
+                self.register(ws, None);
+                return None;
+            }
+            Ask::New => None,
+            Ask::Resume { sid, token, seq } => match self.resume(ws, sid, token, seq) {
+                Ok(cell) => return Some(cell),
+                Err(r) => {
+                    self.sessions()
+                        .not_recovered
+                        .fetch_add(1, Ordering::Relaxed);
+                    Some(r)
+                }
+            },
+        };
+        let cell = self.new_session(ws, reason);
+        self.register(ws, Some(cell.clone()));
+        Some(cell)
+    }
+
+    /// Sessions need the hub's consent and a queue policy that reports every drop at send
+    /// time (DropOldest drops queued messages later, unseen); otherwise the client is told.
+    fn sessions_possible(&self, ws: &WsConn) -> bool {
+        let why = match (
+            self.sessions().cfg.is_some(),
+            ws.conn().inner.policy.limits.drop_policy,
+        ) {
+            (false, _) => "disabled",
+            (true, DropPolicy::DropOldest) => "drop_oldest",
+            _ => return true,
+        };
+        self.control(ws, wire::EV_REFUSED, &serde_json::json!({ "reason": why }));
+        false
+    }
+
+    fn new_session(&self, ws: &WsConn, reason: Option<NotRecoverable>) -> Arc<SessionCell> {
+        let cfg = self.sessions().cfg.unwrap_or_default();
+        let (sid, token) = (random_hex(16), random_hex(24));
+        let engine = ServerSession::new(sid.clone(), token, cfg.max_replay_bytes, cfg.window);
+        // First on the wire: nothing counted can be sent before the cell is registered.
+        self.control(ws, wire::EV_WELCOME, &engine.welcome(false, reason));
+        let user = ws
+            .identity()
+            .map(|i| i.user.clone())
+            .filter(|u| !u.is_empty());
+        let cell = Arc::new(SessionCell {
+            id: ws.id(),
+            user,
+            turn: Mutex::new(()),
+            slot: Mutex::new(Slot {
+                engine,
+                conn: Some(ws.clone()),
+                last: ws.clone(),
+                closed: None,
+                reported: false,
+            }),
+        });
+        self.sessions().by_sid().insert(sid, cell.clone());
+        cell
+    }
+
+    /// Continues session `sid` on `ws`: the replay of everything after the client's `seq`,
+    /// or why not. The old connection, if still open, is closed (a takeover).
+    fn resume(
+        &self,
+        ws: &WsConn,
+        sid: &str,
+        token: &str,
+        seq: u64,
+    ) -> Result<Arc<SessionCell>, NotRecoverable> {
+        let cell = self.sessions().by_sid().get(sid).cloned();
+        let cell = cell.ok_or(NotRecoverable::Unknown)?;
+        let user = ws
+            .identity()
+            .map(|i| i.user.clone())
+            .filter(|u| !u.is_empty());
+        if user != cell.user {
+            return Err(NotRecoverable::Identity);
+        }
+        let old = self.take_over(&cell, ws, token, seq)?;
+        if let Some(o) = old.filter(|o| o.id() != ws.id()) {
+            o.close(CloseCode::NORMAL, "session resumed on another connection");
+        }
+        self.sessions().resumed.fetch_add(1, Ordering::Relaxed);
+        let found = self.set_transport(cell.id, ws, false);
+        if !found {
+            // Ended meanwhile (a server disconnect): nothing to continue.
+            ws.close(CloseCode::NORMAL, "session ended");
+        }
+        Ok(cell)
+    }
+
+    /// Under the session's lock: the decision, the takeover, `session:resumed` and the
+    /// replay, so nothing sent meanwhile can come between them.
+    fn take_over(
+        &self,
+        cell: &SessionCell,
+        ws: &WsConn,
+        token: &str,
+        seq: u64,
+    ) -> Result<Option<WsConn>, NotRecoverable> {
+        let mut slot = cell.lock();
+        if !slot.engine.token_matches(token) {
+            return Err(NotRecoverable::Unknown);
+        }
+        let before = slot.engine.replay.bytes();
+        let replay = slot.engine.resume(seq, Instant::now());
+        bytes_delta(before, slot.engine.replay.bytes(), self.sessions());
+        let replay = replay?;
+        let old = slot.conn.replace(ws.clone());
+        slot.last = ws.clone();
+        let mut w = slot.engine.welcome(true, None);
+        w.replayed = replay.len() as u64;
+        self.control(ws, wire::EV_RESUMED, &w);
+        for m in &replay {
+            let st = super::delivery::send_to(ws, self.frames_for(m).as_ref(), m);
+            self.count(st);
+            if st != SendStatus::Queued {
+                self.overflowed(ws, st);
+                break;
+            }
+        }
+        Ok(old)
+    }
+
+    /// A send to a session connection was refused: the message stays in the replay buffer
+    /// and the connection is closed so the client resumes (never a silent gap).
+    fn overflowed(&self, ws: &WsConn, st: SendStatus) {
+        if st == SendStatus::Dropped {
+            ws.close(CloseCode::from(1013), "session queue full; resume");
+        }
+    }
+
+    /// Points the hub's entry of session `id` at `ws`; presence follows. False when the
+    /// entry is gone.
+    fn set_transport(&self, id: ConnId, ws: &WsConn, detached: bool) -> bool {
+        let offline = self.sessions().cfg.unwrap_or_default().presence == DetachedPresence::Offline;
+        let mut st = self.state();
+        let Some(e) = st.conns.get_mut(&id) else {
+            return false;
+        };
+        e.ws = ws.clone();
+        let was = std::mem::replace(&mut e.detached, detached);
+        let (user, rooms) = (e.info.user.clone(), e.info.rooms.clone());
+        if !offline || was == detached {
+            return true;
+        }
+        let Some(user) = user else { return true };
+        if detached {
+            let last = st.users.get_mut(&user).is_some_and(|s| {
+                s.remove(&id);
+                s.is_empty()
+            });
+            if last {
+                st.users.remove(&user);
+                st.announced.remove(&user);
+                st.saw(
+                    &user,
+                    std::time::SystemTime::now(),
+                    self.inner.cfg.max_last_seen,
+                );
+                drop(st);
+                let rooms: Vec<String> = rooms.into_iter().collect();
+                self.announce_offline(&user, &rooms);
+            }
+        } else {
+            let set = st.users.entry(user.clone()).or_default();
+            set.insert(id);
+            let first = set.len() == 1;
+            drop(st);
+            if first {
+                self.announce_back(id, &user, rooms.iter());
+            }
+        }
+        true
+    }
+
+    /// Sends a data message on a session: numbered and kept under its lock, then queued
+    /// to its connection if it has one. `Queued` whenever the message can still be
+    /// delivered (on the wire, or by the resume); `Closed` once the session is over.
+    pub(crate) fn session_send(
+        &self,
+        cell: &SessionCell,
+        text: &Arc<str>,
+        frames: Option<&Frames>,
+    ) -> SendStatus {
+        let own;
+        let frames = match frames {
+            Some(f) => Some(f),
+            None => {
+                own = self.frames_for(text);
+                own.as_ref()
+            }
+        };
+        let mut slot = cell.lock();
+        if slot.engine.link() == Link::Ended {
+            return SendStatus::Closed;
+        }
+        let evicted = slot.engine.replay.evicted();
+        let (_, freed) = slot.engine.replay.push(text.clone());
+        self.sessions().add_bytes(text.len());
+        self.sessions().sub_bytes(freed);
+        let n = slot.engine.replay.evicted() - evicted;
+        self.sessions().evicted.fetch_add(n, Ordering::Relaxed);
+        self.enforce_total(&mut slot);
+        let Some(ws) = slot.conn.clone() else {
+            return SendStatus::Queued;
+        };
+        let st = super::delivery::send_to(&ws, frames, text);
+        self.overflowed(&ws, st);
+        SendStatus::Queued
+    }
+
+    /// The hub-wide bound: the session being sent to gives up its oldest messages.
+    fn enforce_total(&self, slot: &mut Slot) {
+        let s = self.sessions();
+        let max = s.cfg.map_or(usize::MAX, |c| c.max_total_bytes);
+        while s.bytes.load(Ordering::Relaxed) > max {
+            let freed = slot.engine.replay.evict_oldest();
+            if freed == 0 {
+                break;
+            }
+            s.sub_bytes(freed);
+            s.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A text message on a session connection: control envelopes are applied; data ones
+    /// are counted and handled, one at a time per session (across a takeover too). A
+    /// message from a connection the session left (taken over) is dropped: it was not
+    /// counted, so the client sends it again on the new connection.
+    pub(crate) fn session_text(&self, cell: &Arc<SessionCell>, ws: &WsConn, text: &str) {
+        let _turn = cell.turn.lock().unwrap_or_else(|e| e.into_inner());
+        let parsed = parse_envelope(text, &self.inner.cfg.limits);
+        let is_control = matches!(&parsed, Ok(e) if e.event.starts_with(wire::PREFIX));
+        let ack = {
+            let mut slot = cell.lock();
+            if !slot.is_current(ws) {
+                return;
+            }
+            if is_control {
+                if let Ok(env) = &parsed {
+                    self.session_control(&mut slot, ws, &env.event, &env.data);
+                }
+                return;
+            }
+            slot.engine.inbound.count();
+            slot.engine.inbound.ack_due(false)
+        };
+        if let Some(n) = ack {
+            self.control(ws, wire::EV_ACK, &n);
+        }
+        let peer = super::delivery::Peer {
+            id: cell.id,
+            ws: ws.clone(),
+            session: Some(cell.clone()),
+        };
+        self.handle_parsed(&peer, parsed);
+    }
+
+    fn session_control(&self, slot: &mut Slot, ws: &WsConn, event: &str, data: &serde_json::Value) {
+        if event != wire::EV_ACK {
+            return;
+        }
+        if let Some(n) = data.as_u64() {
+            let freed = slot.engine.replay.ack(n);
+            self.sessions().sub_bytes(freed);
+        }
+        if let Some(n) = slot.engine.inbound.ack_due(true) {
+            self.control(ws, wire::EV_ACK, &n);
+        }
+    }
+
+    /// A session connection closed: the session waits for a resume until its window ends
+    /// (unless another connection took it over, or it was ended).
+    pub(crate) fn session_closed(
+        &self,
+        cell: &SessionCell,
+        ws: &WsConn,
+        code: CloseCode,
+        reason: &str,
+    ) {
+        let (detach, report) = {
+            let mut slot = cell.lock();
+            let current = slot.is_current(ws);
+            if current {
+                slot.conn = None;
+                slot.closed = Some((code, reason.to_owned()));
+            }
+            match slot.engine.link() {
+                Link::Ended if !slot.reported && (current || slot.conn.is_none()) => {
+                    slot.reported = true;
+                    (None, true)
+                }
+                Link::Attached if current => (Some(slot.engine.detach(Instant::now())), false),
+                _ => (None, false),
+            }
+        };
+        if let Some((until, epoch)) = detach {
+            self.set_transport(cell.id, ws, true);
+            self.timer(super::timer::TimerCmd::Session {
+                id: cell.id,
+                epoch,
+                at: until,
+            });
+        }
+        if report {
+            self.report_disconnect(ws, code, reason);
+        }
+    }
+
+    /// The window of session `id` ended at `epoch` (timer thread): it leaves the hub.
+    pub(crate) fn session_expired(&self, id: ConnId, epoch: u64) {
+        let cell = self.state().conns.get(&id).and_then(|e| e.session.clone());
+        let Some(cell) = cell else { return };
+        let last = {
+            let mut slot = cell.lock();
+            if !slot.engine.expire(epoch, Instant::now()) {
+                return;
+            }
+            slot.reported = true;
+            let (code, reason) = slot
+                .closed
+                .clone()
+                .unwrap_or((CloseCode::ABNORMAL, String::new()));
+            (slot.last.clone(), code, reason)
+        };
+        self.depart(id);
+        self.report_disconnect(&last.0, last.1, &last.2);
+    }
+
+    /// Ends a session leaving the hub: its buffer is freed and it can no longer resume.
+    pub(crate) fn end_session(&self, cell: &SessionCell) {
+        let sid = {
+            let mut slot = cell.lock();
+            slot.engine.end();
+            let freed = slot.engine.replay.ack(u64::MAX);
+            self.sessions().sub_bytes(freed);
+            slot.engine.sid().to_owned()
+        };
+        self.sessions().by_sid().remove(&sid);
+    }
+
+    fn report_disconnect(&self, ws: &WsConn, code: CloseCode, reason: &str) {
+        if let Some(f) = &self.inner.on_disconnect {
+            f(self, ws, code, reason);
+        }
+    }
+}
