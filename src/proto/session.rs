@@ -427,6 +427,11 @@ impl<T: Clone> ClientSession<T> {
         out
     }
 
+    /// Data messages received in the session so far.
+    pub(crate) fn received_count(&self) -> u64 {
+        self.received
+    }
+
     /// Messages sent and not confirmed.
     pub(crate) fn unacked(&self) -> usize {
         self.unacked.len()
