@@ -551,8 +551,8 @@ impl HubClient {
         self.queue(Out { text, ack: None })
     }
 
-    /// Sends `{"event", "data", "id"}` and waits up to `timeout` for the server's `ack`
-    /// (its data) or `error`. The wait survives reconnects: with a session, the request is
+    /// Sends `{"event", "data", "id"}` and waits up to `timeout` for the server's answer:
+    /// the data of its `ack` (or of a reply on the same event), or its `error`. The wait survives reconnects: with a session, the request is
     /// handled once and its answer replayed if a cut lost it.
     ///
     /// # Errors
@@ -910,14 +910,17 @@ impl Io {
             }
             return Ok(());
         }
-        if self.opts.sessions {
-            self.session.received();
-            if let Some(n) = self.session.ack_due(false) {
-                self.send_control(n)?;
-            }
+        if !self.opts.sessions {
+            self.deliver(env);
+            return Ok(());
         }
+        // Counted and delivered together: a failing write below cannot separate them.
+        self.session.received();
         self.deliver(env);
-        Ok(())
+        match self.session.ack_due(false) {
+            Some(n) => self.send_control(n),
+            None => Ok(()),
+        }
     }
 
     fn deliver(&mut self, env: InEnv) {
@@ -931,6 +934,7 @@ impl Io {
                     code: env.data["code"].as_str().unwrap_or("").to_owned(),
                     message: env.data["message"].as_str().unwrap_or("").to_owned(),
                 }),
+                _ => Ok(env.data),
             };
             self.shared.answer(r, answer);
             return;

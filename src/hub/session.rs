@@ -366,6 +366,8 @@ impl Hub {
         let old = slot.conn.replace(ws.clone());
         slot.last = ws.clone();
         let mut w = slot.engine.welcome(true, None);
+        // The base: the replay continues the client's count.
+        w.seq = seq;
         w.replayed = replay.len() as u64;
         self.control(ws, wire::EV_RESUMED, &w);
         for m in &replay {

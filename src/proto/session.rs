@@ -40,7 +40,8 @@ pub(crate) struct Welcome {
     pub(crate) sid: String,
     /// The resume token (secret; sent again on `session:resumed`).
     pub(crate) token: String,
-    /// Data messages of the session sent before the next one (the base of the count).
+    /// The base of the count: data messages of the session before the next one on this
+    /// connection (on `session:resumed`, the client's count; the replay continues it).
     pub(crate) seq: u64,
     /// Client data messages the server has received in the session.
     pub(crate) cseq: u64,

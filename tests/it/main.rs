@@ -4,6 +4,7 @@ mod alloc;
 mod attacks;
 mod browser;
 mod cdp;
+mod chaos;
 mod chat;
 mod clients;
 mod core;
