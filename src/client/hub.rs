@@ -923,14 +923,13 @@ impl Io {
         }
     }
 
+    /// An answer (`ack`, `error`, or a reply on the request's event, each with its `ref`)
+    /// goes to the `emit_with_ack` waiting for it; anything else to `recv`.
     fn deliver(&mut self, env: InEnv) {
-        let waiting = env
-            .reference
-            .filter(|_| env.event == "ack" || env.event == "error");
+        let waiting = env.reference;
         if let Some(r) = waiting.filter(|r| lock(&self.shared.waiters).contains_key(r)) {
             let answer = match env.event.as_str() {
-                "ack" => Ok(env.data),
-                _ => Err(HubClientError::Server {
+                "error" => Err(HubClientError::Server {
                     code: env.data["code"].as_str().unwrap_or("").to_owned(),
                     message: env.data["message"].as_str().unwrap_or("").to_owned(),
                 }),
