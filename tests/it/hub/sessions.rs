@@ -11,7 +11,9 @@ use sockloop::client::hub::{
     Backoff, ConnectionEvent, HubClient, HubClientError, HubClientOptions, HubEvent,
 };
 use sockloop::client::ws::Message;
-use sockloop::hub::{AckOptions, AckStatus, Ctx, Hub, HubBuilder, Presence, SessionConfig};
+use sockloop::hub::{
+    AckOptions, AckStatus, Ctx, DetachedPresence, Hub, HubBuilder, Presence, SessionConfig,
+};
 use sockloop::ws::CloseCode;
 use sockloop::{ConnId, Server};
 
@@ -370,4 +372,53 @@ fn sessions_are_opt_in_on_both_sides() {
         .unwrap()
         .is_u64());
     assert_eq!(hub.stats().sessions, 0);
+}
+
+/// `bob` (a plain connection) and `ann` (a session) in room `r`; ann's connection is cut and
+/// held off. Returns what bob heard by the time ann is back, and ann's presence meanwhile.
+fn presence_across_a_cut(mode: DetachedPresence) -> (Vec<Value>, Presence) {
+    let rt = rt();
+    let cfg = SessionConfig::new().presence(mode);
+    let hub = base().sessions(cfg).build();
+    let s = serve(&rt, &hub);
+    let (mut bob, _) = super::connect(&s, "user=bob");
+    super::request(&mut bob, &json!({"event": "join", "data": "r", "id": 1}));
+    let (proxy, ann) = client_via(&s, "ann");
+    ann.emit_with_ack("join", &"r", WAIT).unwrap();
+    super::next_event(&mut bob, "room:joined");
+    super::drain(&mut bob); // ann's join announcements
+    proxy.refuse(true);
+    proxy.cut_all();
+    let away = wait_for(
+        || match hub.presence("ann") {
+            p @ (Presence::Reconnecting { .. } | Presence::Offline { .. }) => Some(p),
+            _ => None,
+        },
+        "ann to be away",
+    );
+    proxy.refuse(false);
+    events_until(&ann, |e| {
+        matches!(e, HubEvent::State(ConnectionEvent::Resumed { .. }))
+    });
+    wait_for(
+        || matches!(hub.presence("ann"), Presence::Online { .. }).then_some(()),
+        "ann to be back",
+    );
+    let heard = super::drain(&mut bob);
+    let heard = heard
+        .into_iter()
+        .filter(|v| v["event"] == "presence")
+        .collect();
+    (heard, away)
+}
+
+#[test]
+fn presence_sees_a_reconnecting_session_not_an_offline_user() {
+    let (heard, away) = presence_across_a_cut(DetachedPresence::Reconnecting);
+    assert_eq!(away, Presence::Reconnecting { connections: 1 });
+    assert!(heard.is_empty(), "{heard:?}");
+    let (heard, away) = presence_across_a_cut(DetachedPresence::Offline);
+    assert!(matches!(away, Presence::Offline { .. }), "{away:?}");
+    let online: Vec<&Value> = heard.iter().map(|v| &v["data"]["online"]).collect();
+    assert_eq!(online, vec![&json!(false), &json!(true)], "{heard:?}");
 }
