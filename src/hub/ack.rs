@@ -481,13 +481,13 @@ impl Target<'_> {
     /// let hub = Hub::builder()
     ///     .on("order:send", |ctx: &mut Ctx| {
     ///         let to: String = ctx.data()?;
-    ///         let me = ctx.conn().clone();
+    ///         let me = ctx.conn_id();
     ///         let hub = ctx.hub().clone();
     ///         let opts = AckOptions::new(Duration::from_secs(2), 1);
     ///         ctx.hub().to_user(&to).emit_with_ack_then("order", &json!({"n": 1}), opts,
     ///             move |report| {
     ///                 let n = report.count(AckStatus::Acked);
-    ///                 hub.to_conn(me.id()).emit("order:delivered", &json!({"devices": n}));
+    ///                 hub.to_conn(me).emit("order:delivered", &json!({"devices": n}));
     ///             })?;
     ///         ctx.ack(&json!({"queued": true}))
     ///     })

@@ -116,9 +116,7 @@ impl Hub {
             rooms: Default::default(),
             connected_at: SystemTime::now(),
         };
-        if session.is_none() {
-            ws.join_group(self.inner.all);
-        }
+        ws.join_group(self.inner.all);
         let first = {
             let mut st = self.state();
             if let Some(cell) = &session {
@@ -389,10 +387,10 @@ impl Hub {
 
     /// Closes every connection of `user`; returns how many.
     pub fn disconnect_user(&self, user: &str, code: CloseCode, reason: &str) -> usize {
-        let conns = self.state().user_conns(user);
-        for ws in &conns {
-            ws.close(code, reason);
-            self.depart(ws.id());
+        let conns = self.state().user_peers(user);
+        for p in &conns {
+            p.ws.close(code, reason);
+            self.depart(p.id);
         }
         conns.len()
     }

@@ -11,7 +11,7 @@ use super::error::HubError;
 use super::session::SessionCell;
 use super::state::{ConnEntry, ConnInfo, State};
 use super::Hub;
-use crate::{ConnId, Delivery, Frames, GroupId, SendStatus, WsConn};
+use crate::{ConnId, Delivery, Frames, SendStatus, WsConn};
 
 /// A recipient: its hub id, its connection, and its session when it is one.
 #[derive(Clone)]
@@ -175,22 +175,18 @@ impl<'h> Target<'h> {
 
     /// Sends an already encoded text message to every recipient.
     pub fn send_text(self, text: &str) -> Delivery {
+        let attached = self.hub.inner.bcast.get().is_some();
         let d = match &self.to {
-            To::Room(r) => {
-                let group = self.group_of_room(r);
+            To::Room(r) if attached => {
                 self.hub.publish_message(r, text);
-                group.map_or_else(Delivery::default, |(g, plain, s)| {
-                    self.to_group(g, plain, &s, text)
-                })
+                self.fan_out(Some(r), text, true)
             }
-            To::All => {
-                let (plain, s) = self.all_sessions();
-                self.to_group(self.hub.inner.all, plain, &s, text)
+            To::All if attached => self.fan_out(None, text, true),
+            To::Room(r) => {
+                self.hub.publish_message(r, text);
+                send_each(self.hub, &self.recipients(), text)
             }
-            _ => {
-                let list = self.recipients();
-                send_each(self.hub, &list, text)
-            }
+            _ => send_each(self.hub, &self.recipients(), text),
         };
         let s = &self.hub.inner.stats;
         s.messages_out.fetch_add(d.queued as u64, Ordering::Relaxed);
@@ -221,100 +217,70 @@ impl<'h> Target<'h> {
     /// Like [`send_text`](Self::send_text), without waiting for the pollers' counts; see
     /// [`emit_nowait`](Self::emit_nowait).
     pub fn send_text_nowait(self, text: &str) -> usize {
-        let Some(f) = self.hub.inner.bcast.get() else {
+        if self.hub.inner.bcast.get().is_none() {
             return self.send_text(text).queued;
-        };
-        let group = match &self.to {
+        }
+        let d = match &self.to {
             To::Room(r) => {
                 self.hub.publish_message(r, text);
-                let st = self.hub.state();
-                let Some(room) = st.rooms.get(r) else {
-                    return 0;
-                };
-                let skipped = self.except.iter();
-                let skipped = skipped.filter(|id| room.members.contains_key(id)).count();
-                let n = room.members.len().saturating_sub(skipped);
-                let plain = room.members.len() > room.sessions.len();
-                Some((room.gid, n, plain, self.sessions_in(&st, &room.sessions)))
+                self.fan_out(Some(r), text, false)
             }
-            To::All => {
-                let n = self.hub.state().conns.len();
-                let (plain, s) = self.all_sessions();
-                let n = n.saturating_sub(self.except.len());
-                Some((self.hub.inner.all, n, plain, s))
-            }
-            _ => None,
+            To::All => self.fan_out(None, text, false),
+            _ => return self.send_text(text).queued,
         };
-        let Some((gid, n, plain, sessions)) = group else {
-            return self.send_text(text).queued;
-        };
-        let frames = f.b.frames_text(text);
-        if plain {
-            f.b.send_nowait(gid, &frames, &self.except);
-        }
-        self.send_sessions(&sessions, Some(&frames), text);
         let s = &self.hub.inner.stats;
-        s.messages_out.fetch_add(n as u64, Ordering::Relaxed);
-        n
+        s.messages_out.fetch_add(d.queued as u64, Ordering::Relaxed);
+        d.queued
     }
 
-    /// A room's fan-out group, whether it has members that are not sessions, and its
-    /// session members (minus the exceptions).
-    fn group_of_room(&self, room: &str) -> Option<(GroupId, bool, Vec<Peer>)> {
-        let st = self.hub.state();
-        let r = st.rooms.get(room)?;
-        let plain = r.members.len() > r.sessions.len();
-        Some((r.gid, plain, self.sessions_in(&st, &r.sessions)))
-    }
-
-    fn all_sessions(&self) -> (bool, Vec<Peer>) {
-        let st = self.hub.state();
-        let plain = st.conns.len() > st.sessions.len();
-        (plain, self.sessions_in(&st, &st.sessions))
-    }
-
-    fn sessions_in(
-        &self,
-        st: &State,
-        cells: &std::collections::BTreeMap<ConnId, Arc<SessionCell>>,
-    ) -> Vec<Peer> {
-        let keep = |id: &&ConnId| !self.except.contains(id);
-        let ids = cells.keys().filter(keep);
-        ids.filter_map(|id| st.conns.get(id).map(Peer::of))
-            .collect()
-    }
-
-    /// Sends to session recipients one by one (numbered), the text shared among them.
-    fn send_sessions(&self, list: &[Peer], frames: Option<&Frames>, text: &str) -> Delivery {
-        let mut d = Delivery::default();
-        let mut shared = None;
-        for p in list {
-            tally(&mut d, self.hub.send_peer(p, frames, text, &mut shared));
-        }
-        d
-    }
-
-    /// A room or everyone: the pollers fan out to the members that are not sessions (when
-    /// there are any), sessions are sent to one by one.
-    fn to_group(&self, gid: GroupId, plain: bool, sessions: &[Peer], text: &str) -> Delivery {
+    /// A room (`Some`) or everyone (`None`) on an attached hub: framed once, fanned out by
+    /// the pollers' group. Session members are numbered under their locks, and the group
+    /// send is queued while the hub's registry and those locks are held, so the number each
+    /// gets is its place on its wire (see `session.rs`). With `wait` and no sessions among
+    /// the members, the pollers' exact counts are awaited; otherwise the report counts the
+    /// recipients the registry knows.
+    fn fan_out(&self, room: Option<&str>, text: &str, wait: bool) -> Delivery {
         let Some(f) = self.hub.inner.bcast.get() else {
-            return send_each(self.hub, &self.recipients(), text);
+            return Delivery::default();
         };
         let frames = f.b.frames_text(text);
-        let mut d = self.send_sessions(sessions, Some(&frames), text);
-        if !plain {
-            return d;
+        let st = self.hub.state();
+        let (gid, members, cells) = match room {
+            Some(r) => {
+                let Some(room) = st.rooms.get(r) else {
+                    return Delivery::default();
+                };
+                let excepted = self.except.iter();
+                let excepted = excepted.filter(|id| room.members.contains_key(id)).count();
+                let cells: Vec<Arc<SessionCell>> = room.sessions.values().cloned().collect();
+                (room.gid, room.members.len() - excepted, cells)
+            }
+            None => {
+                let excepted = self.except.iter();
+                let excepted = excepted.filter(|id| st.conns.contains_key(id)).count();
+                let cells: Vec<Arc<SessionCell>> = st.sessions.values().cloned().collect();
+                (self.hub.inner.all, st.conns.len() - excepted, cells)
+            }
+        };
+        let counted = Delivery {
+            queued: members,
+            ..Delivery::default()
+        };
+        if cells.is_empty() {
+            drop(st);
+            if !wait || f.inline {
+                // Inline handlers run on a poller: waiting would stall it.
+                f.b.send_nowait(gid, &frames, &self.except);
+                return counted;
+            }
+            return f.b.send(gid, &frames, &self.except);
         }
-        if f.inline {
-            // Inline handlers run on a poller: waiting for the pollers' counts would stall
-            // it, so the report counts the recipients the registry knows.
-            f.b.send_nowait(gid, &frames, &self.except);
-            let list = self.recipients();
-            d.queued += list.iter().filter(|p| p.session.is_none()).count();
-            return d;
-        }
-        d.add(f.b.send(gid, &frames, &self.except));
-        d
+        self.hub
+            .number_for_group(&cells, &self.except, text, &frames, |skip| {
+                f.b.send_nowait(gid, &frames, skip)
+            });
+        drop(st);
+        counted
     }
 
     /// The recipients' handles, minus the exceptions, in id order.

@@ -141,11 +141,11 @@ impl Hub {
             }
             let new_user = user.as_deref().is_some_and(|u| !r.has_user(u));
             r.members.insert(id, user.clone());
-            match &entry.session {
-                // A session is sent to one by one (numbered), never by the pollers' group.
-                Some(cell) => drop(r.sessions.insert(id, cell.clone())),
-                None => entry.ws.join_group(r.gid),
+            if let Some(cell) = &entry.session {
+                // Numbered under its lock by every group send to the room.
+                r.sessions.insert(id, cell.clone());
             }
+            entry.ws.join_group(r.gid);
             entry.info.rooms.insert(room.to_owned());
             (user, new_user.then(|| r.users()), r.notifies())
         };

@@ -12,11 +12,22 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::envelope::{encode, parse_envelope};
+use super::state::State;
 use super::Hub;
 use crate::proto::http::Request;
 use crate::proto::session::{self as wire, Link, NotRecoverable, ServerSession};
 use crate::proto::ws::CloseCode;
 use crate::{ConnId, DropPolicy, Frames, SendStatus, WsConn};
+
+/// Room left in a session connection's queue before a group send: the poller would drop
+/// a message that does not fit, unseen, so a member short of it is sent to alone (where a
+/// refusal is seen). The margin covers control frames (pongs, closes) queued meanwhile.
+fn room_for(ws: &WsConn, len: usize) -> bool {
+    const MARGIN: usize = 64 << 10;
+    let queued = ws.conn().queued_bytes();
+    let bound = ws.conn().inner.policy.limits.max_queued_bytes;
+    queued == 0 || queued + len + MARGIN <= bound
+}
 
 /// What a session's user looks like to presence while no connection carries the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -333,12 +344,16 @@ impl Hub {
         if user != cell.user {
             return Err(NotRecoverable::Identity);
         }
-        let old = self.take_over(&cell, ws, token, seq)?;
+        // Lock order everywhere: the registry, then sessions (one, or many in id order).
+        let old = {
+            let mut st = self.state();
+            self.take_over(&cell, ws, token, seq, &mut st)?
+        };
         if let Some(o) = old.filter(|o| o.id() != ws.id()) {
             o.close(CloseCode::NORMAL, "session resumed on another connection");
         }
         self.sessions().resumed.fetch_add(1, Ordering::Relaxed);
-        let found = self.set_transport(cell.id, ws, false);
+        let found = self.set_presence(&cell);
         if !found {
             // Ended meanwhile (a server disconnect): nothing to continue.
             ws.close(CloseCode::NORMAL, "session ended");
@@ -354,6 +369,7 @@ impl Hub {
         ws: &WsConn,
         token: &str,
         seq: u64,
+        st: &mut State,
     ) -> Result<Option<WsConn>, NotRecoverable> {
         let mut slot = cell.lock();
         if !slot.engine.token_matches(token) {
@@ -378,7 +394,69 @@ impl Hub {
                 break;
             }
         }
+        self.join_groups(cell.id, ws, st);
         Ok(old)
+    }
+
+    /// The new connection enters the session's fan-out groups (everyone, its rooms) before
+    /// anything newer can be numbered for it: a group send numbered later is queued on the
+    /// same poller after these joins. The registry entry points at it from now on.
+    fn join_groups(&self, id: ConnId, ws: &WsConn, st: &mut State) {
+        let State { conns, rooms, .. } = st;
+        let Some(e) = conns.get_mut(&id) else { return };
+        e.ws = ws.clone();
+        ws.join_group(self.inner.all);
+        for r in e.info.rooms.iter().filter_map(|r| rooms.get(r)) {
+            ws.join_group(r.gid);
+        }
+    }
+
+    /// Numbers one group message for the session members `cells` (under all their locks,
+    /// taken in id order) and calls `send` with the connections the group must skip, still
+    /// under those locks: the group send is queued before any later message to them.
+    /// Members in `except` (hub ids) are skipped; a member whose queue might refuse the
+    /// message is skipped by the group and sent it alone (a refusal then closes it for a
+    /// resume, never a silent gap); a member without a connection only keeps it.
+    pub(crate) fn number_for_group(
+        &self,
+        cells: &[Arc<SessionCell>],
+        except: &[ConnId],
+        text: &str,
+        frames: &Frames,
+        send: impl FnOnce(&[ConnId]),
+    ) {
+        let shared: Arc<str> = Arc::from(text);
+        let mut slots: Vec<MutexGuard<'_, Slot>> = cells.iter().map(|c| c.lock()).collect();
+        let mut skip: Vec<ConnId> = except.to_vec();
+        for (cell, slot) in cells.iter().zip(slots.iter_mut()) {
+            let current = slot.conn.as_ref().map(|w| w.id());
+            if except.contains(&cell.id) || slot.engine.link() == Link::Ended {
+                skip.extend(current);
+                continue;
+            }
+            self.keep(slot, &shared);
+            let Some(ws) = slot.conn.clone() else {
+                continue;
+            };
+            if !room_for(&ws, frames.len()) {
+                skip.push(ws.id());
+                let st = super::delivery::send_to(&ws, Some(frames), text);
+                self.overflowed(&ws, st);
+            }
+        }
+        send(&skip);
+        drop(slots);
+    }
+
+    /// Numbers and keeps `text` in a session's replay buffer, within the bounds.
+    fn keep(&self, slot: &mut Slot, text: &Arc<str>) {
+        let evicted = slot.engine.replay.evicted();
+        let (_, freed) = slot.engine.replay.push(text.clone());
+        self.sessions().add_bytes(text.len());
+        self.sessions().sub_bytes(freed);
+        let n = slot.engine.replay.evicted() - evicted;
+        self.sessions().evicted.fetch_add(n, Ordering::Relaxed);
+        self.enforce_total(slot);
     }
 
     /// A send to a session connection was refused: the message stays in the replay buffer
@@ -389,15 +467,18 @@ impl Hub {
         }
     }
 
-    /// Points the hub's entry of session `id` at `ws`; presence follows. False when the
-    /// entry is gone.
-    fn set_transport(&self, id: ConnId, ws: &WsConn, detached: bool) -> bool {
+    /// The registry's view of whether the session has a connection, and presence with it
+    /// (`DetachedPresence::Offline`). False when the entry is gone.
+    fn set_presence(&self, cell: &SessionCell) -> bool {
+        let id = cell.id;
         let offline = self.sessions().cfg.unwrap_or_default().presence == DetachedPresence::Offline;
         let mut st = self.state();
         let Some(e) = st.conns.get_mut(&id) else {
             return false;
         };
-        e.ws = ws.clone();
+        // Read under the registry's lock (registry, then session): a close and a resume
+        // racing each other leave the flag as the session is, whichever comes last.
+        let detached = cell.lock().engine.link() != Link::Attached;
         let was = std::mem::replace(&mut e.detached, detached);
         let (user, rooms) = (e.info.user.clone(), e.info.rooms.clone());
         if !offline || was == detached {
@@ -454,13 +535,7 @@ impl Hub {
         if slot.engine.link() == Link::Ended {
             return SendStatus::Closed;
         }
-        let evicted = slot.engine.replay.evicted();
-        let (_, freed) = slot.engine.replay.push(text.clone());
-        self.sessions().add_bytes(text.len());
-        self.sessions().sub_bytes(freed);
-        let n = slot.engine.replay.evicted() - evicted;
-        self.sessions().evicted.fetch_add(n, Ordering::Relaxed);
-        self.enforce_total(&mut slot);
+        self.keep(&mut slot, text);
         let Some(ws) = slot.conn.clone() else {
             return SendStatus::Queued;
         };
@@ -555,7 +630,7 @@ impl Hub {
             }
         };
         if let Some((until, epoch)) = detach {
-            self.set_transport(cell.id, ws, true);
+            self.set_presence(cell);
             self.timer(super::timer::TimerCmd::Session {
                 id: cell.id,
                 epoch,

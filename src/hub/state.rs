@@ -184,8 +184,7 @@ pub(crate) struct Room {
     pub(crate) creator: Option<ConnId>,
     pub(crate) opts: RoomOptions,
     pub(crate) members: BTreeMap<ConnId, Option<String>>,
-    /// The members that are sessions: sent to one by one (numbered), not by the pollers'
-    /// fan-out group.
+    /// The members that are sessions: numbered by every group send to the room.
     pub(crate) sessions: BTreeMap<ConnId, std::sync::Arc<super::session::SessionCell>>,
     pub(crate) roles: HashMap<String, Role>,
     pub(crate) invites: HashSet<String>,
@@ -288,16 +287,6 @@ impl State {
     pub(crate) fn banned_until(&self, room: &str, user: &str, now: Instant) -> Option<Instant> {
         let key = (room.to_owned(), user.to_owned());
         self.bans.get(&key).copied().filter(|t| *t > now)
-    }
-
-    /// Open connections of `user`.
-    pub(crate) fn user_conns(&self, user: &str) -> Vec<WsConn> {
-        let Some(ids) = self.users.get(user) else {
-            return Vec::new();
-        };
-        ids.iter()
-            .filter_map(|id| self.conns.get(id).map(|e| e.ws.clone()))
-            .collect()
     }
 
     /// The hub connections of `user`, as recipients.

@@ -1,6 +1,7 @@
 //! Chaos: a fault-injecting TCP proxy (real sockets, loopback, threads) between a
 //! `HubClient` and a hub server. It cuts connections at random byte offsets (seeded, the
-//! seed printed) while numbered messages flow both ways, some with acks; every message must
+//! seed printed) while numbered messages flow both ways, some with acks (server messages go
+//! to the connection and through its room's fan-out group, interleaved); every message must
 //! arrive exactly once and in order.
 
 use std::io::{Read, Write};
@@ -10,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 use sockloop::client::hub::{
     Backoff, ConnectionEvent, HubClient, HubClientOptions, HubEvent, OfflinePolicy,
 };
@@ -269,6 +270,10 @@ fn server() -> Server {
             g.lock().unwrap().push(n);
             ctx.ack(&n)
         })
+        .on("join", |ctx: &mut Ctx| {
+            ctx.join("room")?;
+            ctx.ack(&true)
+        })
         .on_connect(move |_, ws| *s.lock().unwrap() = Some(ws.id()))
         .build();
     let rt = crate::hub::rt();
@@ -321,8 +326,12 @@ fn server_sender(hub: Hub, to: ConnId, proxy_cuts: Arc<dyn Fn() -> u64 + Send + 
                 Some(AckStatus::Acked),
                 "server message {n}"
             );
-        } else {
+        } else if n % 3 == 0 {
             let d = hub.to_conn(to).emit("s", &n);
+            assert_eq!(d.queued, 1, "server message {n}: {d:?}");
+        } else {
+            // The room's fan-out group, interleaved with the sends to the connection.
+            let d = hub.to_room("room").emit("s", &n);
             assert_eq!(d.queued, 1, "server message {n}: {d:?}");
         }
         n += 1;
@@ -367,6 +376,9 @@ fn websocket_sessions_survive_a_thousand_cuts() {
     let proxy = Arc::new(Proxy::start(inet(srv._server.local_addr()), seed, None));
     let client = Arc::new(chaos_client(&proxy.url()));
     let to = wait_for(|| *srv.session.lock().unwrap(), "the session's id");
+    client
+        .emit_with_ack("join", &Value::Null, crate::util::WAIT)
+        .unwrap();
     proxy.set_budget(Some((64, 6 << 10)));
     proxy.cut_all();
     let started = Instant::now();
