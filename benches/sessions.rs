@@ -3,17 +3,18 @@
 //!
 //! ```text
 //! cargo bench --bench sessions
-//! BENCH_RUNS=5 BENCH_SUBS=100 BENCH_MSGS=2000 cargo bench --bench sessions
+//! BENCH_RUNS=7 BENCH_SUBS=100 BENCH_MSGS=5000 cargo bench --bench sessions
 //! BENCH_ONLY=fanout cargo bench --bench sessions      # or resume
 //! ```
 //!
 //! - **Fan-out**: `BENCH_SUBS` (default 100) WebSocket subscribers in one room, each on its
-//!   own thread; a publisher thread emits `BENCH_MSGS` (default 2,000) 64-byte messages to
+//!   own thread; a publisher thread emits `BENCH_MSGS` (default 5,000) 64-byte messages to
 //!   the room (`to_room(..).emit_nowait`, serialized and framed once). Session subscribers
-//!   ask for a session (`?sl_session=1`) and acknowledge every 16 messages, as `HubClient`
-//!   does. Figures: deliveries/s until every subscriber has every message, and the
-//!   publisher's time (the hub's side of the fan-out). Off and on alternate, `BENCH_RUNS`
-//!   (default 5) runs each; medians and the ratio on/off are printed.
+//!   ask for a session (`?sl_session=1`) and acknowledge every 64 messages (`BENCH_ACK`),
+//!   as `HubClient` does. Figures: deliveries/s until every subscriber has every message,
+//!   and the publisher's time (the hub's side of the fan-out). Off and on alternate, `BENCH_RUNS`
+//!   (default 5) runs each; medians, the ratio of the medians and the median of the
+//!   pairwise ratios (each on run against the off run just before it) are printed.
 //! - **Resume**: 200 cycles of: the server sends 10 messages, the client reads 5, its TCP
 //!   connection is dropped, it reconnects with its session and reads the 5 replayed (raw
 //!   protocol client); and 200 cycles of a `HubClient` (backoff 1 ms) whose connection the
@@ -73,13 +74,14 @@ fn is_control(t: &str) -> bool {
 }
 
 /// A subscriber: joins `r`, then counts data messages until `msgs`, acknowledging every
-/// 16 when it has a session.
+/// 64 when it has a session (as `HubClient` does).
 fn subscriber(url: String, session: bool, msgs: usize, ready: Arc<Barrier>) {
     let opts = WsClientOptions::default().deflate(false);
     let q = if session { "?sl_session=1" } else { "" };
     let mut c = WsClient::connect(&format!("{url}{q}"), opts).unwrap();
     c.send_text(r#"{"event":"join","data":"r","id":1}"#)
         .unwrap();
+    let ack_every: u64 = env_or("BENCH_ACK", 64);
     let mut count = 0u64;
     loop {
         let t = text(c.recv().unwrap());
@@ -101,7 +103,7 @@ fn subscriber(url: String, session: bool, msgs: usize, ready: Arc<Barrier>) {
         }
         got += 1;
         count += 1;
-        if session && count % 16 == 0 {
+        if session && count % ack_every == 0 {
             c.send_text(&format!(r#"{{"event":"session:ack","data":{count}}}"#))
                 .unwrap();
         }
@@ -273,7 +275,7 @@ fn resume_client(cycles: usize) -> Vec<Duration> {
 fn main() {
     let runs = runs(5);
     let subs: usize = env_or("BENCH_SUBS", 100);
-    let msgs: usize = env_or("BENCH_MSGS", 2000);
+    let msgs: usize = env_or("BENCH_MSGS", 5000);
     if wanted("resume", true) {
         print_latency("raw protocol client, 200 cycles", resume_raw(200));
         print_latency("HubClient, server-side cut, 200 cycles", resume_client(200));
@@ -289,11 +291,13 @@ fn main() {
             on.push(d);
             on_p.push(p);
         }
+        let pairs: Vec<f64> = on.iter().zip(&off).map(|(a, b)| a / b).collect();
+        let pairwise = median(pairs);
         let (off, on) = (median(off), median(on));
         let (off_p, on_p) = (median(off_p), median(on_p));
         println!(
             "fan-out {subs} subs x {msgs} msgs: sessions off {off:.0} deliveries/s, on {on:.0} \
-             deliveries/s, ratio {:.2}",
+             deliveries/s, ratio {:.2} (pairwise median {pairwise:.2})",
             on / off
         );
         println!(

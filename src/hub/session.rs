@@ -428,21 +428,32 @@ impl Hub {
         let shared: Arc<str> = Arc::from(text);
         let mut slots: Vec<MutexGuard<'_, Slot>> = cells.iter().map(|c| c.lock()).collect();
         let mut skip: Vec<ConnId> = except.to_vec();
+        let (mut added, mut freed, mut evicted) = (0usize, 0usize, 0u64);
         for (cell, slot) in cells.iter().zip(slots.iter_mut()) {
             let current = slot.conn.as_ref().map(|w| w.id());
             if except.contains(&cell.id) || slot.engine.link() == Link::Ended {
                 skip.extend(current);
                 continue;
             }
-            self.keep(slot, &shared);
-            let Some(ws) = slot.conn.clone() else {
-                continue;
-            };
-            if !room_for(&ws, frames.len()) {
+            let before = slot.engine.replay.evicted();
+            freed += slot.engine.replay.push(shared.clone()).1;
+            evicted += slot.engine.replay.evicted() - before;
+            added += shared.len();
+            let Some(ws) = &slot.conn else { continue };
+            if !room_for(ws, frames.len()) {
                 skip.push(ws.id());
-                let st = super::delivery::send_to(&ws, Some(frames), text);
-                self.overflowed(&ws, st);
+                let st = super::delivery::send_to(ws, Some(frames), text);
+                self.overflowed(ws, st);
             }
+        }
+        let s = self.sessions();
+        s.add_bytes(added);
+        s.sub_bytes(freed);
+        if evicted > 0 {
+            s.evicted.fetch_add(evicted, Ordering::Relaxed);
+        }
+        for slot in slots.iter_mut() {
+            self.enforce_total(slot);
         }
         send(&skip);
         drop(slots);
@@ -548,6 +559,7 @@ impl Hub {
     fn enforce_total(&self, slot: &mut Slot) {
         let s = self.sessions();
         let max = s.cfg.map_or(usize::MAX, |c| c.max_total_bytes);
+        // One load when under the bound (the common case).
         while s.bytes.load(Ordering::Relaxed) > max {
             let freed = slot.engine.replay.evict_oldest();
             if freed == 0 {

@@ -31,7 +31,7 @@ pub(crate) const Q_TOKEN: &str = "sl_token";
 /// Query parameter: the number of data messages the client received in the session.
 pub(crate) const Q_SEQ: &str = "sl_seq";
 /// A side acknowledges at least every this many data messages received.
-pub(crate) const ACK_EVERY: u64 = 16;
+pub(crate) const ACK_EVERY: u64 = 64;
 
 /// The `data` of `session:welcome` and `session:resumed`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -506,18 +506,18 @@ mod tests {
     }
 
     #[test]
-    fn inbound_acks_every_sixteen_or_when_forced() {
+    fn inbound_acks_every_ack_every_or_when_forced() {
         let mut i = Inbound::default();
         assert_eq!(i.ack_due(true), None);
-        for _ in 0..15 {
+        for _ in 0..ACK_EVERY - 1 {
             i.count();
         }
         assert_eq!(i.ack_due(false), None);
-        assert_eq!(i.count(), 16);
-        assert_eq!(i.ack_due(false), Some(16));
+        assert_eq!(i.count(), ACK_EVERY);
+        assert_eq!(i.ack_due(false), Some(ACK_EVERY));
         assert_eq!(i.ack_due(true), None);
         i.count();
-        assert_eq!(i.ack_due(true), Some(17));
+        assert_eq!(i.ack_due(true), Some(ACK_EVERY + 1));
     }
 
     #[test]
@@ -598,13 +598,13 @@ mod tests {
     #[test]
     fn client_acks_are_cumulative() {
         let mut c: ClientSession<()> = ClientSession::default();
-        for _ in 0..16 {
+        for _ in 0..ACK_EVERY {
             c.received();
         }
-        assert_eq!(c.ack_due(false), Some(16));
+        assert_eq!(c.ack_due(false), Some(ACK_EVERY));
         assert_eq!(c.ack_due(true), None);
         c.received();
         assert_eq!(c.ack_due(false), None);
-        assert_eq!(c.ack_due(true), Some(17));
+        assert_eq!(c.ack_due(true), Some(ACK_EVERY + 1));
     }
 }
