@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sockloop::client::hub::{
-    Backoff, ConnectionEvent, HubClient, HubClientError, HubClientOptions, HubEvent,
+    Backoff, ConnectionEvent, HubClient, HubClientError, HubClientOptions, HubEvent, OfflinePolicy,
 };
 use sockloop::client::ws::Message;
 use sockloop::hub::{
@@ -421,4 +421,67 @@ fn presence_sees_a_reconnecting_session_not_an_offline_user() {
     assert!(matches!(away, Presence::Offline { .. }), "{away:?}");
     let online: Vec<&Value> = heard.iter().map(|v| &v["data"]["online"]).collect();
     assert_eq!(online, vec![&json!(false), &json!(true)], "{heard:?}");
+}
+
+#[test]
+fn the_offline_buffer_is_bounded_by_its_policy() {
+    let rt = rt();
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    let hub = sessions(Duration::from_secs(30))
+        .on("rec", move |ctx: &mut Ctx| {
+            g.lock().unwrap().push(ctx.data::<u64>()?);
+            ctx.ack(&true)
+        })
+        .build();
+    let s = serve(&rt, &hub);
+    let proxy = Proxy::start(addr(&s), 3, None);
+    let offline = |c: &HubClient| {
+        proxy.refuse(true);
+        proxy.cut_all();
+        wait_for(
+            || (!c.is_connected()).then_some(()),
+            "the client to notice the cut",
+        );
+    };
+    // Error: the emit past the limit is refused, the buffer keeps what it had.
+    let strict = opts().offline_buffer(2, OfflinePolicy::Error);
+    let c = HubClient::connect(&proxy.url(), strict).unwrap();
+    offline(&c);
+    c.emit("rec", &1).unwrap();
+    c.emit("rec", &2).unwrap();
+    assert!(matches!(c.emit("rec", &3), Err(HubClientError::Full)));
+    assert_eq!(c.pending(), 2);
+    proxy.refuse(false);
+    wait_for(
+        || (got.lock().unwrap().len() == 2).then_some(()),
+        "the buffered emits",
+    );
+    assert_eq!(*got.lock().unwrap(), vec![1, 2]);
+    c.close();
+    // DropOldest: the oldest unsent message goes, and its emit_with_ack says so.
+    got.lock().unwrap().clear();
+    let lenient = opts().offline_buffer(2, OfflinePolicy::DropOldest);
+    let c = Arc::new(HubClient::connect(&proxy.url(), lenient).unwrap());
+    offline(&c);
+    let first = {
+        let c = c.clone();
+        std::thread::spawn(move || c.emit_with_ack("rec", &10, WAIT))
+    };
+    wait_for(
+        || (c.pending() == 1).then_some(()),
+        "the first emit to be queued",
+    );
+    c.emit("rec", &11).unwrap();
+    c.emit("rec", &12).unwrap();
+    assert!(matches!(
+        first.join().unwrap(),
+        Err(HubClientError::Dropped)
+    ));
+    proxy.refuse(false);
+    wait_for(
+        || (got.lock().unwrap().len() == 2).then_some(()),
+        "the kept emits",
+    );
+    assert_eq!(*got.lock().unwrap(), vec![11, 12]);
 }
