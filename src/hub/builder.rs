@@ -278,11 +278,12 @@ impl HubBuilder {
     /// its upgrade request (`?sl_session=1`, or `sl_sid`/`sl_token`/`sl_seq` to resume;
     /// see `docs/PROTOCOL.md`, "Sessions"); clients that do not ask are served as before.
     /// On a session connection every data message the hub sends is numbered and kept until
-    /// the client acknowledges it; the session keeps its connection id, rooms and
-    /// identity across reconnects within [`SessionConfig::window`], and its pending acks
-    /// wait for it. Send to session connections through the hub ([`Ctx::emit`](super::Ctx::emit),
-    /// [`Hub::to_conn`](super::Hub::to_conn)…), not through [`WsConn::send_text`]: a
-    /// message sent around the hub is not numbered and breaks the client's count.
+    /// the client acknowledges it; the session keeps its connection id, rooms and identity
+    /// across reconnects within [`window`](super::SessionConfig::window), and its pending
+    /// acks wait for it. Send to session connections through the hub
+    /// ([`Ctx::emit`](super::Ctx::emit), [`Hub::to_conn`](super::Hub::to_conn)…), not
+    /// through [`WsConn::send_text`]: a message sent around the hub is not numbered and
+    /// breaks the client's count.
     ///
     /// # Examples
     /// ```

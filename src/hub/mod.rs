@@ -77,7 +77,7 @@ use crate::{Broadcaster, GroupId};
 /// Counters of a hub; see [`Hub::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HubStats {
-    /// Open connections.
+    /// Open connections (sessions waiting for a resume included).
     pub connections: usize,
     /// Distinct users online.
     pub users: usize,
