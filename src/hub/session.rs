@@ -152,6 +152,9 @@ impl SessionCell {
 pub(crate) struct Sessions {
     pub(crate) cfg: Option<SessionConfig>,
     by_sid: Mutex<HashMap<String, Arc<SessionCell>>>,
+    /// Ids of sessions whose window ended, the latest few thousand: a late resume is told
+    /// `expired` rather than `unknown`.
+    expired: Mutex<Tombstones>,
     pub(crate) bytes: AtomicUsize,
     pub(crate) evicted: AtomicU64,
     pub(crate) resumed: AtomicU64,
@@ -180,6 +183,28 @@ impl Sessions {
 
     fn sub_bytes(&self, n: usize) {
         self.bytes.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// Session ids remembered after their window ended (bounded, oldest forgotten first).
+#[derive(Default)]
+struct Tombstones {
+    order: std::collections::VecDeque<String>,
+    set: std::collections::HashSet<String>,
+}
+
+/// Expired session ids remembered.
+const TOMBSTONES: usize = 4096;
+
+impl Tombstones {
+    fn add(&mut self, sid: String) {
+        if self.order.len() >= TOMBSTONES {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        self.set.insert(sid.clone());
+        self.order.push_back(sid);
     }
 }
 
@@ -336,7 +361,7 @@ impl Hub {
         seq: u64,
     ) -> Result<Arc<SessionCell>, NotRecoverable> {
         let cell = self.sessions().by_sid().get(sid).cloned();
-        let cell = cell.ok_or(NotRecoverable::Unknown)?;
+        let cell = cell.ok_or_else(|| self.forgotten(sid))?;
         let user = ws
             .identity()
             .map(|i| i.user.clone())
@@ -676,19 +701,66 @@ impl Hub {
 
     /// Ends a session leaving the hub: its buffer is freed and it can no longer resume.
     pub(crate) fn end_session(&self, cell: &SessionCell) {
-        let sid = {
+        let (sid, expired) = {
             let mut slot = cell.lock();
+            // Ended already: by its window (`session_expired`); otherwise by the server.
+            let expired = slot.engine.link() == Link::Ended;
             slot.engine.end();
             let freed = slot.engine.replay.ack(u64::MAX);
             self.sessions().sub_bytes(freed);
-            slot.engine.sid().to_owned()
+            (slot.engine.sid().to_owned(), expired)
         };
         self.sessions().by_sid().remove(&sid);
+        if expired {
+            let mut t = self
+                .sessions()
+                .expired
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            t.add(sid);
+        }
+    }
+
+    /// Why a session id is not known: its window ended (if remembered), or never was.
+    fn forgotten(&self, sid: &str) -> NotRecoverable {
+        let t = self
+            .sessions()
+            .expired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match t.set.contains(sid) {
+            true => NotRecoverable::Expired,
+            false => NotRecoverable::Unknown,
+        }
     }
 
     fn report_disconnect(&self, ws: &WsConn, code: CloseCode, reason: &str) {
         if let Some(f) = &self.inner.on_disconnect {
             f(self, ws, code, reason);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tombstones_are_bounded_and_forget_the_oldest() {
+        let mut t = Tombstones::default();
+        for i in 0..TOMBSTONES + 10 {
+            t.add(format!("s{i}"));
+        }
+        assert_eq!((t.order.len(), t.set.len()), (TOMBSTONES, TOMBSTONES));
+        assert!(!t.set.contains("s0") && !t.set.contains("s9"));
+        assert!(t.set.contains("s10") && t.set.contains(&format!("s{}", TOMBSTONES + 9)));
+    }
+
+    #[test]
+    fn ids_and_tokens_are_random_hex() {
+        let (a, b) = (random_hex(24), random_hex(24));
+        assert_eq!(a.len(), 48);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
     }
 }

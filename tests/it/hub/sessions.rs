@@ -174,7 +174,7 @@ fn past_its_window_a_session_is_not_recovered() {
     let Some(HubEvent::State(ConnectionEvent::NotRecovered { reason, .. })) = evs.last() else {
         unreachable!()
     };
-    assert_eq!(reason, "unknown");
+    assert_eq!(reason, "expired");
     // A new session, a new hub id.
     assert_ne!(whoami(&c), id);
     assert_eq!(hub.stats().not_recovered, 1);
