@@ -1,5 +1,5 @@
 //! Blocking clients for scripts and programs: TCP, TLS, UDP, Unix, Unix datagram and
-//! WebSocket ([`ws`]).
+//! WebSocket ([`ws`]), and a hub client with sessions that survive reconnects ([`hub`]).
 //!
 //! Every client connects within [`ClientOptions::connect_timeout`], has read and write
 //! timeouts, and offers `once`: send a request and take one reply before a deadline, failing
@@ -25,6 +25,7 @@
 
 mod connect;
 mod datagram;
+pub mod hub;
 mod options;
 mod reply;
 mod stream;

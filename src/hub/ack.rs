@@ -14,12 +14,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::builder::AckOptions;
-use super::delivery::{send_to, Target};
+use super::delivery::{Peer, Target};
 use super::envelope::encode;
 use super::error::{ErrorCode, HubError};
 use super::timer::later;
 use super::Hub;
-use crate::{ConnId, Frames, SendStatus, WsConn};
+use crate::{ConnId, Frames, SendStatus};
 
 /// The outcome of an acknowledged delivery for one recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +107,7 @@ fn would_block(what: &str) -> HubError {
 type Callback = Box<dyn FnOnce(DeliveryReport) + Send>;
 
 struct Recipient {
-    ws: WsConn,
+    peer: Peer,
     fin: Option<AckStatus>,
     /// The last send's status.
     last: SendStatus,
@@ -148,10 +148,17 @@ impl Round {
     }
 
     /// Sends to every recipient still pending; those found closed are settled.
+    /// A session recipient is sent the message once: its session delivers it (the replay
+    /// after a reconnect), so a resend would only be a duplicate.
     fn send_pending(&self, hub: &Hub, st: &mut RoundState) {
         let frames = self.frames.as_ref();
+        let resend = st.attempt > 0;
+        let mut shared = None;
         for r in st.recipients.iter_mut().filter(|r| r.fin.is_none()) {
-            r.last = send_to(&r.ws, frames, &self.text);
+            if resend && r.peer.session.as_ref().is_some_and(|c| !c.ended()) {
+                continue;
+            }
+            r.last = hub.send_peer(&r.peer, frames, &self.text, &mut shared);
             hub.count(r.last);
             st.attempts += 1;
             if r.last == SendStatus::Closed {
@@ -167,16 +174,16 @@ impl Round {
             return otherwise;
         }
         for r in st.recipients.iter_mut().filter(|r| r.fin.is_none()) {
-            let status = unacked(&r.ws, r.last);
+            let status = unacked(&r.peer, r.last);
             settle(hub, r, status, Value::Null);
         }
         let report = DeliveryReport {
-            results: st.recipients.iter().map(|r| (r.ws.id(), fin(r))).collect(),
+            results: st.recipients.iter().map(|r| (r.peer.id, fin(r))).collect(),
             replies: st
                 .recipients
                 .iter()
                 .filter(|r| r.fin == Some(AckStatus::Acked))
-                .map(|r| (r.ws.id(), r.data.clone()))
+                .map(|r| (r.peer.id, r.data.clone()))
                 .collect(),
             attempts: st.attempts,
         };
@@ -199,8 +206,15 @@ fn settle(hub: &Hub, r: &mut Recipient, status: AckStatus, data: Value) {
     }
 }
 
-fn unacked(ws: &WsConn, last: SendStatus) -> AckStatus {
-    match (ws.is_open(), last) {
+fn unacked(p: &Peer, last: SendStatus) -> AckStatus {
+    if let Some(cell) = &p.session {
+        // Inside its window a session may still resume: it timed out, it did not close.
+        return match cell.ended() {
+            true => AckStatus::Closed,
+            false => AckStatus::TimedOut,
+        };
+    }
+    match (p.ws.is_open(), last) {
         (false, _) => AckStatus::Closed,
         (true, SendStatus::Dropped) => AckStatus::Dropped,
         (true, _) => AckStatus::TimedOut,
@@ -301,7 +315,7 @@ impl Hub {
         };
         let after = {
             let mut st = round.lock();
-            let r = st.recipients.iter_mut().find(|r| r.ws.id() == from);
+            let r = st.recipients.iter_mut().find(|r| r.peer.id == from);
             if let Some(r) = r {
                 settle(self, r, AckStatus::Acked, data);
             }
@@ -316,7 +330,7 @@ impl Hub {
         for round in rounds {
             let after = {
                 let mut st = round.lock();
-                let r = st.recipients.iter_mut().find(|r| r.ws.id() == id);
+                let r = st.recipients.iter_mut().find(|r| r.peer.id == id);
                 let Some(r) = r else { continue };
                 settle(self, r, AckStatus::Closed, Value::Null);
                 round.conclude(self, &mut st, false, After::Nothing)
@@ -358,7 +372,7 @@ impl Hub {
     fn start_round(
         &self,
         text: String,
-        list: Vec<WsConn>,
+        list: Vec<Peer>,
         opts: AckOptions,
         id: u64,
         then: Option<Callback>,
@@ -367,8 +381,8 @@ impl Hub {
         let n = list.len();
         let recipients = list
             .into_iter()
-            .map(|ws| Recipient {
-                ws,
+            .map(|peer| Recipient {
+                peer,
                 fin: None,
                 last: SendStatus::Queued,
                 data: Value::Null,
@@ -467,13 +481,13 @@ impl Target<'_> {
     /// let hub = Hub::builder()
     ///     .on("order:send", |ctx: &mut Ctx| {
     ///         let to: String = ctx.data()?;
-    ///         let me = ctx.conn().clone();
+    ///         let me = ctx.conn_id();
     ///         let hub = ctx.hub().clone();
     ///         let opts = AckOptions::new(Duration::from_secs(2), 1);
     ///         ctx.hub().to_user(&to).emit_with_ack_then("order", &json!({"n": 1}), opts,
     ///             move |report| {
     ///                 let n = report.count(AckStatus::Acked);
-    ///                 hub.to_conn(me.id()).emit("order:delivered", &json!({"devices": n}));
+    ///                 hub.to_conn(me).emit("order:delivered", &json!({"devices": n}));
     ///             })?;
     ///         ctx.ack(&json!({"queued": true}))
     ///     })

@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use super::builder::{HubBuilder, PresenceScope};
 use super::ctx::Ctx;
-use super::envelope::{encode_error, parse_envelope, Envelope};
+use super::delivery::Peer;
+use super::envelope::{encode_error, parse_envelope, Envelope, Refused};
 use super::error::{ErrorCode, HubError};
 use super::mw::Next;
 use super::state::{ConnEntry, ConnInfo, Presence, State};
@@ -31,7 +32,7 @@ impl Hub {
     /// [`ServerBuilder::websocket`](crate::ServerBuilder::websocket).
     pub fn factory(&self) -> impl WsFactory {
         let hub = self.clone();
-        move |_: &WsConn, _: &crate::proto::http::Request| super::conn::HubConn(hub.clone())
+        move |_: &WsConn, _: &crate::proto::http::Request| super::conn::HubConn::new(hub.clone())
     }
 
     /// The WebSocket settings a hub server needs, from `ws`: the hub's connection
@@ -73,9 +74,13 @@ impl Hub {
         self.inner.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends one encoded envelope to one connection, counting it.
-    pub(crate) fn send_one(&self, ws: &WsConn, text: &str) -> SendStatus {
-        let st = ws.send_text(text);
+    /// Sends one encoded envelope to one recipient (numbered when it is a session),
+    /// counting it.
+    pub(crate) fn send_one(&self, to: &Peer, text: &str) -> SendStatus {
+        let st = match &to.session {
+            None => to.ws.send_text(text),
+            Some(cell) => self.session_send(cell, &std::sync::Arc::from(text), None),
+        };
         self.count(st);
         st
     }
@@ -89,12 +94,18 @@ impl Hub {
         };
     }
 
-    fn send_error(&self, ws: &WsConn, e: &HubError, reference: Option<u64>) {
+    fn send_error(&self, to: &Peer, e: &HubError, reference: Option<u64>) {
         self.inner.stats.errors.fetch_add(1, Ordering::Relaxed);
-        let _ = self.send_one(ws, &encode_error(e, reference));
+        let _ = self.send_one(to, &encode_error(e, reference));
     }
 
-    pub(crate) fn on_open(&self, ws: &WsConn) {
+    /// Enters a connection into the hub (a new session is one too: its connection's id is
+    /// its hub id), then runs `on_connect`.
+    pub(crate) fn register(
+        &self,
+        ws: &WsConn,
+        session: Option<std::sync::Arc<super::session::SessionCell>>,
+    ) {
         let id = ws.identity().cloned().unwrap_or_default();
         let user = (!id.user.is_empty()).then(|| id.user.clone());
         let info = ConnInfo {
@@ -108,10 +119,15 @@ impl Hub {
         ws.join_group(self.inner.all);
         let first = {
             let mut st = self.state();
+            if let Some(cell) = &session {
+                st.sessions.insert(ws.id(), cell.clone());
+            }
             let entry = ConnEntry {
                 ws: ws.clone(),
                 info,
                 created: 0,
+                session,
+                detached: false,
             };
             st.conns.insert(ws.id(), entry);
             user.as_ref().is_some_and(|u| {
@@ -144,9 +160,13 @@ impl Hub {
     pub(crate) fn depart(&self, id: ConnId) {
         let (lefts, gone) = {
             let mut st = self.state();
-            let Some(entry) = st.conns.remove(&id) else {
+            let Some(mut entry) = st.conns.remove(&id) else {
                 return;
             };
+            st.sessions.remove(&id);
+            if let Some(cell) = entry.session.take() {
+                self.end_session(&cell);
+            }
             // Out of the registry first: whoever hears `room:left` finds it gone.
             let lefts: Vec<_> = entry
                 .info
@@ -183,7 +203,9 @@ impl Hub {
     pub(crate) fn depart_closing(&self) {
         let closing: Vec<ConnId> = {
             let st = self.state();
-            let closing = st.conns.values().filter(|e| !e.ws.is_open());
+            // A session's connection closing is a detach (seen by its `on_close`).
+            let closing = st.conns.values();
+            let closing = closing.filter(|e| e.session.is_none() && !e.ws.is_open());
             closing.map(|e| e.info.id).collect()
         };
         for id in closing {
@@ -191,7 +213,7 @@ impl Hub {
         }
     }
 
-    fn announce_offline(&self, user: &str, rooms: &[String]) {
+    pub(super) fn announce_offline(&self, user: &str, rooms: &[String]) {
         let since = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH);
         let secs = since.map_or(0, |d| d.as_secs());
         let data = serde_json::json!({"user": user, "online": false, "last_seen": secs});
@@ -218,11 +240,17 @@ impl Hub {
     }
 
     pub(crate) fn on_text(&self, ws: &WsConn, text: &str) {
+        let parsed = parse_envelope(text, &self.inner.cfg.limits);
+        self.handle_parsed(&Peer::plain(ws), parsed);
+    }
+
+    /// Handles one inbound envelope from `from`: an ack, an event, or an error back.
+    pub(crate) fn handle_parsed(&self, from: &Peer, parsed: Result<Envelope, Refused>) {
         self.inner.stats.messages_in.fetch_add(1, Ordering::Relaxed);
-        match parse_envelope(text, &self.inner.cfg.limits) {
-            Ok(env) if env.event == "ack" => self.ack_arrived(ws.id(), env.reference, env.data),
-            Ok(env) => self.dispatch(ws, env),
-            Err(r) => self.refused(ws, r),
+        match parsed {
+            Ok(env) if env.event == "ack" => self.ack_arrived(from.id, env.reference, env.data),
+            Ok(env) => self.dispatch(from, env),
+            Err(r) => self.refused(from, r),
         }
     }
 
@@ -230,28 +258,51 @@ impl Hub {
     /// [`INVALID_EVENT`](super::INVALID_EVENT), so rate limits count it (a flood of garbage
     /// is limited like a flood of events); its error is sent unless a middleware refused it
     /// first (then that error is sent instead, e.g. `rate_limited`).
-    fn refused(&self, ws: &WsConn, r: super::Refused) {
+    fn refused(&self, from: &Peer, r: Refused) {
         let env = Envelope {
             event: super::INVALID_EVENT.to_owned(),
             id: r.reference,
             ..Default::default()
         };
-        let mut ctx = Ctx::new(self.clone(), ws.clone(), env);
+        let mut ctx = Ctx::new(self.clone(), from.clone(), env);
         let error = r.error;
         let end = |_: &mut Ctx| Err(error.clone());
         let e = match Next::new(&self.inner.global, &end).run(&mut ctx) {
             Err(e) => e,
             Ok(()) => error.clone(),
         };
-        self.send_error(ws, &e, r.reference);
+        self.send_error(from, &e, r.reference);
     }
 
-    fn dispatch(&self, ws: &WsConn, env: Envelope) {
+    /// Announces that `user` is back (a session resumed, presence `Offline` mode).
+    pub(super) fn announce_back<'a>(
+        &self,
+        id: ConnId,
+        user: &str,
+        rooms: impl Iterator<Item = &'a String>,
+    ) {
+        match self.inner.cfg.presence {
+            PresenceScope::Everyone => {
+                let data = serde_json::json!({"user": user, "online": true});
+                self.to_all().except(id).emit("presence", &data);
+            }
+            PresenceScope::Rooms => {
+                for r in rooms {
+                    if self.room_notifies(r) {
+                        self.announce_online(id, user, r);
+                    }
+                }
+            }
+            PresenceScope::Off => {}
+        }
+    }
+
+    fn dispatch(&self, from: &Peer, env: Envelope) {
         let reference = env.id;
-        let mut ctx = Ctx::new(self.clone(), ws.clone(), env);
+        let mut ctx = Ctx::new(self.clone(), from.clone(), env);
         let end = |ctx: &mut Ctx| self.route(ctx);
         if let Err(e) = Next::new(&self.inner.global, &end).run(&mut ctx) {
-            self.send_error(ws, &e, reference);
+            self.send_error(from, &e, reference);
         }
     }
 
@@ -356,10 +407,10 @@ impl Hub {
 
     /// Closes every connection of `user`; returns how many.
     pub fn disconnect_user(&self, user: &str, code: CloseCode, reason: &str) -> usize {
-        let conns = self.state().user_conns(user);
-        for ws in &conns {
-            ws.close(code, reason);
-            self.depart(ws.id());
+        let conns = self.state().user_peers(user);
+        for p in &conns {
+            p.ws.close(code, reason);
+            self.depart(p.id);
         }
         conns.len()
     }
@@ -390,6 +441,11 @@ impl Hub {
             }),
             errors: s.errors.load(Ordering::Relaxed),
             acks_pending: s.acks_pending.load(Ordering::Relaxed),
+            sessions: self.inner.sessions.count(),
+            replay_bytes: self.inner.sessions.bytes.load(Ordering::Relaxed),
+            replay_evicted: self.inner.sessions.evicted.load(Ordering::Relaxed),
+            resumed: self.inner.sessions.resumed.load(Ordering::Relaxed),
+            not_recovered: self.inner.sessions.not_recovered.load(Ordering::Relaxed),
         }
     }
 }

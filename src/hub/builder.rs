@@ -204,6 +204,7 @@ pub struct HubBuilder {
     on_disconnect: Option<DisconnectFn>,
     on_binary: Option<BinaryFn>,
     conn_mw: Vec<crate::server::websocket::ConnMiddleware>,
+    sessions: Option<super::SessionConfig>,
 }
 
 impl std::fmt::Debug for HubBuilder {
@@ -273,6 +274,31 @@ impl HubBuilder {
         self
     }
 
+    /// Enables sessions that survive reconnects (default: off). A client asks for one in
+    /// its upgrade request (`?sl_session=1`, or `sl_sid`/`sl_token`/`sl_seq` to resume;
+    /// see `docs/PROTOCOL.md`, "Sessions"); clients that do not ask are served as before.
+    /// On a session connection every data message the hub sends is numbered and kept until
+    /// the client acknowledges it; the session keeps its connection id, rooms and identity
+    /// across reconnects within [`window`](super::SessionConfig::window), and its pending
+    /// acks wait for it. Send to session connections through the hub
+    /// ([`Ctx::emit`](super::Ctx::emit), [`Hub::to_conn`](super::Hub::to_conn)…), not
+    /// through [`WsConn::send_text`]: a message sent around the hub is not numbered and
+    /// breaks the client's count.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use sockloop::hub::{Hub, SessionConfig};
+    /// let hub = Hub::builder()
+    ///     .sessions(SessionConfig::new().window(Duration::from_secs(60)))
+    ///     .build();
+    /// assert_eq!(hub.stats().sessions, 0);
+    /// ```
+    pub fn sessions(mut self, cfg: super::SessionConfig) -> Self {
+        self.sessions = Some(cfg);
+        self
+    }
+
     /// Receives binary frames untouched (default: ignored).
     pub fn on_binary(mut self, f: impl Fn(&Hub, &WsConn, &[u8]) + Send + Sync + 'static) -> Self {
         self.on_binary = Some(Arc::new(f));
@@ -299,6 +325,7 @@ impl HubBuilder {
             next_ack: AtomicU64::new(1),
             stats: Default::default(),
             subs: Default::default(),
+            sessions: super::session::Sessions::new(self.sessions),
         });
         Hub { inner }
     }

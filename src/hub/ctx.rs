@@ -4,6 +4,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::delivery::Peer;
 use super::envelope::{encode, Envelope};
 use super::error::HubError;
 use super::Hub;
@@ -12,22 +13,22 @@ use crate::{ConnId, Identity, SendStatus, WsConn};
 /// The context of one inbound envelope, handed to middleware and the handler.
 pub struct Ctx {
     hub: Hub,
-    ws: WsConn,
+    from: Peer,
     env: Envelope,
 }
 
 impl std::fmt::Debug for Ctx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ctx")
-            .field("conn", &self.ws.id())
+            .field("conn", &self.from.id)
             .field("event", &self.env.event)
             .finish()
     }
 }
 
 impl Ctx {
-    pub(crate) fn new(hub: Hub, ws: WsConn, env: Envelope) -> Self {
-        Ctx { hub, ws, env }
+    pub(crate) fn new(hub: Hub, from: Peer, env: Envelope) -> Self {
+        Ctx { hub, from, env }
     }
 
     /// The hub: rooms, delivery, presence, operations.
@@ -35,19 +36,23 @@ impl Ctx {
         &self.hub
     }
 
-    /// The connection the envelope came from.
+    /// The connection the envelope came from. For a session (see
+    /// [`HubBuilder::sessions`](super::HubBuilder::sessions)) this is the connection
+    /// carrying it now, whose [`id`](WsConn::id) may differ from
+    /// [`conn_id`](Self::conn_id) after a resume; send through the hub, not through it.
     pub fn conn(&self) -> &WsConn {
-        &self.ws
+        &self.from.ws
     }
 
-    /// The connection's id.
+    /// The connection's hub id (for a session: the id it started with, the same across
+    /// reconnects).
     pub fn conn_id(&self) -> ConnId {
-        self.ws.id()
+        self.from.id
     }
 
     /// The identity the authenticator gave the connection.
     pub fn identity(&self) -> Option<&Identity> {
-        self.ws.identity()
+        self.from.ws.identity()
     }
 
     /// The user id, when the connection has an identity.
@@ -143,6 +148,6 @@ impl Ctx {
         reference: Option<u64>,
     ) -> Result<SendStatus, HubError> {
         let text = encode(event, data, None, reference)?;
-        Ok(self.hub.send_one(&self.ws, &text))
+        Ok(self.hub.send_one(&self.from, &text))
     }
 }

@@ -2,14 +2,64 @@
 //! everyone — framed once. Acknowledged delivery is in `ack.rs`.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::envelope::encode;
 use super::error::HubError;
-use super::state::{ConnInfo, State};
+use super::session::SessionCell;
+use super::state::{ConnEntry, ConnInfo, State};
 use super::Hub;
-use crate::{ConnId, Delivery, Frames, GroupId, SendStatus, WsConn};
+use crate::{ConnId, Delivery, Frames, SendStatus, WsConn};
+
+/// A recipient: its hub id, its connection, and its session when it is one.
+#[derive(Clone)]
+pub(crate) struct Peer {
+    /// The hub id (a session's stays the same across reconnects).
+    pub(crate) id: ConnId,
+    /// The connection (for a session: the one carrying it when the peer was taken).
+    pub(crate) ws: WsConn,
+    pub(crate) session: Option<Arc<SessionCell>>,
+}
+
+impl Peer {
+    pub(crate) fn plain(ws: &WsConn) -> Self {
+        Peer {
+            id: ws.id(),
+            ws: ws.clone(),
+            session: None,
+        }
+    }
+
+    pub(crate) fn of(e: &ConnEntry) -> Self {
+        Peer {
+            id: e.info.id,
+            ws: e.ws.clone(),
+            session: e.session.clone(),
+        }
+    }
+}
+
+impl Hub {
+    /// Sends an encoded envelope to one peer: numbered through its session when it has
+    /// one. `shared` carries the text once for all the sessions of one emit.
+    pub(crate) fn send_peer(
+        &self,
+        p: &Peer,
+        frames: Option<&Frames>,
+        text: &str,
+        shared: &mut Option<Arc<str>>,
+    ) -> SendStatus {
+        match &p.session {
+            None => send_to(&p.ws, frames, text),
+            Some(cell) => {
+                let t = shared.get_or_insert_with(|| Arc::from(text)).clone();
+                self.session_send(cell, &t, frames)
+            }
+        }
+    }
+}
 
 enum To<'h> {
     Conn(ConnId),
@@ -125,17 +175,18 @@ impl<'h> Target<'h> {
 
     /// Sends an already encoded text message to every recipient.
     pub fn send_text(self, text: &str) -> Delivery {
+        let attached = self.hub.inner.bcast.get().is_some();
         let d = match &self.to {
-            To::Room(r) => {
-                let gid = self.hub.state().rooms.get(r).map(|r| r.gid);
+            To::Room(r) if attached => {
                 self.hub.publish_message(r, text);
-                gid.map_or_else(Delivery::default, |g| self.to_group(g, text))
+                self.fan_out(Some(r), text, true)
             }
-            To::All => self.to_group(self.hub.inner.all, text),
-            _ => {
-                let list = self.recipients();
-                send_each(self.hub, &list, text)
+            To::All if attached => self.fan_out(None, text, true),
+            To::Room(r) => {
+                self.hub.publish_message(r, text);
+                send_each(self.hub, &self.recipients(), text)
             }
+            _ => send_each(self.hub, &self.recipients(), text),
         };
         let s = &self.hub.inner.stats;
         s.messages_out.fetch_add(d.queued as u64, Ordering::Relaxed);
@@ -166,90 +217,110 @@ impl<'h> Target<'h> {
     /// Like [`send_text`](Self::send_text), without waiting for the pollers' counts; see
     /// [`emit_nowait`](Self::emit_nowait).
     pub fn send_text_nowait(self, text: &str) -> usize {
-        let Some(f) = self.hub.inner.bcast.get() else {
+        if self.hub.inner.bcast.get().is_none() {
             return self.send_text(text).queued;
-        };
-        let group = match &self.to {
+        }
+        let d = match &self.to {
             To::Room(r) => {
                 self.hub.publish_message(r, text);
-                let st = self.hub.state();
-                let Some(room) = st.rooms.get(r) else {
-                    return 0;
-                };
-                let skipped = self.except.iter();
-                let skipped = skipped.filter(|id| room.members.contains_key(id)).count();
-                Some((room.gid, room.members.len().saturating_sub(skipped)))
+                self.fan_out(Some(r), text, false)
             }
-            To::All => {
-                let n = self.hub.state().conns.len();
-                Some((self.hub.inner.all, n.saturating_sub(self.except.len())))
-            }
-            _ => None,
+            To::All => self.fan_out(None, text, false),
+            _ => return self.send_text(text).queued,
         };
-        let Some((gid, n)) = group else {
-            return self.send_text(text).queued;
-        };
-        f.b.send_nowait(gid, &f.b.frames_text(text), &self.except);
         let s = &self.hub.inner.stats;
-        s.messages_out.fetch_add(n as u64, Ordering::Relaxed);
-        n
+        s.messages_out.fetch_add(d.queued as u64, Ordering::Relaxed);
+        d.queued
     }
 
-    fn to_group(&self, gid: GroupId, text: &str) -> Delivery {
+    /// A room (`Some`) or everyone (`None`) on an attached hub: framed once, fanned out by
+    /// the pollers' group. Session members are numbered under their locks, and the group
+    /// send is queued while the hub's registry and those locks are held, so the number each
+    /// gets is its place on its wire (see `session.rs`). With `wait` and no sessions among
+    /// the members, the pollers' exact counts are awaited; otherwise the report counts the
+    /// recipients the registry knows.
+    fn fan_out(&self, room: Option<&str>, text: &str, wait: bool) -> Delivery {
         let Some(f) = self.hub.inner.bcast.get() else {
-            return send_each(self.hub, &self.recipients(), text);
+            return Delivery::default();
         };
         let frames = f.b.frames_text(text);
-        if f.inline {
-            // Inline handlers run on a poller: waiting for the pollers' counts would stall
-            // it, so the report counts the recipients the registry knows.
-            f.b.send_nowait(gid, &frames, &self.except);
-            let queued = self.recipients().len();
-            return Delivery {
-                queued,
-                ..Delivery::default()
-            };
+        let st = self.hub.state();
+        let (gid, members, cells) = match room {
+            Some(r) => {
+                let Some(room) = st.rooms.get(r) else {
+                    return Delivery::default();
+                };
+                let excepted = self.except.iter();
+                let excepted = excepted.filter(|id| room.members.contains_key(id)).count();
+                let cells: Vec<Arc<SessionCell>> = room.sessions.values().cloned().collect();
+                (room.gid, room.members.len() - excepted, cells)
+            }
+            None => {
+                let excepted = self.except.iter();
+                let excepted = excepted.filter(|id| st.conns.contains_key(id)).count();
+                let cells: Vec<Arc<SessionCell>> = st.sessions.values().cloned().collect();
+                (self.hub.inner.all, st.conns.len() - excepted, cells)
+            }
+        };
+        let counted = Delivery {
+            queued: members,
+            ..Delivery::default()
+        };
+        if cells.is_empty() {
+            drop(st);
+            if !wait || f.inline {
+                // Inline handlers run on a poller: waiting would stall it.
+                f.b.send_nowait(gid, &frames, &self.except);
+                return counted;
+            }
+            return f.b.send(gid, &frames, &self.except);
         }
-        f.b.send(gid, &frames, &self.except)
+        self.hub
+            .number_for_group(&cells, &self.except, text, &frames, |skip| {
+                f.b.send_nowait(gid, &frames, skip)
+            });
+        drop(st);
+        counted
     }
 
     /// The recipients' handles, minus the exceptions, in id order.
-    pub(super) fn recipients(&self) -> Vec<WsConn> {
+    pub(super) fn recipients(&self) -> Vec<Peer> {
         let st = self.hub.state();
         let mut v = self.collect(&st);
-        v.retain(|w| !self.except.contains(&w.id()));
-        v.sort_by_key(|w| w.id());
-        v.dedup_by_key(|w| w.id());
+        v.retain(|p| !self.except.contains(&p.id));
+        v.sort_by_key(|p| p.id);
+        v.dedup_by_key(|p| p.id);
         v
     }
 
-    fn collect(&self, st: &State) -> Vec<WsConn> {
-        let conn = |id: &ConnId| st.conns.get(id).map(|e| e.ws.clone());
+    fn collect(&self, st: &State) -> Vec<Peer> {
+        let conn = |id: &ConnId| st.conns.get(id).map(Peer::of);
         match &self.to {
             To::Conn(id) => conn(id).into_iter().collect(),
-            To::User(u) => st.user_conns(u),
-            To::Users(us) => us.iter().flat_map(|u| st.user_conns(u)).collect(),
+            To::User(u) => st.user_peers(u),
+            To::Users(us) => us.iter().flat_map(|u| st.user_peers(u)).collect(),
             To::Room(r) => {
                 let members = st.rooms.get(r).map(|r| r.members.keys());
                 members.into_iter().flatten().filter_map(conn).collect()
             }
-            To::All => st.conns.values().map(|e| e.ws.clone()).collect(),
+            To::All => st.conns.values().map(Peer::of).collect(),
             To::Filter(f) => st
                 .conns
                 .values()
                 .filter(|e| f(&e.info))
-                .map(|e| e.ws.clone())
+                .map(Peer::of)
                 .collect(),
         }
     }
 }
 
-/// Frames `text` once (when attached) and sends it to each connection.
-fn send_each(hub: &Hub, list: &[WsConn], text: &str) -> Delivery {
+/// Frames `text` once (when attached) and sends it to each recipient.
+fn send_each(hub: &Hub, list: &[Peer], text: &str) -> Delivery {
     let frames = hub.inner.bcast.get().map(|f| f.b.frames_text(text));
     let mut d = Delivery::default();
-    for ws in list {
-        tally(&mut d, send_to(ws, frames.as_ref(), text));
+    let mut shared = None;
+    for p in list {
+        tally(&mut d, hub.send_peer(p, frames.as_ref(), text, &mut shared));
     }
     d
 }

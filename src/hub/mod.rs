@@ -51,6 +51,7 @@ pub mod mw;
 mod presence;
 mod rooms;
 mod router;
+mod session;
 mod state;
 mod subscribe;
 mod system;
@@ -74,6 +75,7 @@ pub use delivery::Target;
 pub use envelope::{encode, encode_error, parse_envelope, Envelope, EnvelopeLimits, Refused};
 pub use error::{ErrorCode, HubError};
 pub use mw::{Handler, Middleware, Next, RateLimit, Scope};
+pub use session::{DetachedPresence, SessionConfig};
 pub use state::{Cleanup, ConnInfo, Presence, Role, RoomEvents, RoomInfo, RoomOptions, RoomPolicy};
 pub use subscribe::{RoomEvent, SubscriptionId};
 
@@ -82,7 +84,7 @@ use crate::{Broadcaster, GroupId};
 /// Counters of a hub; see [`Hub::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HubStats {
-    /// Open connections.
+    /// Open connections (sessions waiting for a resume included).
     pub connections: usize,
     /// Distinct users online.
     pub users: usize,
@@ -102,6 +104,17 @@ pub struct HubStats {
     pub errors: u64,
     /// Recipients whose acknowledgement is awaited right now.
     pub acks_pending: usize,
+    /// Sessions alive (with or without a connection).
+    pub sessions: usize,
+    /// Bytes the sessions' replay buffers hold.
+    pub replay_bytes: usize,
+    /// Unacknowledged messages evicted from replay buffers by their bounds (per session or
+    /// hub-wide): a resume from before them is not recoverable.
+    pub replay_evicted: u64,
+    /// Resumes that continued a session.
+    pub resumed: u64,
+    /// Resumes answered "not recoverable" (a new session was started).
+    pub not_recovered: u64,
 }
 
 #[derive(Default)]
@@ -140,6 +153,8 @@ pub(crate) struct HubInner {
     pub(crate) timer: crossbeam_channel::Sender<timer::TimerCmd>,
     /// Room subscribers outside the connections (processes, bridges).
     pub(crate) subs: subscribe::Subscriptions,
+    /// Sessions that survive reconnects (when configured).
+    pub(crate) sessions: session::Sessions,
 }
 
 /// The hub: routes envelopes to handlers and owns rooms, identities, presence and

@@ -37,6 +37,7 @@ pub(super) fn remove_member(st: &mut State, id: ConnId, room: &str) -> Option<Le
     let State { conns, rooms, .. } = st;
     let r = rooms.get_mut(room)?;
     let user = r.members.remove(&id)?;
+    r.sessions.remove(&id);
     if let Some(e) = conns.get_mut(&id) {
         e.ws.leave_group(r.gid);
         e.info.rooms.remove(room);
@@ -140,6 +141,10 @@ impl Hub {
             }
             let new_user = user.as_deref().is_some_and(|u| !r.has_user(u));
             r.members.insert(id, user.clone());
+            if let Some(cell) = &entry.session {
+                // Numbered under its lock by every group send to the room.
+                r.sessions.insert(id, cell.clone());
+            }
             entry.ws.join_group(r.gid);
             entry.info.rooms.insert(room.to_owned());
             (user, new_user.then(|| r.users()), r.notifies())
@@ -190,7 +195,7 @@ impl Hub {
 
     /// `presence` `online: true` to `room`, the first time `user` enters it after coming
     /// online (presence in the rooms scope).
-    fn announce_online(&self, id: ConnId, user: &str, room: &str) {
+    pub(super) fn announce_online(&self, id: ConnId, user: &str, room: &str) {
         if self.inner.cfg.presence != PresenceScope::Rooms {
             return;
         }

@@ -31,6 +31,10 @@ pub(crate) struct ConnEntry {
     pub(crate) info: ConnInfo,
     /// Rooms this connection created by joining them, still existing.
     pub(crate) created: usize,
+    /// The session this hub connection is, when it is one.
+    pub(crate) session: Option<std::sync::Arc<super::session::SessionCell>>,
+    /// A session without a connection right now (inside its window).
+    pub(crate) detached: bool,
 }
 
 /// Who may join a room.
@@ -157,6 +161,12 @@ pub enum Presence {
         /// When the user's last connection closed.
         last_seen: SystemTime,
     },
+    /// Every connection of the user is a session waiting for its client to reconnect
+    /// (inside its window; see [`SessionConfig`](super::SessionConfig)).
+    Reconnecting {
+        /// Sessions of the user waiting for a resume.
+        connections: usize,
+    },
     /// Never seen by this hub.
     Unknown,
 }
@@ -174,6 +184,8 @@ pub(crate) struct Room {
     pub(crate) creator: Option<ConnId>,
     pub(crate) opts: RoomOptions,
     pub(crate) members: BTreeMap<ConnId, Option<String>>,
+    /// The members that are sessions: numbered by every group send to the room.
+    pub(crate) sessions: BTreeMap<ConnId, std::sync::Arc<super::session::SessionCell>>,
     pub(crate) roles: HashMap<String, Role>,
     pub(crate) invites: HashSet<String>,
 }
@@ -189,6 +201,7 @@ impl Room {
             creator: None,
             opts,
             members: BTreeMap::new(),
+            sessions: BTreeMap::new(),
             roles,
             invites: HashSet::new(),
         }
@@ -246,6 +259,8 @@ pub(crate) struct State {
     /// Online users → the rooms their coming online was announced to (presence in the
     /// rooms scope); forgotten when they go offline.
     pub(crate) announced: HashMap<String, HashSet<String>>,
+    /// Hub connections that are sessions.
+    pub(crate) sessions: BTreeMap<ConnId, std::sync::Arc<super::session::SessionCell>>,
 }
 
 impl State {
@@ -274,14 +289,13 @@ impl State {
         self.bans.get(&key).copied().filter(|t| *t > now)
     }
 
-    /// Open connections of `user`.
-    pub(crate) fn user_conns(&self, user: &str) -> Vec<WsConn> {
+    /// The hub connections of `user`, as recipients.
+    pub(crate) fn user_peers(&self, user: &str) -> Vec<super::delivery::Peer> {
         let Some(ids) = self.users.get(user) else {
             return Vec::new();
         };
-        ids.iter()
-            .filter_map(|id| self.conns.get(id).map(|e| e.ws.clone()))
-            .collect()
+        let peer = |id: &ConnId| self.conns.get(id).map(super::delivery::Peer::of);
+        ids.iter().filter_map(peer).collect()
     }
 
     /// Records that `user` went offline at `at`, forgetting the oldest tenth past `cap`.
@@ -298,8 +312,13 @@ impl State {
 
     pub(crate) fn presence(&self, user: &str) -> Presence {
         if let Some(c) = self.users.get(user) {
-            return Presence::Online {
-                connections: c.len(),
+            let detached = |id: &&ConnId| self.conns.get(id).is_some_and(|e| e.detached);
+            let waiting = c.iter().filter(detached).count();
+            return match c.len() - waiting {
+                0 if waiting > 0 => Presence::Reconnecting {
+                    connections: waiting,
+                },
+                live => Presence::Online { connections: live },
             };
         }
         match self.last_seen.get(user) {

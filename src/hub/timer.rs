@@ -11,6 +11,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use super::ack::InHub;
 use super::presence::{self, Typing, TypingCmd};
 use super::{Hub, HubInner};
+use crate::ConnId;
 
 /// `now + d`, saturating far in the future ("never" in practice).
 pub(crate) fn later(d: Duration) -> Instant {
@@ -23,12 +24,15 @@ pub(crate) enum TimerCmd {
     Typing(TypingCmd),
     /// Attempt `attempt` of acknowledged delivery `id` ends at `at`.
     Ack { id: u64, attempt: u32, at: Instant },
+    /// Session `id` ends at `at` unless it was resumed (its epoch changed) by then.
+    Session { id: ConnId, epoch: u64, at: Instant },
 }
 
 /// The deadlines the thread keeps (sans-IO: the caller passes the time).
 struct Timers {
     typing: Typing,
     acks: BTreeMap<(Instant, u64), (u64, u32)>,
+    sessions: BTreeMap<(Instant, u64), (ConnId, u64)>,
     seq: u64,
     close_check: Duration,
     next_check: Instant,
@@ -38,6 +42,8 @@ struct Timers {
 enum Due {
     TypingEnded(Vec<((String, String), crate::ConnId)>),
     Ack(u64, u32),
+    /// A session's window may have ended.
+    Session(ConnId, u64),
     /// Look for connections whose close began.
     CloseCheck,
 }
@@ -47,6 +53,7 @@ impl Timers {
         Timers {
             typing: Typing::default(),
             acks: BTreeMap::new(),
+            sessions: BTreeMap::new(),
             seq: 0,
             close_check: close_check.max(Duration::from_millis(1)),
             next_check: later(close_check),
@@ -61,12 +68,18 @@ impl Timers {
                 self.acks.insert((at, self.seq), (id, attempt));
                 None
             }
+            TimerCmd::Session { id, epoch, at } => {
+                self.seq += 1;
+                self.sessions.insert((at, self.seq), (id, epoch));
+                None
+            }
         }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
         let ack = self.acks.keys().next().map(|k| k.0);
         let next = crate::base::earliest(self.typing.next_deadline(), ack);
+        let next = crate::base::earliest(next, self.sessions.keys().next().map(|k| k.0));
         crate::base::earliest(next, Some(self.next_check))
     }
 
@@ -78,6 +91,13 @@ impl Timers {
             }
             let (id, attempt) = e.remove();
             out.push(Due::Ack(id, attempt));
+        }
+        while let Some(e) = self.sessions.first_entry() {
+            if e.key().0 > now {
+                break;
+            }
+            let (id, epoch) = e.remove();
+            out.push(Due::Session(id, epoch));
         }
         let ended = self.typing.expire(now);
         if !ended.is_empty() {
@@ -134,6 +154,7 @@ fn fire(hub: &Hub, due: Due) {
     match due {
         Due::TypingEnded(ended) => ended.into_iter().for_each(|e| presence::ended(hub, e)),
         Due::Ack(id, attempt) => hub.ack_deadline(id, attempt),
+        Due::Session(id, epoch) => hub.session_expired(id, epoch),
         Due::CloseCheck => hub.depart_closing(),
     }
 }

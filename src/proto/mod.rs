@@ -3,4 +3,5 @@
 
 pub mod conn;
 pub mod http;
+pub(crate) mod session;
 pub mod ws;

@@ -5,6 +5,7 @@ mod attacks;
 mod browser;
 mod budget;
 mod cdp;
+mod chaos;
 mod chat;
 mod clients;
 mod core;

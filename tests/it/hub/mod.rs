@@ -7,6 +7,7 @@ mod ops;
 mod presence;
 mod processes;
 mod rooms;
+mod sessions;
 
 use serde_json::{json, Value};
 use sockloop::client::ws::{Message, WsClient, WsClientOptions};

@@ -1,0 +1,1063 @@
+//! A blocking client for sockloop hubs: emit, emit with ack, receive events, and a session
+//! that survives reconnects (exponential backoff with full jitter, resume with replay both
+//! ways, a bounded offline buffer, connection-state events).
+//!
+//! One background thread owns the connection: it writes what [`HubClient::emit`] queued,
+//! reads and numbers what arrives, acknowledges it, and reconnects when the connection
+//! breaks. With sessions on (the default) nothing is lost, duplicated or reordered across a
+//! reconnect inside the server's window; past it the client says so
+//! ([`ConnectionEvent::NotRecovered`]) and starts a new session. The wire protocol is in
+//! `docs/PROTOCOL.md`, "Sessions".
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use sockloop::client::hub::{HubClient, HubClientOptions, HubEvent};
+//!
+//! let client = HubClient::connect("ws://127.0.0.1:9000/", HubClientOptions::default())?;
+//! client.emit("chat:send", &serde_json::json!({"room": "lobby", "text": "hi"}))?;
+//! let answer = client.emit_with_ack("room:join", &"lobby", Duration::from_secs(5))?;
+//! println!("joined: {answer}");
+//! while let Some(ev) = client.recv(Duration::from_secs(1)) {
+//!     if let HubEvent::Message(m) = ev {
+//!         println!("{} {}", m.event, m.data);
+//!     }
+//! }
+//! # Ok::<(), sockloop::client::hub::HubClientError>(())
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::ws::{Message, WsClient, WsClientOptions};
+use crate::proto::session::{self as wire, ClientSession, Welcome, Welcomed};
+use crate::proto::ws::CloseCode;
+
+/// How the client reaches the hub, tried in order at every (re)connect.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum HubTransport {
+    /// WebSocket (`ws://` or `wss://`), with these options.
+    WebSocket(WsClientOptions),
+}
+
+/// What [`HubClient::emit`] does when the offline buffer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OfflinePolicy {
+    /// The oldest message not yet written is dropped (the default); an
+    /// [`emit_with_ack`](HubClient::emit_with_ack) waiting for it fails with
+    /// [`HubClientError::Dropped`].
+    #[default]
+    DropOldest,
+    /// The new message is dropped (`emit` still returns `Ok`).
+    DropNewest,
+    /// `emit` returns [`HubClientError::Full`].
+    Error,
+}
+
+/// Reconnection delays: exponential backoff with full jitter, floored at the minimum.
+///
+/// The delay before attempt `n` (0-based) is uniform in `[min, cap(n)]`, where
+/// `cap(n) = min(max, min × factorⁿ)` (a zero `min` grows from 1 ms): clients that lost the same server spread out, even
+/// once every one of them is at the cap, and no delay is ever below `min`. Computed without
+/// overflow for any `n`.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use sockloop::client::hub::Backoff;
+/// let b = Backoff::default();
+/// assert_eq!(b.cap(0), Duration::from_millis(100));
+/// assert_eq!(b.cap(u32::MAX), Duration::from_secs(10));
+/// let d = b.delay(3, 12345);
+/// assert!(d >= b.min && d <= b.cap(3));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The shortest delay (default 100 ms).
+    pub min: Duration,
+    /// The longest delay (default 10 s).
+    pub max: Duration,
+    /// Growth per attempt (default 2; 0 and 1 keep the delay at `min`).
+    pub factor: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            min: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+            factor: 2,
+        }
+    }
+}
+
+impl Backoff {
+    /// `min`, `max` and the default factor 2.
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            min,
+            max,
+            factor: 2,
+        }
+    }
+
+    /// The upper bound of the delay before attempt `attempt` (0-based).
+    pub fn cap(&self, attempt: u32) -> Duration {
+        let max = self.max.max(self.min);
+        if self.factor <= 1 {
+            return self.min;
+        }
+        // A zero minimum grows from 1 ms.
+        let base = self.min.max(Duration::from_millis(1));
+        let grown = self
+            .factor
+            .checked_pow(attempt)
+            .and_then(|p| base.checked_mul(p));
+        grown.map_or(max, |d| d.min(max))
+    }
+
+    /// The delay before attempt `attempt`, from a uniformly random `random`.
+    pub fn delay(&self, attempt: u32, random: u64) -> Duration {
+        let (lo, hi) = (self.min, self.cap(attempt));
+        if hi <= lo {
+            return lo;
+        }
+        let span = u64::try_from((hi - lo).as_nanos()).unwrap_or(u64::MAX);
+        let pick = match span.checked_add(1) {
+            Some(n) => random % n,
+            None => random,
+        };
+        lo.saturating_add(Duration::from_nanos(pick))
+    }
+}
+
+/// Options of [`HubClient::connect`]; every default is listed on its field.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use sockloop::client::hub::{Backoff, HubClientOptions, OfflinePolicy};
+/// let opts = HubClientOptions::default()
+///     .backoff(Backoff::new(Duration::from_millis(50), Duration::from_secs(5)))
+///     .offline_buffer(10_000, OfflinePolicy::Error);
+/// assert_eq!(opts.offline_limit, 10_000);
+/// ```
+#[derive(Debug, Clone)]
+pub struct HubClientOptions {
+    /// Transports tried in order (default: WebSocket with [`WsClientOptions::default`]).
+    pub transports: Vec<HubTransport>,
+    /// Reconnection delays (default [`Backoff::default`]: 100 ms to 10 s, factor 2).
+    pub backoff: Backoff,
+    /// Reconnection attempts after a connection is lost before giving up (default `None`:
+    /// never give up).
+    pub max_attempts: Option<u32>,
+    /// Messages [`emit`](HubClient::emit) may queue that are not yet written (default
+    /// 1,024): the offline buffer.
+    pub offline_limit: usize,
+    /// What happens past [`offline_limit`](Self::offline_limit) (default
+    /// [`OfflinePolicy::DropOldest`]).
+    pub offline_policy: OfflinePolicy,
+    /// Ask the hub for a session (default `true`). Without one, a reconnect starts afresh
+    /// and what was in flight may be lost.
+    pub sessions: bool,
+    /// How long the server has to welcome a new connection (default 10 s).
+    pub welcome_timeout: Duration,
+    /// Events kept for [`recv`](HubClient::recv) before the client stops reading from the
+    /// server (default 16,384).
+    pub event_capacity: usize,
+}
+
+impl Default for HubClientOptions {
+    fn default() -> Self {
+        HubClientOptions {
+            transports: vec![HubTransport::WebSocket(WsClientOptions::default())],
+            backoff: Backoff::default(),
+            max_attempts: None,
+            offline_limit: 1024,
+            offline_policy: OfflinePolicy::default(),
+            sessions: true,
+            welcome_timeout: Duration::from_secs(10),
+            event_capacity: 16 << 10,
+        }
+    }
+}
+
+impl HubClientOptions {
+    /// Sets [`transports`](Self::transports).
+    pub fn transports(mut self, t: Vec<HubTransport>) -> Self {
+        self.transports = t;
+        self
+    }
+
+    /// Sets [`backoff`](Self::backoff).
+    pub fn backoff(mut self, b: Backoff) -> Self {
+        self.backoff = b;
+        self
+    }
+
+    /// Sets [`max_attempts`](Self::max_attempts).
+    pub fn max_attempts(mut self, n: Option<u32>) -> Self {
+        self.max_attempts = n;
+        self
+    }
+
+    /// Sets [`offline_limit`](Self::offline_limit) and
+    /// [`offline_policy`](Self::offline_policy).
+    pub fn offline_buffer(mut self, limit: usize, policy: OfflinePolicy) -> Self {
+        self.offline_limit = limit;
+        self.offline_policy = policy;
+        self
+    }
+
+    /// Sets [`sessions`](Self::sessions).
+    pub fn sessions(mut self, on: bool) -> Self {
+        self.sessions = on;
+        self
+    }
+
+    /// Sets [`welcome_timeout`](Self::welcome_timeout).
+    pub fn welcome_timeout(mut self, d: Duration) -> Self {
+        self.welcome_timeout = d;
+        self
+    }
+}
+
+/// What went wrong in a [`HubClient`] call.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum HubClientError {
+    /// Connecting failed (every transport was tried; the last error).
+    Connect(crate::Error),
+    /// The server refused a session (`disabled`, `drop_oldest`).
+    SessionRefused(String),
+    /// No answer in time.
+    Timeout,
+    /// The client is closed (or gave up reconnecting).
+    Closed,
+    /// The offline buffer is full ([`OfflinePolicy::Error`]); the message was not queued.
+    Full,
+    /// The message was dropped from the offline buffer ([`OfflinePolicy::DropOldest`]).
+    Dropped,
+    /// The session was lost before the message was confirmed: it may or may not have
+    /// been handled.
+    NotRecovered,
+    /// The server answered with an `error` event.
+    Server {
+        /// The error code (`bad_data`, `forbidden`…).
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// The data could not be serialized.
+    Encode(String),
+}
+
+impl fmt::Display for HubClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HubClientError::Connect(e) => write!(f, "connect failed: {e}"),
+            HubClientError::SessionRefused(r) => write!(f, "session refused: {r}"),
+            HubClientError::Timeout => f.write_str("timed out"),
+            HubClientError::Closed => f.write_str("client closed"),
+            HubClientError::Full => f.write_str("offline buffer full"),
+            HubClientError::Dropped => f.write_str("dropped from the offline buffer"),
+            HubClientError::NotRecovered => f.write_str("session lost before confirmation"),
+            HubClientError::Server { code, message } => write!(f, "{code}: {message}"),
+            HubClientError::Encode(e) => write!(f, "encoding failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for HubClientError {}
+
+/// An event the server sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientEvent {
+    /// The event name.
+    pub event: String,
+    /// The payload (`null` when absent).
+    pub data: Value,
+    /// Present when the server asks for an acknowledgement: answer with
+    /// [`HubClient::ack`].
+    pub id: Option<u64>,
+}
+
+/// A change of the connection's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionEvent {
+    /// Connected with a new session (or none when sessions are off).
+    Connected {
+        /// The session id.
+        session: Option<String>,
+    },
+    /// The connection broke.
+    Disconnected {
+        /// What happened.
+        reason: String,
+    },
+    /// Waiting `delay` before attempt `attempt` (1-based).
+    Reconnecting {
+        /// The attempt about to be made.
+        attempt: u32,
+        /// The delay before it.
+        delay: Duration,
+    },
+    /// The session continued: the server replayed `replayed` messages and the client
+    /// resent `resent` the server had not received.
+    Resumed {
+        /// Server messages replayed.
+        replayed: u64,
+        /// Client messages sent again.
+        resent: usize,
+    },
+    /// The session could not continue (all or nothing); a new one started. `unconfirmed`
+    /// messages were sent and never confirmed: they may or may not have been handled.
+    NotRecovered {
+        /// The server's reason (`expired`, `unknown`, `gap`…).
+        reason: String,
+        /// Messages whose fate is unknown.
+        unconfirmed: usize,
+    },
+    /// [`max_attempts`](HubClientOptions::max_attempts) reconnects failed; the client is
+    /// closed.
+    GaveUp,
+}
+
+/// What [`HubClient::recv`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HubEvent {
+    /// An event from the server.
+    Message(ClientEvent),
+    /// A connection-state change, in order with the messages.
+    State(ConnectionEvent),
+}
+
+/// One connection of a transport: the three operations the client needs (a long-polling
+/// client plugs in with them).
+trait Link: Send {
+    fn send_text(&mut self, text: &str) -> crate::Result<()>;
+    /// `Ok(None)`: nothing within `timeout`; an error: the connection is gone.
+    fn recv_timeout(&mut self, timeout: Duration) -> crate::Result<Option<String>>;
+    fn close(&mut self);
+}
+
+impl Link for WsClient {
+    fn send_text(&mut self, text: &str) -> crate::Result<()> {
+        WsClient::send_text(self, text)
+    }
+
+    fn recv_timeout(&mut self, timeout: Duration) -> crate::Result<Option<String>> {
+        let deadline = crate::base::saturating(Instant::now(), timeout);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match WsClient::recv_timeout(self, left)? {
+                Some(Message::Text(t)) => return Ok(Some(t)),
+                Some(Message::Close(..)) => return Err(crate::Error::Closed),
+                Some(_) if !left.is_zero() => continue,
+                Some(_) | None => return Ok(None),
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        let _ = WsClient::close(self, CloseCode::NORMAL, "bye");
+    }
+}
+
+impl HubTransport {
+    fn open(&self, url: &str) -> crate::Result<Box<dyn Link>> {
+        match self {
+            HubTransport::WebSocket(o) => Ok(Box::new(WsClient::connect(url, o.clone())?)),
+        }
+    }
+}
+
+/// A message on its way out.
+#[derive(Debug, Clone)]
+struct Out {
+    text: String,
+    /// The id an `emit_with_ack` waits on.
+    ack: Option<u64>,
+}
+
+type Waiter = Sender<Result<Value, HubClientError>>;
+
+struct Shared {
+    pending: Mutex<VecDeque<Out>>,
+    waiters: Mutex<HashMap<u64, Waiter>>,
+    closed: AtomicBool,
+    connected: AtomicBool,
+    sid: Mutex<Option<String>>,
+    limit: usize,
+    policy: OfflinePolicy,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn answer(&self, id: u64, r: Result<Value, HubClientError>) {
+        if let Some(w) = lock(&self.waiters).remove(&id) {
+            let _ = w.send(r);
+        }
+    }
+
+    fn fail(&self, out: &Out, e: fn() -> HubClientError) {
+        if let Some(id) = out.ack {
+            self.answer(id, Err(e()));
+        }
+    }
+}
+
+/// A blocking hub client. Cloneable handles are not offered: share it behind an `Arc`
+/// (every method takes `&self`). Closing (or dropping) stops its thread.
+pub struct HubClient {
+    shared: Arc<Shared>,
+    events: Receiver<HubEvent>,
+    next_id: AtomicU64,
+    wake: Sender<()>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for HubClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HubClient")
+            .field("session", &self.session_id())
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+#[derive(Serialize)]
+struct OutEnv<'a, T: Serialize + ?Sized> {
+    event: &'a str,
+    data: &'a T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<u64>,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct InEnv {
+    event: String,
+    #[serde(default)]
+    data: Value,
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(default, rename = "ref")]
+    reference: Option<u64>,
+}
+
+fn encode<T: Serialize + ?Sized>(
+    event: &str,
+    data: &T,
+    id: Option<u64>,
+    reference: Option<u64>,
+) -> Result<String, HubClientError> {
+    let env = OutEnv {
+        event,
+        data,
+        id,
+        reference,
+    };
+    serde_json::to_string(&env).map_err(|e| HubClientError::Encode(e.to_string()))
+}
+
+impl HubClient {
+    /// Connects to the hub at `url` (`ws://host:port/path`), trying each transport in
+    /// order, and waits for the server's welcome. Reconnects later happen on the client's
+    /// thread.
+    ///
+    /// # Errors
+    /// [`HubClientError::Connect`] when every transport failed;
+    /// [`HubClientError::SessionRefused`] when a session was asked for and refused;
+    /// [`HubClientError::Timeout`] without a welcome in time.
+    pub fn connect(url: &str, opts: HubClientOptions) -> Result<HubClient, HubClientError> {
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(VecDeque::new()),
+            waiters: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
+            sid: Mutex::new(None),
+            limit: opts.offline_limit.max(1),
+            policy: opts.offline_policy,
+        });
+        let (etx, erx) = crossbeam_channel::bounded(opts.event_capacity.max(16));
+        let (wtx, wrx) = crossbeam_channel::bounded(1);
+        let mut io = Io {
+            url: url.to_owned(),
+            opts,
+            shared: shared.clone(),
+            events: etx,
+            wake: wrx,
+            link: None,
+            session: ClientSession::default(),
+            rng: seed(),
+            last_ask: Instant::now(),
+        };
+        io.open()?;
+        let thread = std::thread::Builder::new()
+            .name("sockloop-hub-client".into())
+            .spawn(move || io.run())
+            .map_err(|e| HubClientError::Connect(e.into()))?;
+        Ok(HubClient {
+            shared,
+            events: erx,
+            next_id: AtomicU64::new(1),
+            wake: wtx,
+            thread: Some(thread),
+        })
+    }
+
+    /// The session id, while the client has a session.
+    pub fn session_id(&self) -> Option<String> {
+        lock(&self.shared.sid).clone()
+    }
+
+    /// Whether a connection is up right now.
+    pub fn is_connected(&self) -> bool {
+        self.shared.connected.load(Ordering::Acquire)
+    }
+
+    /// Queues `{"event", "data"}` for the server (written at once when connected, else
+    /// kept in the offline buffer).
+    ///
+    /// # Errors
+    /// [`HubClientError::Full`] past the offline limit with [`OfflinePolicy::Error`];
+    /// [`HubClientError::Closed`]; [`HubClientError::Encode`].
+    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), HubClientError> {
+        let text = encode(event, data, None, None)?;
+        self.queue(Out { text, ack: None })
+    }
+
+    /// Acknowledges a server event that carried an `id` ([`ClientEvent::id`]).
+    ///
+    /// # Errors
+    /// As [`emit`](Self::emit).
+    pub fn ack<T: Serialize + ?Sized>(&self, id: u64, data: &T) -> Result<(), HubClientError> {
+        let text = encode("ack", data, None, Some(id))?;
+        self.queue(Out { text, ack: None })
+    }
+
+    /// Sends `{"event", "data", "id"}` and waits up to `timeout` for the server's answer:
+    /// the data of its `ack` (or of a reply on the same event), or its `error`. The wait survives reconnects: with a session, the request is
+    /// handled once and its answer replayed if a cut lost it.
+    ///
+    /// # Errors
+    /// [`HubClientError::Timeout`]; [`HubClientError::Server`] for an `error` answer;
+    /// [`HubClientError::NotRecovered`] when the session was lost with the request
+    /// unconfirmed; as [`emit`](Self::emit).
+    pub fn emit_with_ack<T: Serialize + ?Sized>(
+        &self,
+        event: &str,
+        data: &T,
+        timeout: Duration,
+    ) -> Result<Value, HubClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let text = encode(event, data, Some(id), None)?;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        lock(&self.shared.waiters).insert(id, tx);
+        if let Err(e) = self.queue(Out {
+            text,
+            ack: Some(id),
+        }) {
+            lock(&self.shared.waiters).remove(&id);
+            return Err(e);
+        }
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(_) => {
+                lock(&self.shared.waiters).remove(&id);
+                Err(HubClientError::Timeout)
+            }
+        }
+    }
+
+    fn queue(&self, out: Out) -> Result<(), HubClientError> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(HubClientError::Closed);
+        }
+        let mut q = lock(&self.shared.pending);
+        if q.len() >= self.shared.limit {
+            match self.shared.policy {
+                OfflinePolicy::Error => return Err(HubClientError::Full),
+                OfflinePolicy::DropNewest => {
+                    self.shared.fail(&out, || HubClientError::Dropped);
+                    return Ok(());
+                }
+                OfflinePolicy::DropOldest => {
+                    if let Some(old) = q.pop_front() {
+                        self.shared.fail(&old, || HubClientError::Dropped);
+                    }
+                }
+            }
+        }
+        q.push_back(out);
+        Ok(())
+    }
+
+    /// The next server event or connection-state change, waiting up to `timeout`.
+    pub fn recv(&self, timeout: Duration) -> Option<HubEvent> {
+        self.events.recv_timeout(timeout).ok()
+    }
+
+    /// Messages queued and not yet written (the offline buffer).
+    pub fn pending(&self) -> usize {
+        lock(&self.shared.pending).len()
+    }
+
+    /// Writes what is queued (best effort), closes the connection and stops the thread.
+    pub fn close(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        let _ = self.wake.try_send(());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for HubClient {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// How often the client's thread looks at the offline buffer while the connection is quiet.
+const POLL: Duration = Duration::from_millis(5);
+/// How often the client asks the server to confirm what it sent, while some is unconfirmed.
+const ASK_EVERY: Duration = Duration::from_millis(50);
+
+fn seed() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    if ring::rand::SystemRandom::new().fill(&mut b).is_ok() {
+        return u64::from_le_bytes(b);
+    }
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    t.map_or(0x9e37_79b9, |d| d.as_nanos() as u64)
+}
+
+/// splitmix64: enough to spread reconnects.
+fn next_random(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn with_query(url: &str, query: &str) -> String {
+    if query.is_empty() {
+        return url.to_owned();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{query}")
+}
+
+/// The client's thread: the connection, the session, reconnection.
+struct Io {
+    url: String,
+    opts: HubClientOptions,
+    shared: Arc<Shared>,
+    events: Sender<HubEvent>,
+    wake: Receiver<()>,
+    link: Option<Box<dyn Link>>,
+    session: ClientSession<Out>,
+    rng: u64,
+    last_ask: Instant,
+}
+
+impl Io {
+    fn closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    fn run(mut self) {
+        loop {
+            if self.closed() {
+                self.shutdown();
+                return;
+            }
+            if self.link.is_none() && !self.reconnect() {
+                let by_user = self.closed();
+                self.give_up(by_user);
+                return;
+            }
+            if let Err(e) = self.turn() {
+                self.lost(&e.to_string());
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.flush();
+        if let Some(mut l) = self.link.take() {
+            l.close();
+        }
+        self.shared.connected.store(false, Ordering::Release);
+    }
+
+    fn give_up(&mut self, by_user: bool) {
+        self.shared.closed.store(true, Ordering::Release);
+        if !by_user {
+            self.event(HubEvent::State(ConnectionEvent::GaveUp));
+        }
+        let waiters: Vec<Waiter> = lock(&self.shared.waiters).drain().map(|(_, w)| w).collect();
+        for w in waiters {
+            let _ = w.send(Err(HubClientError::Closed));
+        }
+    }
+
+    /// Delivers an event, waiting (while not closed) when the user is behind.
+    fn event(&self, mut ev: HubEvent) {
+        loop {
+            match self.events.send_timeout(ev, Duration::from_millis(50)) {
+                Ok(()) => return,
+                Err(crossbeam_channel::SendTimeoutError::Timeout(e)) if !self.closed() => ev = e,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn lost(&mut self, reason: &str) {
+        if let Some(mut l) = self.link.take() {
+            l.close();
+        }
+        self.shared.connected.store(false, Ordering::Release);
+        let reason = reason.to_owned();
+        self.event(HubEvent::State(ConnectionEvent::Disconnected { reason }));
+    }
+
+    /// Attempts with backoff until connected (true), closed or out of attempts (false).
+    fn reconnect(&mut self) -> bool {
+        let mut attempt = 0u32;
+        loop {
+            if self.closed() || self.opts.max_attempts.is_some_and(|m| attempt >= m) {
+                return false;
+            }
+            let delay = self.opts.backoff.delay(attempt, next_random(&mut self.rng));
+            attempt = attempt.saturating_add(1);
+            let ev = ConnectionEvent::Reconnecting { attempt, delay };
+            self.event(HubEvent::State(ev));
+            if self.wake.recv_timeout(delay).is_ok() {
+                return false;
+            }
+            if self.open().is_ok() {
+                return true;
+            }
+        }
+    }
+
+    /// Opens a connection over the first transport that works and completes the welcome.
+    fn open(&mut self) -> Result<(), HubClientError> {
+        let query = match self.opts.sessions {
+            true => self.session.query(),
+            false => String::new(),
+        };
+        let url = with_query(&self.url, &query);
+        let mut last = crate::Error::Config("no transport configured".into());
+        for t in &self.opts.transports {
+            match t.open(&url) {
+                Ok(link) => return self.welcome(link),
+                Err(e) => last = e,
+            }
+        }
+        Err(HubClientError::Connect(last))
+    }
+
+    fn welcome(&mut self, mut link: Box<dyn Link>) -> Result<(), HubClientError> {
+        if !self.opts.sessions {
+            self.link = Some(link);
+            self.connected(ConnectionEvent::Connected { session: None });
+            return Ok(());
+        }
+        let deadline = crate::base::saturating(Instant::now(), self.opts.welcome_timeout);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(HubClientError::Timeout);
+            }
+            let text = link.recv_timeout(left).map_err(HubClientError::Connect)?;
+            let Some(env) = text.and_then(|t| serde_json::from_str::<InEnv>(&t).ok()) else {
+                continue;
+            };
+            match env.event.as_str() {
+                wire::EV_WELCOME | wire::EV_RESUMED => {
+                    let w: Welcome = serde_json::from_value(env.data)
+                        .map_err(|e| HubClientError::Encode(e.to_string()))?;
+                    return self.welcomed(link, &w);
+                }
+                wire::EV_REFUSED => {
+                    let why = env.data["reason"].as_str().unwrap_or("refused").to_owned();
+                    link.close();
+                    return Err(HubClientError::SessionRefused(why));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn welcomed(&mut self, mut link: Box<dyn Link>, w: &Welcome) -> Result<(), HubClientError> {
+        let had = self.session.sid().is_some();
+        let ev = match self.session.welcome(w) {
+            Welcomed::Resumed { resend } => {
+                for o in &resend {
+                    link.send_text(&o.text).map_err(HubClientError::Connect)?;
+                }
+                ConnectionEvent::Resumed {
+                    replayed: w.replayed,
+                    resent: resend.len(),
+                }
+            }
+            Welcomed::Fresh { unconfirmed } if had => {
+                self.not_recovered(&unconfirmed);
+                let reason = w.reason.clone().unwrap_or_else(|| "unknown".into());
+                ConnectionEvent::NotRecovered {
+                    reason,
+                    unconfirmed: unconfirmed.len(),
+                }
+            }
+            Welcomed::Fresh { .. } => ConnectionEvent::Connected {
+                session: Some(w.sid.clone()),
+            },
+            Welcomed::Mismatch => ConnectionEvent::NotRecovered {
+                reason: "mismatch".into(),
+                unconfirmed: 0,
+            },
+        };
+        *lock(&self.shared.sid) = Some(w.sid.clone());
+        self.link = Some(link);
+        self.connected(ev);
+        Ok(())
+    }
+
+    fn not_recovered(&self, unconfirmed: &[Out]) {
+        for o in unconfirmed {
+            self.shared.fail(o, || HubClientError::NotRecovered);
+        }
+    }
+
+    fn connected(&mut self, ev: ConnectionEvent) {
+        self.shared.connected.store(true, Ordering::Release);
+        self.event(HubEvent::State(ev));
+    }
+
+    /// One turn: write what is queued, then read (or notice quiet).
+    fn turn(&mut self) -> crate::Result<()> {
+        self.flush()?;
+        let Some(link) = self.link.as_mut() else {
+            return Ok(());
+        };
+        match link.recv_timeout(POLL)? {
+            Some(text) => self.incoming(&text),
+            None => self.quiet(),
+        }
+    }
+
+    /// Writes the offline buffer, oldest first; with a session each is kept until the
+    /// server confirms it.
+    fn flush(&mut self) -> crate::Result<()> {
+        loop {
+            let Some(link) = self.link.as_mut() else {
+                return Ok(());
+            };
+            let Some(out) = lock(&self.shared.pending).pop_front() else {
+                return Ok(());
+            };
+            let r = link.send_text(&out.text);
+            if self.opts.sessions {
+                // Sent or not, it is numbered now: the resume decides whether it went.
+                self.session.sent(out);
+            } else if r.is_err() {
+                lock(&self.shared.pending).push_front(out);
+            }
+            r?;
+        }
+    }
+
+    fn send_control(&mut self, n: u64) -> crate::Result<()> {
+        let text = encode(wire::EV_ACK, &n, None, None).unwrap_or_default();
+        match self.link.as_mut() {
+            Some(l) => l.send_text(&text),
+            None => Ok(()),
+        }
+    }
+
+    fn incoming(&mut self, text: &str) -> crate::Result<()> {
+        let Ok(env) = serde_json::from_str::<InEnv>(text) else {
+            return Ok(());
+        };
+        if env.event.starts_with(wire::PREFIX) {
+            if env.event == wire::EV_ACK {
+                let n = env.data.as_u64().unwrap_or(0);
+                self.session.confirm(n);
+            }
+            return Ok(());
+        }
+        if !self.opts.sessions {
+            self.deliver(env);
+            return Ok(());
+        }
+        // Counted and delivered together: a failing write below cannot separate them.
+        self.session.received();
+        self.deliver(env);
+        match self.session.ack_due(false) {
+            Some(n) => self.send_control(n),
+            None => Ok(()),
+        }
+    }
+
+    /// An answer (`ack`, `error`, or a reply on the request's event, each with its `ref`)
+    /// goes to the `emit_with_ack` waiting for it; anything else to `recv`.
+    fn deliver(&mut self, env: InEnv) {
+        let waiting = env.reference;
+        if let Some(r) = waiting.filter(|r| lock(&self.shared.waiters).contains_key(r)) {
+            let answer = match env.event.as_str() {
+                "error" => Err(HubClientError::Server {
+                    code: env.data["code"].as_str().unwrap_or("").to_owned(),
+                    message: env.data["message"].as_str().unwrap_or("").to_owned(),
+                }),
+                _ => Ok(env.data),
+            };
+            self.shared.answer(r, answer);
+            return;
+        }
+        if env.event == "ack" {
+            return;
+        }
+        let ev = ClientEvent {
+            event: env.event,
+            data: env.data,
+            id: env.id,
+        };
+        self.event(HubEvent::Message(ev));
+    }
+
+    /// The connection is quiet: acknowledge what came, ask for confirmation of what went.
+    fn quiet(&mut self) -> crate::Result<()> {
+        if !self.opts.sessions {
+            return Ok(());
+        }
+        if let Some(n) = self.session.ack_due(true) {
+            self.last_ask = Instant::now();
+            return self.send_control(n);
+        }
+        if self.session.unacked() > 0 && self.last_ask.elapsed() >= ASK_EVERY {
+            self.last_ask = Instant::now();
+            let n = self.session.received_count();
+            return self.send_control(n);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn delays_stay_between_the_minimum_and_the_cap() {
+        let b = Backoff::new(100 * MS, 10_000 * MS);
+        let mut rng = 7u64;
+        for attempt in [
+            0,
+            1,
+            2,
+            5,
+            6,
+            7,
+            30,
+            31,
+            32,
+            63,
+            64,
+            1000,
+            u32::MAX - 1,
+            u32::MAX,
+        ] {
+            for _ in 0..200 {
+                let d = b.delay(attempt, next_random(&mut rng));
+                assert!(d >= b.min, "attempt {attempt}: {d:?} below the minimum");
+                assert!(
+                    d <= b.cap(attempt),
+                    "attempt {attempt}: {d:?} above the cap"
+                );
+            }
+        }
+        assert_eq!(b.cap(0), 100 * MS);
+        assert_eq!(b.cap(1), 200 * MS);
+        assert_eq!(b.cap(6), 6_400 * MS);
+        assert_eq!(b.cap(7), 10_000 * MS);
+        assert_eq!(b.delay(0, u64::MAX), b.min.max(b.delay(0, u64::MAX)));
+    }
+
+    #[test]
+    fn jitter_spreads_clients_at_the_cap() {
+        let b = Backoff::default();
+        let mut rng = 42u64;
+        let delays: Vec<Duration> = (0..1000)
+            .map(|_| b.delay(50, next_random(&mut rng)))
+            .collect();
+        let (lo, hi) = (delays.iter().min().unwrap(), delays.iter().max().unwrap());
+        // Uniform over [0.1 s, 10 s]: a thousand draws cover most of it.
+        assert!(*lo < Duration::from_secs(1), "{lo:?}");
+        assert!(*hi > Duration::from_secs(9), "{hi:?}");
+        let mut distinct = delays.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert!(distinct.len() > 990, "{} distinct", distinct.len());
+    }
+
+    #[test]
+    fn no_overflow_with_extreme_settings() {
+        let huge = Backoff {
+            min: Duration::from_secs(1),
+            max: Duration::MAX,
+            factor: u32::MAX,
+        };
+        assert_eq!(huge.cap(0), Duration::from_secs(1));
+        assert_eq!(huge.cap(3), Duration::MAX);
+        let d = huge.delay(u32::MAX, u64::MAX);
+        assert!(d >= huge.min);
+        let flat = Backoff {
+            min: 5 * MS,
+            max: MS,
+            factor: 1,
+        };
+        assert_eq!(flat.delay(u32::MAX, 99), 5 * MS, "max below min: min wins");
+        let zero = Backoff {
+            min: Duration::ZERO,
+            max: 10 * MS,
+            factor: 2,
+        };
+        assert_eq!(zero.cap(0), MS);
+        assert_eq!(zero.cap(2), 4 * MS);
+        assert_eq!(zero.cap(100), 10 * MS);
+        assert_eq!(zero.delay(100, 3), Duration::from_nanos(3));
+    }
+
+    #[test]
+    fn queries_are_appended() {
+        assert_eq!(with_query("ws://h/p", "a=1"), "ws://h/p?a=1");
+        assert_eq!(with_query("ws://h/p?u=x", "a=1"), "ws://h/p?u=x&a=1");
+        assert_eq!(with_query("ws://h/p", ""), "ws://h/p");
+    }
+}
