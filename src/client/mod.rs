@@ -1,5 +1,5 @@
 //! Blocking clients for scripts and programs: TCP, TLS, UDP, Unix, Unix datagram and
-//! WebSocket ([`ws`]).
+//! WebSocket ([`ws`]), and HTTP long-polling ([`polling`]).
 //!
 //! Every client connects within [`ClientOptions::connect_timeout`], has read and write
 //! timeouts, and offers `once`: send a request and take one reply before a deadline, failing
@@ -26,6 +26,7 @@
 mod connect;
 mod datagram;
 mod options;
+pub mod polling;
 mod reply;
 mod stream;
 mod tcp;

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::dispatch::{Event, HandlerSlot};
 use super::handle::Conn;
+use super::longpoll::{self, PollReply};
 use super::observe::ConnState;
 use super::websocket::WsServerConfig;
 use crate::base::{deadline, deadline_opt, earliest, elapsed, CloseReason, Stamp};
@@ -47,7 +48,18 @@ enum Phase {
     /// The upgrade request is with the authenticator on the handler pool; reading is paused
     /// until it answers (bounded by the handshake deadline).
     Auth(Box<PendingUpgrade>),
+    /// A long-polling request is with its session (`super::longpoll`); the next request
+    /// waits (kept, bounded) until the session's answer is written.
+    Poll(Box<PollWait>),
     Ws(WsState),
+}
+
+/// A long-polling request waiting for its session's answer.
+struct PollWait {
+    deadline: Option<Stamp>,
+    requests: u32,
+    /// Close the connection once the answer is written (HTTP/1.0, `Connection: close`).
+    close: bool,
 }
 
 /// An upgrade waiting for its authenticator: the 101 already written (sent if accepted).
@@ -55,12 +67,22 @@ struct PendingUpgrade {
     answer: Vec<u8>,
     deflate: Option<crate::proto::ws::DeflateParams>,
     deadline: Option<Stamp>,
+    /// A long-polling handshake (no 101: the verdict opens a session).
+    polling: bool,
 }
 
 /// What the authenticator said, sent back to the connection's driver from the pool.
 pub(crate) struct AuthOutcome {
     pub(crate) result: Result<Option<super::websocket::Identity>, super::websocket::Rejection>,
     pub(crate) req: Box<Request>,
+}
+
+/// Whether the client asked to close after this request (HTTP/1.0, `Connection: close`).
+fn wants_close(req: &Request) -> bool {
+    req.version() == 0
+        || req
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
 }
 
 /// HTTP requests one connection may make before it is closed (keep-alive).
@@ -197,6 +219,7 @@ impl WsDriver {
                 Phase::Ws(_) => return pos + self.decode(io, &mut buf[pos..]),
                 // A client must wait for the 101 before it sends more: keep it for then.
                 Phase::Auth(_) => return pos,
+                Phase::Poll(_) => return pos + self.poll_kept(io, buf.len() - pos),
             }
         }
         pos
@@ -204,7 +227,11 @@ impl WsDriver {
 
     /// Parses one HTTP request. `None` when more bytes are needed.
     fn http_step(&mut self, io: &mut Io<'_>, buf: &[u8]) -> Option<usize> {
-        match parse_request(buf, &self.cfg().ws.http_limits()) {
+        let mut limits = self.cfg().ws.http_limits();
+        if let Some(p) = &self.cfg().polling {
+            limits = limits.max_body(limits.max_body.max(p.max_body));
+        }
+        match parse_request(buf, &limits) {
             ParseOutcome::Partial => None,
             ParseOutcome::Error { status } => {
                 self.reject(io, status, "malformed or oversized request");
@@ -224,6 +251,11 @@ impl WsDriver {
                     .is_none_or(|p| p == request.path());
                 if is_upgrade(&request) && on_path {
                     self.upgrade(io, request);
+                } else if on_path && self.cfg().polling.is_some() && longpoll::is_polling(&request)
+                {
+                    self.poll(io, request);
+                } else if request.body().len() > self.cfg().ws.max_request_size {
+                    self.reject(io, 413, "request body too large");
                 } else {
                     self.http_hook(io, &request);
                 }
@@ -240,6 +272,131 @@ impl WsDriver {
         io.close(CloseReason::Protocol(why));
     }
 
+    /// A long-polling request: a handshake (origin, authenticator, then a session), or a
+    /// GET or POST handed to its session, whose answer comes back as a [`PollReply`].
+    fn poll(&mut self, io: &mut Io<'_>, req: Request) {
+        let max = longpoll::config(&self.conn).max_body;
+        if req.body().len() > max {
+            return self.reject(io, 413, "long-polling body too large");
+        }
+        match longpoll::route(&self.conn, &req) {
+            longpoll::Route::Answer(bytes) => self.poll_answered(io, &req, bytes),
+            longpoll::Route::Wait => self.poll_wait(io, &req),
+            longpoll::Route::Handshake => self.poll_handshake(io, req),
+        }
+    }
+
+    /// Waits for the session's answer: no handshake deadline meanwhile, the poll's own.
+    fn poll_wait(&mut self, io: &mut Io<'_>, req: &Request) {
+        let requests = match &self.phase {
+            Phase::Http { requests, .. } => *requests,
+            _ => 0,
+        };
+        let cfg = longpoll::config(&self.conn);
+        let wait = cfg
+            .poll_interval
+            .saturating_add(self.cfg().ws.handshake_timeout);
+        self.phase = Phase::Poll(Box::new(PollWait {
+            deadline: deadline(io.now, wait).map(Stamp::of),
+            requests,
+            close: wants_close(req),
+        }));
+        io.rearm();
+    }
+
+    /// Writes an answer to a polling request at once.
+    fn poll_answered(&mut self, io: &mut Io<'_>, req: &Request, bytes: Vec<u8>) {
+        self.poll_wait(io, req);
+        self.poll_reply(io, PollReply { bytes });
+    }
+
+    /// Checks the origin, then has the authenticator and middleware (on the pool) or
+    /// nobody decide; [`open_session`](Self::open_session) goes on.
+    fn poll_handshake(&mut self, io: &mut Io<'_>, req: Request) {
+        let Some(cfg) = self.conn.server().ws.clone() else {
+            return;
+        };
+        if !cfg.origins.allows(req.header("origin")) {
+            let bytes = longpoll::error(403, "origin not allowed");
+            return self.poll_answered(io, &req, bytes);
+        }
+        if cfg.auth.is_none() && cfg.middleware.is_empty() {
+            return self.open_session(io, req, Ok(None));
+        }
+        let deadline = match &self.phase {
+            Phase::Http { deadline, .. } => *deadline,
+            _ => None,
+        };
+        self.phase = Phase::Auth(Box::new(PendingUpgrade {
+            answer: Vec::new(),
+            deflate: None,
+            deadline,
+            polling: true,
+        }));
+        io.pause();
+        let job = super::dispatch::Job::Authenticate {
+            conn: self.conn.clone(),
+            cfg,
+            req: Box::new(req),
+        };
+        self.conn.server().pool.dispatch(self.conn.id().0, job);
+    }
+
+    /// Opens a session for an accepted handshake (the session answers it), or answers
+    /// the refusal.
+    fn open_session(
+        &mut self,
+        io: &mut Io<'_>,
+        req: Request,
+        verdict: Result<Option<super::websocket::Identity>, super::websocket::Rejection>,
+    ) {
+        let refused = match verdict {
+            Err(rej) => Some(longpoll::error(rej.status, &rej.reason)),
+            Ok(identity) => {
+                self.phase = Phase::Http {
+                    deadline: None,
+                    requests: 0,
+                };
+                self.poll_wait(io, &req);
+                longpoll::open(&self.conn, req.clone(), identity).err()
+            }
+        };
+        if let Some(bytes) = refused {
+            self.poll_answered(io, &req, bytes);
+        }
+    }
+
+    /// The session answered: write it; the next kept request is read once it is out.
+    fn poll_reply(&mut self, io: &mut Io<'_>, reply: PollReply) {
+        let Phase::Poll(wait) = &self.phase else {
+            return; // closed or timed out meanwhile
+        };
+        let requests = wait.requests + 1;
+        let close = wait.close || requests >= MAX_REQUESTS_PER_CONN;
+        io.append(false, |out| out.extend_from_slice(&reply.bytes));
+        // A polling connection lives as long as it polls: each answer renews the deadline.
+        self.phase = Phase::Http {
+            deadline: deadline(io.now, self.cfg().ws.handshake_timeout).map(Stamp::of),
+            requests,
+        };
+        io.rearm();
+        if close {
+            return io.close(CloseReason::Local);
+        }
+        io.hold();
+    }
+
+    /// Input while a polling request waits: kept for later, up to one request's size.
+    fn poll_kept(&mut self, io: &mut Io<'_>, kept: usize) -> usize {
+        let cfg = self.cfg();
+        let limit = cfg.ws.max_request_size + longpoll::config(&self.conn).max_body;
+        if kept > limit {
+            self.reject(io, 400, "requests sent ahead of a pending poll");
+            return kept;
+        }
+        0
+    }
+
     fn http_hook(&mut self, io: &mut Io<'_>, req: &Request) {
         let resp = match &self.cfg().http {
             Some(hook) => catch_unwind(AssertUnwindSafe(|| hook(req))).unwrap_or_else(|p| {
@@ -253,13 +410,9 @@ impl WsDriver {
                 *requests += 1;
                 *requests
             }
-            Phase::Ws(_) | Phase::Auth(_) => 0,
+            Phase::Ws(_) | Phase::Auth(_) | Phase::Poll(_) => 0,
         };
-        let close = req.version() == 0
-            || requests >= MAX_REQUESTS_PER_CONN
-            || req
-                .header("connection")
-                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let close = wants_close(req) || requests >= MAX_REQUESTS_PER_CONN;
         let head_only = req.method() == "HEAD";
         io.append(false, |out| match head_only {
             true => resp.write_head(out),
@@ -298,6 +451,7 @@ impl WsDriver {
             answer,
             deflate: accepted.deflate,
             deadline,
+            polling: false,
         };
         if cfg.auth.is_none() && cfg.middleware.is_empty() {
             return self.finish_upgrade(io, pending, Ok(None), &req);
@@ -361,7 +515,10 @@ impl WsDriver {
         ) else {
             return;
         };
-        self.finish_upgrade(io, *pending, outcome.result, &outcome.req);
+        match pending.polling {
+            true => self.open_session(io, *outcome.req, outcome.result),
+            false => self.finish_upgrade(io, *pending, outcome.result, &outcome.req),
+        }
         io.resume();
     }
 
@@ -594,6 +751,12 @@ impl Driver for WsDriver {
                 }
                 return;
             }
+            Phase::Poll(w) => {
+                if w.deadline.is_some_and(|d| now >= d.at()) {
+                    io.close(CloseReason::IdleTimeout);
+                }
+                return;
+            }
             Phase::Ws(st) => st,
         };
         if st.close_deadline().is_some_and(|t| now >= t) {
@@ -660,11 +823,14 @@ impl Driver for WsDriver {
                     io.close(*reason);
                 }
             }
-            ConnCmd::Driver(msg) => {
-                if let Ok(outcome) = msg.downcast::<AuthOutcome>() {
-                    self.authenticated(io, *outcome);
+            ConnCmd::Driver(msg) => match msg.downcast::<AuthOutcome>() {
+                Ok(outcome) => self.authenticated(io, *outcome),
+                Err(msg) => {
+                    if let Ok(reply) = msg.downcast::<PollReply>() {
+                        self.poll_reply(io, *reply);
+                    }
                 }
-            }
+            },
             ConnCmd::Resume | ConnCmd::JoinGroup(_) | ConnCmd::LeaveGroup(_) => {}
         }
     }
@@ -717,6 +883,7 @@ impl Driver for WsDriver {
         let st = match &self.phase {
             Phase::Http { deadline, .. } => return deadline.map(Stamp::at),
             Phase::Auth(p) => return p.deadline.map(Stamp::at),
+            Phase::Poll(w) => return w.deadline.map(Stamp::at),
             Phase::Ws(st) => st,
         };
         let cfg = &self.cfg().ws;

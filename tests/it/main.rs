@@ -8,6 +8,7 @@ mod chat;
 mod clients;
 mod core;
 mod hub;
+mod longpoll;
 mod pool;
 mod supervise;
 mod transports;

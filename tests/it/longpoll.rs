@@ -1,0 +1,568 @@
+//! HTTP long-polling: the session transport behind `transport=polling`, over real sockets
+//! on port 0 — the blocking client, hub handlers over both transports, and raw HTTP for
+//! lost responses, limits, heartbeats and expiry.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sockloop::client::polling::{PollingClient, PollingOptions};
+use sockloop::client::ws::{Message, WsClient, WsClientOptions};
+use sockloop::hub::{Ctx, Hub};
+use sockloop::ws::CloseCode;
+use sockloop::{
+    Listen, PollingConfig, Rejection, Runtime, Server, WsConn, WsHandler, WsMessage, WsServerConfig,
+};
+
+use crate::util::WAIT;
+
+fn rt() -> Runtime {
+    Runtime::builder()
+        .pollers(2)
+        .handler_threads(2)
+        .build()
+        .unwrap()
+}
+
+fn ws(polling: PollingConfig) -> WsServerConfig {
+    WsServerConfig::new().polling(Some(polling))
+}
+
+/// An echo server with long-polling on.
+fn echo(rt: &Runtime, polling: PollingConfig) -> Server {
+    let f = sockloop::on_message(|ws: &WsConn, m: WsMessage<'_>| {
+        let _ = match m {
+            WsMessage::Text(t) => ws.send_text(t),
+            WsMessage::Binary(b) => ws.send_binary(b),
+        };
+    });
+    rt.serve(Listen::tcp("127.0.0.1:0"))
+        .websocket(ws(polling), f)
+        .unwrap()
+}
+
+fn url(s: &Server, query: &str) -> String {
+    format!("http://{}/?{query}", s.local_addr())
+}
+
+fn next(c: &mut PollingClient) -> Message {
+    c.recv_timeout(WAIT).unwrap().expect("a message in time")
+}
+
+/// Waits (with a deadline) until `f` holds.
+fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A raw HTTP connection to the server.
+fn dial(s: &Server) -> TcpStream {
+    let t = TcpStream::connect(s.local_addr().to_string()).unwrap();
+    t.set_read_timeout(Some(WAIT)).unwrap();
+    t
+}
+
+/// Writes `req` and reads one response: status, head and body.
+fn exchange(t: &mut TcpStream, req: &[u8]) -> (u16, String, Vec<u8>) {
+    t.write_all(req).unwrap();
+    read_response(t)
+}
+
+fn read_response(t: &mut TcpStream) -> (u16, String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(t.read(&mut byte).unwrap(), 1, "the connection ended early");
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let status = head[9..12].parse().unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut body = vec![0; len];
+    t.read_exact(&mut body).unwrap();
+    (status, head, body)
+}
+
+fn get(target: &str) -> Vec<u8> {
+    format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes()
+}
+
+fn post(target: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "POST {target} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// Opens a session by hand (the handshake's connection closes after it): its id.
+fn handshake(s: &Server) -> String {
+    let mut t = dial(s);
+    let req = b"GET /?transport=polling HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let (status, head, body) = exchange(&mut t, req);
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("application/json"), "{head}");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    v["sid"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn echo_over_long_polling_keeps_text_binary_and_order() {
+    let rt = rt();
+    let s = echo(&rt, PollingConfig::new());
+    let mut c = PollingClient::connect(&url(&s, ""), PollingOptions::default()).unwrap();
+    assert_eq!(c.session_id().len(), 32);
+    c.send_text("héllo").unwrap();
+    assert_eq!(next(&mut c), Message::Text("héllo".into()));
+    let odd = vec![0u8, 255, b':', b'\n', b't', b'9'];
+    c.send_binary(&odd).unwrap();
+    assert_eq!(next(&mut c), Message::Binary(odd));
+    let batch: Vec<Message> = (0..100).map(|i| Message::Text(format!("m{i}"))).collect();
+    c.send_batch(&batch).unwrap();
+    for m in batch {
+        assert_eq!(next(&mut c), m);
+    }
+    c.close().unwrap();
+    until("the session to close", || s.open_connections() == 0);
+}
+
+/// A hub whose `join` route acks, over a server with long-polling on.
+fn hub_server(rt: &Runtime) -> (Hub, Server) {
+    let hub = Hub::builder()
+        .on("join", |ctx: &mut Ctx| {
+            let room: String = ctx.data()?;
+            ctx.join(&room)?;
+            ctx.ack(&json!({"ok": true, "conn": ctx.conn_id().0}))
+        })
+        .build();
+    let cfg = ws(PollingConfig::new())
+        .authenticator(|req| Ok(req.query_param("user").map(sockloop::Identity::user)));
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .websocket(cfg, hub.factory())
+        .unwrap();
+    hub.attach(&s);
+    (hub, s)
+}
+
+fn text_json(m: Message) -> Value {
+    match m {
+        Message::Text(t) => serde_json::from_str(&t).unwrap(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_hub_serves_polling_and_websocket_clients_alike() {
+    let rt = rt();
+    let (hub, s) = hub_server(&rt);
+    let mut p = PollingClient::connect(&url(&s, "user=ann"), PollingOptions::default()).unwrap();
+    let ws_url = format!("ws://{}/?user=bob", s.local_addr());
+    let mut w = WsClient::connect(&ws_url, WsClientOptions::default()).unwrap();
+    let join = json!({"event": "join", "data": "r", "id": 7}).to_string();
+    p.send_text(&join).unwrap();
+    w.send_text(&join).unwrap();
+    let pa = loop {
+        let v = text_json(next(&mut p));
+        if v["event"] == "ack" {
+            break v;
+        }
+    };
+    assert_eq!(
+        (pa["event"].clone(), pa["ref"].clone()),
+        (json!("ack"), json!(7)),
+        "{pa}"
+    );
+    assert_eq!(pa["data"]["ok"], true);
+    let wa = loop {
+        match w.recv_timeout(WAIT).unwrap().expect("the ack") {
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["event"] == "ack" {
+                    break v;
+                }
+            }
+            _ => continue,
+        }
+    };
+    assert_eq!(wa["ref"], 7);
+    assert_eq!(hub.room_count("r"), 2);
+    let d = hub.to_room("r").emit("news", &"hello both");
+    assert_eq!((d.queued, d.dropped, d.closed), (2, 0, 0));
+    let pm = loop {
+        let v = text_json(next(&mut p));
+        if v["event"] == "news" {
+            break v;
+        }
+    };
+    assert_eq!(pm["data"], "hello both");
+    let wm = loop {
+        if let Message::Text(t) = w.recv_timeout(WAIT).unwrap().expect("news") {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["event"] == "news" {
+                break v;
+            }
+        }
+    };
+    assert_eq!(wm["data"], "hello both");
+    // The hub addresses the polling session by its connection id like any other.
+    let pid = sockloop::ConnId(pa["data"]["conn"].as_u64().unwrap());
+    assert_eq!(hub.to_conn(pid).emit("direct", &1).queued, 1);
+    assert_eq!(text_json(next(&mut p))["event"], "direct");
+    p.close().unwrap();
+    until("the polling member to leave", || hub.room_count("r") == 1);
+}
+
+#[test]
+fn a_lost_response_is_sent_again_with_the_old_ack() {
+    struct Greeter;
+    impl WsHandler for Greeter {
+        fn on_open(&mut self, ws: &WsConn, _: &sockloop::http::Request) {
+            for m in ["one", "two", "three"] {
+                let _ = ws.send_text(m);
+            }
+        }
+    }
+    let rt = rt();
+    let cfg = PollingConfig::new().poll_interval(Duration::from_millis(200));
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .websocket(ws(cfg), |_: &WsConn, _: &sockloop::http::Request| Greeter)
+        .unwrap();
+    let sid = handshake(&s);
+    let target = format!("/?transport=polling&sid={sid}&ack=0");
+    // The first response is cut after a few bytes.
+    let mut cut = dial(&s);
+    cut.write_all(&get(&target)).unwrap();
+    let mut part = [0u8; 20];
+    cut.read_exact(&mut part).unwrap();
+    assert!(part.starts_with(b"HTTP/1.1 200"));
+    drop(cut);
+    // The same ack again: the same batch, from the same first sequence number.
+    let mut t = dial(&s);
+    let (status, head, body) = exchange(&mut t, &get(&target));
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("application/octet-stream"), "{head}");
+    assert_eq!(body, b"1\nt3:onet3:twot5:three");
+    // Acknowledging two of them: only the third comes again.
+    let (_, _, body) = exchange(
+        &mut t,
+        &get(&format!("/?transport=polling&sid={sid}&ack=2")),
+    );
+    assert_eq!(body, b"3\nt5:three");
+    // All acknowledged: the GET is held, then answered empty (the heartbeat).
+    let (_, _, body) = exchange(
+        &mut t,
+        &get(&format!("/?transport=polling&sid={sid}&ack=3")),
+    );
+    assert_eq!(body, b"4\n");
+}
+
+#[test]
+fn a_second_get_is_refused_while_one_is_held() {
+    let rt = rt();
+    let cfg = PollingConfig::new().poll_interval(Duration::from_millis(500));
+    let s = echo(&rt, cfg);
+    let sid = handshake(&s);
+    let target = format!("/?transport=polling&sid={sid}&ack=0");
+    let mut first = dial(&s);
+    first.write_all(&get(&target)).unwrap();
+    let mut second = dial(&s);
+    second.write_all(&get(&target)).unwrap();
+    // Whichever reaches the session second is refused at once; the other is held until
+    // the heartbeat answers it.
+    let answers = [read_response(&mut second), read_response(&mut first)];
+    let refused: Vec<_> = answers.iter().filter(|a| a.0 == 409).collect();
+    let held: Vec<_> = answers.iter().filter(|a| a.0 == 200).collect();
+    assert_eq!((refused.len(), held.len()), (1, 1), "one refused, one held");
+    let text = String::from_utf8(refused[0].2.clone()).unwrap();
+    assert!(text.contains("a GET is already pending"), "{text}");
+    assert_eq!(held[0].2, b"1\n");
+    // A POST next to a held GET is fine.
+    let mut g = dial(&s);
+    g.write_all(&get(&target)).unwrap();
+    let mut p = dial(&s);
+    let send = post(&format!("/?transport=polling&sid={sid}&seq=1"), b"t2:hi");
+    let (status, _, body) = exchange(&mut p, &send);
+    assert_eq!((status, body.as_slice()), (200, b"ok".as_slice()));
+    let (_, _, body) = read_response(&mut g);
+    assert_eq!(body, b"1\nt2:hi");
+}
+
+#[test]
+fn a_repeated_post_is_answered_and_delivered_once() {
+    let rt = rt();
+    let s = echo(&rt, PollingConfig::new());
+    let sid = handshake(&s);
+    let mut t = dial(&s);
+    let target = format!("/?transport=polling&sid={sid}&seq=1");
+    for _ in 0..2 {
+        let (status, _, body) = exchange(&mut t, &post(&target, b"t1:a"));
+        assert_eq!((status, body.as_slice()), (200, b"ok".as_slice()));
+    }
+    let skip = format!("/?transport=polling&sid={sid}&seq=3");
+    let (status, _, body) = exchange(&mut t, &post(&skip, b"t1:c"));
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    let bad = format!("/?transport=polling&sid={sid}&seq=2");
+    let (status, _, body) = exchange(&mut t, &post(&bad, b"t9:short"));
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("malformed body"));
+    let (status, _, _) = exchange(&mut t, &post(&bad, b"t1:b"));
+    assert_eq!(status, 200);
+    // The echoes come from the handler thread: take them as they come.
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let ack = got.len();
+        let (_, _, body) = exchange(
+            &mut t,
+            &get(&format!("/?transport=polling&sid={sid}&ack={ack}")),
+        );
+        let first: usize =
+            String::from_utf8_lossy(&body[..body.iter().position(|&b| b == b'\n').unwrap()])
+                .parse()
+                .unwrap();
+        assert_eq!(first, ack + 1);
+        let rest = &body[body.iter().position(|&b| b == b'\n').unwrap() + 1..];
+        got.extend(rest.chunks(4).map(|c| c.to_vec()));
+    }
+    assert_eq!(
+        got,
+        vec![b"t1:a".to_vec(), b"t1:b".to_vec()],
+        "a once, then b"
+    );
+}
+
+#[test]
+fn oversized_bodies_get_413_and_oversized_heads_431() {
+    let rt = rt();
+    let s = echo(&rt, PollingConfig::new().max_body(1 << 10));
+    let sid = handshake(&s);
+    let mut t = dial(&s);
+    let big = vec![b'x'; 2 << 10];
+    let (status, _, body) = exchange(
+        &mut t,
+        &post(&format!("/?transport=polling&sid={sid}"), &big),
+    );
+    assert_eq!(status, 413);
+    assert!(!body.is_empty(), "a reason in the body");
+    let mut t = dial(&s);
+    let long = format!(
+        "GET /?transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(9 << 10)
+    );
+    let (status, _, body) = exchange(&mut t, long.as_bytes());
+    assert_eq!(status, 431);
+    assert!(!body.is_empty());
+    // The session is unharmed.
+    let mut t = dial(&s);
+    let (status, _, _) = exchange(
+        &mut t,
+        &post(&format!("/?transport=polling&sid={sid}"), b"t1:x"),
+    );
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn an_unknown_sid_is_400_with_a_json_error() {
+    let rt = rt();
+    let s = echo(&rt, PollingConfig::new());
+    let mut t = dial(&s);
+    let (status, head, body) = exchange(&mut t, &get("/?transport=polling&sid=nope&ack=0"));
+    assert_eq!(status, 400);
+    assert!(head.contains("application/json"), "{head}");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"], "unknown session");
+    assert_eq!(v["sid"], "nope");
+    // The connection stays usable.
+    let (status, _, _) = exchange(&mut t, &get("/?transport=polling&sid=nope"));
+    assert_eq!(status, 400);
+    let (status, _, _) = exchange(
+        &mut t,
+        b"PUT /?transport=polling&sid=nope HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
+    assert_eq!(status, 400, "unknown before the method");
+}
+
+#[test]
+fn a_held_get_is_answered_empty_after_the_poll_interval() {
+    let rt = rt();
+    let interval = Duration::from_millis(300);
+    let s = echo(&rt, PollingConfig::new().poll_interval(interval));
+    let sid = handshake(&s);
+    let mut t = dial(&s);
+    let t0 = Instant::now();
+    let (status, _, body) = exchange(
+        &mut t,
+        &get(&format!("/?transport=polling&sid={sid}&ack=0")),
+    );
+    assert!(t0.elapsed() >= interval, "{:?}", t0.elapsed());
+    assert_eq!((status, body.as_slice()), (200, b"1\n".as_slice()));
+    // Polling on keeps the session: a message now comes at once.
+    let mut p = dial(&s);
+    let (status, _, _) = exchange(
+        &mut p,
+        &post(&format!("/?transport=polling&sid={sid}"), b"t4:ping"),
+    );
+    assert_eq!(status, 200);
+    let (_, _, body) = exchange(
+        &mut t,
+        &get(&format!("/?transport=polling&sid={sid}&ack=0")),
+    );
+    assert_eq!(body, b"1\nt4:ping");
+}
+
+/// Counts `on_close` calls and keeps the last code and reason.
+#[derive(Clone, Default)]
+struct Closes(Arc<Mutex<Vec<(CloseCode, String)>>>);
+
+impl WsHandler for Closes {
+    fn on_close(&mut self, _: &WsConn, code: CloseCode, reason: &str) {
+        self.0.lock().unwrap().push((code, reason.to_owned()));
+    }
+}
+
+#[test]
+fn a_session_without_gets_expires_after_the_ping_timeout_once() {
+    let rt = rt();
+    let closes = Closes::default();
+    let c2 = closes.clone();
+    let cfg = PollingConfig::new().ping_timeout(Duration::from_millis(300));
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .websocket(ws(cfg), move |_: &WsConn, _: &sockloop::http::Request| {
+            c2.clone()
+        })
+        .unwrap();
+    let t0 = Instant::now();
+    let sid = handshake(&s);
+    until("the handshake connection to go", || {
+        s.open_connections() == 1
+    });
+    until("the session to expire", || {
+        !closes.0.lock().unwrap().is_empty()
+    });
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+    until("nothing open", || s.open_connections() == 0);
+    std::thread::sleep(Duration::from_millis(100)); // a second on_close would be quick
+    let seen = closes.0.lock().unwrap().clone();
+    assert_eq!(seen, vec![(CloseCode::AWAY, "ping timeout".to_owned())]);
+    let mut t = dial(&s);
+    let (status, _, _) = exchange(&mut t, &get(&format!("/?transport=polling&sid={sid}")));
+    assert_eq!(status, 400, "the expired session is unknown");
+}
+
+#[test]
+fn a_session_counts_in_open_connections_and_stats() {
+    let rt = rt();
+    let s = echo(&rt, PollingConfig::new());
+    let before = s.stats();
+    let sid = handshake(&s);
+    until("only the session open", || s.open_connections() == 1);
+    let mut t = dial(&s);
+    let close = [b'c', b'2', b':', 0x03, 0xe8];
+    let req = post(&format!("/?transport=polling&sid={sid}&seq=1"), &close);
+    let (status, _, _) = exchange(&mut t, &req);
+    assert_eq!(status, 200);
+    drop(t);
+    until("the session to close", || s.open_connections() == 0);
+    let after = s.stats();
+    // Two HTTP connections and the session.
+    assert_eq!(after.accepted - before.accepted, 3);
+    assert_eq!(after.closed - before.closed, 3);
+    assert_eq!(after.queued_bytes, 0);
+}
+
+#[test]
+fn the_authenticator_and_origin_check_run_at_the_handshake() {
+    let rt = rt();
+    let cfg = ws(PollingConfig::new())
+        .origins(sockloop::Origins::List(vec!["https://ok.example".into()]))
+        .authenticator(|req| match req.query_param("user") {
+            Some(u) => Ok(Some(sockloop::Identity::user(u))),
+            None => Err(Rejection::new(401, "who are you")),
+        })
+        .use_connection(|req, _| match req.query_param("tenant") {
+            Some(_) => Ok(()),
+            None => Err(Rejection::new(403, "tenant required")),
+        });
+    let users = Arc::new(Mutex::new(Vec::new()));
+    let u2 = users.clone();
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .websocket(cfg, move |ws: &WsConn, _: &sockloop::http::Request| {
+            u2.lock()
+                .unwrap()
+                .push(ws.identity().map(|i| i.user.clone()));
+            Closes::default()
+        })
+        .unwrap();
+    let refused =
+        |query: &str, opts: PollingOptions| match PollingClient::connect(&url(&s, query), opts)
+            .unwrap_err()
+        {
+            sockloop::Error::WebSocket(sockloop::ws::WsError::Refused { status, reason }) => {
+                (status, reason)
+            }
+            other => panic!("{other:?}"),
+        };
+    assert_eq!(
+        refused("", PollingOptions::default()),
+        (401, "who are you".into())
+    );
+    assert_eq!(refused("user=ann", PollingOptions::default()).0, 403);
+    let evil = PollingOptions::default().header("Origin", "https://evil.example");
+    assert_eq!(refused("user=ann&tenant=t", evil).0, 403);
+    let good = PollingOptions::default().header("Origin", "https://ok.example");
+    let mut c = PollingClient::connect(&url(&s, "user=ann&tenant=t"), good).unwrap();
+    until("on_open", || !users.lock().unwrap().is_empty());
+    assert_eq!(*users.lock().unwrap(), vec![Some("ann".to_owned())]);
+    c.close().unwrap();
+}
+
+#[test]
+fn the_server_closing_reaches_the_client_as_a_close_message() {
+    struct Kick(Arc<AtomicUsize>);
+    impl WsHandler for Kick {
+        fn on_text(&mut self, ws: &WsConn, text: &str) {
+            let _ = ws.send_text(text);
+            ws.close(CloseCode::from(4000), "bye now");
+        }
+        fn on_close(&mut self, _: &WsConn, _: CloseCode, _: &str) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let rt = rt();
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .websocket(
+            ws(PollingConfig::new()),
+            move |_: &WsConn, _: &sockloop::http::Request| Kick(n2.clone()),
+        )
+        .unwrap();
+    let mut c = PollingClient::connect(&url(&s, ""), PollingOptions::default()).unwrap();
+    c.send_text("last").unwrap();
+    assert_eq!(next(&mut c), Message::Text("last".into()));
+    assert_eq!(
+        next(&mut c),
+        Message::Close(CloseCode::from(4000), "bye now".into())
+    );
+    until("on_close", || n.load(Ordering::SeqCst) == 1);
+    until("nothing open", || s.open_connections() == 0);
+    assert!(matches!(c.recv_timeout(WAIT), Err(sockloop::Error::Closed)));
+}
