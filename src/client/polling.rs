@@ -358,7 +358,7 @@ impl PollingClient {
             give_up: opened.ping_timeout,
         };
         let thread = std::thread::Builder::new()
-            .name("sockloop-poll".into())
+            .name("lp-client-get".into())
             .spawn(move || poller.run())?;
         Ok(PollingClient {
             target,
