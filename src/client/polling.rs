@@ -488,6 +488,15 @@ impl Drop for PollingClient {
     }
 }
 
+impl Drop for Poller {
+    /// The thread ends: its socket must not stay open through the published clone.
+    fn drop(&mut self) {
+        if let Some(shared) = &self.http.shared {
+            shared.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
+    }
+}
+
 /// The GET thread: polls, acknowledges, hands messages over in order, once each.
 struct Poller {
     http: Http,
@@ -522,6 +531,10 @@ impl Poller {
                     return self.end("session lost");
                 }
                 Err(_) if self.stop.load(Ordering::Acquire) => return,
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    // Nobody listens: the server (and its sessions) is gone.
+                    return self.end("server unreachable");
+                }
                 Err(_) => {
                     let since = *failing_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= self.give_up {

@@ -853,6 +853,11 @@ impl Driver for WsDriver {
     }
 
     fn on_shutdown(&mut self, io: &mut Io<'_>) {
+        if let Phase::Poll(wait) = &mut self.phase {
+            // Its session closes too and answers (with the close): pass that on, then close.
+            wait.close = true;
+            return;
+        }
         self.close_frame(io, Some(CloseCode::AWAY), "server shutdown");
         self.close_after_handler(io, CloseReason::Shutdown);
     }

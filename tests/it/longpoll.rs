@@ -95,6 +95,26 @@ fn read_response(t: &mut TcpStream) -> (u16, String, Vec<u8>) {
     (status, head, body)
 }
 
+/// Which of two connections has an answer first (0 or 1), within [`WAIT`].
+fn first_answered(a: &TcpStream, b: &TcpStream) -> usize {
+    let end = Instant::now() + WAIT;
+    let short = Some(Duration::from_millis(5));
+    a.set_read_timeout(short).unwrap();
+    b.set_read_timeout(short).unwrap();
+    let which = loop {
+        if a.peek(&mut [0u8; 1]).is_ok() {
+            break 0;
+        }
+        if b.peek(&mut [0u8; 1]).is_ok() {
+            break 1;
+        }
+        assert!(Instant::now() < end, "neither was answered");
+    };
+    a.set_read_timeout(Some(WAIT)).unwrap();
+    b.set_read_timeout(Some(WAIT)).unwrap();
+    which
+}
+
 fn get(target: &str) -> Vec<u8> {
     format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes()
 }
@@ -244,6 +264,7 @@ fn a_lost_response_is_sent_again_with_the_old_ack() {
         .websocket(ws(cfg), |_: &WsConn, _: &sockloop::http::Request| Greeter)
         .unwrap();
     let sid = handshake(&s);
+    until("the greetings queued", || s.stats().queued_bytes == 11);
     let target = format!("/?transport=polling&sid={sid}&ack=0");
     // The first response is cut after a few bytes.
     let mut cut = dial(&s);
@@ -565,4 +586,155 @@ fn the_server_closing_reaches_the_client_as_a_close_message() {
     until("on_close", || n.load(Ordering::SeqCst) == 1);
     until("nothing open", || s.open_connections() == 0);
     assert!(matches!(c.recv_timeout(WAIT), Err(sockloop::Error::Closed)));
+}
+
+#[test]
+fn the_session_queue_is_bounded_like_a_connections() {
+    let statuses = Arc::new(Mutex::new(Vec::new()));
+    let st = statuses.clone();
+    struct Flood(Arc<Mutex<Vec<sockloop::SendStatus>>>);
+    impl WsHandler for Flood {
+        fn on_open(&mut self, ws: &WsConn, _: &sockloop::http::Request) {
+            let mut v = self.0.lock().unwrap();
+            for _ in 0..50 {
+                v.push(ws.send_binary(&[7u8; 100]));
+            }
+        }
+    }
+    let rt = rt();
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .config(sockloop::ServerConfig::new().max_queued_bytes(1000))
+        .websocket(
+            ws(PollingConfig::new()),
+            move |_: &WsConn, _: &sockloop::http::Request| Flood(st.clone()),
+        )
+        .unwrap();
+    let sid = handshake(&s);
+    until("on_open", || statuses.lock().unwrap().len() == 50);
+    let queued = statuses
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|st| **st == sockloop::SendStatus::Queued)
+        .count();
+    assert_eq!(queued, 10, "1000 bytes of 100-byte messages");
+    assert_eq!(s.stats().dropped, 40);
+    until("held until acknowledged", || s.stats().queued_bytes == 1000);
+    let mut t = dial(&s);
+    let (_, _, body) = exchange(
+        &mut t,
+        &get(&format!("/?transport=polling&sid={sid}&ack=0")),
+    );
+    let (_, records) = body.split_at(2);
+    assert_eq!(records.len(), 10 * (b"b100:".len() + 100));
+    // Sent is not acknowledged: the session keeps its 1000 (the response's own bytes
+    // leave with the write).
+    until("the response written", || s.stats().queued_bytes == 1000);
+    t.write_all(&get(&format!("/?transport=polling&sid={sid}&ack=10")))
+        .unwrap();
+    until("the ack to release the queue", || {
+        s.stats().queued_bytes == 0
+    });
+}
+
+#[test]
+fn shutdown_closes_sessions_cleanly_and_tells_the_held_get() {
+    let rt = rt();
+    let s = echo(&rt, PollingConfig::new());
+    let sid = handshake(&s);
+    let target = format!("/?transport=polling&sid={sid}&ack=0");
+    let (mut a, mut b) = (dial(&s), dial(&s));
+    a.write_all(&get(&target)).unwrap();
+    b.write_all(&get(&target)).unwrap();
+    // One is refused at once (409): the other is surely held.
+    let mut held = match first_answered(&a, &b) {
+        0 => {
+            assert_eq!(read_response(&mut a).0, 409);
+            b
+        }
+        _ => {
+            assert_eq!(read_response(&mut b).0, 409);
+            a
+        }
+    };
+    assert!(s.shutdown(WAIT), "clean");
+    assert_eq!(s.open_connections(), 0);
+    let (status, _, body) = read_response(&mut held);
+    assert_eq!(status, 200);
+    assert_eq!(body, b"1\nc17:\x03\xe9server shutdown");
+}
+
+struct Gated {
+    gate: crossbeam_channel::Receiver<()>,
+    entered: Arc<AtomicUsize>,
+    got: Arc<AtomicUsize>,
+}
+
+impl WsHandler for Gated {
+    fn on_text(&mut self, _: &WsConn, _: &str) {
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        let _ = self.gate.recv_timeout(WAIT);
+        self.got.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_post_waits_for_a_handler_that_is_behind() {
+    let (open, gate) = crossbeam_channel::unbounded::<()>();
+    let got = Arc::new(AtomicUsize::new(0));
+    let entered = Arc::new(AtomicUsize::new(0));
+    let (g2, e2) = (got.clone(), entered.clone());
+    let rt = rt();
+    let cfg = sockloop::ServerConfig::new().max_inbound_pending(1 << 10);
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .config(cfg)
+        .websocket(
+            ws(PollingConfig::new()),
+            move |_: &WsConn, _: &sockloop::http::Request| Gated {
+                gate: gate.clone(),
+                entered: e2.clone(),
+                got: g2.clone(),
+            },
+        )
+        .unwrap();
+    let sid = handshake(&s);
+    let mut body = Vec::new();
+    for _ in 0..4 {
+        body.extend_from_slice(b"t600:");
+        body.extend_from_slice(&[b'a'; 600]);
+    }
+    let mut first = dial(&s);
+    first
+        .write_all(&post(
+            &format!("/?transport=polling&sid={sid}&seq=1"),
+            &body,
+        ))
+        .unwrap();
+    // 2,400 bytes wait for a handler that takes 1 KiB: the answer waits; a second POST
+    // meanwhile is refused.
+    until("the handler to take the first message", || {
+        entered.load(Ordering::SeqCst) == 1
+    });
+    let mut second = dial(&s);
+    let next = post(&format!("/?transport=polling&sid={sid}&seq=2"), b"t1:z");
+    let (status, _, text) = exchange(&mut second, &next);
+    assert_eq!(status, 409);
+    assert!(String::from_utf8_lossy(&text).contains("a POST is already pending"));
+    first
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        first.read(&mut byte).is_err(),
+        "no answer while the handler is behind"
+    );
+    for _ in 0..4 {
+        open.send(()).unwrap();
+    }
+    first.set_read_timeout(Some(WAIT)).unwrap();
+    let (status, _, _) = read_response(&mut first);
+    assert_eq!(status, 200);
+    until("every message handled", || got.load(Ordering::SeqCst) == 4);
 }

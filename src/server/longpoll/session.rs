@@ -312,7 +312,11 @@ impl Session {
             return;
         }
         self.queue_close(code, reason);
-        let by = deadline(io.now, self.conn.inner.policy.limits.close_timeout);
+        let policy = &self.conn.inner.policy;
+        let by = match policy.drain_until.get() {
+            Some(until) => *until,
+            None => deadline(io.now, policy.limits.close_timeout),
+        };
         self.closing = Some(Box::new(Closing { by, why }));
         io.rearm();
         io.output_ready();
@@ -531,7 +535,7 @@ impl Driver for Session {
         let (mut admitted, mut unsent) = (0usize, 0u64);
         for (i, r) in self.out.drain(..).enumerate() {
             admitted += r.admitted;
-            if i >= self.sent {
+            if i >= self.sent && r.kind != Kind::Close {
                 unsent += r.data.bytes().len() as u64;
             }
         }
