@@ -422,9 +422,16 @@ impl PollingClient {
         f(&mut body);
         let seq = self.posts + 1;
         let target = self.target.session(&self.sid, &format!("seq={seq}"));
-        let (status, reply) = self.post.request("POST", &target, &body, Duration::ZERO)?;
-        if status != 200 {
-            return Err(refused(status, &reply));
+        let give_up = Instant::now() + self.post.opts.request_timeout;
+        loop {
+            let (status, reply) = self.post.request("POST", &target, &body, Duration::ZERO)?;
+            match status {
+                200 => break,
+                // The server still waits on an earlier try of this batch (its handler is
+                // behind): ask again, which takes that try's place.
+                409 if Instant::now() < give_up => std::thread::sleep(RETRY_PAUSE),
+                _ => return Err(refused(status, &reply)),
+            }
         }
         self.posts = seq;
         Ok(())

@@ -738,3 +738,51 @@ fn a_post_waits_for_a_handler_that_is_behind() {
     assert_eq!(status, 200);
     until("every message handled", || got.load(Ordering::SeqCst) == 4);
 }
+
+#[test]
+fn a_retransmitted_post_takes_the_waiting_ones_place() {
+    let (open, gate) = crossbeam_channel::unbounded::<()>();
+    let got = Arc::new(AtomicUsize::new(0));
+    let entered = Arc::new(AtomicUsize::new(0));
+    let (g2, e2) = (got.clone(), entered.clone());
+    let rt = rt();
+    let cfg = sockloop::ServerConfig::new().max_inbound_pending(1 << 10);
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .config(cfg)
+        .websocket(
+            ws(PollingConfig::new()),
+            move |_: &WsConn, _: &sockloop::http::Request| Gated {
+                gate: gate.clone(),
+                entered: e2.clone(),
+                got: g2.clone(),
+            },
+        )
+        .unwrap();
+    let sid = handshake(&s);
+    let mut body = Vec::new();
+    for _ in 0..4 {
+        body.extend_from_slice(b"t600:");
+        body.extend_from_slice(&[b'a'; 600]);
+    }
+    let batch = post(&format!("/?transport=polling&sid={sid}&seq=1"), &body);
+    let mut first = dial(&s);
+    first.write_all(&batch).unwrap();
+    until("the handler to take the first message", || {
+        entered.load(Ordering::SeqCst) == 1
+    });
+    // The same batch again on another connection (as after a cut): it takes over.
+    let mut again = dial(&s);
+    again.write_all(&batch).unwrap();
+    let (status, _, text) = read_response(&mut first);
+    assert_eq!(status, 409);
+    assert!(String::from_utf8_lossy(&text).contains("replaced"));
+    for _ in 0..4 {
+        open.send(()).unwrap();
+    }
+    let (status, _, _) = read_response(&mut again);
+    assert_eq!(status, 200);
+    until("every message handled", || got.load(Ordering::SeqCst) == 4);
+    std::thread::sleep(Duration::from_millis(50)); // a second delivery would be quick
+    assert_eq!(got.load(Ordering::SeqCst), 4, "delivered once");
+}

@@ -253,11 +253,16 @@ impl Session {
     }
 
     fn on_post(&mut self, io: &mut Io<'_>, carrier: Conn, seq: Option<u64>, body: &[u8]) {
-        if self.post.is_some() {
-            return reply(
-                &carrier,
-                error(409, "a POST is already pending for this session"),
-            );
+        if let Some(held) = &self.post {
+            if seq.is_none() || seq != Some(self.posts) {
+                let busy = "a POST is already pending for this session";
+                return reply(&carrier, error(409, busy));
+            }
+            // The held batch sent again (its connection was lost): this one takes its
+            // place, and its answer comes when the handler catches up.
+            reply(held, error(409, "replaced by a retransmission"));
+            self.post = Some(carrier);
+            return;
         }
         let records = match wire::parse_records(body) {
             Ok(r) => r,
