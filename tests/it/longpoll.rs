@@ -786,3 +786,93 @@ fn a_retransmitted_post_takes_the_waiting_ones_place() {
     std::thread::sleep(Duration::from_millis(50)); // a second delivery would be quick
     assert_eq!(got.load(Ordering::SeqCst), 4, "delivered once");
 }
+
+#[test]
+fn under_drop_oldest_a_session_keeps_the_newest() {
+    struct Flood;
+    impl WsHandler for Flood {
+        fn on_open(&mut self, ws: &WsConn, _: &sockloop::http::Request) {
+            for i in 0..50u8 {
+                assert_eq!(ws.send_binary(&[i; 100]), sockloop::SendStatus::Queued);
+            }
+        }
+    }
+    let rt = rt();
+    let cfg = sockloop::ServerConfig::new()
+        .max_queued_bytes(1000)
+        .drop_policy(sockloop::DropPolicy::DropOldest);
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .config(cfg)
+        .websocket(
+            ws(PollingConfig::new()),
+            |_: &WsConn, _: &sockloop::http::Request| Flood,
+        )
+        .unwrap();
+    let sid = handshake(&s);
+    until("the flood", || s.stats().dropped == 40);
+    let mut t = dial(&s);
+    let (_, _, body) = exchange(
+        &mut t,
+        &get(&format!("/?transport=polling&sid={sid}&ack=0")),
+    );
+    let records: Vec<u8> = body[2..].chunks(5 + 100).map(|r| r[5]).collect();
+    assert_eq!(
+        records,
+        (40..50).collect::<Vec<u8>>(),
+        "the newest ten, in order"
+    );
+}
+
+#[test]
+fn a_client_rides_over_keep_alive_connections_the_server_closed() {
+    let rt = rt();
+    let wscfg = ws(PollingConfig::new())
+        .ws(sockloop::ws::WsConfig::default().handshake_timeout(Duration::from_millis(100)));
+    let f = sockloop::on_message(|ws: &WsConn, m: WsMessage<'_>| {
+        if let WsMessage::Text(t) = m {
+            let _ = ws.send_text(t);
+        }
+    });
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .websocket(wscfg, f)
+        .unwrap();
+    let mut c = PollingClient::connect(&url(&s, ""), PollingOptions::default()).unwrap();
+    for i in 0..5 {
+        c.send_text(&format!("m{i}")).unwrap();
+        assert_eq!(next(&mut c), Message::Text(format!("m{i}")));
+        // Long enough for the server to close the idle POST connection: the next send
+        // finds it closed and goes again on a new one.
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    assert_eq!(
+        c.recv_timeout(Duration::from_millis(50)).unwrap(),
+        None,
+        "no duplicates"
+    );
+    // The session, the first GET connection, and a new POST connection for every send.
+    let accepted = s.stats().accepted;
+    assert!(accepted >= 7, "{accepted}");
+}
+
+#[test]
+fn a_full_server_refuses_the_handshake_with_503() {
+    let rt = rt();
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .config(sockloop::ServerConfig::new().max_connections(2))
+        .websocket(
+            ws(PollingConfig::new()),
+            |_: &WsConn, _: &sockloop::http::Request| Closes::default(),
+        )
+        .unwrap();
+    let _one = handshake(&s); // its connection closes: one session open
+    until("one open", || s.open_connections() == 1);
+    let mut t = dial(&s); // two open: the session and this connection
+    let req = b"GET /?transport=polling HTTP/1.1\r\nHost: x\r\n\r\n";
+    let (status, _, body) = exchange(&mut t, req);
+    assert_eq!(status, 503);
+    assert!(String::from_utf8_lossy(&body).contains("connection limit"));
+    assert_eq!(s.open_connections(), 2);
+}
