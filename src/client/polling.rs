@@ -556,6 +556,7 @@ impl Poller {
     /// Delivers a batch's new records; true when it held the close.
     fn batch(&mut self, body: &[u8]) -> bool {
         let Ok((seq, records)) = wire::parse_batch(body) else {
+            std::thread::sleep(RETRY_PAUSE);
             return false; // asked again with the same ack
         };
         for (i, r) in records.iter().enumerate() {
