@@ -876,3 +876,46 @@ fn a_full_server_refuses_the_handshake_with_503() {
     assert!(String::from_utf8_lossy(&body).contains("connection limit"));
     assert_eq!(s.open_connections(), 2);
 }
+
+#[test]
+fn bad_polling_requests_get_clear_errors_and_polling_is_off_by_default() {
+    let rt = rt();
+    let s = echo(&rt, PollingConfig::new());
+    let sid = handshake(&s);
+    let mut t = dial(&s);
+    let cases: [(Vec<u8>, u16, &str); 4] = [
+        (post("/?transport=polling", b""), 405, "handshake is a GET"),
+        (
+            get(&format!("/?transport=polling&sid={sid}&ack=x")),
+            400,
+            "ack must be",
+        ),
+        (
+            post(&format!("/?transport=polling&sid={sid}&seq=-1"), b""),
+            400,
+            "seq must be",
+        ),
+        (
+            format!("PUT /?transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes(),
+            405,
+            "GET and POST",
+        ),
+    ];
+    for (req, status, text) in cases {
+        let (got, _, body) = exchange(&mut t, &req);
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(got, status, "{body}");
+        assert!(body.contains(text), "{body}");
+    }
+    // Without `polling`, the same request is plain HTTP (the hook's 404).
+    let plain = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .websocket(
+            WsServerConfig::new(),
+            sockloop::on_message(|_: &WsConn, _: WsMessage<'_>| {}),
+        )
+        .unwrap();
+    let mut t = dial(&plain);
+    let (status, _, _) = exchange(&mut t, &get("/?transport=polling"));
+    assert_eq!(status, 404);
+}
