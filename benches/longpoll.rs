@@ -4,8 +4,11 @@
 //!
 //! ```text
 //! cargo bench --bench longpoll                      # 1 client (batches of 1 and 100), 1,000 clients
-//! BENCH_ONLY=one cargo bench --bench longpoll       # or `thousand`
+//! BENCH_ONLY=one cargo bench --bench longpoll       # or `thousand`, `memory`
 //! ```
+//!
+//! `memory` opens 10,000 sessions by raw handshakes whose connections then close (a
+//! session between polls holds no socket) and prints the resident memory per session.
 //!
 //! The server is one poller with inline handlers (an echo), as in the WebSocket figures.
 //! Each client POSTs a batch and reads the echoes through its held GET; clients run on
@@ -152,6 +155,47 @@ fn figure(clients: usize, threads: usize, batch: usize, secs: f64) {
     rt.shutdown(Duration::from_secs(5));
 }
 
+/// Opens one session by a raw handshake on a connection that closes after it.
+fn raw_handshake(addr: &str) {
+    use std::io::{Read, Write};
+    let mut t = std::net::TcpStream::connect(addr).expect("connect");
+    t.write_all(b"GET /?transport=polling HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut answer = Vec::new();
+    t.read_to_end(&mut answer).expect("read");
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "handshake refused");
+}
+
+/// Resident memory per idle session (no socket: between polls a session is only state).
+fn memory(n: usize) {
+    let rt = Runtime::builder()
+        .name("lpsrv")
+        .pollers(1)
+        .handler_threads(1)
+        .build()
+        .expect("runtime");
+    let s = server(&rt);
+    let addr = s.local_addr().to_string();
+    for _ in 0..100 {
+        raw_handshake(&addr); // warm-up: pools, slab and maps grown once
+    }
+    let before = rss_bytes();
+    for _ in 0..n {
+        raw_handshake(&addr);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.open_connections() != n + 100 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let after = rss_bytes();
+    println!(
+        "longpoll memory: {} sessions open, {:.2} KiB resident per idle session",
+        s.open_connections(),
+        (after.saturating_sub(before)) as f64 / n as f64 / 1024.0
+    );
+    rt.shutdown(Duration::from_secs(5));
+}
+
 fn main() {
     let secs: f64 = env_or("LP_SECS", 3.0);
     let threads: usize = env_or("LP_THREADS", 8);
@@ -162,5 +206,8 @@ fn main() {
     if wanted("thousand", true) {
         figure(1000, threads, 1, secs);
         figure(1000, threads, 10, secs);
+    }
+    if wanted("memory", true) {
+        memory(10_000);
     }
 }
