@@ -875,6 +875,7 @@ fn a_full_server_refuses_the_handshake_with_503() {
     assert_eq!(status, 503);
     assert!(String::from_utf8_lossy(&body).contains("connection limit"));
     assert_eq!(s.open_connections(), 2);
+    assert_eq!(s.stats().rejected, 1);
 }
 
 #[test]

@@ -184,16 +184,19 @@ pub(crate) fn open(
         return Err(error(503, "the server is shutting down"));
     }
     let cap = server.ws.as_ref().and_then(|w| w.max_per_ip);
+    // Counted like an accepted socket: accepted, and rejected and closed at the limit.
+    counters.accepted.fetch_add(1, Ordering::Relaxed);
     if counters.open.fetch_add(1, Ordering::AcqRel) >= server.config.max_connections {
         counters.open.fetch_sub(1, Ordering::AcqRel);
         counters.rejected.fetch_add(1, Ordering::Relaxed);
+        counters.closed.fetch_add(1, Ordering::Relaxed);
         return Err(error(503, "the server is at its connection limit"));
     }
     if !server.ws_admit(carrier.peer_addr(), cap) {
+        counters.closed.fetch_add(1, Ordering::Relaxed);
         server.conn_gone();
         return Err(error(429, "too many connections from this address"));
     }
-    counters.accepted.fetch_add(1, Ordering::Relaxed);
     let carrier = carrier.clone();
     let poller = carrier.inner.poller.clone();
     let make = move |place| {
