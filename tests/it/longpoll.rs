@@ -462,8 +462,10 @@ fn a_session_without_gets_expires_after_the_ping_timeout_once() {
     let closes = Closes::default();
     let c2 = closes.clone();
     let cfg = PollingConfig::new().ping_timeout(Duration::from_millis(300));
+    let (rec, records) = crate::util::recorder();
     let s = rt
         .serve(Listen::tcp("127.0.0.1:0"))
+        .observer(rec)
         .websocket(ws(cfg), move |_: &WsConn, _: &sockloop::http::Request| {
             c2.clone()
         })
@@ -481,6 +483,28 @@ fn a_session_without_gets_expires_after_the_ping_timeout_once() {
     std::thread::sleep(Duration::from_millis(100)); // a second on_close would be quick
     let seen = closes.0.lock().unwrap().clone();
     assert_eq!(seen, vec![(CloseCode::AWAY, "ping timeout".to_owned())]);
+    // The observer saw the session like a connection: accepted, then closed once.
+    let states: Vec<_> = records.states.try_iter().collect();
+    let expired: Vec<_> = states
+        .iter()
+        .filter(|(_, st)| {
+            matches!(
+                st,
+                sockloop::ConnState::Closed(sockloop::CloseReason::PongTimeout)
+            )
+        })
+        .collect();
+    assert_eq!(expired.len(), 1, "{states:?}");
+    let id = expired[0].0;
+    let of_it: Vec<_> = states
+        .iter()
+        .filter(|(c, _)| *c == id)
+        .map(|(_, st)| st)
+        .collect();
+    assert!(
+        matches!(of_it.first(), Some(sockloop::ConnState::Accepted)),
+        "{of_it:?}"
+    );
     let mut t = dial(&s);
     let (status, _, _) = exchange(&mut t, &get(&format!("/?transport=polling&sid={sid}")));
     assert_eq!(status, 400, "the expired session is unknown");
