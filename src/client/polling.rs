@@ -394,12 +394,14 @@ impl PollingClient {
         self.send_records(|b| wire::write_record(b, Kind::Binary, data))
     }
 
-    /// Sends several text and binary messages in one POST, delivered in order.
+    /// Sends several text and binary messages in one POST, delivered in order (other
+    /// kinds of [`Message`] are skipped).
     ///
     /// # Errors
-    /// [`Error::Config`] for a message that is neither text nor binary; [`Error::Closed`]
-    /// after [`close`](Self::close); [`Error::Io`] or [`Error::Timeout`] when the server
-    /// cannot be reached (the batch was sent again once on a new connection); an
+    /// [`Error::Closed`] after [`close`](Self::close) or the session's end; [`Error::Io`]
+    /// or [`Error::Timeout`] when the server cannot be reached (a batch cut on the way is
+    /// sent again on new connections until the request timeout; the server delivers it
+    /// once); an
     /// [`Error::WebSocket`] [`WsError::Refused`] with the server's status and text when
     /// it refused the batch (413 too large, 400 unknown session…).
     pub fn send_batch(&mut self, messages: &[Message]) -> Result<()> {
@@ -422,16 +424,24 @@ impl PollingClient {
         f(&mut body);
         let seq = self.posts + 1;
         let target = self.target.session(&self.sid, &format!("seq={seq}"));
+        // The batch may go any number of times: the server delivers its `seq` once.
         let give_up = Instant::now() + self.post.opts.request_timeout;
         loop {
-            let (status, reply) = self.post.request("POST", &target, &body, Duration::ZERO)?;
-            match status {
-                200 => break,
+            let retry = match self.post.request("POST", &target, &body, Duration::ZERO) {
+                Ok((200, _)) => break,
                 // The server still waits on an earlier try of this batch (its handler is
                 // behind): ask again, which takes that try's place.
-                409 if Instant::now() < give_up => std::thread::sleep(RETRY_PAUSE),
-                _ => return Err(refused(status, &reply)),
+                Ok((409, _)) => None,
+                Ok((status, reply)) => return Err(refused(status, &reply)),
+                Err(Error::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    return Err(Error::Io(e))
+                }
+                Err(e) => Some(e), // cut on the way: send it again on a new connection
+            };
+            if Instant::now() >= give_up {
+                return Err(retry.unwrap_or(Error::Timeout));
             }
+            std::thread::sleep(RETRY_PAUSE);
         }
         self.posts = seq;
         Ok(())
