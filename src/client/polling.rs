@@ -6,7 +6,8 @@
 //! made by the caller's thread. A response lost on the way (a cut connection) is asked
 //! for again with the same acknowledgement, so nothing is lost or duplicated; a POST whose
 //! answer was lost is sent again with the same batch number, which the server delivers
-//! once. Plain `http://` (or `ws://`) only: no TLS.
+//! once. `http://` (or `ws://`), and `https://` (or `wss://`) with
+//! [`PollingOptions::tls`].
 //!
 //! # Examples
 //!
@@ -49,6 +50,7 @@ pub struct PollingOptions {
     connect_timeout: Duration,
     request_timeout: Duration,
     headers: Vec<(String, String)>,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for PollingOptions {
@@ -57,6 +59,7 @@ impl Default for PollingOptions {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             headers: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -75,6 +78,13 @@ impl PollingOptions {
         self
     }
 
+    /// The TLS configuration for `https://` URLs (its roots decide which servers are
+    /// trusted; default: none is, so `https://` needs this).
+    pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// An extra header sent with every request (cookies, authorization, `Origin`).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
@@ -85,6 +95,8 @@ impl PollingOptions {
 /// Where the server is: the socket address, `Host`, the path and the user's query.
 #[derive(Debug, Clone)]
 struct Target {
+    /// TLS, with this server name.
+    tls: Option<String>,
     addr: String,
     authority: String,
     path: String,
@@ -94,15 +106,10 @@ struct Target {
 impl Target {
     fn parse(url: &str) -> Result<Target> {
         let bad = || Error::Config(format!("invalid long-polling URL: {url:?}"));
-        let rest = match url.split_once("://") {
-            Some((s, rest)) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("ws") => {
-                rest
-            }
-            Some((s, _)) if s.eq_ignore_ascii_case("https") || s.eq_ignore_ascii_case("wss") => {
-                return Err(Error::Config(
-                    "the polling client speaks plain HTTP only".into(),
-                ))
-            }
+        let is = |s: &str, names: [&str; 2]| names.iter().any(|n| s.eq_ignore_ascii_case(n));
+        let (tls, rest) = match url.split_once("://") {
+            Some((s, rest)) if is(s, ["http", "ws"]) => (false, rest),
+            Some((s, rest)) if is(s, ["https", "wss"]) => (true, rest),
             _ => return Err(bad()),
         };
         let rest = rest.split('#').next().unwrap_or("");
@@ -112,11 +119,16 @@ impl Target {
             return Err(bad());
         }
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        let addr = match authority.rsplit_once(':') {
-            Some((_, p)) if p.parse::<u16>().is_ok() => authority.to_owned(),
-            _ => format!("{authority}:80"),
+        let (host, addr) = match authority.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => (h, authority.to_owned()),
+            _ => (
+                authority,
+                format!("{authority}:{}", if tls { 443 } else { 80 }),
+            ),
         };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         Ok(Target {
+            tls: tls.then(|| host.to_owned()),
             addr,
             authority: authority.to_owned(),
             path: if path.is_empty() {
@@ -144,7 +156,7 @@ impl Target {
 struct Http {
     target: Target,
     opts: PollingOptions,
-    sock: Option<TcpStream>,
+    sock: Option<Sock>,
     /// Where a clone of the socket is published so another thread can cut a wait short.
     shared: Option<Arc<Mutex<Option<TcpStream>>>>,
 }
@@ -159,7 +171,7 @@ impl Http {
         }
     }
 
-    fn socket(&mut self) -> Result<&mut TcpStream> {
+    fn socket(&mut self) -> Result<&mut Sock> {
         if self.sock.is_none() {
             let deadline = crate::base::saturating(Instant::now(), self.opts.connect_timeout);
             let s = crate::client::connect::tcp(self.target.addr.as_str(), deadline)?;
@@ -167,9 +179,26 @@ impl Http {
             if let Some(shared) = &self.shared {
                 *shared.lock().unwrap_or_else(|e| e.into_inner()) = s.try_clone().ok();
             }
-            self.sock = Some(s);
+            self.sock = Some(match &self.target.tls {
+                None => Sock::Plain(s),
+                Some(host) => Sock::Tls(Box::new(self.tls(s, host, deadline)?)),
+            });
         }
         Ok(self.sock.as_mut().expect("just set"))
+    }
+
+    /// The TLS session over `tcp`, its handshake done before `deadline`.
+    fn tls(&self, tcp: TcpStream, host: &str, deadline: Instant) -> Result<TlsStream> {
+        let Some(config) = self.opts.tls.clone() else {
+            return Err(Error::Config("https:// needs PollingOptions::tls".into()));
+        };
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|_| Error::Config(format!("invalid TLS server name {host:?}")))?;
+        let conn = rustls::ClientConnection::new(config, name)
+            .map_err(|e| Error::Tls(crate::tls::TlsError::Rustls(e)))?;
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        crate::client::connect::tls_handshake(&mut s, deadline)?;
+        Ok(s)
     }
 
     /// Sends a request and reads the whole response, once more on a new connection if
@@ -210,10 +239,11 @@ impl Http {
         bytes.extend_from_slice(body);
         let timeout = self.opts.request_timeout.saturating_add(wait);
         let sock = self.socket()?;
-        sock.set_write_timeout(Some(timeout))?;
-        sock.set_read_timeout(Some(timeout))?;
+        sock.tcp().set_write_timeout(Some(timeout))?;
+        sock.tcp().set_read_timeout(Some(timeout))?;
         let r = sock
             .write_all(&bytes)
+            .and_then(|()| sock.flush())
             .map_err(Error::from)
             .and_then(|()| read_response(sock));
         if r.is_err() {
@@ -223,8 +253,49 @@ impl Http {
     }
 }
 
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A connection to the server, plain or TLS.
+enum Sock {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl Sock {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Sock::Plain(s) => s,
+            Sock::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Sock::Plain(s) => s.read(buf),
+            Sock::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sock::Plain(s) => s.write(buf),
+            Sock::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sock::Plain(s) => s.flush(),
+            Sock::Tls(s) => s.flush(),
+        }
+    }
+}
+
 /// Reads one response with a Content-Length body.
-fn read_response(sock: &mut TcpStream) -> Result<(u16, Vec<u8>)> {
+fn read_response(sock: &mut Sock) -> Result<(u16, Vec<u8>)> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 16 << 10];
     let (status, head, len) = loop {
@@ -255,7 +326,7 @@ fn read_response(sock: &mut TcpStream) -> Result<(u16, Vec<u8>)> {
     Ok((status, body))
 }
 
-fn read_some(sock: &mut TcpStream, chunk: &mut [u8]) -> Result<usize> {
+fn read_some(sock: &mut Sock, chunk: &mut [u8]) -> Result<usize> {
     loop {
         match sock.read(chunk) {
             Ok(0) => return Err(Error::Closed),
@@ -613,7 +684,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_keep_path_and_query_and_refuse_tls() {
+    fn urls_keep_path_query_port_and_tls() {
         let t = Target::parse("http://127.0.0.1:9/chat?user=ann").unwrap();
         assert_eq!((t.addr.as_str(), t.path.as_str()), ("127.0.0.1:9", "/chat"));
         assert_eq!(t.handshake(), "/chat?user=ann&transport=polling");
@@ -624,7 +695,14 @@ mod tests {
         let t = Target::parse("ws://example.com").unwrap();
         assert_eq!((t.addr.as_str(), t.path.as_str()), ("example.com:80", "/"));
         assert_eq!(t.handshake(), "/?transport=polling");
-        assert!(matches!(Target::parse("https://x/"), Err(Error::Config(_))));
+        let t = Target::parse("https://example.com/p").unwrap();
+        assert_eq!(t.addr, "example.com:443");
+        assert_eq!(t.tls.as_deref(), Some("example.com"));
+        let t = Target::parse("wss://[::1]:9/").unwrap();
+        assert_eq!(
+            (t.addr.as_str(), t.tls.as_deref()),
+            ("[::1]:9", Some("::1"))
+        );
         assert!(matches!(Target::parse("ftp://x/"), Err(Error::Config(_))));
         assert!(matches!(Target::parse("http:///"), Err(Error::Config(_))));
     }

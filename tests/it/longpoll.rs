@@ -1075,3 +1075,41 @@ fn cut_run(seed: u64) {
         "longpoll over cuts: seed={seed} cuts={cuts} messages={N} lost=0 duplicated=0 reordered=0"
     );
 }
+
+#[test]
+fn long_polling_over_tls() {
+    let rt = rt();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let tls = sockloop::tls::TlsServerConfig::from_pem(
+        ck.cert.pem().as_bytes(),
+        ck.key_pair.serialize_pem().as_bytes(),
+    )
+    .unwrap();
+    let f = sockloop::on_message(|ws: &WsConn, m: WsMessage<'_>| {
+        if let WsMessage::Text(t) = m {
+            let _ = ws.send_text(t);
+        }
+    });
+    let s = rt
+        .serve(Listen::tls("127.0.0.1:0", tls))
+        .websocket(ws(PollingConfig::new()), f)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let port = s.local_addr().as_inet().unwrap().port();
+    let url = format!("https://localhost:{port}/");
+    let opts = PollingOptions::default().tls(Arc::new(cfg));
+    let mut c = PollingClient::connect(&url, opts).unwrap();
+    c.send_text("secret").unwrap();
+    assert_eq!(next(&mut c), Message::Text("secret".into()));
+    c.close().unwrap();
+    // Without trusted roots: a clear configuration error, no connection.
+    let err = PollingClient::connect(&url, PollingOptions::default()).unwrap_err();
+    assert!(matches!(err, sockloop::Error::Config(_)), "{err:?}");
+}
