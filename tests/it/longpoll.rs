@@ -1113,3 +1113,32 @@ fn long_polling_over_tls() {
     let err = PollingClient::connect(&url, PollingOptions::default()).unwrap_err();
     assert!(matches!(err, sockloop::Error::Config(_)), "{err:?}");
 }
+
+#[test]
+fn input_piled_up_behind_a_held_get_is_bounded() {
+    let rt = rt();
+    let s = echo(&rt, PollingConfig::new().max_body(1 << 10));
+    let sid = handshake(&s);
+    let mut t = dial(&s);
+    t.write_all(&get(&format!("/?transport=polling&sid={sid}&ack=0")))
+        .unwrap();
+    // More than one request's worth (8 KiB head + 1 KiB body) sent ahead: refused.
+    let pile = vec![b'x'; 12 << 10];
+    let _ = t.write_all(&pile);
+    let (status, _, body) = read_response(&mut t);
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("ahead of a pending poll"));
+    let mut rest = Vec::new();
+    let _ = t.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "the connection closed after the refusal");
+    // The session is unharmed: a new GET is held, and replaces the refused one's.
+    let mut p = dial(&s);
+    let send = post(&format!("/?transport=polling&sid={sid}"), b"t2:ok");
+    assert_eq!(exchange(&mut p, &send).0, 200);
+    let mut g = dial(&s);
+    let (_, _, body) = exchange(
+        &mut g,
+        &get(&format!("/?transport=polling&sid={sid}&ack=0")),
+    );
+    assert_eq!(body, b"1\nt2:ok");
+}
