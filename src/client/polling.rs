@@ -51,6 +51,7 @@ pub struct PollingOptions {
     request_timeout: Duration,
     headers: Vec<(String, String)>,
     tls: Option<Arc<rustls::ClientConfig>>,
+    retry_for: Duration,
 }
 
 impl Default for PollingOptions {
@@ -60,6 +61,7 @@ impl Default for PollingOptions {
             request_timeout: Duration::from_secs(10),
             headers: Vec::new(),
             tls: None,
+            retry_for: Duration::from_secs(30),
         }
     }
 }
@@ -75,6 +77,13 @@ impl PollingOptions {
     /// poll interval more (default 10 s).
     pub fn request_timeout(mut self, d: Duration) -> Self {
         self.request_timeout = d;
+        self
+    }
+
+    /// How long a send keeps trying, on new connections, after its request failed or timed
+    /// out (default 30 s; the server delivers a batch once however often it arrives).
+    pub fn retry_for(mut self, d: Duration) -> Self {
+        self.retry_for = d;
         self
     }
 
@@ -471,8 +480,8 @@ impl PollingClient {
     /// # Errors
     /// [`Error::Closed`] after [`close`](Self::close) or the session's end; [`Error::Io`]
     /// or [`Error::Timeout`] when the server cannot be reached (a batch cut on the way is
-    /// sent again on new connections until the request timeout; the server delivers it
-    /// once); an
+    /// sent again on new connections for [`PollingOptions::retry_for`]; the server
+    /// delivers it once); an
     /// [`Error::WebSocket`] [`WsError::Refused`] with the server's status and text when
     /// it refused the batch (413 too large, 400 unknown session…).
     pub fn send_batch(&mut self, messages: &[Message]) -> Result<()> {
@@ -496,7 +505,7 @@ impl PollingClient {
         let seq = self.posts + 1;
         let target = self.target.session(&self.sid, &format!("seq={seq}"));
         // The batch may go any number of times: the server delivers its `seq` once.
-        let give_up = Instant::now() + self.post.opts.request_timeout;
+        let give_up = crate::base::saturating(Instant::now(), self.post.opts.retry_for);
         loop {
             let retry = match self.post.request("POST", &target, &body, Duration::ZERO) {
                 Ok((200, _)) => break,

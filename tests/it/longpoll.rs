@@ -1032,15 +1032,19 @@ fn cut_run(seed: u64) {
             let _ = ws.send_text(t);
         }
     });
+    // Short poll and request timeouts: a request that went nowhere (a connection left in
+    // a backlog) is given up and sent again soon.
+    let cfg = PollingConfig::new().poll_interval(Duration::from_secs(1));
     let s = rt
         .serve(Listen::tcp("127.0.0.1:0"))
-        .websocket(ws(PollingConfig::new()), f)
+        .websocket(ws(cfg), f)
         .unwrap();
     let proxy = cutter(s.local_addr().to_string(), seed);
     let url = format!("http://{}/", proxy.addr);
+    let opts = PollingOptions::default().request_timeout(Duration::from_secs(2));
     // The handshake itself may be cut: try until one gets through.
     let mut c = loop {
-        if let Ok(c) = PollingClient::connect(&url, PollingOptions::default()) {
+        if let Ok(c) = PollingClient::connect(&url, opts.clone()) {
             break c;
         }
     };
