@@ -107,7 +107,7 @@ pub use error::{Error, Result};
 pub use proto::{http, ws};
 pub use reactor::{MAX_ACCEPTS_PER_TURN, MAX_COMMANDS_PER_TURN};
 pub use server::broadcast::{Broadcaster, Frames};
-pub use server::config::{Dispatch, ServerConfig};
+pub use server::config::{Dispatch, PollingConfig, ServerConfig};
 pub use server::handle::Conn;
 pub use server::handler::{self, DatagramHandler, DatagramSender, StreamHandler};
 pub use server::observe::{ConnState, Lifecycle, LogObserver, Observer, ServerStats};

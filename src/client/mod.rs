@@ -1,5 +1,6 @@
 //! Blocking clients for scripts and programs: TCP, TLS, UDP, Unix, Unix datagram and
-//! WebSocket ([`ws`]), and a hub client with sessions that survive reconnects ([`hub`]).
+//! WebSocket ([`ws`]), HTTP long-polling ([`polling`]), and a hub client with sessions that
+//! survive reconnects ([`hub`]).
 //!
 //! Every client connects within [`ClientOptions::connect_timeout`], has read and write
 //! timeouts, and offers `once`: send a request and take one reply before a deadline, failing
@@ -27,6 +28,7 @@ mod connect;
 mod datagram;
 pub mod hub;
 mod options;
+pub mod polling;
 mod reply;
 mod stream;
 mod tcp;

@@ -311,6 +311,12 @@ impl<'a> Io<'a> {
         self.req.resume = true;
     }
 
+    /// Output is ready without being queued here: the reactor calls
+    /// [`Driver::on_flush`] at the end of this turn (a virtual connection's corking).
+    pub(crate) fn output_ready(&mut self) {
+        self.req.dirty = true;
+    }
+
     /// Stops reading from the socket until [`ConnCmd::Resume`] or [`resume`](Self::resume).
     pub(crate) fn pause(&mut self) {
         self.req.pause = true;
@@ -334,6 +340,18 @@ pub(crate) trait Driver: Send + 'static {
     }
     /// The output queue emptied after the socket had pushed back.
     fn on_drained(&mut self, io: &mut Io<'_>);
+    /// Reading resumed after a [`pause`](Io::pause) ([`ConnCmd::Resume`]: the handler
+    /// caught up). The default does nothing; a virtual connection, which reads no
+    /// socket, takes up the input it held back here.
+    fn on_resume(&mut self, io: &mut Io<'_>) {
+        let _ = io;
+    }
+    /// The end of a turn in which a virtual connection asked for it
+    /// ([`Io::output_ready`]): the driver delivers its output (to other connections).
+    /// Socket connections write their queue instead; the default does nothing.
+    fn on_flush(&mut self, io: &mut Io<'_>) {
+        let _ = io;
+    }
     /// The deadline from [`next_deadline`](Self::next_deadline) passed (or may have).
     fn on_timer(&mut self, io: &mut Io<'_>);
     /// A request from a handle.

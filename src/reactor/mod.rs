@@ -22,6 +22,8 @@ pub(crate) mod outq;
 pub(crate) mod poller;
 pub(crate) mod stream;
 pub(crate) mod timer;
+#[cfg(test)]
+mod virtual_tests;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -182,6 +184,9 @@ pub(crate) enum Command {
     AddDatagram(Box<datagram::NewDatagram>, Sender<std::io::Result<()>>),
     /// Adopt a connection accepted by a sibling poller.
     Adopt(Box<stream::Accepted>),
+    /// Place a virtual connection (no socket, see [`stream::new_virtual`]) here: the
+    /// closure builds it for the reserved place, or refuses with `None`.
+    AddVirtual(MakeVirtual),
     /// Stop accepting for an owner: remove its listeners and datagram sockets, and start
     /// draining its connections (their drivers decide how).
     Drain(Arc<Policy>, Sender<()>),
@@ -189,6 +194,9 @@ pub(crate) enum Command {
     ForceClose(Arc<Policy>, Sender<()>),
     Stop,
 }
+
+/// Builds a virtual connection at a reserved place (on the poller's thread).
+pub(crate) type MakeVirtual = Box<dyn FnOnce(Place) -> Option<Box<stream::Stream>> + Send>;
 
 static NEXT_POLLER_ID: AtomicUsize = AtomicUsize::new(1);
 

@@ -315,6 +315,7 @@ impl Poller {
                 let _ = reply.send(self.adopt_datagram(*d));
             }
             Command::Adopt(acc) => self.adopt(*acc),
+            Command::AddVirtual(make) => self.add_virtual(make),
             Command::Drain(owner, done) => {
                 self.drain(&owner);
                 let _ = done.send(());
@@ -404,10 +405,26 @@ impl Poller {
         let Some(mut c) = owner.open(acc) else {
             return;
         };
-        if let Err(e) = self.register(c.source(), slot as usize, gen, Interest::READABLE) {
+        let registered = match c.source() {
+            Some(src) => self.register(src, slot as usize, gen, Interest::READABLE),
+            None => Ok(()),
+        };
+        if let Err(e) = registered {
             c.finish(&CloseReason::Reset(e.to_string()));
             return;
         }
+        let key = self.entries.insert(Entry::Stream(c));
+        debug_assert_eq!(key, slot as usize);
+        self.on_stream(slot, gen, |c, ctx| c.start(ctx));
+    }
+
+    /// Places a virtual connection (nothing to register) and starts it.
+    fn add_virtual(&mut self, make: super::MakeVirtual) {
+        let place = self.place();
+        let (slot, gen) = (place.slot, place.gen);
+        let Some(c) = make(place) else {
+            return;
+        };
         let key = self.entries.insert(Entry::Stream(c));
         debug_assert_eq!(key, slot as usize);
         self.on_stream(slot, gen, |c, ctx| c.start(ctx));

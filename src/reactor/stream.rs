@@ -24,13 +24,16 @@ use crate::Error;
 pub(crate) enum StreamSock {
     Tcp(mio::net::TcpStream),
     Unix(mio::net::UnixStream),
+    /// No socket: a virtual connection (see [`new_virtual`]).
+    Virtual,
 }
 
 impl StreamSock {
-    fn source(&mut self) -> &mut dyn mio::event::Source {
+    fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
         match self {
-            StreamSock::Tcp(s) => s,
-            StreamSock::Unix(s) => s,
+            StreamSock::Tcp(s) => Some(s),
+            StreamSock::Unix(s) => Some(s),
+            StreamSock::Virtual => None,
         }
     }
 
@@ -38,7 +41,12 @@ impl StreamSock {
         let _ = match self {
             StreamSock::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
             StreamSock::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+            StreamSock::Virtual => Ok(()),
         };
+    }
+
+    fn is_virtual(&self) -> bool {
+        matches!(self, StreamSock::Virtual)
     }
 }
 
@@ -47,6 +55,7 @@ impl Read for StreamSock {
         match self {
             StreamSock::Tcp(s) => s.read(buf),
             StreamSock::Unix(s) => s.read(buf),
+            StreamSock::Virtual => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 }
@@ -56,12 +65,14 @@ impl Write for StreamSock {
         match self {
             StreamSock::Tcp(s) => s.write(buf),
             StreamSock::Unix(s) => s.write(buf),
+            StreamSock::Virtual => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match self {
             StreamSock::Tcp(s) => s.write_vectored(bufs),
             StreamSock::Unix(s) => s.write_vectored(bufs),
+            StreamSock::Virtual => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -165,6 +176,16 @@ pub(crate) fn new_stream<D: Driver>(
     })
 }
 
+/// Builds a virtual connection: a slot with a link, timers, groups, commands and the
+/// close sequence, but no socket. It never reads; its driver delivers its output itself
+/// (on other connections, by command) from [`Driver::on_flush`], called at the end of
+/// each turn in which it asked for it ([`Io::output_ready`]), and never queues output
+/// through [`Io`]. Its close needs no flushing or lingering: once closing, it is removed.
+/// Placed on a poller by [`Command::AddVirtual`](super::Command::AddVirtual).
+pub(crate) fn new_virtual<D: Driver>(link: Arc<Link>, driver: D) -> Box<Stream> {
+    new_stream(StreamSock::Virtual, link, None, driver)
+}
+
 /// What one read attempt produced.
 enum ReadOutcome {
     Data(usize),
@@ -215,7 +236,8 @@ impl Stream {
         action
     }
 
-    pub(crate) fn source(&mut self) -> &mut dyn mio::event::Source {
+    /// The socket to register (`None`: a virtual connection).
+    pub(crate) fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
         self.sock.source()
     }
 
@@ -618,7 +640,10 @@ impl Stream {
         };
         let (slot, gen) = self.slot_gen();
         let tok = super::poller::token(slot as usize, gen);
-        if let Err(e) = reg.reregister(self.sock.source(), tok, interest) {
+        let Some(src) = self.sock.source() else {
+            return;
+        };
+        if let Err(e) = reg.reregister(src, tok, interest) {
             log::warn!("conn={} reregister failed: {e}", self.driver.id());
         }
     }
@@ -628,6 +653,9 @@ impl Stream {
         self.in_dirty = false;
         if !self.life.writes() {
             return Step::Live;
+        }
+        if self.sock.is_virtual() {
+            return self.flush_virtual(ctx);
         }
         let had_interest = self.writable_interest;
         match self.write_out() {
@@ -671,6 +699,25 @@ impl Stream {
         Step::Live
     }
 
+    /// A virtual connection's end of turn: its driver sends its output; a closing one goes.
+    fn flush_virtual(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        if self.life.is_open() {
+            let ((), step) = self.drive(ctx, |d, io| d.on_flush(io));
+            if let Step::Gone(r) = step {
+                return Step::Gone(r);
+            }
+        }
+        if !self.life.closing() {
+            return Step::Live;
+        }
+        match self.step(|l| l.flushed(ctx.now)) {
+            Action::Remove(r) => Step::Gone(r),
+            // No peer to wait for: the end of stream is now.
+            Action::ShutWrite => self.eof(ctx),
+            _ => Step::Live,
+        }
+    }
+
     /// Output is flushed on a closing connection: send FIN, linger for the peer's.
     fn shut_write(&mut self, ctx: &mut Ctx<'_>) -> Step {
         match self.step(|l| l.flushed(ctx.now)) {
@@ -708,6 +755,9 @@ impl Stream {
     pub(crate) fn command(&mut self, ctx: &mut Ctx<'_>, cmd: super::ConnCmd) -> Step {
         if let super::ConnCmd::Resume = cmd {
             self.paused = false;
+            if let (_, Step::Gone(r)) = self.drive(ctx, |d, io| d.on_resume(io)) {
+                return Step::Gone(r);
+            }
             return self.read(ctx, false);
         }
         if !self.life.writes() {

@@ -158,3 +158,71 @@ impl ServerConfig {
         self
     }
 }
+
+/// HTTP long-polling on a WebSocket server's port and path (docs/PROTOCOL.md,
+/// "Long-polling transport"), enabled by
+/// [`WsServerConfig::polling`](crate::WsServerConfig::polling). Every default is listed on
+/// its setter.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use sockloop::{PollingConfig, WsServerConfig};
+/// let ws = WsServerConfig::new().polling(Some(
+///     PollingConfig::new().poll_interval(Duration::from_secs(10)).max_body(64 << 10),
+/// ));
+/// # let _ = ws;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollingConfig {
+    pub(crate) poll_interval: Duration,
+    pub(crate) ping_timeout: Duration,
+    pub(crate) max_body: usize,
+    pub(crate) max_batch: usize,
+}
+
+impl Default for PollingConfig {
+    fn default() -> Self {
+        PollingConfig {
+            poll_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(20),
+            max_body: 1 << 20,
+            max_batch: 1 << 20,
+        }
+    }
+}
+
+impl PollingConfig {
+    /// A configuration with every default.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How long a GET is held when there is nothing to send; then it is answered with an
+    /// empty batch, the heartbeat (default 25 s).
+    pub fn poll_interval(mut self, d: Duration) -> Self {
+        self.poll_interval = d;
+        self
+    }
+
+    /// A session with no GET for this long after the last one was answered closes
+    /// (`on_close` sees 1001 "ping timeout"; the observer [`CloseReason::PongTimeout`](crate::CloseReason::PongTimeout))
+    /// (default 20 s).
+    pub fn ping_timeout(mut self, d: Duration) -> Self {
+        self.ping_timeout = d;
+        self
+    }
+
+    /// Largest POST body in bytes; a larger one is answered with 413 (default 1 MiB).
+    pub fn max_body(mut self, n: usize) -> Self {
+        self.max_body = n.max(1);
+        self
+    }
+
+    /// Payload bytes one GET response carries at most; the rest waits for the next GET
+    /// (default 1 MiB; one record is always sent, however large).
+    pub fn max_batch(mut self, n: usize) -> Self {
+        self.max_batch = n.max(1);
+        self
+    }
+}

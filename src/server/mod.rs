@@ -7,6 +7,7 @@ pub(crate) mod datagram;
 pub(crate) mod dispatch;
 pub(crate) mod handle;
 pub mod handler;
+pub(crate) mod longpoll;
 pub(crate) mod observe;
 pub(crate) mod pool;
 pub(crate) mod runtime;
@@ -212,6 +213,8 @@ pub(crate) struct ServerShared {
     /// Open WebSockets per client IP, when a per-IP cap is set.
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     pub(crate) pool: Arc<HandlerPool>,
+    /// Open long-polling sessions by id (WebSocket servers with polling on).
+    pub(crate) polls: longpoll::Sessions,
 }
 
 /// Runs an observer callback; a panic in it is logged and contained (a poller never dies
@@ -447,6 +450,7 @@ impl<'a> ServerBuilder<'a> {
             ws: self.ws,
             per_ip: Mutex::new(HashMap::new()),
             pool: self.rt.pool.clone(),
+            polls: Default::default(),
         });
         if let Err(e) = install(self.rt, &shared, sockets) {
             // Whatever was installed stops listening; the socket file goes.

@@ -132,6 +132,7 @@ pub struct WsServerConfig {
     pub(crate) http: Option<HttpHook>,
     pub(crate) max_per_ip: Option<usize>,
     pub(crate) path: Option<String>,
+    pub(crate) polling: Option<crate::server::config::PollingConfig>,
 }
 
 impl fmt::Debug for WsServerConfig {
@@ -140,6 +141,7 @@ impl fmt::Debug for WsServerConfig {
             .field("origins", &self.origins)
             .field("max_per_ip", &self.max_per_ip)
             .field("path", &self.path)
+            .field("polling", &self.polling)
             .finish()
     }
 }
@@ -220,6 +222,15 @@ impl WsServerConfig {
     /// hook.
     pub fn path(mut self, path: Option<String>) -> Self {
         self.path = path;
+        self
+    }
+
+    /// Serves HTTP long-polling on the WebSocket path too (default `None`: off): requests
+    /// with `transport=polling` in the query open and drive sessions that handlers see as
+    /// WebSocket connections (docs/PROTOCOL.md, "Long-polling transport"). The origin
+    /// check, authenticator and connection middleware run at the handshake.
+    pub fn polling(mut self, polling: Option<crate::server::config::PollingConfig>) -> Self {
+        self.polling = polling;
         self
     }
 

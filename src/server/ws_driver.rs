@@ -9,6 +9,12 @@ use std::time::Instant;
 
 use super::dispatch::{Event, HandlerSlot};
 use super::handle::Conn;
+use super::longpoll::{self, PollReply};
+
+/// The carrier side of long-polling: this driver's HTTP phase handing polling requests to
+/// their sessions (a child module: it works on the driver's private state).
+#[path = "longpoll/carrier.rs"]
+mod carrier;
 use super::observe::ConnState;
 use super::websocket::WsServerConfig;
 use crate::base::{deadline, deadline_opt, earliest, elapsed, CloseReason, Stamp};
@@ -47,6 +53,9 @@ enum Phase {
     /// The upgrade request is with the authenticator on the handler pool; reading is paused
     /// until it answers (bounded by the handshake deadline).
     Auth(Box<PendingUpgrade>),
+    /// A long-polling request is with its session (`super::longpoll`); the next request
+    /// waits (kept, bounded) until the session's answer is written.
+    Poll(Box<carrier::PollWait>),
     Ws(WsState),
 }
 
@@ -55,12 +64,22 @@ struct PendingUpgrade {
     answer: Vec<u8>,
     deflate: Option<crate::proto::ws::DeflateParams>,
     deadline: Option<Stamp>,
+    /// A long-polling handshake (no 101: the verdict opens a session).
+    polling: bool,
 }
 
 /// What the authenticator said, sent back to the connection's driver from the pool.
 pub(crate) struct AuthOutcome {
     pub(crate) result: Result<Option<super::websocket::Identity>, super::websocket::Rejection>,
     pub(crate) req: Box<Request>,
+}
+
+/// Whether the client asked to close after this request (HTTP/1.0, `Connection: close`).
+fn wants_close(req: &Request) -> bool {
+    req.version() == 0
+        || req
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
 }
 
 /// HTTP requests one connection may make before it is closed (keep-alive).
@@ -197,6 +216,7 @@ impl WsDriver {
                 Phase::Ws(_) => return pos + self.decode(io, &mut buf[pos..]),
                 // A client must wait for the 101 before it sends more: keep it for then.
                 Phase::Auth(_) => return pos,
+                Phase::Poll(_) => return pos + self.poll_kept(io, buf.len() - pos),
             }
         }
         pos
@@ -204,7 +224,11 @@ impl WsDriver {
 
     /// Parses one HTTP request. `None` when more bytes are needed.
     fn http_step(&mut self, io: &mut Io<'_>, buf: &[u8]) -> Option<usize> {
-        match parse_request(buf, &self.cfg().ws.http_limits()) {
+        let mut limits = self.cfg().ws.http_limits();
+        if let Some(p) = &self.cfg().polling {
+            limits = limits.max_body(limits.max_body.max(p.max_body));
+        }
+        match parse_request(buf, &limits) {
             ParseOutcome::Partial => None,
             ParseOutcome::Error { status } => {
                 self.reject(io, status, "malformed or oversized request");
@@ -224,6 +248,11 @@ impl WsDriver {
                     .is_none_or(|p| p == request.path());
                 if is_upgrade(&request) && on_path {
                     self.upgrade(io, request);
+                } else if on_path && self.cfg().polling.is_some() && longpoll::is_polling(&request)
+                {
+                    self.poll(io, request);
+                } else if request.body().len() > self.cfg().ws.max_request_size {
+                    self.reject(io, 413, "request body too large");
                 } else {
                     self.http_hook(io, &request);
                 }
@@ -253,13 +282,9 @@ impl WsDriver {
                 *requests += 1;
                 *requests
             }
-            Phase::Ws(_) | Phase::Auth(_) => 0,
+            Phase::Ws(_) | Phase::Auth(_) | Phase::Poll(_) => 0,
         };
-        let close = req.version() == 0
-            || requests >= MAX_REQUESTS_PER_CONN
-            || req
-                .header("connection")
-                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let close = wants_close(req) || requests >= MAX_REQUESTS_PER_CONN;
         let head_only = req.method() == "HEAD";
         io.append(false, |out| match head_only {
             true => resp.write_head(out),
@@ -305,6 +330,7 @@ impl WsDriver {
             answer,
             deflate: accepted.deflate,
             deadline,
+            polling: false,
         };
         if cfg.auth.is_none() && cfg.middleware.is_empty() {
             return self.finish_upgrade(io, pending, Ok(None), &req);
@@ -368,7 +394,10 @@ impl WsDriver {
         ) else {
             return;
         };
-        self.finish_upgrade(io, *pending, outcome.result, &outcome.req);
+        match pending.polling {
+            true => self.open_session(io, *outcome.req, outcome.result),
+            false => self.finish_upgrade(io, *pending, outcome.result, &outcome.req),
+        }
         io.resume();
     }
 
@@ -627,6 +656,12 @@ impl Driver for WsDriver {
                 }
                 return;
             }
+            Phase::Poll(w) => {
+                if w.deadline.is_some_and(|d| now >= d.at()) {
+                    io.close(CloseReason::IdleTimeout);
+                }
+                return;
+            }
             Phase::Ws(st) => st,
         };
         if st.close_deadline().is_some_and(|t| now >= t) {
@@ -705,11 +740,14 @@ impl Driver for WsDriver {
                     io.close(*reason);
                 }
             }
-            ConnCmd::Driver(msg) => {
-                if let Ok(outcome) = msg.downcast::<AuthOutcome>() {
-                    self.authenticated(io, *outcome);
+            ConnCmd::Driver(msg) => match msg.downcast::<AuthOutcome>() {
+                Ok(outcome) => self.authenticated(io, *outcome),
+                Err(msg) => {
+                    if let Ok(reply) = msg.downcast::<PollReply>() {
+                        self.poll_reply(io, *reply);
+                    }
                 }
-            }
+            },
             ConnCmd::Resume | ConnCmd::JoinGroup(_) | ConnCmd::LeaveGroup(_) => {}
         }
     }
@@ -732,6 +770,11 @@ impl Driver for WsDriver {
     }
 
     fn on_shutdown(&mut self, io: &mut Io<'_>) {
+        if let Phase::Poll(wait) = &mut self.phase {
+            // Its session closes too and answers (with the close): pass that on, then close.
+            wait.close = true;
+            return;
+        }
         self.close_frame(io, Some(CloseCode::AWAY), "server shutdown");
         self.close_after_handler(io, CloseReason::Shutdown);
     }
@@ -763,6 +806,7 @@ impl Driver for WsDriver {
         let st = match &self.phase {
             Phase::Http { deadline, .. } => return deadline.map(Stamp::at),
             Phase::Auth(p) => return p.deadline.map(Stamp::at),
+            Phase::Poll(w) => return w.deadline.map(Stamp::at),
             Phase::Ws(st) => st,
         };
         let cfg = &self.cfg().ws;

@@ -11,6 +11,7 @@ mod clients;
 mod core;
 mod examples;
 mod hub;
+mod longpoll;
 mod pool;
 mod std_fit;
 mod supervise;
