@@ -242,9 +242,11 @@ fn main() {
     let server = ws_echo_server(&rt, Dispatch::Inline);
     if wanted("echo8", true) {
         echo(&bin, &server, 8);
+        println!("  budget after echo8: {:?}", rt.budget());
     }
     if wanted("echo1", true) {
         echo(&bin, &server, 1);
+        println!("  budget after echo1: {:?}", rt.budget());
     }
     if wanted("idle", true) {
         idle();

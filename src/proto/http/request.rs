@@ -252,7 +252,10 @@ fn build(parsed: &httparse::Request<'_, '_>, body: Vec<u8>) -> Request {
             .map(|h| h.name.len() + h.value.len())
             .sum::<usize>();
     let mut req = Request {
-        text: String::with_capacity(size),
+        // A size class of its own (≥ 512 B, a power of two): a request head of ~250 B
+        // freed between a connection's long-lived 256 B allocations fragmented the heap
+        // by ~23 B per idle connection (bench `websocket`, idle: 506 B against 483 B).
+        text: String::with_capacity(size.next_power_of_two().max(512)),
         version: parsed.version.unwrap_or(1),
         headers: Vec::with_capacity(parsed.headers.len()),
         body,
