@@ -15,19 +15,27 @@ use super::envelope::{encode, parse_envelope};
 use super::state::State;
 use super::Hub;
 use crate::proto::http::Request;
-use crate::proto::session::{self as wire, Link, NotRecoverable, ServerSession};
+use crate::proto::session::{self as wire, InFlight, Link, NotRecoverable, ServerSession};
 use crate::proto::ws::CloseCode;
 use crate::{ConnId, DropPolicy, Frames, SendStatus, WsConn};
 
 /// Room left in a session connection's queue before a group send: the poller would drop
 /// a message that does not fit, unseen, so a member short of it is sent to alone (where a
 /// refusal is seen). The margin covers control frames (pongs, closes) queued meanwhile.
-fn room_for(ws: &WsConn, len: usize) -> bool {
-    const MARGIN: usize = 64 << 10;
-    let queued = ws.conn().queued_bytes();
+/// `in_flight` (messages sent to the connection, not yet acknowledged) bounds what may
+/// still be queued, group sends the poller has not yet admitted included.
+fn room_for(ws: &WsConn, in_flight: usize, len: usize) -> bool {
     let bound = ws.conn().inner.policy.limits.max_queued_bytes;
-    queued == 0 || queued + len + MARGIN <= bound
+    let margin = (64 << 10).min(bound / 8);
+    let queued = ws.conn().queued_bytes();
+    queued + in_flight + len + margin <= bound
 }
+
+/// WebSocket framing added to a message, at most (header and length).
+const FRAMING: usize = 14;
+/// Unacknowledged messages one connection may have before it is closed for a resume (a
+/// client that reads but never acknowledges).
+const MAX_IN_FLIGHT: usize = 1 << 16;
 
 /// What a session's user looks like to presence while no connection carries the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -128,6 +136,8 @@ struct Slot {
     closed: Option<(CloseCode, String)>,
     /// `on_disconnect` ran.
     reported: bool,
+    /// What the current connection may still have queued.
+    in_flight: InFlight,
 }
 
 impl Slot {
@@ -345,6 +355,7 @@ impl Hub {
                 last: ws.clone(),
                 closed: None,
                 reported: false,
+                in_flight: InFlight::default(),
             }),
         });
         self.sessions().by_sid().insert(sid, cell.clone());
@@ -411,7 +422,9 @@ impl Hub {
         w.seq = seq;
         w.replayed = replay.len() as u64;
         self.control(ws, wire::EV_RESUMED, &w);
-        for m in &replay {
+        slot.in_flight.clear();
+        for (n, m) in (seq + 1..).zip(&replay) {
+            slot.in_flight.sent(n, m.len() + FRAMING);
             let st = super::delivery::send_to(ws, self.frames_for(m).as_ref(), m);
             self.count(st);
             if st != SendStatus::Queued {
@@ -461,15 +474,21 @@ impl Hub {
                 continue;
             }
             let before = slot.engine.replay.evicted();
-            freed += slot.engine.replay.push(shared.clone()).1;
+            let (seq, f) = slot.engine.replay.push(shared.clone());
+            freed += f;
             evicted += slot.engine.replay.evicted() - before;
             added += shared.len();
-            let Some(ws) = &slot.conn else { continue };
-            if !room_for(ws, frames.len()) {
+            let Some(ws) = slot.conn.clone() else {
+                continue;
+            };
+            let fits = room_for(&ws, slot.in_flight.bytes(), frames.len());
+            slot.in_flight.sent(seq, text.len() + FRAMING);
+            if !fits {
                 skip.push(ws.id());
-                let st = super::delivery::send_to(ws, Some(frames), text);
-                self.overflowed(ws, st);
+                let st = super::delivery::send_to(&ws, Some(frames), text);
+                self.overflowed(&ws, st);
             }
+            self.check_in_flight(slot, &ws);
         }
         let s = self.sessions();
         s.add_bytes(added);
@@ -485,21 +504,32 @@ impl Hub {
     }
 
     /// Numbers and keeps `text` in a session's replay buffer, within the bounds.
-    fn keep(&self, slot: &mut Slot, text: &Arc<str>) {
+    fn keep(&self, slot: &mut Slot, text: &Arc<str>) -> u64 {
         let evicted = slot.engine.replay.evicted();
-        let (_, freed) = slot.engine.replay.push(text.clone());
+        let (seq, freed) = slot.engine.replay.push(text.clone());
         self.sessions().add_bytes(text.len());
         self.sessions().sub_bytes(freed);
         let n = slot.engine.replay.evicted() - evicted;
         self.sessions().evicted.fetch_add(n, Ordering::Relaxed);
         self.enforce_total(slot);
+        seq
+    }
+
+    /// A connection that reads but never acknowledges is closed, so the session's
+    /// bookkeeping stays bounded (the client resumes, acknowledging by its count).
+    fn check_in_flight(&self, slot: &mut Slot, ws: &WsConn) {
+        if slot.in_flight.len() > MAX_IN_FLIGHT {
+            slot.in_flight.clear();
+            ws.close(CloseCode::POLICY, "session messages not acknowledged");
+        }
     }
 
     /// A send to a session connection was refused: the message stays in the replay buffer
     /// and the connection is closed so the client resumes (never a silent gap).
     fn overflowed(&self, ws: &WsConn, st: SendStatus) {
         if st == SendStatus::Dropped {
-            ws.close(CloseCode::from(1013), "session queue full; resume");
+            // 4013: an application code (1013 is not one a WebSocket endpoint may send).
+            ws.close(CloseCode::from(4013), "session queue full; resume");
         }
     }
 
@@ -571,12 +601,14 @@ impl Hub {
         if slot.engine.link() == Link::Ended {
             return SendStatus::Closed;
         }
-        self.keep(&mut slot, text);
+        let seq = self.keep(&mut slot, text);
         let Some(ws) = slot.conn.clone() else {
             return SendStatus::Queued;
         };
+        slot.in_flight.sent(seq, text.len() + FRAMING);
         let st = super::delivery::send_to(&ws, frames, text);
         self.overflowed(&ws, st);
+        self.check_in_flight(&mut slot, &ws);
         SendStatus::Queued
     }
 
@@ -635,6 +667,7 @@ impl Hub {
         if let Some(n) = data.as_u64() {
             let freed = slot.engine.replay.ack(n);
             self.sessions().sub_bytes(freed);
+            slot.in_flight.acked(n);
         }
         if let Some(n) = slot.engine.inbound.ack_due(true) {
             self.control(ws, wire::EV_ACK, &n);
@@ -656,6 +689,7 @@ impl Hub {
             if current {
                 slot.conn = None;
                 slot.closed = Some((code, reason.to_owned()));
+                slot.in_flight.clear();
             }
             match slot.engine.link() {
                 Link::Ended if !slot.reported && (current || slot.conn.is_none()) => {

@@ -179,6 +179,48 @@ impl Replay {
     }
 }
 
+/// Data messages queued to the session's current connection and not yet acknowledged by
+/// the client: an upper bound of what may still sit in that connection's queue, including
+/// group sends the poller has not yet admitted. Sizes only (16 bytes a message).
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    q: VecDeque<(u64, usize)>,
+    bytes: usize,
+}
+
+impl InFlight {
+    /// Message `seq` of `len` bytes (framing included) went to the connection.
+    pub(crate) fn sent(&mut self, seq: u64, len: usize) {
+        self.q.push_back((seq, len));
+        self.bytes += len;
+    }
+
+    /// The client received everything up to `upto`.
+    pub(crate) fn acked(&mut self, upto: u64) {
+        while let Some(&(seq, len)) = self.q.front() {
+            if seq > upto {
+                break;
+            }
+            self.q.pop_front();
+            self.bytes -= len;
+        }
+    }
+
+    /// A new connection (or none): nothing of this session is queued on it yet.
+    pub(crate) fn clear(&mut self) {
+        self.q.clear();
+        self.bytes = 0;
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.q.len()
+    }
+}
+
 /// Client → server data messages received in one session, and the last count told.
 #[derive(Debug, Default)]
 pub(crate) struct Inbound {
@@ -503,6 +545,23 @@ mod tests {
         assert_eq!(r.evict_oldest(), 0);
         assert_eq!(r.resume(1), Err(NotRecoverable::Gap));
         assert!(r.resume(2).unwrap().is_empty());
+    }
+
+    #[test]
+    fn in_flight_bytes_follow_sends_and_acks() {
+        let mut f = InFlight::default();
+        f.sent(1, 10);
+        f.sent(2, 20);
+        f.sent(3, 30);
+        assert_eq!((f.bytes(), f.len()), (60, 3));
+        f.acked(2);
+        assert_eq!((f.bytes(), f.len()), (30, 1));
+        f.acked(2);
+        assert_eq!(f.bytes(), 30, "acks are cumulative and idempotent");
+        f.clear();
+        assert_eq!((f.bytes(), f.len()), (0, 0));
+        f.acked(99);
+        assert_eq!(f.bytes(), 0);
     }
 
     #[test]

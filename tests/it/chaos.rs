@@ -279,6 +279,7 @@ fn server(dispatch: sockloop::Dispatch) -> Server {
     let rt = crate::hub::rt();
     let server = rt
         .serve(sockloop::Listen::tcp("127.0.0.1:0"))
+        .config(sockloop::ServerConfig::new().dispatch(dispatch))
         .websocket(
             hub.server_config(sockloop::WsServerConfig::new()),
             hub.factory(),
