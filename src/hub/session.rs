@@ -478,17 +478,16 @@ impl Hub {
             freed += f;
             evicted += slot.engine.replay.evicted() - before;
             added += shared.len();
-            let Some(ws) = slot.conn.clone() else {
+            let Some(ws) = slot.conn.as_ref() else {
                 continue;
             };
-            let fits = room_for(&ws, slot.in_flight.bytes(), frames.len());
-            slot.in_flight.sent(seq, text.len() + FRAMING);
-            if !fits {
+            if !room_for(ws, slot.in_flight.bytes(), frames.len()) {
                 skip.push(ws.id());
-                let st = super::delivery::send_to(&ws, Some(frames), text);
-                self.overflowed(&ws, st);
+                let st = super::delivery::send_to(ws, Some(frames), text);
+                self.overflowed(ws, st);
             }
-            self.check_in_flight(slot, &ws);
+            slot.in_flight.sent(seq, text.len() + FRAMING);
+            self.check_in_flight(slot);
         }
         let s = self.sessions();
         s.add_bytes(added);
@@ -517,10 +516,12 @@ impl Hub {
 
     /// A connection that reads but never acknowledges is closed, so the session's
     /// bookkeeping stays bounded (the client resumes, acknowledging by its count).
-    fn check_in_flight(&self, slot: &mut Slot, ws: &WsConn) {
+    fn check_in_flight(&self, slot: &mut Slot) {
         if slot.in_flight.len() > MAX_IN_FLIGHT {
             slot.in_flight.clear();
-            ws.close(CloseCode::POLICY, "session messages not acknowledged");
+            if let Some(ws) = &slot.conn {
+                ws.close(CloseCode::POLICY, "session messages not acknowledged");
+            }
         }
     }
 
@@ -608,7 +609,7 @@ impl Hub {
         slot.in_flight.sent(seq, text.len() + FRAMING);
         let st = super::delivery::send_to(&ws, frames, text);
         self.overflowed(&ws, st);
-        self.check_in_flight(&mut slot, &ws);
+        self.check_in_flight(&mut slot);
         SendStatus::Queued
     }
 
