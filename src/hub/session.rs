@@ -15,7 +15,7 @@ use super::envelope::{encode, parse_envelope};
 use super::state::State;
 use super::Hub;
 use crate::proto::http::Request;
-use crate::proto::session::{self as wire, InFlight, Link, NotRecoverable, ServerSession};
+use crate::proto::session::{self as wire, Link, NotRecoverable, ServerSession};
 use crate::proto::ws::CloseCode;
 use crate::{ConnId, DropPolicy, Frames, SendStatus, WsConn};
 
@@ -33,8 +33,8 @@ fn room_for(ws: &WsConn, in_flight: usize, len: usize) -> bool {
 
 /// WebSocket framing added to a message, at most (header and length).
 const FRAMING: usize = 14;
-/// Unacknowledged messages one connection may have before it is closed for a resume (a
-/// client that reads but never acknowledges).
+/// Unacknowledged messages evicted while one connection carries the session before it is
+/// closed (a client that reads but never acknowledges; each is remembered in 16 bytes).
 const MAX_IN_FLIGHT: usize = 1 << 16;
 
 /// What a session's user looks like to presence while no connection carries the session.
@@ -136,8 +136,6 @@ struct Slot {
     closed: Option<(CloseCode, String)>,
     /// `on_disconnect` ran.
     reported: bool,
-    /// What the current connection may still have queued.
-    in_flight: InFlight,
 }
 
 impl Slot {
@@ -355,7 +353,6 @@ impl Hub {
                 last: ws.clone(),
                 closed: None,
                 reported: false,
-                in_flight: InFlight::default(),
             }),
         });
         self.sessions().by_sid().insert(sid, cell.clone());
@@ -422,9 +419,7 @@ impl Hub {
         w.seq = seq;
         w.replayed = replay.len() as u64;
         self.control(ws, wire::EV_RESUMED, &w);
-        slot.in_flight.clear();
-        for (n, m) in (seq + 1..).zip(&replay) {
-            slot.in_flight.sent(n, m.len() + FRAMING);
+        for m in &replay {
             let st = super::delivery::send_to(ws, self.frames_for(m).as_ref(), m);
             self.count(st);
             if st != SendStatus::Queued {
@@ -474,19 +469,19 @@ impl Hub {
                 continue;
             }
             let before = slot.engine.replay.evicted();
-            let (seq, f) = slot.engine.replay.push(shared.clone());
+            let (_, f) = slot.engine.replay.push(shared.clone());
             freed += f;
             evicted += slot.engine.replay.evicted() - before;
             added += shared.len();
             let Some(ws) = slot.conn.as_ref() else {
                 continue;
             };
-            if !room_for(ws, slot.in_flight.bytes(), frames.len()) {
+            // In flight: everything kept, this message included, and what was evicted.
+            if !room_for(ws, slot.engine.replay.in_flight(FRAMING), 0) {
                 skip.push(ws.id());
                 let st = super::delivery::send_to(ws, Some(frames), text);
                 self.overflowed(ws, st);
             }
-            slot.in_flight.sent(seq, text.len() + FRAMING);
             self.check_in_flight(slot);
         }
         let s = self.sessions();
@@ -503,22 +498,20 @@ impl Hub {
     }
 
     /// Numbers and keeps `text` in a session's replay buffer, within the bounds.
-    fn keep(&self, slot: &mut Slot, text: &Arc<str>) -> u64 {
+    fn keep(&self, slot: &mut Slot, text: &Arc<str>) {
         let evicted = slot.engine.replay.evicted();
-        let (seq, freed) = slot.engine.replay.push(text.clone());
+        let (_, freed) = slot.engine.replay.push(text.clone());
         self.sessions().add_bytes(text.len());
         self.sessions().sub_bytes(freed);
         let n = slot.engine.replay.evicted() - evicted;
         self.sessions().evicted.fetch_add(n, Ordering::Relaxed);
         self.enforce_total(slot);
-        seq
     }
 
     /// A connection that reads but never acknowledges is closed, so the session's
     /// bookkeeping stays bounded (the client resumes, acknowledging by its count).
     fn check_in_flight(&self, slot: &mut Slot) {
-        if slot.in_flight.len() > MAX_IN_FLIGHT {
-            slot.in_flight.clear();
+        if slot.engine.replay.gone_count() > MAX_IN_FLIGHT {
             if let Some(ws) = &slot.conn {
                 ws.close(CloseCode::POLICY, "session messages not acknowledged");
             }
@@ -602,11 +595,10 @@ impl Hub {
         if slot.engine.link() == Link::Ended {
             return SendStatus::Closed;
         }
-        let seq = self.keep(&mut slot, text);
+        self.keep(&mut slot, text);
         let Some(ws) = slot.conn.clone() else {
             return SendStatus::Queued;
         };
-        slot.in_flight.sent(seq, text.len() + FRAMING);
         let st = super::delivery::send_to(&ws, frames, text);
         self.overflowed(&ws, st);
         self.check_in_flight(&mut slot);
@@ -668,7 +660,6 @@ impl Hub {
         if let Some(n) = data.as_u64() {
             let freed = slot.engine.replay.ack(n);
             self.sessions().sub_bytes(freed);
-            slot.in_flight.acked(n);
         }
         if let Some(n) = slot.engine.inbound.ack_due(true) {
             self.control(ws, wire::EV_ACK, &n);
@@ -690,7 +681,6 @@ impl Hub {
             if current {
                 slot.conn = None;
                 slot.closed = Some((code, reason.to_owned()));
-                slot.in_flight.clear();
             }
             match slot.engine.link() {
                 Link::Ended if !slot.reported && (current || slot.conn.is_none()) => {

@@ -96,6 +96,12 @@ pub(crate) struct Replay {
     bytes: usize,
     max_bytes: usize,
     evicted: u64,
+    /// Unacknowledged messages evicted while a connection carries the session, as (seq,
+    /// bytes): they may still sit in its queue.
+    gone: VecDeque<(u64, usize)>,
+    gone_bytes: usize,
+    /// Whether a connection carries the session (evictions are then remembered).
+    tracking: bool,
 }
 
 impl Replay {
@@ -106,7 +112,41 @@ impl Replay {
             bytes: 0,
             max_bytes,
             evicted: 0,
+            gone: VecDeque::new(),
+            gone_bytes: 0,
+            tracking: true,
         }
+    }
+
+    /// What the connection carrying the session may still have queued of it, at most:
+    /// every kept message (each was sent to it, live or in its resume's replay) with
+    /// `framing` bytes each, and the unacknowledged ones evicted since it took over.
+    pub(crate) fn in_flight(&self, framing: usize) -> usize {
+        self.bytes + self.buf.len() * framing + self.gone_bytes
+    }
+
+    /// Evicted messages [`in_flight`](Self::in_flight) still counts (16 bytes each).
+    pub(crate) fn gone_count(&self) -> usize {
+        self.gone.len()
+    }
+
+    /// A connection carries the session from now (`true`), or none does: nothing evicted
+    /// is queued anywhere then.
+    pub(crate) fn track(&mut self, on: bool) {
+        self.tracking = on;
+        self.gone.clear();
+        self.gone_bytes = 0;
+    }
+
+    fn evict_front(&mut self) -> usize {
+        let seq = self.first;
+        let n = self.pop_front();
+        self.evicted += 1;
+        if self.tracking {
+            self.gone.push_back((seq, n));
+            self.gone_bytes += n;
+        }
+        n
     }
 
     /// The last sequence number given (0 before any).
@@ -130,8 +170,7 @@ impl Replay {
     pub(crate) fn push(&mut self, msg: Arc<str>) -> (u64, usize) {
         let mut freed = 0;
         while !self.buf.is_empty() && self.bytes + msg.len() > self.max_bytes {
-            freed += self.pop_front();
-            self.evicted += 1;
+            freed += self.evict_front();
         }
         self.bytes += msg.len();
         self.buf.push_back(msg);
@@ -150,14 +189,18 @@ impl Replay {
         if self.buf.is_empty() {
             return 0;
         }
-        self.evicted += 1;
-        self.pop_front()
+        self.evict_front()
     }
 
     /// The client received every message up to `upto`: forget them. Returns bytes freed.
     /// A claim past the last message is clamped.
     pub(crate) fn ack(&mut self, upto: u64) -> usize {
         let upto = upto.min(self.last());
+        while self.gone.front().is_some_and(|g| g.0 <= upto) {
+            if let Some((_, n)) = self.gone.pop_front() {
+                self.gone_bytes -= n;
+            }
+        }
         let mut freed = 0;
         while self.first <= upto {
             freed += self.pop_front();
@@ -176,48 +219,6 @@ impl Replay {
         }
         self.ack(last);
         Ok(self.buf.iter().cloned().collect())
-    }
-}
-
-/// Data messages queued to the session's current connection and not yet acknowledged by
-/// the client: an upper bound of what may still sit in that connection's queue, including
-/// group sends the poller has not yet admitted. Sizes only (16 bytes a message).
-#[derive(Debug, Default)]
-pub(crate) struct InFlight {
-    q: VecDeque<(u64, usize)>,
-    bytes: usize,
-}
-
-impl InFlight {
-    /// Message `seq` of `len` bytes (framing included) went to the connection.
-    pub(crate) fn sent(&mut self, seq: u64, len: usize) {
-        self.q.push_back((seq, len));
-        self.bytes += len;
-    }
-
-    /// The client received everything up to `upto`.
-    pub(crate) fn acked(&mut self, upto: u64) {
-        while let Some(&(seq, len)) = self.q.front() {
-            if seq > upto {
-                break;
-            }
-            self.q.pop_front();
-            self.bytes -= len;
-        }
-    }
-
-    /// A new connection (or none): nothing of this session is queued on it yet.
-    pub(crate) fn clear(&mut self) {
-        self.q.clear();
-        self.bytes = 0;
-    }
-
-    pub(crate) fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.q.len()
     }
 }
 
@@ -307,6 +308,7 @@ impl ServerSession {
     /// epoch an expiry must match.
     pub(crate) fn detach(&mut self, now: Instant) -> (Instant, u64) {
         let until = crate::base::saturating(now, self.window);
+        self.replay.track(false);
         self.link = Link::Detached { since: now, until };
         self.epoch += 1;
         (until, self.epoch)
@@ -342,6 +344,8 @@ impl ServerSession {
             _ => {}
         }
         let replay = self.replay.resume(last)?;
+        // The new connection gets exactly the kept messages: nothing evicted is on it.
+        self.replay.track(true);
         self.link = Link::Attached;
         self.epoch += 1;
         Ok(replay)
@@ -548,20 +552,24 @@ mod tests {
     }
 
     #[test]
-    fn in_flight_bytes_follow_sends_and_acks() {
-        let mut f = InFlight::default();
-        f.sent(1, 10);
-        f.sent(2, 20);
-        f.sent(3, 30);
-        assert_eq!((f.bytes(), f.len()), (60, 3));
-        f.acked(2);
-        assert_eq!((f.bytes(), f.len()), (30, 1));
-        f.acked(2);
-        assert_eq!(f.bytes(), 30, "acks are cumulative and idempotent");
-        f.clear();
-        assert_eq!((f.bytes(), f.len()), (0, 0));
-        f.acked(99);
-        assert_eq!(f.bytes(), 0);
+    fn in_flight_counts_kept_and_evicted_unacknowledged_messages() {
+        let mut r = Replay::new(10);
+        r.push(msg("aaaa"));
+        r.push(msg("bbbb"));
+        assert_eq!((r.in_flight(2), r.gone_count()), (12, 0));
+        r.push(msg("cccc")); // evicts 1, which may still be queued
+        assert_eq!((r.in_flight(2), r.gone_count()), (16, 1));
+        r.ack(1);
+        assert_eq!((r.in_flight(2), r.gone_count()), (12, 0));
+        r.push(msg("dddd")); // evicts 2
+        assert_eq!(r.gone_count(), 1);
+        r.track(false); // the connection is gone: nothing is queued anywhere
+        assert_eq!((r.in_flight(0), r.gone_count()), (8, 0));
+        r.push(msg("eeee")); // evicts 3, not remembered
+        assert_eq!(r.gone_count(), 0);
+        assert!(r.resume(3).is_ok());
+        r.track(true);
+        assert_eq!((r.in_flight(0), r.gone_count()), (8, 0));
     }
 
     #[test]
