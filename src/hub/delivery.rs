@@ -149,7 +149,11 @@ impl<'h> Target<'h> {
     }
 
     /// Sends `{"event", "data"}`, serialized and framed once for every recipient, and
-    /// says what happened. An encoding failure is logged and delivers nothing.
+    /// says what happened. An encoding failure is logged and delivers nothing. For a room
+    /// or everyone with [session](super::HubBuilder::sessions) members among the
+    /// recipients, the pollers' counts are not awaited (the session members' locks are
+    /// held while the message is queued): the report counts the recipients the registry
+    /// knows as queued, which a session member is (its message is kept for its resume).
     pub fn emit<T: Serialize + ?Sized>(self, event: &str, data: &T) -> Delivery {
         match self.try_emit(event, data) {
             Ok(d) => d,

@@ -22,12 +22,20 @@ use crate::{ConnId, DropPolicy, Frames, SendStatus, WsConn};
 /// Room left in a session connection's queue before a group send: the poller would drop
 /// a message that does not fit, unseen, so a member short of it is sent to alone (where a
 /// refusal is seen). The margin covers control frames (pongs, closes) queued meanwhile.
-fn room_for(ws: &WsConn, len: usize) -> bool {
-    const MARGIN: usize = 64 << 10;
-    let queued = ws.conn().queued_bytes();
+/// `in_flight` (messages sent to the connection, not yet acknowledged) bounds what may
+/// still be queued, group sends the poller has not yet admitted included.
+fn room_for(ws: &WsConn, in_flight: usize, len: usize) -> bool {
     let bound = ws.conn().inner.policy.limits.max_queued_bytes;
-    queued == 0 || queued + len + MARGIN <= bound
+    let margin = (64 << 10).min(bound / 8);
+    let queued = ws.conn().queued_bytes();
+    queued + in_flight + len + margin <= bound
 }
+
+/// WebSocket framing added to a message, at most (header and length).
+const FRAMING: usize = 14;
+/// Unacknowledged messages evicted while one connection carries the session before it is
+/// closed (a client that reads but never acknowledges; each is remembered in 16 bytes).
+const MAX_IN_FLIGHT: usize = 1 << 16;
 
 /// What a session's user looks like to presence while no connection carries the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -461,15 +469,20 @@ impl Hub {
                 continue;
             }
             let before = slot.engine.replay.evicted();
-            freed += slot.engine.replay.push(shared.clone()).1;
+            let (_, f) = slot.engine.replay.push(shared.clone());
+            freed += f;
             evicted += slot.engine.replay.evicted() - before;
             added += shared.len();
-            let Some(ws) = &slot.conn else { continue };
-            if !room_for(ws, frames.len()) {
+            let Some(ws) = slot.conn.as_ref() else {
+                continue;
+            };
+            // In flight: everything kept, this message included, and what was evicted.
+            if !room_for(ws, slot.engine.replay.in_flight(FRAMING), 0) {
                 skip.push(ws.id());
                 let st = super::delivery::send_to(ws, Some(frames), text);
                 self.overflowed(ws, st);
             }
+            self.check_in_flight(slot);
         }
         let s = self.sessions();
         s.add_bytes(added);
@@ -495,11 +508,22 @@ impl Hub {
         self.enforce_total(slot);
     }
 
+    /// A connection that reads but never acknowledges is closed, so the session's
+    /// bookkeeping stays bounded (the client resumes, acknowledging by its count).
+    fn check_in_flight(&self, slot: &mut Slot) {
+        if slot.engine.replay.gone_count() > MAX_IN_FLIGHT {
+            if let Some(ws) = &slot.conn {
+                ws.close(CloseCode::POLICY, "session messages not acknowledged");
+            }
+        }
+    }
+
     /// A send to a session connection was refused: the message stays in the replay buffer
     /// and the connection is closed so the client resumes (never a silent gap).
     fn overflowed(&self, ws: &WsConn, st: SendStatus) {
         if st == SendStatus::Dropped {
-            ws.close(CloseCode::from(1013), "session queue full; resume");
+            // 4013: an application code (1013 is not one a WebSocket endpoint may send).
+            ws.close(CloseCode::from(4013), "session queue full; resume");
         }
     }
 
@@ -577,6 +601,7 @@ impl Hub {
         };
         let st = super::delivery::send_to(&ws, frames, text);
         self.overflowed(&ws, st);
+        self.check_in_flight(&mut slot);
         SendStatus::Queued
     }
 

@@ -96,6 +96,12 @@ pub(crate) struct Replay {
     bytes: usize,
     max_bytes: usize,
     evicted: u64,
+    /// Unacknowledged messages evicted while a connection carries the session, as (seq,
+    /// bytes): they may still sit in its queue.
+    gone: VecDeque<(u64, usize)>,
+    gone_bytes: usize,
+    /// Whether a connection carries the session (evictions are then remembered).
+    tracking: bool,
 }
 
 impl Replay {
@@ -106,7 +112,41 @@ impl Replay {
             bytes: 0,
             max_bytes,
             evicted: 0,
+            gone: VecDeque::new(),
+            gone_bytes: 0,
+            tracking: true,
         }
+    }
+
+    /// What the connection carrying the session may still have queued of it, at most:
+    /// every kept message (each was sent to it, live or in its resume's replay) with
+    /// `framing` bytes each, and the unacknowledged ones evicted since it took over.
+    pub(crate) fn in_flight(&self, framing: usize) -> usize {
+        self.bytes + self.buf.len() * framing + self.gone_bytes
+    }
+
+    /// Evicted messages [`in_flight`](Self::in_flight) still counts (16 bytes each).
+    pub(crate) fn gone_count(&self) -> usize {
+        self.gone.len()
+    }
+
+    /// A connection carries the session from now (`true`), or none does: nothing evicted
+    /// is queued anywhere then.
+    pub(crate) fn track(&mut self, on: bool) {
+        self.tracking = on;
+        self.gone.clear();
+        self.gone_bytes = 0;
+    }
+
+    fn evict_front(&mut self) -> usize {
+        let seq = self.first;
+        let n = self.pop_front();
+        self.evicted += 1;
+        if self.tracking {
+            self.gone.push_back((seq, n));
+            self.gone_bytes += n;
+        }
+        n
     }
 
     /// The last sequence number given (0 before any).
@@ -130,8 +170,7 @@ impl Replay {
     pub(crate) fn push(&mut self, msg: Arc<str>) -> (u64, usize) {
         let mut freed = 0;
         while !self.buf.is_empty() && self.bytes + msg.len() > self.max_bytes {
-            freed += self.pop_front();
-            self.evicted += 1;
+            freed += self.evict_front();
         }
         self.bytes += msg.len();
         self.buf.push_back(msg);
@@ -150,14 +189,18 @@ impl Replay {
         if self.buf.is_empty() {
             return 0;
         }
-        self.evicted += 1;
-        self.pop_front()
+        self.evict_front()
     }
 
     /// The client received every message up to `upto`: forget them. Returns bytes freed.
     /// A claim past the last message is clamped.
     pub(crate) fn ack(&mut self, upto: u64) -> usize {
         let upto = upto.min(self.last());
+        while self.gone.front().is_some_and(|g| g.0 <= upto) {
+            if let Some((_, n)) = self.gone.pop_front() {
+                self.gone_bytes -= n;
+            }
+        }
         let mut freed = 0;
         while self.first <= upto {
             freed += self.pop_front();
@@ -265,6 +308,7 @@ impl ServerSession {
     /// epoch an expiry must match.
     pub(crate) fn detach(&mut self, now: Instant) -> (Instant, u64) {
         let until = crate::base::saturating(now, self.window);
+        self.replay.track(false);
         self.link = Link::Detached { since: now, until };
         self.epoch += 1;
         (until, self.epoch)
@@ -300,6 +344,8 @@ impl ServerSession {
             _ => {}
         }
         let replay = self.replay.resume(last)?;
+        // The new connection gets exactly the kept messages: nothing evicted is on it.
+        self.replay.track(true);
         self.link = Link::Attached;
         self.epoch += 1;
         Ok(replay)
@@ -503,6 +549,27 @@ mod tests {
         assert_eq!(r.evict_oldest(), 0);
         assert_eq!(r.resume(1), Err(NotRecoverable::Gap));
         assert!(r.resume(2).unwrap().is_empty());
+    }
+
+    #[test]
+    fn in_flight_counts_kept_and_evicted_unacknowledged_messages() {
+        let mut r = Replay::new(10);
+        r.push(msg("aaaa"));
+        r.push(msg("bbbb"));
+        assert_eq!((r.in_flight(2), r.gone_count()), (12, 0));
+        r.push(msg("cccc")); // evicts 1, which may still be queued
+        assert_eq!((r.in_flight(2), r.gone_count()), (16, 1));
+        r.ack(1);
+        assert_eq!((r.in_flight(2), r.gone_count()), (12, 0));
+        r.push(msg("dddd")); // evicts 2
+        assert_eq!(r.gone_count(), 1);
+        r.track(false); // the connection is gone: nothing is queued anywhere
+        assert_eq!((r.in_flight(0), r.gone_count()), (8, 0));
+        r.push(msg("eeee")); // evicts 3, not remembered
+        assert_eq!(r.gone_count(), 0);
+        assert!(r.resume(3).is_ok());
+        r.track(true);
+        assert_eq!((r.in_flight(0), r.gone_count()), (8, 0));
     }
 
     #[test]

@@ -259,7 +259,7 @@ struct Server {
     _rt: sockloop::Runtime,
 }
 
-fn server() -> Server {
+fn server(dispatch: sockloop::Dispatch) -> Server {
     let got = Arc::new(Mutex::new(Vec::new()));
     let session = Arc::new(Mutex::new(None));
     let (g, s) = (got.clone(), session.clone());
@@ -279,6 +279,7 @@ fn server() -> Server {
     let rt = crate::hub::rt();
     let server = rt
         .serve(sockloop::Listen::tcp("127.0.0.1:0"))
+        .config(sockloop::ServerConfig::new().dispatch(dispatch))
         .websocket(
             hub.server_config(sockloop::WsServerConfig::new()),
             hub.factory(),
@@ -314,10 +315,15 @@ fn chaos_client(url: &str) -> HubClient {
 
 /// The server's numbered messages: every tenth with an ack, each waited for (which paces
 /// the sender), until the proxy has cut `CUTS` connections.
-fn server_sender(hub: Hub, to: ConnId, proxy_cuts: Arc<dyn Fn() -> u64 + Send + Sync>) -> u64 {
+fn server_sender(
+    hub: Hub,
+    to: ConnId,
+    cuts: u64,
+    proxy_cuts: Arc<dyn Fn() -> u64 + Send + Sync>,
+) -> u64 {
     let opts = AckOptions::new(Duration::from_secs(30), 0);
     let mut n = 0u64;
-    while proxy_cuts() < CUTS {
+    while proxy_cuts() < cuts {
         if n % ACK_EVERY == ACK_EVERY - 1 {
             let h = hub.to_conn(to).emit_with_ack_nowait("s", &n, opts).unwrap();
             let report = h.wait(Duration::from_secs(40)).unwrap();
@@ -340,9 +346,9 @@ fn server_sender(hub: Hub, to: ConnId, proxy_cuts: Arc<dyn Fn() -> u64 + Send + 
 }
 
 /// The client's numbered messages: every tenth with an ack (blocking, which paces it).
-fn client_sender(c: &HubClient, proxy_cuts: &dyn Fn() -> u64) -> u64 {
+fn client_sender(c: &HubClient, cuts: u64, proxy_cuts: &dyn Fn() -> u64) -> u64 {
     let mut n = 0u64;
-    while proxy_cuts() < CUTS {
+    while proxy_cuts() < cuts {
         if n % ACK_EVERY == ACK_EVERY - 1 {
             let v = c.emit_with_ack("c", &n, Duration::from_secs(40));
             assert_eq!(v.unwrap(), json!(n), "client message {n}");
@@ -370,9 +376,24 @@ fn finished(t: &mut Option<JoinHandle<u64>>, n: &mut Option<u64>) {
 
 #[test]
 fn websocket_sessions_survive_a_thousand_cuts() {
+    let line = run(sockloop::Dispatch::Threads, CUTS);
+    println!("chaos: transport=websocket {line}");
+}
+
+/// Handlers on the pollers: sends from a poller thread must not take the poller-local
+/// shortcut past the session's order.
+#[test]
+fn websocket_sessions_survive_cuts_with_inline_handlers() {
+    let line = run(sockloop::Dispatch::Inline, CUTS / 4);
+    println!("chaos (inline handlers): {line}");
+}
+
+/// Runs the chaos until `cuts` cuts; returns `cuts=N messages=M lost=0 duplicated=0
+/// reordered=0` (after asserting the zeros).
+fn run(dispatch: sockloop::Dispatch, cuts_wanted: u64) -> String {
     let seed = seed();
     println!("chaos: seed={seed} (CHAOS_SEED={seed} to rerun)");
-    let srv = server();
+    let srv = server(dispatch);
     let proxy = Arc::new(Proxy::start(inet(srv._server.local_addr()), seed, None));
     let client = Arc::new(chaos_client(&proxy.url()));
     let to = wait_for(|| *srv.session.lock().unwrap(), "the session's id");
@@ -388,11 +409,11 @@ fn websocket_sessions_survive_a_thousand_cuts() {
     };
     let mut s_thread = Some({
         let (hub, cuts) = (srv.hub.clone(), cuts.clone());
-        std::thread::spawn(move || server_sender(hub, to, cuts))
+        std::thread::spawn(move || server_sender(hub, to, cuts_wanted, cuts))
     });
     let mut c_thread = Some({
         let (c, cuts) = (client.clone(), cuts.clone());
-        std::thread::spawn(move || client_sender(&c, &*cuts))
+        std::thread::spawn(move || client_sender(&c, cuts_wanted, &*cuts))
     });
     // The client's receiving side: record, ack what asks for it.
     let (mut got_s, mut resumed) = (Vec::new(), 0u64);
@@ -444,8 +465,8 @@ fn websocket_sessions_survive_a_thousand_cuts() {
     let (ls, ds, rs) = tally(&got_s, ns);
     let n = proxy.cuts();
     let (lost, dup, reord) = (lc + ls, dc + ds, rc + rs);
-    println!(
-        "chaos: transport=websocket cuts={n} messages={} lost={lost} duplicated={dup} reordered={reord}",
+    let line = format!(
+        "cuts={n} messages={} lost={lost} duplicated={dup} reordered={reord}",
         ns + nc
     );
     println!(
@@ -453,11 +474,12 @@ fn websocket_sessions_survive_a_thousand_cuts() {
         started.elapsed().as_secs_f64(),
         srv.hub.stats()
     );
-    assert!(n >= CUTS, "{n} cuts");
+    assert!(n >= cuts_wanted, "{n} cuts");
     assert!(resumed > 0);
-    assert_eq!((lc, dc, rc), (0, 0, 0), "client -> server");
-    assert_eq!((ls, ds, rs), (0, 0, 0), "server -> client");
+    assert_eq!((lc, dc, rc), (0, 0, 0), "client -> server: {line}");
+    assert_eq!((ls, ds, rs), (0, 0, 0), "server -> client: {line}");
     assert_eq!(srv.hub.stats().not_recovered, 0);
+    line
 }
 
 /// Polls `f` until it gives a value (10 s).

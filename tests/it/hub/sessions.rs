@@ -485,3 +485,76 @@ fn the_offline_buffer_is_bounded_by_its_policy() {
     );
     assert_eq!(*got.lock().unwrap(), vec![11, 12]);
 }
+
+/// A flood to a session member that does not read: its queue fills, and the room's fan-out
+/// must not drop a numbered message silently (the poller would): the member is sent to alone
+/// once its queue is short of room, a refusal closes it (4013), and its resume replays
+/// everything it missed — the count never has a hole.
+#[test]
+fn a_flooded_session_member_loses_nothing() {
+    let rt = rt();
+    let cfg = SessionConfig::new()
+        .max_replay_bytes(64 << 20)
+        .max_total_bytes(128 << 20);
+    let hub = base().sessions(cfg).build();
+    let s = rt
+        .serve(sockloop::Listen::tcp("127.0.0.1:0"))
+        .config(sockloop::ServerConfig::new().max_queued_bytes(256 << 10))
+        .websocket(
+            hub.server_config(sockloop::WsServerConfig::new()),
+            hub.factory(),
+        )
+        .unwrap();
+    hub.attach(&s);
+    let mut c = dial(&s, "sl_session=1");
+    let w = next_event(&mut c, "session:welcome")["data"].clone();
+    let (sid, token) = (
+        w["sid"].as_str().unwrap().to_owned(),
+        w["token"].as_str().unwrap().to_owned(),
+    );
+    send(&mut c, &json!({"event": "join", "data": "r", "id": 1}));
+    let mut count = 0u64; // data messages received (room:joined, then the ack)
+    loop {
+        count += 1;
+        if recv_json(&mut c)["ref"] == 1 {
+            break;
+        }
+    }
+    let pad = "x".repeat(2000);
+    const N: u64 = 8000; // 16 MB: more than the kernel's socket buffers hold
+    for i in 0..N {
+        hub.to_room("r")
+            .emit_nowait("f", &json!({"n": i, "pad": pad}))
+            .unwrap();
+    }
+    let (mut next, mut resumes) = (0u64, 0);
+    while next < N {
+        match c.recv_timeout(WAIT).unwrap() {
+            Some(Message::Text(t)) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["event"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("session:"))
+                {
+                    continue;
+                }
+                count += 1;
+                assert_eq!(v["data"]["n"], next, "a hole in the numbered stream");
+                next += 1;
+            }
+            Some(Message::Close(code, reason)) => {
+                assert_eq!(code.as_u16(), 4013, "{reason}");
+                resumes += 1;
+                c = dial(&s, &format!("sl_sid={sid}&sl_token={token}&sl_seq={count}"));
+                assert_eq!(recv_json(&mut c)["event"], "session:resumed");
+            }
+            Some(_) => {}
+            None => panic!("stalled at {next}"),
+        }
+    }
+    assert!(
+        resumes >= 1,
+        "the queue never filled: the test did not test"
+    );
+    assert_eq!(next, N);
+}
