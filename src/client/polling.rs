@@ -436,6 +436,7 @@ impl PollingClient {
             stop: stop.clone(),
             wait: opened.poll_interval,
             give_up: opened.ping_timeout,
+            limit: None,
         };
         let thread = std::thread::Builder::new()
             .name("lp-client-get".into())
@@ -604,19 +605,29 @@ struct Poller {
     stop: Arc<AtomicBool>,
     wait: Duration,
     give_up: Duration,
+    /// The batch size asked for (`None`: the server's): halved after each failed GET,
+    /// doubled after each answered one, so a path that cuts long responses still moves.
+    limit: Option<usize>,
 }
+
+/// The smallest batch cap asked for (one record is always sent, however large).
+const MIN_LIMIT: usize = 256;
+/// Past this cap the server's own applies again.
+const MAX_LIMIT: usize = 1 << 20;
 
 impl Poller {
     fn run(mut self) {
         let mut failing_since: Option<Instant> = None;
         while !self.stop.load(Ordering::Acquire) {
-            let target = self
-                .http
-                .target
-                .session(&self.sid, &format!("ack={}", self.ack));
+            let query = match self.limit {
+                Some(l) => format!("ack={}&max={l}", self.ack),
+                None => format!("ack={}", self.ack),
+            };
+            let target = self.http.target.session(&self.sid, &query);
             match self.http.request("GET", &target, b"", self.wait) {
                 Ok((200, body)) => {
                     failing_since = None;
+                    self.limit = self.limit.map(|l| l * 2).filter(|&l| l < MAX_LIMIT);
                     if self.batch(&body) {
                         return;
                     }
@@ -633,6 +644,8 @@ impl Poller {
                     return self.end("server unreachable");
                 }
                 Err(_) => {
+                    let smaller = self.limit.map_or(64 << 10, |l| l / 2);
+                    self.limit = Some(smaller.max(MIN_LIMIT));
                     let since = *failing_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= self.give_up {
                         return self.end("server unreachable");

@@ -31,8 +31,13 @@ use crate::server::websocket::Identity;
 /// A request for a session, from the carrier connection it arrived on.
 pub(crate) enum PollRequest {
     /// A GET: hold it until there is something to send (or the poll interval passes);
-    /// `ack` is the client's cumulative acknowledgement (the last sequence number it has).
-    Get { carrier: Conn, ack: u64 },
+    /// `ack` is the client's cumulative acknowledgement (the last sequence number it has);
+    /// `max` caps the batch's payload bytes below the server's own cap.
+    Get {
+        carrier: Conn,
+        ack: u64,
+        max: Option<u64>,
+    },
     /// A POST of records; `seq` numbers the client's batches (a repeat is answered, not
     /// delivered again).
     Post {
@@ -128,11 +133,13 @@ pub(crate) fn route(carrier: &Conn, req: &Request) -> Route {
     };
     let num = |name: &str| req.query_param(name).map(|v| v.parse::<u64>().ok());
     let request = match req.method() {
-        "GET" => match num("ack") {
-            Some(None) => return Route::Answer(error(400, "ack must be a decimal number")),
-            ack => PollRequest::Get {
+        "GET" => match (num("ack"), num("max")) {
+            (Some(None), _) => return Route::Answer(error(400, "ack must be a decimal number")),
+            (_, Some(None)) => return Route::Answer(error(400, "max must be a decimal number")),
+            (ack, max) => PollRequest::Get {
                 carrier: carrier.clone(),
                 ack: ack.flatten().unwrap_or(0),
+                max: max.flatten(),
             },
         },
         "POST" => match num("seq") {

@@ -46,6 +46,8 @@ struct Rec {
 struct Held {
     carrier: Conn,
     until: Option<Instant>,
+    /// The client's cap on the batch's payload bytes.
+    max: Option<u64>,
 }
 
 /// A close this side started: the record is queued; the session goes when the client
@@ -200,14 +202,17 @@ impl Session {
 
     /// The batch for the held GET: every unacknowledged record from the first, up to the
     /// batch size (at least one). Marks them sent.
-    fn batch(&mut self) -> Vec<u8> {
+    fn batch(&mut self, cap: Option<u64>) -> Vec<u8> {
         let max = self.cfg().max_batch;
-        let (mut n, mut bytes) = (0, 0);
+        let max = cap.map_or(max, |c| max.min(usize::try_from(c).unwrap_or(usize::MAX)));
+        let (mut n, mut payload, mut bytes) = (0, 0, 0);
         for r in &self.out {
-            if n > 0 && bytes + r.data.bytes().len() > max {
+            let len = r.data.bytes().len();
+            if n > 0 && payload + len > max {
                 break;
             }
-            bytes += wire::record_len(r.data.bytes().len());
+            payload += len;
+            bytes += wire::record_len(len);
             n += 1;
         }
         let mut body = Vec::with_capacity(bytes + 24);
@@ -225,15 +230,15 @@ impl Session {
         if self.get.is_none() || (self.out.is_empty() && !force) {
             return false;
         }
-        let bytes = self.batch();
         if let Some(held) = self.get.take() {
+            let bytes = self.batch(held.max);
             reply(&held.carrier, bytes);
         }
         self.idle_since = now;
         true
     }
 
-    fn on_get(&mut self, io: &mut Io<'_>, carrier: Conn, ack: u64) {
+    fn on_get(&mut self, io: &mut Io<'_>, carrier: Conn, ack: u64, max: Option<u64>) {
         if let Some(held) = &self.get {
             if held.carrier.is_open() {
                 return reply(
@@ -245,7 +250,11 @@ impl Session {
         }
         self.ack(io, ack);
         let until = deadline(io.now, self.cfg().poll_interval);
-        self.get = Some(Held { carrier, until });
+        self.get = Some(Held {
+            carrier,
+            until,
+            max,
+        });
         io.rearm();
         if !self.out.is_empty() {
             io.output_ready();
@@ -462,7 +471,7 @@ impl Driver for Session {
             ),
             ConnCmd::Driver(msg) => match msg.downcast::<PollRequest>() {
                 Ok(r) => match *r {
-                    PollRequest::Get { carrier, ack } => self.on_get(io, carrier, ack),
+                    PollRequest::Get { carrier, ack, max } => self.on_get(io, carrier, ack, max),
                     PollRequest::Post { carrier, seq, body } => {
                         self.on_post(io, carrier, seq, &body)
                     }
