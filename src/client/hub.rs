@@ -40,6 +40,7 @@ mod io;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::polling::{PollingClient, PollingOptions};
 use super::ws::{Message, WsClient, WsClientOptions};
 use crate::proto::session::ClientSession;
 use crate::proto::ws::CloseCode;
@@ -51,6 +52,13 @@ use io::{seed, Io};
 pub enum HubTransport {
     /// WebSocket (`ws://` or `wss://`), with these options.
     WebSocket(WsClientOptions),
+    /// HTTP long-polling on the same URL (`ws://`/`http://`, `wss://`/`https://`; the
+    /// server needs [`WsServerConfig::polling`](crate::WsServerConfig::polling)), with
+    /// these options. Put it after `WebSocket` as the fallback: while the client is on it,
+    /// it tries the first transport again every
+    /// [`upgrade_after`](HubClientOptions::upgrade_after) and moves the session over
+    /// (a resume: nothing lost, nothing twice, the order kept).
+    Polling(PollingOptions),
 }
 
 /// What [`HubClient::emit`] does when the offline buffer is full.
@@ -178,6 +186,11 @@ pub struct HubClientOptions {
     /// Events kept for [`recv`](HubClient::recv) before the client stops reading from the
     /// server (default 16,384).
     pub event_capacity: usize,
+    /// On a fallback transport (not the first of [`transports`](Self::transports)), try the
+    /// first one again after this long, doubling after each failure up to 60 s, and move
+    /// the session over by a resume when it works (default 1 s; `None`: stay). Needs
+    /// [`sessions`](Self::sessions).
+    pub upgrade_after: Option<Duration>,
 }
 
 impl Default for HubClientOptions {
@@ -191,6 +204,7 @@ impl Default for HubClientOptions {
             sessions: true,
             welcome_timeout: Duration::from_secs(10),
             event_capacity: 16 << 10,
+            upgrade_after: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -225,6 +239,12 @@ impl HubClientOptions {
     /// Sets [`sessions`](Self::sessions).
     pub fn sessions(mut self, on: bool) -> Self {
         self.sessions = on;
+        self
+    }
+
+    /// Sets [`upgrade_after`](Self::upgrade_after).
+    pub fn upgrade_after(mut self, d: Option<Duration>) -> Self {
+        self.upgrade_after = d;
         self
     }
 
@@ -377,10 +397,34 @@ impl Link for WsClient {
     }
 }
 
+impl Link for PollingClient {
+    fn send_text(&mut self, text: &str) -> crate::Result<()> {
+        PollingClient::send_text(self, text)
+    }
+
+    fn recv_timeout(&mut self, timeout: Duration) -> crate::Result<Option<String>> {
+        let deadline = crate::base::saturating(Instant::now(), timeout);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match PollingClient::recv_timeout(self, left)? {
+                Some(Message::Text(t)) => return Ok(Some(t)),
+                Some(Message::Close(..)) => return Err(crate::Error::Closed),
+                Some(_) if !left.is_zero() => continue,
+                Some(_) | None => return Ok(None),
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        let _ = PollingClient::close(self);
+    }
+}
+
 impl HubTransport {
     fn open(&self, url: &str) -> crate::Result<Box<dyn Link>> {
         match self {
             HubTransport::WebSocket(o) => Ok(Box::new(WsClient::connect(url, o.clone())?)),
+            HubTransport::Polling(o) => Ok(Box::new(PollingClient::connect(url, o.clone())?)),
         }
     }
 }
@@ -400,6 +444,8 @@ pub(super) struct Shared {
     waiters: Mutex<HashMap<u64, Waiter>>,
     closed: AtomicBool,
     connected: AtomicBool,
+    /// The index in `transports` of the connection up now (`usize::MAX`: none yet).
+    transport: std::sync::atomic::AtomicUsize,
     sid: Mutex<Option<String>>,
     limit: usize,
     policy: OfflinePolicy,
@@ -493,6 +539,7 @@ impl HubClient {
             waiters: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             connected: AtomicBool::new(false),
+            transport: std::sync::atomic::AtomicUsize::new(usize::MAX),
             sid: Mutex::new(None),
             limit: opts.offline_limit.max(1),
             policy: opts.offline_policy,
@@ -509,6 +556,8 @@ impl HubClient {
             session: ClientSession::default(),
             rng: seed(),
             last_ask: Instant::now(),
+            upgrade_at: None,
+            upgrade_wait: Duration::ZERO,
         };
         io.open()?;
         let thread = std::thread::Builder::new()
@@ -532,6 +581,15 @@ impl HubClient {
     /// Whether a connection is up right now.
     pub fn is_connected(&self) -> bool {
         self.shared.connected.load(Ordering::Acquire)
+    }
+
+    /// The index in [`HubClientOptions::transports`] of the transport the last connection
+    /// used (`None` before the first): 0 after an upgrade from a fallback.
+    pub fn transport(&self) -> Option<usize> {
+        match self.shared.transport.load(Ordering::Acquire) {
+            usize::MAX => None,
+            i => Some(i),
+        }
     }
 
     /// Queues `{"event", "data"}` for the server (written at once when connected, else

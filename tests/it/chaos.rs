@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sockloop::client::hub::{
-    Backoff, ConnectionEvent, HubClient, HubClientOptions, HubEvent, OfflinePolicy,
+    Backoff, ConnectionEvent, HubClient, HubClientOptions, HubEvent, HubTransport, OfflinePolicy,
 };
+use sockloop::client::polling::PollingOptions;
+use sockloop::client::ws::WsClientOptions;
 use sockloop::hub::{AckOptions, AckStatus, Ctx, Hub, SessionConfig};
 use sockloop::ConnId;
 
@@ -255,6 +257,8 @@ struct Server {
     hub: Hub,
     got: Arc<Mutex<Vec<u64>>>,
     session: Arc<Mutex<Option<ConnId>>>,
+    /// While set, WebSocket upgrades are refused (403): long-polling still works.
+    block_ws: Arc<AtomicBool>,
     _server: sockloop::Server,
     _rt: sockloop::Runtime,
 }
@@ -277,30 +281,41 @@ fn server(dispatch: sockloop::Dispatch) -> Server {
         .on_connect(move |_, ws| *s.lock().unwrap() = Some(ws.id()))
         .build();
     let rt = crate::hub::rt();
+    let block_ws = Arc::new(AtomicBool::new(false));
+    let block = block_ws.clone();
+    let ws = sockloop::WsServerConfig::new()
+        .polling(Some(sockloop::PollingConfig::new()))
+        .use_connection(move |req, _| {
+            let polling = req.query_param("transport") == Some("polling");
+            match block.load(Ordering::Acquire) && !polling {
+                true => Err(sockloop::Rejection::new(403, "websocket blocked")),
+                false => Ok(()),
+            }
+        });
     let server = rt
         .serve(sockloop::Listen::tcp("127.0.0.1:0"))
         .config(sockloop::ServerConfig::new().dispatch(dispatch))
-        .websocket(
-            hub.server_config(sockloop::WsServerConfig::new()),
-            hub.factory(),
-        )
+        .websocket(hub.server_config(ws), hub.factory())
         .unwrap();
     hub.attach(&server);
     Server {
         hub,
         got,
         session,
+        block_ws,
         _server: server,
         _rt: rt,
     }
 }
 
-fn chaos_client(url: &str) -> HubClient {
+fn chaos_client(url: &str, transports: Vec<HubTransport>) -> HubClient {
     let opts = HubClientOptions::default()
+        .transports(transports)
         .backoff(Backoff::new(
             Duration::from_millis(1),
             Duration::from_millis(20),
         ))
+        .upgrade_after(Some(Duration::from_millis(50)))
         .offline_buffer(1 << 20, OfflinePolicy::Error);
     // A connect cut mid-handshake is retried like any reconnect.
     let deadline = Instant::now() + crate::util::WAIT;
@@ -374,9 +389,31 @@ fn finished(t: &mut Option<JoinHandle<u64>>, n: &mut Option<u64>) {
     }
 }
 
+fn websocket() -> HubTransport {
+    HubTransport::WebSocket(WsClientOptions::default())
+}
+
+fn polling() -> HubTransport {
+    let o = PollingOptions::default()
+        .request_timeout(Duration::from_secs(2))
+        .retry_for(Duration::from_secs(30));
+    HubTransport::Polling(o)
+}
+
+/// How a run is set up: the client's transports, and whether WebSocket starts blocked
+/// (then it is unblocked halfway, and the client must upgrade during the traffic).
+struct Setup {
+    transports: Vec<HubTransport>,
+    upgrade: bool,
+}
+
 #[test]
 fn websocket_sessions_survive_a_thousand_cuts() {
-    let line = run(sockloop::Dispatch::Threads, CUTS);
+    let setup = Setup {
+        transports: vec![websocket()],
+        upgrade: false,
+    };
+    let line = run(sockloop::Dispatch::Threads, CUTS, setup);
     println!("chaos: transport=websocket {line}");
 }
 
@@ -384,18 +421,53 @@ fn websocket_sessions_survive_a_thousand_cuts() {
 /// shortcut past the session's order.
 #[test]
 fn websocket_sessions_survive_cuts_with_inline_handlers() {
-    let line = run(sockloop::Dispatch::Inline, CUTS / 4);
+    let setup = Setup {
+        transports: vec![websocket()],
+        upgrade: false,
+    };
+    let line = run(sockloop::Dispatch::Inline, CUTS / 4, setup);
     println!("chaos (inline handlers): {line}");
+}
+
+#[test]
+fn long_polling_sessions_survive_a_thousand_cuts() {
+    let setup = Setup {
+        transports: vec![polling()],
+        upgrade: false,
+    };
+    let line = run(sockloop::Dispatch::Threads, CUTS, setup);
+    println!("chaos: transport=long-polling {line}");
+}
+
+/// WebSocket blocked at first: the client chats over long-polling, then moves its session
+/// to WebSocket halfway through the traffic (and the cuts go on over both).
+#[test]
+fn an_upgrade_from_long_polling_to_websocket_during_traffic_loses_nothing() {
+    let setup = Setup {
+        transports: vec![websocket(), polling()],
+        upgrade: true,
+    };
+    let line = run(sockloop::Dispatch::Threads, CUTS, setup);
+    println!("chaos: transport=upgrade {line}");
 }
 
 /// Runs the chaos until `cuts` cuts; returns `cuts=N messages=M lost=0 duplicated=0
 /// reordered=0` (after asserting the zeros).
-fn run(dispatch: sockloop::Dispatch, cuts_wanted: u64) -> String {
+fn run(dispatch: sockloop::Dispatch, cuts_wanted: u64, setup: Setup) -> String {
     let seed = seed();
     println!("chaos: seed={seed} (CHAOS_SEED={seed} to rerun)");
     let srv = server(dispatch);
+    srv.block_ws.store(setup.upgrade, Ordering::Release);
     let proxy = Arc::new(Proxy::start(inet(srv._server.local_addr()), seed, None));
-    let client = Arc::new(chaos_client(&proxy.url()));
+    let ws_first = matches!(setup.transports[0], HubTransport::WebSocket(_));
+    let client = Arc::new(chaos_client(&proxy.url(), setup.transports.clone()));
+    if setup.upgrade {
+        assert_eq!(
+            client.transport(),
+            Some(1),
+            "WebSocket is blocked: long-polling"
+        );
+    }
     let to = wait_for(|| *srv.session.lock().unwrap(), "the session's id");
     client
         .emit_with_ack("join", &Value::Null, crate::util::WAIT)
@@ -403,9 +475,14 @@ fn run(dispatch: sockloop::Dispatch, cuts_wanted: u64) -> String {
     proxy.set_budget(Some((64, 6 << 10)));
     proxy.cut_all();
     let started = Instant::now();
+    // With an upgrade to make, the senders go on until it happened (so it happens during
+    // their traffic): the count they see stops short of the goal until then.
     let cuts = {
-        let p = proxy.clone();
-        Arc::new(move || p.cuts()) as Arc<dyn Fn() -> u64 + Send + Sync>
+        let (p, c, upgrade) = (proxy.clone(), client.clone(), setup.upgrade);
+        Arc::new(move || match upgrade && c.transport() != Some(0) {
+            true => p.cuts().min(cuts_wanted - 1),
+            false => p.cuts(),
+        }) as Arc<dyn Fn() -> u64 + Send + Sync>
     };
     let mut s_thread = Some({
         let (hub, cuts) = (srv.hub.clone(), cuts.clone());
@@ -433,6 +510,9 @@ fn run(dispatch: sockloop::Dispatch, cuts_wanted: u64) -> String {
         );
         finished(&mut s_thread, &mut sent_s);
         finished(&mut c_thread, &mut sent_c);
+        if setup.upgrade && proxy.cuts() >= cuts_wanted / 4 {
+            srv.block_ws.store(false, Ordering::Release);
+        }
         if let (Some(ns), Some(nc)) = (sent_s, sent_c) {
             // Both senders stopped: no more cuts; let everything arrive.
             proxy.set_budget(None);
@@ -475,7 +555,12 @@ fn run(dispatch: sockloop::Dispatch, cuts_wanted: u64) -> String {
         srv.hub.stats()
     );
     assert!(n >= cuts_wanted, "{n} cuts");
-    assert!(resumed > 0);
+    // Over WebSocket every cut is a new connection and a resume; long-polling rides most
+    // cuts out itself (its requests are retried on new connections, POSTs once by seq).
+    assert!(resumed > 0 || setup.transports.len() == 1 && !ws_first);
+    if setup.upgrade {
+        assert_eq!(client.transport(), Some(0), "upgraded to WebSocket");
+    }
     assert_eq!((lc, dc, rc), (0, 0, 0), "client -> server: {line}");
     assert_eq!((ls, ds, rs), (0, 0, 0), "server -> client: {line}");
     assert_eq!(srv.hub.stats().not_recovered, 0);

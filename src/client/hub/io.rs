@@ -56,7 +56,14 @@ pub(super) struct Io {
     pub(super) session: ClientSession<Out>,
     pub(super) rng: u64,
     pub(super) last_ask: Instant,
+    /// On a fallback transport: when to try the first one again.
+    pub(super) upgrade_at: Option<Instant>,
+    /// The wait before the next upgrade attempt (doubles after each failure).
+    pub(super) upgrade_wait: Duration,
 }
+
+/// The longest wait between two upgrade attempts.
+const MAX_UPGRADE_WAIT: Duration = Duration::from_secs(60);
 
 impl Io {
     fn closed(&self) -> bool {
@@ -147,13 +154,58 @@ impl Io {
         };
         let url = with_query(&self.url, &query);
         let mut last = crate::Error::Config("no transport configured".into());
-        for t in &self.opts.transports {
+        for (i, t) in self.opts.transports.clone().iter().enumerate() {
             match t.open(&url) {
-                Ok(link) => return self.welcome(link),
+                Ok(link) => {
+                    self.welcome(link)?;
+                    self.on_transport(i, self.opts.upgrade_after);
+                    return Ok(());
+                }
                 Err(e) => last = e,
             }
         }
         Err(HubClientError::Connect(last))
+    }
+
+    /// Connected over transport `i`: on a fallback, schedule a try of the first one.
+    fn on_transport(&mut self, i: usize, wait: Option<Duration>) {
+        self.shared.transport.store(i, Ordering::Release);
+        self.upgrade_at = match (i, wait, self.opts.sessions) {
+            (1.., Some(w), true) => {
+                self.upgrade_wait = w;
+                Some(crate::base::saturating(Instant::now(), w))
+            }
+            _ => None,
+        };
+    }
+
+    /// Tries the first transport while connected over a fallback: the new connection
+    /// resumes the session (the server moves it over and closes the old one); nothing
+    /// more is read from the old connection, so what it still carried comes again, in
+    /// order, as the resume's replay. On failure the old connection stays in use.
+    fn try_upgrade(&mut self) {
+        let Some(first) = self.opts.transports.first().cloned() else {
+            return;
+        };
+        let url = with_query(&self.url, &self.session.query());
+        let old = self.link.take();
+        let ok = match first.open(&url) {
+            Ok(link) => self.welcome(link).is_ok(),
+            Err(_) => false,
+        };
+        if ok {
+            if let Some(mut o) = old {
+                o.close();
+            }
+            self.on_transport(0, None);
+            return;
+        }
+        if self.link.is_none() {
+            self.link = old;
+        }
+        let wait = (self.upgrade_wait * 2).min(MAX_UPGRADE_WAIT);
+        let i = self.shared.transport.load(Ordering::Acquire);
+        self.on_transport(i, Some(wait));
     }
 
     fn welcome(&mut self, mut link: Box<dyn Link>) -> Result<(), HubClientError> {
@@ -235,6 +287,9 @@ impl Io {
 
     /// One turn: write what is queued, then read (or notice quiet).
     fn turn(&mut self) -> crate::Result<()> {
+        if self.upgrade_at.is_some_and(|at| Instant::now() >= at) {
+            self.try_upgrade();
+        }
         self.flush()?;
         let Some(link) = self.link.as_mut() else {
             return Ok(());
