@@ -4,7 +4,7 @@
 //! ```text
 //! cargo bench --bench sessions
 //! BENCH_RUNS=7 BENCH_SUBS=100 BENCH_MSGS=5000 cargo bench --bench sessions
-//! BENCH_ONLY=fanout cargo bench --bench sessions      # or resume
+//! BENCH_ONLY=fanout cargo bench --bench sessions      # or resume, memory
 //! ```
 //!
 //! - **Fan-out**: `BENCH_SUBS` (default 100) WebSocket subscribers in one room, each on its
@@ -19,6 +19,12 @@
 //!   connection is dropped, it reconnects with its session and reads the 5 replayed (raw
 //!   protocol client); and 200 cycles of a `HubClient` (backoff 1 ms) whose connection the
 //!   server closes, followed by 5 messages sent meanwhile, timed until the client has them.
+//!
+//! - **Memory** (a child process each, so RSS is its own): 2,000 raw WebSocket connections
+//!   to a hub, plain and then asking for sessions (RSS growth per connection, the
+//!   difference is a session's own cost); then 100 session connections in a room that never
+//!   acknowledge while 1,000 room messages of 64 bytes are sent (RSS growth per message held
+//!   in a replay buffer; the bytes are shared, each buffer holds a reference).
 //!
 //! Server: one poller, one handler thread, in this process.
 
@@ -272,7 +278,140 @@ fn resume_client(cycles: usize) -> Vec<Duration> {
     out
 }
 
+/// A masked client text frame (mask key 0).
+fn text_frame(payload: &str) -> Vec<u8> {
+    let p = payload.as_bytes();
+    assert!(p.len() < 126);
+    let mut f = vec![0x81, 0x80 | p.len() as u8, 0, 0, 0, 0];
+    f.extend_from_slice(p);
+    f
+}
+
+/// `n` raw upgrades (never read: the kernel keeps what the server sends) with `query`.
+fn raw_clients(s: &Server, n: usize, query: &str) -> Vec<std::net::TcpStream> {
+    use std::io::Write;
+    (0..n)
+        .map(|_| {
+            let mut t = std::net::TcpStream::connect(s.local_addr().to_string()).unwrap();
+            let req = format!(
+                "GET /{query} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                 Sec-WebSocket-Version: 13\r\n\r\n"
+            );
+            t.write_all(req.as_bytes()).unwrap();
+            t
+        })
+        .collect()
+}
+
+fn wait_conns(hub: &Hub, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hub.stats().connections < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} connections",
+            hub.stats().connections
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300)); // the welcomes written, buffers settled
+}
+
+/// One memory figure in this (child) process: `what` is `conn`, `session` or `buffered`.
+fn memory_child(what: &str) {
+    let rt = Runtime::builder()
+        .pollers(1)
+        .handler_threads(1)
+        .build()
+        .unwrap();
+    let (hub, _) = hub(what != "conn");
+    let s = serve(&rt, &hub);
+    let before = rss_bytes();
+    match what {
+        "conn" | "session" => {
+            const N: usize = 2000;
+            let q = if what == "session" {
+                "?sl_session=1"
+            } else {
+                ""
+            };
+            let _c = raw_clients(&s, N, q);
+            wait_conns(&hub, N);
+            let per = rss_bytes().saturating_sub(before) as f64 / N as f64;
+            println!("memory={per:.0}");
+        }
+        _ => {
+            use std::io::Write;
+            const N: usize = 100;
+            const M: usize = 1000;
+            let mut c = raw_clients(&s, N, "?sl_session=1");
+            for t in &mut c {
+                t.write_all(&text_frame(r#"{"event":"join","data":"r","id":1}"#))
+                    .unwrap();
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while hub.members("r").len() < N {
+                assert!(Instant::now() < deadline, "joins");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            let joined = rss_bytes();
+            let msg = "m".repeat(64);
+            for _ in 0..M {
+                hub.to_room("r").emit_nowait("x", &msg).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            let per = rss_bytes().saturating_sub(joined) as f64 / (N * M) as f64;
+            println!("memory={per:.1} replay_bytes={}", hub.stats().replay_bytes);
+        }
+    }
+    drop(s);
+    rt.shutdown(Duration::from_secs(1));
+}
+
+fn memory() {
+    let mut out = Vec::new();
+    for what in ["conn", "session", "buffered"] {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            let o = std::process::Command::new(std::env::current_exe().unwrap())
+                .env("BENCH_MEMORY_CHILD", what)
+                .output()
+                .expect("memory child");
+            let text = String::from_utf8_lossy(&o.stdout);
+            if let Some(x) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("memory="))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|x| x.parse::<f64>().ok())
+            {
+                v.push(x);
+            } else {
+                println!("  memory child {what} failed: {text}");
+            }
+        }
+        println!("  memory {what}: {v:?} B");
+        out.push(median(v));
+    }
+    println!(
+        "memory: hub connection {:.0} B, with a session {:.0} B (the session {:.0} B more), \
+         {:.1} B per message held in a session's replay buffer (100 sessions x 1,000 \
+         messages of 64 B, shared)",
+        out[0],
+        out[1],
+        out[1] - out[0],
+        out[2]
+    );
+}
+
 fn main() {
+    if let Ok(what) = std::env::var("BENCH_MEMORY_CHILD") {
+        memory_child(&what);
+        return;
+    }
+    if wanted("memory", true) {
+        memory();
+    }
     let runs = runs(5);
     let subs: usize = env_or("BENCH_SUBS", 100);
     let msgs: usize = env_or("BENCH_MSGS", 5000);
