@@ -23,6 +23,12 @@
 //! kernel's TCP send path (one `write` per subscriber per poller turn); at 2,000/s the
 //! messages queued during one turn leave in the same write.
 //!
+//! `BENCH_LAYERS=1` adds, alternating with each chat run, the same load against a raw
+//! WebSocket server whose handler broadcasts each marked message to one fan-out group
+//! (`Broadcaster::send_nowait`, framed once): no envelope, no membership check, no
+//! serialization — the price of the hub's layer is the ratio of the two, printed per rate
+//! with the server CPU per delivery.
+//!
 //! `BENCH_RUNS` (default 3) sets the runs per rate (medians are printed), `BENCH_RATES` the
 //! comma-separated publish rates (default `200,2000`), `BENCH_SUBS` the subscribers
 //! (default 1000), `WSBENCH` the wsbench binary.
@@ -38,7 +44,35 @@ use common::*;
 use std::time::{Duration, Instant};
 
 use sockloop::hub::RoomEvents;
-use sockloop::Runtime;
+use sockloop::{Broadcaster, GroupId, Runtime, WsConn, WsHandler};
+
+/// The raw layer: every connection is in group 1; a marked text is broadcast to it.
+struct RawFan(std::sync::Arc<std::sync::OnceLock<Broadcaster>>);
+
+impl WsHandler for RawFan {
+    fn on_open(&mut self, ws: &WsConn, _: &sockloop::http::Request) {
+        ws.join_group(GroupId(1));
+    }
+    fn on_text(&mut self, _: &WsConn, text: &str) {
+        if text.contains("@@") {
+            if let Some(b) = self.0.get() {
+                b.send_nowait(GroupId(1), &b.frames_text(text), &[]);
+            }
+        }
+    }
+}
+
+/// One wsbench run against `server`: (deliveries/s, delivered %, server CPU µs per delivery).
+fn one_run(bin: &std::path::Path, server: &sockloop::Server, args: &[String]) -> (f64, f64, f64) {
+    wait_closed(server);
+    let (cpu0, t0) = (cpu_time(), Instant::now());
+    let (kv, _) = run_wsbench(bin, args);
+    let cpu = (cpu_time() - cpu0).as_secs_f64();
+    let _ = t0;
+    let rate = field(&kv, "rate");
+    let delivered = field(&kv, "msgs").max(1.0);
+    (rate, field(&kv, "delivered_pct"), cpu * 1e6 / delivered)
+}
 
 /// CPU time (user + system) used by this process (the server) so far.
 fn cpu_time() -> Duration {
@@ -162,6 +196,45 @@ fn main() {
             median(p99)
         );
     }
+    if std::env::var_os("BENCH_LAYERS").is_some() {
+        layers(&bin, &rt, &chat.server, subs, runs);
+    }
     chat.shutdown(Duration::from_secs(2));
     rt.shutdown(Duration::from_secs(2));
+}
+
+/// The hub's price: the chat path against a raw group broadcast, alternating, at 4,000/s.
+fn layers(bin: &std::path::Path, rt: &Runtime, chat: &sockloop::Server, subs: usize, runs: usize) {
+    let cell = std::sync::Arc::new(std::sync::OnceLock::new());
+    let c2 = cell.clone();
+    let raw = rt
+        .serve(sockloop::Listen::tcp("127.0.0.1:0"))
+        .config(sockloop::ServerConfig::new().dispatch(sockloop::Dispatch::Inline))
+        .websocket(
+            sockloop::WsServerConfig::new(),
+            move |_: &WsConn, _: &sockloop::http::Request| RawFan(c2.clone()),
+        )
+        .expect("raw server");
+    let _ = cell.set(raw.broadcaster());
+    let rate = 4000;
+    let chat_args = fanout_args(&chat.local_addr().to_string(), subs, rate);
+    let raw_args = fanout_args(&raw.local_addr().to_string(), subs, rate);
+    let (mut ratios, mut cpu_ratios) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (r_rate, r_pct, r_cpu) = one_run(bin, &raw, &raw_args);
+        let (c_rate, c_pct, c_cpu) = one_run(bin, chat, &chat_args);
+        println!(
+            "  layers run: raw {r_rate:.0} deliveries/s ({r_pct:.2}%, {r_cpu:.3} us CPU each), \
+             chat {c_rate:.0} ({c_pct:.2}%, {c_cpu:.3} us)"
+        );
+        ratios.push(c_rate / r_rate);
+        cpu_ratios.push(c_cpu / r_cpu);
+    }
+    println!(
+        "layers subs={subs} rate={rate}/s: chat / raw broadcast = {:.3} in deliveries/s (median \
+         of pairs), {:.2}x the server CPU per delivery",
+        median(ratios),
+        median(cpu_ratios)
+    );
+    raw.shutdown(Duration::from_secs(2));
 }
