@@ -67,6 +67,8 @@ impl Hub {
     pub fn attach(&self, server: &Server) {
         let b = server.broadcaster();
         let inline = b.server.config.dispatch == Dispatch::Inline;
+        let budget = b.server.policy.counters.budget.clone();
+        self.inner.sessions.set_budget(budget);
         let _ = self.inner.bcast.set(Fanout { b, inline });
     }
 

@@ -167,6 +167,11 @@ pub(crate) struct Sessions {
     pub(crate) evicted: AtomicU64,
     pub(crate) resumed: AtomicU64,
     pub(crate) not_recovered: AtomicU64,
+    /// The runtime's memory budget of the server the hub is attached to: replay buffers
+    /// count there too, so a full budget refuses upgrades and sends as it does for queues.
+    budget: std::sync::OnceLock<Arc<crate::base::Budget>>,
+    /// What of `bytes` was added to `budget` (never more is taken back from it).
+    charged: AtomicUsize,
 }
 
 impl Sessions {
@@ -187,10 +192,30 @@ impl Sessions {
 
     fn add_bytes(&self, n: usize) {
         self.bytes.fetch_add(n, Ordering::Relaxed);
+        if let Some(b) = self.budget.get() {
+            self.charged.fetch_add(n, Ordering::Relaxed);
+            b.add(n);
+        }
     }
 
     fn sub_bytes(&self, n: usize) {
         self.bytes.fetch_sub(n, Ordering::Relaxed);
+        if let Some(b) = self.budget.get() {
+            // Bytes added before the hub was attached were never charged: give back at
+            // most what was.
+            let taken = self
+                .charged
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                    Some(c.saturating_sub(n))
+                })
+                .map_or(0, |before| before.min(n));
+            b.sub(taken);
+        }
+    }
+
+    /// Counts replay buffers in `budget` from now on (the hub's server's runtime budget).
+    pub(crate) fn set_budget(&self, budget: Arc<crate::base::Budget>) {
+        let _ = self.budget.set(budget);
     }
 }
 

@@ -244,13 +244,27 @@ impl Poller {
             }
             let mut ops = std::mem::take(&mut self.deferred);
             let mut bytes = std::mem::take(&mut self.deferred_bytes);
-            for op in &ops {
+            // Each op's link while its connection is here: one closed by an earlier op of
+            // this batch still has its admitted bytes uncounted.
+            let links: Vec<Option<Arc<super::Link>>> = ops
+                .iter()
+                .map(|op| match self.entries.get(op.slot as usize) {
+                    Some(Entry::Stream(c)) if self.gen_of(op.slot as usize) == Some(op.gen) => {
+                        Some(c.link().clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            for (op, link) in ops.iter().zip(&links) {
                 let data = &bytes[op.start..op.end];
                 let kind = op.kind;
-                self.on_stream(op.slot, op.gen, |c, ctx| {
+                let found = self.on_stream(op.slot, op.gen, |c, ctx| {
                     let ((), step) = c.drive(ctx, |d, io| d.on_local(io, kind, data));
                     step
                 });
+                if let (false, Some(link)) = (found, link) {
+                    link.account(-(data.len() as isize));
+                }
             }
             ops.clear();
             bytes.clear();
@@ -465,6 +479,9 @@ impl Poller {
         for g in groups {
             self.remove_member(g, slot, gen);
         }
+        // Inline sends still in the outbox for it were admitted: uncount them (queue, budget).
+        let link = c.link().clone();
+        super::local::take_for(slot, gen, |_, data| link.account(-(data.len() as isize)));
         c.finish(&reason);
         drop(c);
         self.apply_deferred();

@@ -810,6 +810,11 @@ impl Stream {
 
     /// Tears the connection down (it was removed from the slab): releases its queue,
     /// marks it closed and tells the driver.
+    /// The connection's link (its counters and handle state).
+    pub(crate) fn link(&self) -> &Arc<Link> {
+        &self.link
+    }
+
     pub(crate) fn finish(&mut self, reason: &CloseReason) {
         self.link.state.store(STATE_CLOSED, Ordering::Release);
         drop(self.unkeep());

@@ -558,3 +558,49 @@ fn a_flooded_session_member_loses_nothing() {
     );
     assert_eq!(next, N);
 }
+
+/// Replay buffers count in the runtime's memory budget while they hold messages, and give
+/// it all back when the session ends.
+#[test]
+fn replay_buffers_count_in_the_runtime_budget() {
+    let rt = rt();
+    let hub = sessions(Duration::from_millis(200)).build();
+    let s = serve(&rt, &hub);
+    let (proxy, c) = client_via(&s, "carol");
+    let _ = whoami(&c);
+    c.emit_with_ack("join", &"r", WAIT).unwrap();
+    // Cut and keep the client away: the room's messages wait in the session's buffer.
+    proxy.refuse(true);
+    proxy.cut_all();
+    for i in 0..200 {
+        hub.to_room("r").emit_nowait("n", &i).unwrap();
+    }
+    let held = hub.stats().replay_bytes;
+    assert!(held > 200 * 8, "replay holds {held} bytes");
+    assert!(
+        rt.budget().used >= held,
+        "budget {:?}, replay {held}",
+        rt.budget()
+    );
+    // The window ends: the session and its buffer go, and so does their count. (A fixed
+    // ~1.6 KB of connection queue accounting is sometimes left after such a cut, whatever
+    // the number of messages: a known leak elsewhere, under investigation, so this checks
+    // that the replay's bytes were given back, not that the budget is back to zero.)
+    wait_for(
+        || (hub.stats().sessions == 0).then_some(()),
+        "the session to expire",
+    );
+    drop(c);
+    let deadline = std::time::Instant::now() + WAIT;
+    while rt.budget().used >= held {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "budget {:?}, {:?}, {:?}",
+            rt.budget(),
+            hub.stats(),
+            s.stats()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(hub.stats().replay_bytes, 0);
+}
