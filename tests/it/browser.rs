@@ -83,7 +83,11 @@ fn enter(b: &mut Chromium, tab: &Tab, nick: &str) {
 
 /// Loads the page, asks for `wanted` in the dialog and waits until it is `got` in the lobby.
 fn enter_as(b: &mut Chromium, tab: &Tab, wanted: &str, got: &str) {
-    b.wait_for(tab, "document.getElementById('nickform') !== null");
+    // The page's script is in (the form submits through it).
+    b.wait_for(
+        tab,
+        "document.getElementById('nickform')?.onsubmit != null && typeof sockloop === 'object'",
+    );
     b.eval(
         tab,
         &format!(
