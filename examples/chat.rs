@@ -579,7 +579,7 @@ fn page_headers(r: Response) -> Response {
             format!("'sha256-{}'", base64(digest.as_ref()))
         };
         format!(
-            "default-src 'none'; script-src 'self' {}; style-src {}; connect-src 'self'; \
+            "default-src 'none'; script-src {} 'self'; style-src {}; connect-src 'self'; \
              img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
             hash("script"),
             hash("style")
