@@ -604,3 +604,308 @@ fn browser_chat_a_send_that_gets_through_ends_the_run_of_refused_ones() {
 
     assert!(chat.shutdown(std::time::Duration::from_secs(5)));
 }
+
+/// A proxy that forwards HTTP but answers every WebSocket upgrade with 403, as a corporate
+/// proxy that blocks WebSocket would: real sockets, loopback, a thread per direction.
+struct UpgradeBlocker {
+    addr: std::net::SocketAddr,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UpgradeBlocker {
+    fn start(upstream: std::net::SocketAddr) -> UpgradeBlocker {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refused = std::sync::Arc::new(AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (r, s) = (refused.clone(), stop.clone());
+        let accept = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::Acquire) {
+                    return;
+                }
+                let Ok(client) = conn else { continue };
+                let r = r.clone();
+                std::thread::spawn(move || blocker_conn(client, upstream, &r));
+            }
+        });
+        UpgradeBlocker {
+            addr,
+            refused,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    fn refused(&self) -> usize {
+        self.refused.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl Drop for UpgradeBlocker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads one request head from `client`; a WebSocket upgrade gets 403 and the connection
+/// closes; anything else is forwarded with the rest of the connection both ways. (Browsers
+/// open every WebSocket on a new connection, so looking at first heads is enough.)
+fn blocker_conn(
+    mut client: std::net::TcpStream,
+    upstream: std::net::SocketAddr,
+    refused: &std::sync::atomic::AtomicUsize,
+) {
+    use std::io::{Read, Write};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if head.len() > 64 << 10 {
+            return;
+        }
+    }
+    let lower = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    if lower.contains("\r\nupgrade: websocket") {
+        refused.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let _ = client.write_all(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 19\r\nConnection: close\r\n\r\nwebsocket forbidden",
+        );
+        return;
+    }
+    let Ok(mut server) = std::net::TcpStream::connect(upstream) else {
+        return;
+    };
+    if server.write_all(&head).is_err() {
+        return;
+    }
+    let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut client, &mut server);
+        let _ = server.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut s2, &mut c2);
+    let _ = c2.shutdown(std::net::Shutdown::Both);
+    let _ = up.join();
+}
+
+/// The IP address of a TCP listener.
+fn inet(a: &sockloop::Addr) -> std::net::SocketAddr {
+    match a {
+        sockloop::Addr::Inet(a) => *a,
+        other => panic!("not an IP address: {other}"),
+    }
+}
+
+/// The transport the tab's sockloop.js client is on.
+const TRANSPORT: &str = "hub.connected && hub.transport";
+
+#[test]
+fn browser_chat_works_over_long_polling_when_websocket_upgrades_are_blocked() {
+    let Some(mut b) = Chromium::launch() else {
+        return;
+    };
+    let (_rt, chat, _) = chat_with(ChatConfig::default());
+    let proxy = UpgradeBlocker::start(inet(chat.server.local_addr()));
+    let url = format!("http://{}/", proxy.addr);
+    let ann = b.open(&url);
+    let bob = b.open(&url);
+    enter(&mut b, &ann, "ann");
+    enter(&mut b, &bob, "bob");
+    // Each tab tried WebSocket first, was refused, and fell back to long-polling.
+    assert_eq!(b.wait_for(&ann, TRANSPORT), "polling");
+    assert_eq!(b.wait_for(&bob, TRANSPORT), "polling");
+    assert!(proxy.refused() >= 2, "refused {}", proxy.refused());
+    b.wait_for(
+        &ann,
+        "document.getElementById('status').textContent === 'online (polling)'",
+    );
+
+    // Users, messages both ways, a command and its answer (an ack) over HTTP.
+    b.wait_for(&ann, &format!("{USERS} === 'ann,bob'"));
+    say(&mut b, &ann, "hello over polling");
+    b.wait_for(&bob, &shown(".text", "hello over polling"));
+    say(&mut b, &bob, "héllo back, ünïcode ✓");
+    b.wait_for(&ann, &shown(".text", "héllo back, ünïcode ✓"));
+    say(&mut b, &bob, "/join dev");
+    b.wait_for(&bob, &current("#dev"));
+    say(&mut b, &ann, "/join dev");
+    b.wait_for(&ann, &current("#dev"));
+    b.wait_for(&bob, &shown(".system", "ann joined #dev"));
+    say(&mut b, &ann, "in dev");
+    b.wait_for(&bob, &shown(".text", "in dev"));
+    // Still on long-polling: nothing was WebSocket.
+    assert_eq!(b.eval(&ann, "hub.transport"), "polling");
+    assert_eq!(b.eval(&bob, "hub.transport"), "polling");
+    assert_eq!(chat.hub.stats().sessions, 2);
+}
+
+/// The numbered test lines (`L007-ann`) of the tab's room, in the order shown.
+const NUMBERED: &str = "[...document.querySelectorAll('#messages .log.active .msg.text')]\
+     .map(m => (m.textContent.match(/L\\d{3}-(ann|bob)/) || [])[0]).filter(Boolean)";
+
+#[test]
+fn browser_chat_two_tabs_keep_chatting_while_a_proxy_cuts_their_connections() {
+    let Some(mut b) = Chromium::launch() else {
+        return;
+    };
+    let (_rt, _chat, _) = chat_with(ChatConfig {
+        rate_limit: None,
+        ..ChatConfig::default()
+    });
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    println!("browser chaos seed {seed}");
+    let proxy = crate::chaos::Proxy::start(inet(_chat.server.local_addr()), seed, None);
+    let addr = proxy.url().trim_start_matches("ws://").to_owned();
+    let url = format!("http://{addr}");
+    let ann = b.open(&url);
+    let bob = b.open(&url);
+    enter(&mut b, &ann, "ann");
+    enter(&mut b, &bob, "bob");
+    b.wait_for(&ann, &format!("{USERS} === 'ann,bob'"));
+    for tab in [&ann, &bob] {
+        b.eval(
+            tab,
+            "window.st = {resumed: 0, lost: 0, dropped: 0}; \
+             hub.on('resumed', () => st.resumed++); \
+             hub.on('not_recovered', () => st.lost++); true",
+        );
+    }
+    // From now on every connection is also cut after a random number of bytes.
+    proxy.set_budget(Some((1_500, 8_000)));
+    let n = 60;
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let (tab, who) = if i % 2 == 0 {
+            (&ann, "ann")
+        } else {
+            (&bob, "bob")
+        };
+        let text = format!("L{i:03}-{who}");
+        say(&mut b, tab, &text);
+        sent.push(text);
+        if i % 4 == 3 {
+            proxy.cut_all();
+        }
+        if i % 10 == 9 {
+            // Let the tabs get back on their feet now and then.
+            b.wait_for(tab, TRANSPORT);
+        }
+    }
+    let cuts = proxy.cuts();
+    proxy.set_budget(None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut shown = Vec::new();
+    for tab in [&ann, &bob] {
+        loop {
+            let lines = b.eval(tab, NUMBERED);
+            let lines: Vec<String> = serde_json::from_value(lines).unwrap();
+            if lines.len() >= n || std::time::Instant::now() > deadline {
+                shown.push(lines);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    for lines in &shown {
+        // Every line once.
+        let mut sorted = lines.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), lines.len(), "duplicated lines: {lines:?}");
+        let mut want = sent.clone();
+        want.sort();
+        assert_eq!(sorted, want, "lost lines");
+        // Each author's lines in the order said.
+        for who in ["ann", "bob"] {
+            let mine: Vec<&String> = lines.iter().filter(|l| l.ends_with(who)).collect();
+            let mut ordered = mine.clone();
+            ordered.sort();
+            assert_eq!(mine, ordered, "{who}'s lines reordered");
+        }
+    }
+    // Both tabs saw the server's one order.
+    assert_eq!(shown[0], shown[1]);
+    let st_ann = b.eval(&ann, "st");
+    let st_bob = b.eval(&bob, "st");
+    println!(
+        "browser chaos: cuts={cuts} lines={n} ann={st_ann} bob={st_bob} lost=0 duplicated=0 reordered=0"
+    );
+    assert!(cuts >= (n / 4) as u64, "cuts {cuts}");
+    let resumed = st_ann["resumed"].as_u64().unwrap() + st_bob["resumed"].as_u64().unwrap();
+    assert!(resumed >= 2, "resumes: {st_ann} {st_bob}");
+    assert_eq!(st_ann["lost"], 0, "{st_ann}");
+    assert_eq!(st_bob["lost"], 0, "{st_bob}");
+}
+
+#[test]
+fn browser_backoff_delays_stay_within_the_minimum_and_the_cap_and_the_module_exports() {
+    let Some(mut b) = Chromium::launch() else {
+        return;
+    };
+    let (_rt, _chat, url) = chat_with(ChatConfig::default());
+    let tab = b.open(&url);
+    b.wait_for(&tab, "typeof sockloop === 'object'");
+    let r = b.eval(
+        &tab,
+        r#"(() => {
+          const bad = [];
+          const check = (b, min, cap) => {
+            const seen = new Set();
+            for (let a = 0; a < 1000; a++) {
+              const c = sockloop.backoffCap(b, a), d = sockloop.backoffDelay(b, a);
+              if (!Number.isFinite(c) || !Number.isFinite(d) || d < min || d > c || c > cap || c < min)
+                bad.push({b, a, c, d});
+              if (a >= 900) seen.add(d);
+            }
+            return seen.size;
+          };
+          const spread = check({min: 100, max: 10000, factor: 2}, 100, 10000);
+          check({min: 0, max: 0, factor: 2}, 0, 0);
+          check({min: 50, max: 10, factor: 1e9}, 50, 50);
+          check({min: 1, max: 2 ** 40, factor: 10}, 1, 2 ** 31 - 1);
+          check({min: NaN, max: Infinity, factor: Infinity}, 100, 2 ** 31 - 1);
+          check({min: 200, max: 5000, factor: 1}, 200, 200);
+          const b = sockloop.DEFAULTS.backoff;
+          return {
+            bad, spread,
+            caps: [0, 1, 6, 7, 1000, 1e9].map((a) => sockloop.backoffCap(b, a)),
+            extremes: [sockloop.backoffDelay(b, 3, 0), sockloop.backoffDelay(b, 3, 0.999999999)],
+            huge: sockloop.backoffDelay(b, Number.MAX_SAFE_INTEGER),
+          };
+        })()"#,
+    );
+    assert_eq!(r["bad"], serde_json::json!([]), "{r}");
+    // Full jitter spreads clients even at the cap: 100 draws, many distinct delays.
+    assert!(r["spread"].as_u64().unwrap() > 50, "{r}");
+    assert_eq!(
+        r["caps"],
+        serde_json::json!([100, 200, 6400, 10000, 10000, 10000])
+    );
+    assert_eq!(r["extremes"], serde_json::json!([100, 800]));
+    let huge = r["huge"].as_f64().unwrap();
+    assert!((100.0..=10_000.0).contains(&huge), "{r}");
+
+    // The ES module variant: the same functions, exported, no global needed.
+    let m = b.eval(
+        &tab,
+        "import('/sockloop.mjs').then((m) => ({connect: typeof m.connect, \
+         cap: m.backoffCap({min: 100, max: 10000}, 3), same: m.default.DEFAULTS.offlineLimit}))",
+    );
+    assert_eq!(
+        m,
+        serde_json::json!({"connect": "function", "cap": 800, "same": 1024})
+    );
+}
