@@ -217,21 +217,20 @@ const sockloop = (() => {
           r = null;
         }
         if (this.done) return;
-        if (r && r.status === 200) {
-          failing = null;
-          if (!this.batch(r.body)) return;
-          continue;
-        }
+        const handed = r && r.status === 200 ? this.batch(r.body) : null;
+        if (handed === false) return;
+        if (handed) { failing = null; continue; }
         if (r && r.status === 400) return this.end("polling: session ended (400)", 1006);
         failing = failing || Date.now();
         if (Date.now() - failing > this.opts.retryFor) return this.end("polling: GET kept failing", 1006);
         await new Promise((res) => setTimeout(res, RETRY_PAUSE));
       }
     }
-    /** Hands over the records after `ack`; false when the link ended. */
+    /** Hands over the records after `ack`; false when the link ended, null when the body is
+     * not a batch (nothing was handed over: the caller asks again with the same ack). */
     batch(body) {
       const b = parseBatch(body);
-      if (!b) { this.end("polling: malformed batch", 1002); return false; }
+      if (!b) return null; // a body cut short (Chromium may hand one over): asked for again
       let [n, recs] = b;
       for (const [type, bytes] of recs) {
         const seq = n++;
