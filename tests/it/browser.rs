@@ -942,3 +942,63 @@ fn browser_backoff_delays_stay_within_the_minimum_and_the_cap_and_the_module_exp
         serde_json::json!({"connect": "function", "cap": 800, "same": 1024})
     );
 }
+
+/// Sets the tab's network offline or back (CDP network emulation: `navigator.onLine` and
+/// the window's `online`/`offline` events follow).
+fn network(b: &mut Chromium, tab: &Tab, online: bool) {
+    b.call(Some(tab), "Network.enable", serde_json::json!({}));
+    b.call(
+        Some(tab),
+        "Network.emulateNetworkConditions",
+        serde_json::json!({"offline": !online, "latency": 0,
+            "downloadThroughput": -1, "uploadThroughput": -1}),
+    );
+}
+
+#[test]
+fn browser_client_waits_while_offline_and_reconnects_at_once_when_back_online() {
+    let Some(mut b) = Chromium::launch() else {
+        return;
+    };
+    let (_rt, chat, _) = chat_with(ChatConfig::default());
+    let proxy = crate::chaos::Proxy::start(inet(chat.server.local_addr()), 1, None);
+    let addr = proxy.url().trim_start_matches("ws://").to_owned();
+    let tab = b.open(&format!("http://{addr}"));
+    b.wait_for(&tab, "typeof sockloop === 'object'");
+    // A client of its own whose backoff is a minute: only the online event can bring it
+    // back within the test's deadlines.
+    b.eval(
+        &tab,
+        "window.t = {reconnecting: 0, resumed: 0, disconnect: 0, offline: 0}; \
+         addEventListener('offline', () => t.offline++); \
+         window.c = sockloop.connect('/ws?nick=zed', {backoff: {min: 60000, max: 60000}}); \
+         for (const k of ['reconnecting', 'resumed', 'disconnect']) c.on(k, () => t[k]++); true",
+    );
+    b.wait_for(&tab, "c.connected");
+    network(&mut b, &tab, false);
+    b.wait_for(&tab, "navigator.onLine === false && t.offline === 1");
+    proxy.cut_all();
+    b.wait_for(&tab, "!c.connected && t.disconnect === 1");
+    // Offline: no attempt is scheduled (none would succeed), the emit waits in the buffer.
+    let r = b.eval(
+        &tab,
+        "c.emit('chat:say', {room: 'lobby', text: 'said offline'}); \
+         ({reconnecting: t.reconnecting, timer: c.timer, buffered: c.buffered})",
+    );
+    assert_eq!(
+        r,
+        serde_json::json!({"reconnecting": 0, "timer": null, "buffered": 1})
+    );
+    network(&mut b, &tab, true);
+    b.wait_for(&tab, "c.connected && t.resumed === 1");
+    let r = b.eval(
+        &tab,
+        "c.emitWithAck('room:list', {}, 5000).then((d) => \
+         ({rooms: d.rooms.map((r) => r.room), reconnecting: t.reconnecting, buffered: c.buffered}))",
+    );
+    assert_eq!(
+        r,
+        serde_json::json!({"rooms": ["lobby"], "reconnecting": 0, "buffered": 0})
+    );
+    assert_eq!(chat.hub.stats().sessions, 1);
+}
