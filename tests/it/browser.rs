@@ -1002,3 +1002,55 @@ fn browser_client_waits_while_offline_and_reconnects_at_once_when_back_online() 
     );
     assert_eq!(chat.hub.stats().sessions, 1);
 }
+
+#[test]
+fn browser_client_offline_buffer_policies_ack_timeouts_and_close() {
+    let Some(mut b) = Chromium::launch() else {
+        return;
+    };
+    let (_rt, _chat, url) = chat_with(ChatConfig::default());
+    let tab = b.open(&url);
+    b.wait_for(&tab, "typeof sockloop === 'object'");
+    // Clients of a path that is no hub (both transports get 404) and a minute's backoff:
+    // they stay offline, so everything they are given waits in their buffers.
+    let r = b.eval(
+        &tab,
+        r#"(async () => {
+          const mk = (policy) => sockloop.connect("/nope", {
+            offlineLimit: 2, offlinePolicy: policy, backoff: {min: 60000, max: 60000}});
+          const out = {};
+          const e = mk("error");
+          e.emit("a", 1); e.emit("b", 2);
+          try { e.emit("c", 3); out.error = "no throw"; } catch (x) { out.error = x.code; }
+          out.errorBuffered = e.buffered;
+          out.errorAck = await e.emitWithAck("d", 4, 60000).catch((x) => x.code);
+          const o = mk("drop-oldest");
+          const first = o.emitWithAck("a", 1, 60000).catch((x) => x.code);
+          o.emit("b", 2); o.emit("c", 3);
+          out.dropOldest = await first; out.oldBuffered = o.buffered;
+          const n = mk("drop-newest");
+          n.emit("a", 1); n.emit("b", 2);
+          out.dropNewest = await n.emitWithAck("c", 3, 60000).catch((x) => x.code);
+          out.newBuffered = n.buffered;
+          const t = mk("error");
+          out.timeout = await t.emitWithAck("x", 1, 50).catch((x) => x.code);
+          const waiting = t.emitWithAck("y", 2, 60000).catch((x) => x.code);
+          t.close();
+          out.closedWaiter = await waiting;
+          try { t.emit("z", 3); out.afterClose = "no throw"; } catch (x) { out.afterClose = x.code; }
+          out.connected = [e, o, n, t].some((c) => c.connected);
+          for (const c of [e, o, n]) c.close();
+          return out;
+        })()"#,
+    );
+    assert_eq!(
+        r,
+        serde_json::json!({
+            "error": "full", "errorBuffered": 2, "errorAck": "full",
+            "dropOldest": "dropped", "oldBuffered": 2,
+            "dropNewest": "dropped", "newBuffered": 2,
+            "timeout": "timeout", "closedWaiter": "closed", "afterClose": "closed",
+            "connected": false,
+        })
+    );
+}
