@@ -610,6 +610,7 @@ fn browser_chat_a_send_that_gets_through_ends_the_run_of_refused_ones() {
 struct UpgradeBlocker {
     addr: std::net::SocketAddr,
     refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    block: std::sync::Arc<std::sync::atomic::AtomicBool>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     accept: Option<std::thread::JoinHandle<()>>,
 }
@@ -621,20 +622,22 @@ impl UpgradeBlocker {
         let addr = listener.local_addr().unwrap();
         let refused = std::sync::Arc::new(AtomicUsize::new(0));
         let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let (r, s) = (refused.clone(), stop.clone());
+        let block = std::sync::Arc::new(AtomicBool::new(true));
+        let (r, s, bl) = (refused.clone(), stop.clone(), block.clone());
         let accept = std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if s.load(Ordering::Acquire) {
                     return;
                 }
                 let Ok(client) = conn else { continue };
-                let r = r.clone();
-                std::thread::spawn(move || blocker_conn(client, upstream, &r));
+                let (r, bl) = (r.clone(), bl.clone());
+                std::thread::spawn(move || blocker_conn(client, upstream, &r, &bl));
             }
         });
         UpgradeBlocker {
             addr,
             refused,
+            block,
             stop,
             accept: Some(accept),
         }
@@ -642,6 +645,11 @@ impl UpgradeBlocker {
 
     fn refused(&self) -> usize {
         self.refused.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Blocks upgrades (the default) or lets them through.
+    fn block(&self, on: bool) {
+        self.block.store(on, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -662,6 +670,7 @@ fn blocker_conn(
     mut client: std::net::TcpStream,
     upstream: std::net::SocketAddr,
     refused: &std::sync::atomic::AtomicUsize,
+    block: &std::sync::atomic::AtomicBool,
 ) {
     use std::io::{Read, Write};
     let mut head = Vec::new();
@@ -676,7 +685,8 @@ fn blocker_conn(
         }
     }
     let lower = String::from_utf8_lossy(&head).to_ascii_lowercase();
-    if lower.contains("\r\nupgrade: websocket") {
+    if lower.contains("\r\nupgrade: websocket") && block.load(std::sync::atomic::Ordering::Acquire)
+    {
         refused.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let _ = client.write_all(
             b"HTTP/1.1 403 Forbidden\r\nContent-Length: 19\r\nConnection: close\r\n\r\nwebsocket forbidden",
@@ -862,10 +872,12 @@ fn chat_through_cuts(polling: bool) {
     }
     // Both tabs saw the server's one order.
     assert_eq!(shown[0], shown[1]);
+    let summary = "({resumed: st.resumed, lost: st.lost, disconnects: st.why.length})";
+    let (sum_ann, sum_bob) = (b.eval(&ann, summary), b.eval(&bob, summary));
     let st_ann = b.eval(&ann, "st");
     let st_bob = b.eval(&bob, "st");
     println!(
-        "browser chaos: transport={transport} cuts={cuts} lines={n} ann={st_ann} bob={st_bob} \
+        "browser chaos: transport={transport} cuts={cuts} lines={n} ann={sum_ann} bob={sum_bob} \
          lost=0 duplicated=0 reordered=0"
     );
     // Each cut_all found both tabs' connections (two at least).
@@ -1053,4 +1065,86 @@ fn browser_client_offline_buffer_policies_ack_timeouts_and_close() {
             "connected": false,
         })
     );
+}
+
+#[test]
+fn browser_chat_moves_from_long_polling_to_websocket_once_upgrades_get_through() {
+    let Some(mut b) = Chromium::launch() else {
+        return;
+    };
+    let (_rt, chat, _) = chat_with(ChatConfig {
+        rate_limit: None,
+        ..ChatConfig::default()
+    });
+    let proxy = UpgradeBlocker::start(inet(chat.server.local_addr()));
+    let url = format!("http://{}/", proxy.addr);
+    let ann = b.open(&url);
+    let bob = b.open(&url);
+    enter(&mut b, &ann, "ann");
+    enter(&mut b, &bob, "bob");
+    assert_eq!(b.wait_for(&ann, TRANSPORT), "polling");
+    assert_eq!(b.wait_for(&bob, TRANSPORT), "polling");
+    for tab in [&ann, &bob] {
+        b.eval(
+            tab,
+            "window.st = {resumed: [], lost: 0}; \
+             hub.on('resumed', (s) => st.resumed.push(s.transport)); \
+             hub.on('not_recovered', () => st.lost++); true",
+        );
+    }
+    // Lines over long-polling while the tabs keep trying WebSocket (refused: 403) …
+    let mut sent = Vec::new();
+    let mut line = |b: &mut Chromium, i: usize| {
+        let (tab, who) = if i % 2 == 0 {
+            (&ann, "ann")
+        } else {
+            (&bob, "bob")
+        };
+        let text = format!("L{i:03}-{who}");
+        say(b, tab, &text);
+        sent.push(text);
+    };
+    for i in 0..10 {
+        line(&mut b, i);
+    }
+    let refused = proxy.refused();
+    b.wait_for(&ann, &format!("{NUMBERED}.length === 10"));
+    // … then upgrades get through: both tabs move to WebSocket with their sessions while
+    // lines keep coming.
+    proxy.block(false);
+    for i in 10..40 {
+        line(&mut b, i);
+        if i % 10 == 9 {
+            // Pacing, not a wait: spreads the lines over the tabs' upgrades.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    }
+    b.wait_for(&ann, "hub.transport === 'websocket' && hub.connected");
+    b.wait_for(&bob, "hub.transport === 'websocket' && hub.connected");
+    for i in 40..50 {
+        line(&mut b, i);
+    }
+    let n = sent.len();
+    for tab in [&ann, &bob] {
+        b.wait_for(tab, &format!("{NUMBERED}.length >= {n}"));
+        let lines: Vec<String> = serde_json::from_value(b.eval(tab, NUMBERED)).unwrap();
+        assert_eq!(lines.len(), n, "{lines:?}");
+        let mut sorted = lines.clone();
+        sorted.sort();
+        let mut want = sent.clone();
+        want.sort();
+        assert_eq!(sorted, want, "lost or duplicated");
+        for who in ["ann", "bob"] {
+            let mine: Vec<&String> = lines.iter().filter(|l| l.ends_with(who)).collect();
+            let mut ordered = mine.clone();
+            ordered.sort();
+            assert_eq!(mine, ordered, "{who}'s lines reordered");
+        }
+        let st = b.eval(tab, "st");
+        assert_eq!(st["lost"], 0, "{st}");
+        assert_eq!(st["resumed"], serde_json::json!(["websocket"]), "{st}");
+    }
+    assert!(refused >= 2, "refused {refused}");
+    // One session per tab throughout.
+    assert_eq!(chat.hub.stats().sessions, 2);
 }

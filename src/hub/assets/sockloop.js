@@ -16,7 +16,8 @@
  * nothing (the server replays what this client did not receive, the client resends what
  * the server did not count); reconnection with exponential backoff and full jitter; a
  * bounded offline buffer with a policy; and the browser's online/offline events (back
- * online: reconnect at once; offline: no attempts until online again).
+ * online: reconnect at once; offline: no attempts until online again). On long-polling it
+ * tries WebSocket now and then and moves the session over (a resume) when one gets through.
  */
 "use strict";
 const sockloop = (() => {
@@ -34,6 +35,8 @@ const sockloop = (() => {
     retryFor: 30000,            // ms a long-polling request is retried before the link fails
     ackTimeout: 5000,           // default timeout of emitWithAck
     autoAck: true,              // acknowledge server events that carry an id
+    upgradeDelay: 3000,         // ms on long-polling before trying WebSocket again (then
+                                // backing off to 5 min while it fails); 0: never
   });
   const STATE_EVENTS = new Set(["connect", "disconnect", "reconnecting", "resumed", "not_recovered", "gave_up"]);
   const ACK_EVERY = 64;   // acknowledge at least every this many data messages
@@ -170,6 +173,7 @@ const sockloop = (() => {
       this.queue = [];    // records waiting for a POST
       this.posting = false;
       this.aborts = new Set();
+      this.paused = null; // while a WebSocket is tried: {promise, resume}
       const u = resolve(url, "http");
       this.base = u.origin + u.pathname;
       u.searchParams.set("transport", "polling");
@@ -177,6 +181,7 @@ const sockloop = (() => {
     }
     async request(url, init, timeout) {
       const ctl = new AbortController();
+      ctl.isGet = init.method === "GET";
       this.aborts.add(ctl);
       const timer = setTimeout(() => ctl.abort(), timeout);
       try {
@@ -217,6 +222,11 @@ const sockloop = (() => {
           r = null;
         }
         if (this.done) return;
+        if (this.paused) {
+          // Whatever came is dropped unread: the ack stays, so it comes again.
+          await this.paused.promise;
+          continue;
+        }
         const handed = r && r.status === 200 ? this.batch(r.body) : null;
         if (handed === false) return;
         if (handed) { failing = null; continue; }
@@ -279,16 +289,39 @@ const sockloop = (() => {
       }
       this.posting = false;
     }
+    /** Stops reading (the held GET is dropped; nothing more is handed over) until
+     * unpause(): the client tries a WebSocket meanwhile. */
+    pause() {
+      if (this.paused || this.done) return;
+      let resume;
+      const promise = new Promise((res) => { resume = res; });
+      this.paused = { promise, resume };
+      for (const c of this.aborts) if (c.isGet) c.abort();
+    }
+    unpause() {
+      const p = this.paused;
+      this.paused = null;
+      if (p) p.resume();
+    }
     end(reason, code) {
       if (this.done) return;
       this.done = true;
       for (const c of this.aborts) c.abort();
+      this.unpause();
       this.h.closed(reason, code);
+    }
+    /** Ends without a close record: the session went on over another connection. */
+    drop() {
+      if (this.done) return;
+      this.done = true;
+      for (const c of this.aborts) c.abort();
+      this.unpause();
     }
     close() {
       if (this.done) return;
       this.done = true;
       for (const c of this.aborts) c.abort();
+      this.unpause();
       if (this.sid) {
         const body = record("c", new Uint8Array([0x03, 0xe8]));
         fetch(this.url("seq=" + ++this.seq), { method: "POST", body, keepalive: true }).catch(() => {});
@@ -506,6 +539,82 @@ const sockloop = (() => {
       this.fire(ev, data);
       this.flush();
       this.askLater();
+      this.probeLater();
+    }
+
+    /** On long-polling with WebSocket earlier in the list: try it later (a session only:
+     * the WebSocket resumes it, the server closes the long-polling side). */
+    probeLater() {
+      const ws = this.opts.transports.indexOf("websocket");
+      const on = this.opts.transports.indexOf(this.transport);
+      if (this.probeTimer || !this.sid || !(this.opts.upgradeDelay > 0) || ws < 0 || ws > on) return;
+      const b = { min: this.opts.upgradeDelay, max: Math.max(this.opts.upgradeDelay, 300000), factor: 2 };
+      const delay = backoffDelay(b, this.probes || 0);
+      this.probeTimer = setTimeout(() => { this.probeTimer = null; this.probe(); }, delay);
+    }
+
+    /** Tries a WebSocket while on long-polling: reading pauses (nothing more is counted),
+     * the WebSocket resumes the session from the count so far; on its welcome it takes over,
+     * and if it fails first, long-polling goes on where it stopped. */
+    probe() {
+      const old = this.link;
+      if (this.closed || !this.ready || !old || old.name !== "polling" || !this.sid) return;
+      old.pause();
+      this.ready = false;
+      const query = `sl_sid=${encodeURIComponent(this.sid)}&sl_token=${encodeURIComponent(this.token)}&sl_seq=${this.received}`;
+      const url = withQuery(typeof this.url === "function" ? this.url() : this.url, query);
+      let opened = false, welcomeTimer = null, settled = false;
+      const back = () => { // the WebSocket failed before it opened: nothing changed
+        settled = true;
+        this.probing = null;
+        this.probes = Math.min((this.probes || 0) + 1, 64);
+        if (this.link !== old) return;
+        old.unpause();
+        this.ready = true;
+        this.flush();
+        this.askLater();
+        this.probeLater();
+      };
+      const opts = { ...this.opts, connectTimeout: Math.min(this.opts.connectTimeout, 5000) };
+      const ws = new WsLink(url, opts, {
+        open: () => {
+          opened = true;
+          welcomeTimer = setTimeout(() => ws.end("no welcome in time"), this.opts.welcomeTimeout);
+        },
+        message: (text) => {
+          if (settled) { if (this.link === ws) this.incoming(text); return; }
+          let env;
+          try { env = JSON.parse(text); } catch { return; }
+          if (!env || (env.event !== "session:welcome" && env.event !== "session:resumed")) return;
+          clearTimeout(welcomeTimer);
+          settled = true;
+          this.probing = null;
+          if (this.link !== old) return ws.close(); // lost meanwhile: the reconnect resumes
+          this.probes = 0;
+          this.link = ws;
+          old.drop();
+          this.transport = "websocket";
+          this.welcomed(env.data || {});
+        },
+        closed: (reason) => {
+          clearTimeout(welcomeTimer);
+          if (!settled && !opened) return back();
+          if (!settled) {
+            // It opened, so the server may have moved the session to it: start over from
+            // the counts (a resume on a new connection decides).
+            settled = true;
+            this.probing = null;
+            if (this.link !== old) return;
+            this.link = null;
+            old.drop();
+            return this.lost(reason);
+          }
+          if (this.link !== ws) return;
+          this.link = null;
+          this.lost(reason);
+        },
+      });
+      this.probing = ws;
     }
 
     confirm(upto) {
@@ -572,6 +681,7 @@ const sockloop = (() => {
     lost(reason) {
       const was = this.ready;
       this.ready = false;
+      clearTimeout(this.probeTimer); this.probeTimer = null;
       if (this.closed) return;
       if (was) this.fire("disconnect", { reason });
       this.schedule();
@@ -596,6 +706,8 @@ const sockloop = (() => {
       this.closed = true;
       this.ready = false;
       clearTimeout(this.timer); clearTimeout(this.ackTimer); clearTimeout(this.askTimer);
+      clearTimeout(this.probeTimer);
+      if (this.probing) { this.probing.close(); this.probing = null; }
       if (typeof removeEventListener === "function") {
         removeEventListener("online", this.onOnline);
         removeEventListener("offline", this.onOffline);
