@@ -1148,3 +1148,91 @@ fn browser_chat_moves_from_long_polling_to_websocket_once_upgrades_get_through()
     // One session per tab throughout.
     assert_eq!(chat.hub.stats().sessions, 2);
 }
+
+/// One request on a new connection (`Connection: close`), the whole answer.
+fn raw_http(addr: std::net::SocketAddr, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
+    let head = answer.split("\r\n\r\n").next().unwrap_or("");
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn hub_servers_serve_the_client_in_front_of_the_user_hook() {
+    // No browser needed: the paths over a real socket, chained with the chat's own hook.
+    let (_rt, chat, _) = chat_with(ChatConfig::default());
+    let addr = inet(chat.server.local_addr());
+    for (path, text) in [
+        ("/sockloop.js", sockloop::hub::browser::script()),
+        ("/sockloop.mjs", sockloop::hub::browser::module()),
+    ] {
+        let r = raw_http(
+            addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        assert!(r.starts_with("HTTP/1.1 200"), "{r:.200}");
+        assert_eq!(
+            header(&r, "content-type"),
+            Some("text/javascript; charset=utf-8")
+        );
+        assert_eq!(header(&r, "cache-control"), Some("public, max-age=300"));
+        assert!(r.ends_with(text), "{path}: the body is the asset");
+        let tag = header(&r, "etag").expect("an etag").to_owned();
+        let again = raw_http(
+            addr,
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\nIf-None-Match: {tag}\r\nConnection: close\r\n\r\n"
+            ),
+        );
+        assert!(again.starts_with("HTTP/1.1 304"), "{again:.200}");
+        assert!(again.ends_with("\r\n\r\n"), "no body: {again:.300}");
+    }
+    // The chat's own hook still answers the rest.
+    let health = raw_http(
+        addr,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("ok"),
+        "{health}"
+    );
+    let page = raw_http(
+        addr,
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(page.contains("<script src=\"/sockloop.js\"></script>"));
+    let none = raw_http(
+        addr,
+        "GET /nope.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(none.starts_with("HTTP/1.1 404"), "{none:.200}");
+
+    // A hub server without a hook of its own: the client, and 404 for the rest.
+    let rt = Runtime::builder().pollers(1).build().unwrap();
+    let hub = sockloop::hub::Hub::builder().build();
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .websocket(hub.server_config(WsServerConfig::new()), hub.factory())
+        .unwrap();
+    let a = inet(s.local_addr());
+    let r = raw_http(
+        a,
+        "HEAD /sockloop.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r:.200}");
+    let r = raw_http(
+        a,
+        "GET /other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 404"), "{r:.200}");
+}
