@@ -6,7 +6,9 @@
 //! cargo run --release --example chat -- --addr 0.0.0.0:9000
 //! ```
 //!
-//! The page (`examples/assets/chat.html`, served at `/`) opens `/ws?nick=NAME`; `/health`
+//! The page (`examples/assets/chat.html`, served at `/`) connects with the hub's browser
+//! client (`/sockloop.js`) to `/ws?nick=NAME`, over WebSocket or, where WebSocket is
+//! blocked, HTTP long-polling on the same path, with a session that survives cuts; `/health`
 //! answers 200 "ok"; `/metrics` serves the Prometheus text exposition (`docs/METRICS.md`).
 //! SIGINT / SIGTERM drain gracefully (clients get 1001, 5 s deadline).
 //!
@@ -52,9 +54,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sockloop::http::Response;
 use sockloop::hub::{
-    mw, Cleanup, Ctx, Hub, HubConfig, HubError, RateLimit, RoomEvents, RoomOptions,
+    mw, Cleanup, Ctx, Hub, HubConfig, HubError, RateLimit, RoomEvents, RoomOptions, SessionConfig,
 };
-use sockloop::{ConnId, Identity, Listen, Rejection, Runtime, Server, WsConn, WsServerConfig};
+use sockloop::{
+    ConnId, Identity, Listen, PollingConfig, Rejection, Runtime, Server, WsConn, WsServerConfig,
+};
 
 /// The page, served at `/`.
 pub const PAGE: &str = include_str!("assets/chat.html");
@@ -92,6 +96,11 @@ pub struct ChatConfig {
     /// only same-origin pages and clients sending no `Origin`; `*` allows any). Others get
     /// 403.
     pub allowed_origins: Vec<String>,
+    /// Sessions (default on, [`SessionConfig::default`]: a 2 min window): the page
+    /// (`sockloop.js`) resumes after a cut with nothing lost, duplicated or reordered; a
+    /// closed tab keeps its nickname and rooms for the window. `None`: every reconnect is
+    /// a new connection.
+    pub sessions: Option<SessionConfig>,
 }
 
 impl Default for ChatConfig {
@@ -102,6 +111,7 @@ impl Default for ChatConfig {
             rate_limit: Some(RateLimit::per_conn(30, Duration::from_secs(3))),
             typing_ttl: Duration::from_secs(4),
             allowed_origins: Vec::new(),
+            sessions: Some(SessionConfig::default()),
         }
     }
 }
@@ -558,8 +568,8 @@ fn authenticate(
     Ok(Some(Identity::user(nick)))
 }
 
-/// The page's security headers: its inline script and style are allowed by hash, nothing
-/// else loads, it may not be framed.
+/// The page's security headers: its inline script and style are allowed by hash, scripts
+/// of its own origin (`/sockloop.js`) by `'self'`, nothing else loads, it may not be framed.
 fn page_headers(r: Response) -> Response {
     static CSP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let csp = CSP.get_or_init(|| {
@@ -569,7 +579,7 @@ fn page_headers(r: Response) -> Response {
             format!("'sha256-{}'", base64(digest.as_ref()))
         };
         format!(
-            "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; \
+            "default-src 'none'; script-src {} 'self'; style-src {}; connect-src 'self'; \
              img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
             hash("script"),
             hash("style")
@@ -648,6 +658,9 @@ pub fn hub(cfg: &ChatConfig) -> Hub {
     let (say, join, leave, typing) = (h.clone(), h.clone(), h.clone(), h.clone());
     let (conn, gone) = (h.clone(), h);
     let mut b = Hub::builder().config(hub_cfg).middleware(mw::recover());
+    if let Some(sessions) = cfg.sessions {
+        b = b.sessions(sessions);
+    }
     if let Some(limit) = cfg.rate_limit {
         b = b.middleware(mw::rate_limit(limit));
     }
@@ -685,14 +698,17 @@ pub fn serve(rt: &Runtime, cfg: &ChatConfig) -> sockloop::Result<Chat> {
     // `/metrics`: the Prometheus exposition of the server, the hub and the node.
     let metrics = sockloop::metrics::Metrics::new();
     let m = metrics.clone();
-    let ws = hub
-        .server_config(WsServerConfig::new())
+    // The HTTP hook goes in first: `server_config` serves `/sockloop.js` in front of it.
+    // Long-polling on the same path: where WebSocket is blocked, the page chats over HTTP.
+    let ws = WsServerConfig::new()
         .path(Some("/ws".into()))
+        .polling(Some(PollingConfig::new()))
         .authenticator(move |req| authenticate(req, &allowed))
         .http(move |req| match req.path() {
             "/metrics" => m.response(),
             _ => http(req),
         });
+    let ws = hub.server_config(ws);
     let server = rt
         .serve(Listen::tcp(cfg.addr.clone()))
         .websocket(ws, hub.factory())?;

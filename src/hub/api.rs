@@ -40,7 +40,11 @@ impl Hub {
     /// its message and frame limits capped at the hub's envelope limit ([`EnvelopeLimits::max_size`](super::EnvelopeLimits),
     /// 64 KiB by default), so a frame larger than the hub will take is refused with 1009 as
     /// soon as its header arrives, and a compressed message is cut while it inflates — a
-    /// client cannot make the server hold megabytes the hub would reject anyway.
+    /// client cannot make the server hold megabytes the hub would reject anyway. It also
+    /// serves the browser client at `/sockloop.js` and `/sockloop.mjs`
+    /// ([`browser`](super::browser)) in front of `ws`'s HTTP hook, which answers every other
+    /// request: set that hook before calling this (a hook set afterwards replaces both; it
+    /// can call [`browser::respond`](super::browser::respond) itself).
     ///
     /// # Examples
     /// ```
@@ -58,7 +62,13 @@ impl Hub {
             let mw = mw.clone();
             ws = ws.use_connection(move |req, id| mw(req, id));
         }
-        ws
+        let user = ws.http.take();
+        ws.http(move |req| match super::browser::respond(req) {
+            Some(r) => r,
+            None => user
+                .as_ref()
+                .map_or_else(crate::http::Response::not_found, |f| f(req)),
+        })
     }
 
     /// Connects the hub to its server, so rooms and broadcasts are framed once and fanned

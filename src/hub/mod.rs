@@ -41,6 +41,7 @@
 
 mod ack;
 mod api;
+pub mod browser;
 mod builder;
 mod conn;
 mod ctx;

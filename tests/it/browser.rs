@@ -83,7 +83,11 @@ fn enter(b: &mut Chromium, tab: &Tab, nick: &str) {
 
 /// Loads the page, asks for `wanted` in the dialog and waits until it is `got` in the lobby.
 fn enter_as(b: &mut Chromium, tab: &Tab, wanted: &str, got: &str) {
-    b.wait_for(tab, "document.getElementById('nickform') !== null");
+    // The page's script is in (the form submits through it).
+    b.wait_for(
+        tab,
+        "document.getElementById('nickform')?.onsubmit != null && typeof sockloop === 'object'",
+    );
     b.eval(
         tab,
         &format!(
@@ -599,4 +603,636 @@ fn browser_chat_a_send_that_gets_through_ends_the_run_of_refused_ones() {
     assert_eq!(b.eval(&ann, order), serde_json::json!(true));
 
     assert!(chat.shutdown(std::time::Duration::from_secs(5)));
+}
+
+/// A proxy that forwards HTTP but answers every WebSocket upgrade with 403, as a corporate
+/// proxy that blocks WebSocket would: real sockets, loopback, a thread per direction.
+struct UpgradeBlocker {
+    addr: std::net::SocketAddr,
+    refused: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    block: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UpgradeBlocker {
+    fn start(upstream: std::net::SocketAddr) -> UpgradeBlocker {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let refused = std::sync::Arc::new(AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let block = std::sync::Arc::new(AtomicBool::new(true));
+        let (r, s, bl) = (refused.clone(), stop.clone(), block.clone());
+        let accept = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(Ordering::Acquire) {
+                    return;
+                }
+                let Ok(client) = conn else { continue };
+                let (r, bl) = (r.clone(), bl.clone());
+                std::thread::spawn(move || blocker_conn(client, upstream, &r, &bl));
+            }
+        });
+        UpgradeBlocker {
+            addr,
+            refused,
+            block,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    fn refused(&self) -> usize {
+        self.refused.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Blocks upgrades (the default) or lets them through.
+    fn block(&self, on: bool) {
+        self.block.store(on, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl Drop for UpgradeBlocker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads one request head from `client`; a WebSocket upgrade gets 403 and the connection
+/// closes; anything else is forwarded with the rest of the connection both ways. (Browsers
+/// open every WebSocket on a new connection, so looking at first heads is enough.)
+fn blocker_conn(
+    mut client: std::net::TcpStream,
+    upstream: std::net::SocketAddr,
+    refused: &std::sync::atomic::AtomicUsize,
+    block: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{Read, Write};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if head.len() > 64 << 10 {
+            return;
+        }
+    }
+    let lower = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    if lower.contains("\r\nupgrade: websocket") && block.load(std::sync::atomic::Ordering::Acquire)
+    {
+        refused.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let _ = client.write_all(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 19\r\nConnection: close\r\n\r\nwebsocket forbidden",
+        );
+        return;
+    }
+    let Ok(mut server) = std::net::TcpStream::connect(upstream) else {
+        return;
+    };
+    if server.write_all(&head).is_err() {
+        return;
+    }
+    let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut client, &mut server);
+        let _ = server.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut s2, &mut c2);
+    let _ = c2.shutdown(std::net::Shutdown::Both);
+    let _ = up.join();
+}
+
+/// The IP address of a TCP listener.
+fn inet(a: &sockloop::Addr) -> std::net::SocketAddr {
+    match a {
+        sockloop::Addr::Inet(a) => *a,
+        other => panic!("not an IP address: {other}"),
+    }
+}
+
+/// The transport the tab's sockloop.js client is on.
+const TRANSPORT: &str = "hub.connected && hub.transport";
+
+#[test]
+fn browser_chat_works_over_long_polling_when_websocket_upgrades_are_blocked() {
+    let Some(mut b) = Chromium::launch() else {
+        return;
+    };
+    let (_rt, chat, _) = chat_with(ChatConfig::default());
+    let proxy = UpgradeBlocker::start(inet(chat.server.local_addr()));
+    let url = format!("http://{}/", proxy.addr);
+    let ann = b.open(&url);
+    let bob = b.open(&url);
+    enter(&mut b, &ann, "ann");
+    enter(&mut b, &bob, "bob");
+    // Each tab tried WebSocket first, was refused, and fell back to long-polling.
+    assert_eq!(b.wait_for(&ann, TRANSPORT), "polling");
+    assert_eq!(b.wait_for(&bob, TRANSPORT), "polling");
+    assert!(proxy.refused() >= 2, "refused {}", proxy.refused());
+    b.wait_for(
+        &ann,
+        "document.getElementById('status').textContent === 'online (polling)'",
+    );
+
+    // Users, messages both ways, a command and its answer (an ack) over HTTP.
+    b.wait_for(&ann, &format!("{USERS} === 'ann,bob'"));
+    say(&mut b, &ann, "hello over polling");
+    b.wait_for(&bob, &shown(".text", "hello over polling"));
+    say(&mut b, &bob, "héllo back, ünïcode ✓");
+    b.wait_for(&ann, &shown(".text", "héllo back, ünïcode ✓"));
+    say(&mut b, &bob, "/join dev");
+    b.wait_for(&bob, &current("#dev"));
+    say(&mut b, &ann, "/join dev");
+    b.wait_for(&ann, &current("#dev"));
+    b.wait_for(&bob, &shown(".system", "ann joined #dev"));
+    say(&mut b, &ann, "in dev");
+    b.wait_for(&bob, &shown(".text", "in dev"));
+    // Still on long-polling: nothing was WebSocket.
+    assert_eq!(b.eval(&ann, "hub.transport"), "polling");
+    assert_eq!(b.eval(&bob, "hub.transport"), "polling");
+    assert_eq!(chat.hub.stats().sessions, 2);
+}
+
+/// The numbered test lines (`L007-ann`) of the tab's room, in the order shown.
+const NUMBERED: &str = "[...document.querySelectorAll('#messages .log.active .msg.text')]\
+     .map(m => (m.textContent.match(/L\\d{3}-(ann|bob)/) || [])[0]).filter(Boolean)";
+
+#[test]
+fn browser_chat_two_tabs_keep_chatting_while_a_proxy_cuts_their_connections() {
+    chat_through_cuts(false);
+}
+
+#[test]
+fn browser_chat_two_tabs_keep_chatting_over_long_polling_while_a_proxy_cuts_requests() {
+    chat_through_cuts(true);
+}
+
+/// Two tabs chat through the fault-injecting proxy (every connection cut after a random
+/// number of bytes, and all of them every 4 lines); with `polling`, WebSocket upgrades are
+/// refused behind it, so the cuts fall on long-polling requests and responses.
+fn chat_through_cuts(polling: bool) {
+    let Some(mut b) = Chromium::launch() else {
+        return;
+    };
+    let (_rt, _chat, _) = chat_with(ChatConfig {
+        rate_limit: None,
+        ..ChatConfig::default()
+    });
+    let seed = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    let transport = if polling { "polling" } else { "websocket" };
+    println!("browser chaos ({transport}): seed {seed} (CHAOS_SEED reruns it)");
+    let upstream = inet(_chat.server.local_addr());
+    let blocker = polling.then(|| UpgradeBlocker::start(upstream));
+    let to = blocker.as_ref().map_or(upstream, |bl| bl.addr);
+    let proxy = crate::chaos::Proxy::start(to, seed, None);
+    let addr = proxy.url().trim_start_matches("ws://").to_owned();
+    let url = format!("http://{addr}");
+    let ann = b.open(&url);
+    let bob = b.open(&url);
+    enter(&mut b, &ann, "ann");
+    enter(&mut b, &bob, "bob");
+    b.wait_for(&ann, &format!("{USERS} === 'ann,bob'"));
+    assert_eq!(b.wait_for(&ann, TRANSPORT), transport);
+    assert_eq!(b.wait_for(&bob, TRANSPORT), transport);
+    for tab in [&ann, &bob] {
+        b.eval(
+            tab,
+            "window.st = {resumed: 0, lost: 0, why: []}; \
+             hub.on('disconnect', (s) => st.why.push(s.reason)); \
+             hub.on('resumed', () => st.resumed++); \
+             hub.on('not_recovered', () => st.lost++); true",
+        );
+    }
+    // From now on every connection is also cut after a random number of bytes.
+    proxy.set_budget(Some((1_500, 8_000)));
+    let n = 60;
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let (tab, who) = if i % 2 == 0 {
+            (&ann, "ann")
+        } else {
+            (&bob, "bob")
+        };
+        let text = format!("L{i:03}-{who}");
+        say(&mut b, tab, &text);
+        sent.push(text);
+        if i % 4 == 3 {
+            // Both tabs back on their feet (or still on their link), then cut everything:
+            // the next lines go into the offline buffers.
+            b.wait_for(&ann, TRANSPORT);
+            b.wait_for(&bob, TRANSPORT);
+            proxy.cut_all();
+        }
+    }
+    let cuts = proxy.cuts();
+    proxy.set_budget(None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut shown = Vec::new();
+    for tab in [&ann, &bob] {
+        loop {
+            let lines = b.eval(tab, NUMBERED);
+            let lines: Vec<String> = serde_json::from_value(lines).unwrap();
+            if lines.len() >= n || std::time::Instant::now() > deadline {
+                shown.push(lines);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    for lines in &shown {
+        // Every line once.
+        let mut sorted = lines.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), lines.len(), "duplicated lines: {lines:?}");
+        let mut want = sent.clone();
+        want.sort();
+        assert_eq!(sorted, want, "lost lines");
+        // Each author's lines in the order said.
+        for who in ["ann", "bob"] {
+            let mine: Vec<&String> = lines.iter().filter(|l| l.ends_with(who)).collect();
+            let mut ordered = mine.clone();
+            ordered.sort();
+            assert_eq!(mine, ordered, "{who}'s lines reordered");
+        }
+    }
+    // Both tabs saw the server's one order.
+    assert_eq!(shown[0], shown[1]);
+    let summary = "({resumed: st.resumed, lost: st.lost, disconnects: st.why.length})";
+    let (sum_ann, sum_bob) = (b.eval(&ann, summary), b.eval(&bob, summary));
+    let st_ann = b.eval(&ann, "st");
+    let st_bob = b.eval(&bob, "st");
+    println!(
+        "browser chaos: transport={transport} cuts={cuts} lines={n} ann={sum_ann} bob={sum_bob} \
+         lost=0 duplicated=0 reordered=0"
+    );
+    // Each cut_all found both tabs' connections (two at least).
+    assert!(cuts >= 2 * (n / 4) as u64, "cuts {cuts}");
+    if polling {
+        // Over long-polling a cut request is made again on the same link (same ack, same
+        // seq): the link never broke, nothing needed a resume.
+        assert_eq!(st_ann["why"], serde_json::json!([]), "{st_ann}");
+        assert_eq!(st_bob["why"], serde_json::json!([]), "{st_bob}");
+    } else {
+        let resumed = st_ann["resumed"].as_u64().unwrap() + st_bob["resumed"].as_u64().unwrap();
+        assert!(resumed >= 2, "resumes: {st_ann} {st_bob}");
+    }
+    assert_eq!(st_ann["lost"], 0, "{st_ann}");
+    assert_eq!(st_bob["lost"], 0, "{st_bob}");
+}
+
+#[test]
+fn browser_backoff_delays_stay_within_the_minimum_and_the_cap_and_the_module_exports() {
+    let Some(mut b) = Chromium::launch() else {
+        return;
+    };
+    let (_rt, _chat, url) = chat_with(ChatConfig::default());
+    let tab = b.open(&url);
+    b.wait_for(&tab, "typeof sockloop === 'object'");
+    let r = b.eval(
+        &tab,
+        r#"(() => {
+          const bad = [];
+          const check = (b, min, cap) => {
+            const seen = new Set();
+            for (let a = 0; a < 1000; a++) {
+              const c = sockloop.backoffCap(b, a), d = sockloop.backoffDelay(b, a);
+              if (!Number.isFinite(c) || !Number.isFinite(d) || d < min || d > c || c > cap || c < min)
+                bad.push({b, a, c, d});
+              if (a >= 900) seen.add(d);
+            }
+            return seen.size;
+          };
+          const spread = check({min: 100, max: 10000, factor: 2}, 100, 10000);
+          check({min: 0, max: 0, factor: 2}, 0, 0);
+          check({min: 50, max: 10, factor: 1e9}, 50, 50);
+          check({min: 1, max: 2 ** 40, factor: 10}, 1, 2 ** 31 - 1);
+          check({min: NaN, max: Infinity, factor: Infinity}, 100, 2 ** 31 - 1);
+          check({min: 200, max: 5000, factor: 1}, 200, 200);
+          const b = sockloop.DEFAULTS.backoff;
+          return {
+            bad, spread,
+            caps: [0, 1, 6, 7, 1000, 1e9].map((a) => sockloop.backoffCap(b, a)),
+            extremes: [sockloop.backoffDelay(b, 3, 0), sockloop.backoffDelay(b, 3, 0.999999999)],
+            huge: sockloop.backoffDelay(b, Number.MAX_SAFE_INTEGER),
+          };
+        })()"#,
+    );
+    assert_eq!(r["bad"], serde_json::json!([]), "{r}");
+    // Full jitter spreads clients even at the cap: 100 draws, many distinct delays.
+    assert!(r["spread"].as_u64().unwrap() > 50, "{r}");
+    assert_eq!(
+        r["caps"],
+        serde_json::json!([100, 200, 6400, 10000, 10000, 10000])
+    );
+    assert_eq!(r["extremes"], serde_json::json!([100, 800]));
+    let huge = r["huge"].as_f64().unwrap();
+    assert!((100.0..=10_000.0).contains(&huge), "{r}");
+
+    // The ES module variant: the same functions, exported, no global needed.
+    let m = b.eval(
+        &tab,
+        "import('/sockloop.mjs').then((m) => ({connect: typeof m.connect, \
+         cap: m.backoffCap({min: 100, max: 10000}, 3), same: m.default.DEFAULTS.offlineLimit}))",
+    );
+    assert_eq!(
+        m,
+        serde_json::json!({"connect": "function", "cap": 800, "same": 1024})
+    );
+}
+
+/// Sets the tab's network offline or back (CDP network emulation: `navigator.onLine` and
+/// the window's `online`/`offline` events follow).
+fn network(b: &mut Chromium, tab: &Tab, online: bool) {
+    b.call(Some(tab), "Network.enable", serde_json::json!({}));
+    b.call(
+        Some(tab),
+        "Network.emulateNetworkConditions",
+        serde_json::json!({"offline": !online, "latency": 0,
+            "downloadThroughput": -1, "uploadThroughput": -1}),
+    );
+}
+
+#[test]
+fn browser_client_waits_while_offline_and_reconnects_at_once_when_back_online() {
+    let Some(mut b) = Chromium::launch() else {
+        return;
+    };
+    let (_rt, chat, _) = chat_with(ChatConfig::default());
+    let proxy = crate::chaos::Proxy::start(inet(chat.server.local_addr()), 1, None);
+    let addr = proxy.url().trim_start_matches("ws://").to_owned();
+    let tab = b.open(&format!("http://{addr}"));
+    b.wait_for(&tab, "typeof sockloop === 'object'");
+    // A client of its own whose backoff is a minute: only the online event can bring it
+    // back within the test's deadlines.
+    b.eval(
+        &tab,
+        "window.t = {reconnecting: 0, resumed: 0, disconnect: 0, offline: 0}; \
+         addEventListener('offline', () => t.offline++); \
+         window.c = sockloop.connect('/ws?nick=zed', {backoff: {min: 60000, max: 60000}}); \
+         for (const k of ['reconnecting', 'resumed', 'disconnect']) c.on(k, () => t[k]++); true",
+    );
+    b.wait_for(&tab, "c.connected");
+    network(&mut b, &tab, false);
+    b.wait_for(&tab, "navigator.onLine === false && t.offline === 1");
+    proxy.cut_all();
+    b.wait_for(&tab, "!c.connected && t.disconnect === 1");
+    // Offline: no attempt is scheduled (none would succeed), the emit waits in the buffer.
+    let r = b.eval(
+        &tab,
+        "c.emit('chat:say', {room: 'lobby', text: 'said offline'}); \
+         ({reconnecting: t.reconnecting, timer: c.timer, buffered: c.buffered})",
+    );
+    assert_eq!(
+        r,
+        serde_json::json!({"reconnecting": 0, "timer": null, "buffered": 1})
+    );
+    network(&mut b, &tab, true);
+    b.wait_for(&tab, "c.connected && t.resumed === 1");
+    let r = b.eval(
+        &tab,
+        "c.emitWithAck('room:list', {}, 5000).then((d) => \
+         ({rooms: d.rooms.map((r) => r.room), reconnecting: t.reconnecting, buffered: c.buffered}))",
+    );
+    assert_eq!(
+        r,
+        serde_json::json!({"rooms": ["lobby"], "reconnecting": 0, "buffered": 0})
+    );
+    assert_eq!(chat.hub.stats().sessions, 1);
+}
+
+#[test]
+fn browser_client_offline_buffer_policies_ack_timeouts_and_close() {
+    let Some(mut b) = Chromium::launch() else {
+        return;
+    };
+    let (_rt, _chat, url) = chat_with(ChatConfig::default());
+    let tab = b.open(&url);
+    b.wait_for(&tab, "typeof sockloop === 'object'");
+    // Clients of a path that is no hub (both transports get 404) and a minute's backoff:
+    // they stay offline, so everything they are given waits in their buffers.
+    let r = b.eval(
+        &tab,
+        r#"(async () => {
+          const mk = (policy) => sockloop.connect("/nope", {
+            offlineLimit: 2, offlinePolicy: policy, backoff: {min: 60000, max: 60000}});
+          const out = {};
+          const e = mk("error");
+          e.emit("a", 1); e.emit("b", 2);
+          try { e.emit("c", 3); out.error = "no throw"; } catch (x) { out.error = x.code; }
+          out.errorBuffered = e.buffered;
+          out.errorAck = await e.emitWithAck("d", 4, 60000).catch((x) => x.code);
+          const o = mk("drop-oldest");
+          const first = o.emitWithAck("a", 1, 60000).catch((x) => x.code);
+          o.emit("b", 2); o.emit("c", 3);
+          out.dropOldest = await first; out.oldBuffered = o.buffered;
+          const n = mk("drop-newest");
+          n.emit("a", 1); n.emit("b", 2);
+          out.dropNewest = await n.emitWithAck("c", 3, 60000).catch((x) => x.code);
+          out.newBuffered = n.buffered;
+          const t = mk("error");
+          out.timeout = await t.emitWithAck("x", 1, 50).catch((x) => x.code);
+          const waiting = t.emitWithAck("y", 2, 60000).catch((x) => x.code);
+          t.close();
+          out.closedWaiter = await waiting;
+          try { t.emit("z", 3); out.afterClose = "no throw"; } catch (x) { out.afterClose = x.code; }
+          out.connected = [e, o, n, t].some((c) => c.connected);
+          for (const c of [e, o, n]) c.close();
+          return out;
+        })()"#,
+    );
+    assert_eq!(
+        r,
+        serde_json::json!({
+            "error": "full", "errorBuffered": 2, "errorAck": "full",
+            "dropOldest": "dropped", "oldBuffered": 2,
+            "dropNewest": "dropped", "newBuffered": 2,
+            "timeout": "timeout", "closedWaiter": "closed", "afterClose": "closed",
+            "connected": false,
+        })
+    );
+}
+
+#[test]
+fn browser_chat_moves_from_long_polling_to_websocket_once_upgrades_get_through() {
+    let Some(mut b) = Chromium::launch() else {
+        return;
+    };
+    let (_rt, chat, _) = chat_with(ChatConfig {
+        rate_limit: None,
+        ..ChatConfig::default()
+    });
+    let proxy = UpgradeBlocker::start(inet(chat.server.local_addr()));
+    let url = format!("http://{}/", proxy.addr);
+    let ann = b.open(&url);
+    let bob = b.open(&url);
+    enter(&mut b, &ann, "ann");
+    enter(&mut b, &bob, "bob");
+    assert_eq!(b.wait_for(&ann, TRANSPORT), "polling");
+    assert_eq!(b.wait_for(&bob, TRANSPORT), "polling");
+    for tab in [&ann, &bob] {
+        b.eval(
+            tab,
+            "window.st = {resumed: [], lost: 0}; \
+             hub.on('resumed', (s) => st.resumed.push(s.transport)); \
+             hub.on('not_recovered', () => st.lost++); true",
+        );
+    }
+    // Lines over long-polling while the tabs keep trying WebSocket (refused: 403) …
+    let mut sent = Vec::new();
+    let mut line = |b: &mut Chromium, i: usize| {
+        let (tab, who) = if i % 2 == 0 {
+            (&ann, "ann")
+        } else {
+            (&bob, "bob")
+        };
+        let text = format!("L{i:03}-{who}");
+        say(b, tab, &text);
+        sent.push(text);
+    };
+    for i in 0..10 {
+        line(&mut b, i);
+    }
+    let refused = proxy.refused();
+    b.wait_for(&ann, &format!("{NUMBERED}.length === 10"));
+    // … then upgrades get through: both tabs move to WebSocket with their sessions while
+    // lines keep coming.
+    proxy.block(false);
+    for i in 10..40 {
+        line(&mut b, i);
+        if i % 10 == 9 {
+            // Pacing, not a wait: spreads the lines over the tabs' upgrades.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    }
+    b.wait_for(&ann, "hub.transport === 'websocket' && hub.connected");
+    b.wait_for(&bob, "hub.transport === 'websocket' && hub.connected");
+    for i in 40..50 {
+        line(&mut b, i);
+    }
+    let n = sent.len();
+    for tab in [&ann, &bob] {
+        b.wait_for(tab, &format!("{NUMBERED}.length >= {n}"));
+        let lines: Vec<String> = serde_json::from_value(b.eval(tab, NUMBERED)).unwrap();
+        assert_eq!(lines.len(), n, "{lines:?}");
+        let mut sorted = lines.clone();
+        sorted.sort();
+        let mut want = sent.clone();
+        want.sort();
+        assert_eq!(sorted, want, "lost or duplicated");
+        for who in ["ann", "bob"] {
+            let mine: Vec<&String> = lines.iter().filter(|l| l.ends_with(who)).collect();
+            let mut ordered = mine.clone();
+            ordered.sort();
+            assert_eq!(mine, ordered, "{who}'s lines reordered");
+        }
+        let st = b.eval(tab, "st");
+        assert_eq!(st["lost"], 0, "{st}");
+        assert_eq!(st["resumed"], serde_json::json!(["websocket"]), "{st}");
+    }
+    assert!(refused >= 2, "refused {refused}");
+    // One session per tab throughout.
+    assert_eq!(chat.hub.stats().sessions, 2);
+}
+
+/// One request on a new connection (`Connection: close`), the whole answer.
+fn raw_http(addr: std::net::SocketAddr, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
+    let head = answer.split("\r\n\r\n").next().unwrap_or("");
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn hub_servers_serve_the_client_in_front_of_the_user_hook() {
+    // No browser needed: the paths over a real socket, chained with the chat's own hook.
+    let (_rt, chat, _) = chat_with(ChatConfig::default());
+    let addr = inet(chat.server.local_addr());
+    for (path, text) in [
+        ("/sockloop.js", sockloop::hub::browser::script()),
+        ("/sockloop.mjs", sockloop::hub::browser::module()),
+    ] {
+        let r = raw_http(
+            addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        assert!(r.starts_with("HTTP/1.1 200"), "{r:.200}");
+        assert_eq!(
+            header(&r, "content-type"),
+            Some("text/javascript; charset=utf-8")
+        );
+        assert_eq!(header(&r, "cache-control"), Some("public, max-age=300"));
+        assert!(r.ends_with(text), "{path}: the body is the asset");
+        let tag = header(&r, "etag").expect("an etag").to_owned();
+        let again = raw_http(
+            addr,
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\nIf-None-Match: {tag}\r\nConnection: close\r\n\r\n"
+            ),
+        );
+        assert!(again.starts_with("HTTP/1.1 304"), "{again:.200}");
+        assert!(again.ends_with("\r\n\r\n"), "no body: {again:.300}");
+    }
+    // The chat's own hook still answers the rest.
+    let health = raw_http(
+        addr,
+        "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.ends_with("ok"),
+        "{health}"
+    );
+    let page = raw_http(
+        addr,
+        "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(page.contains("<script src=\"/sockloop.js\"></script>"));
+    let none = raw_http(
+        addr,
+        "GET /nope.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(none.starts_with("HTTP/1.1 404"), "{none:.200}");
+
+    // A hub server without a hook of its own: the client, and 404 for the rest.
+    let rt = Runtime::builder().pollers(1).build().unwrap();
+    let hub = sockloop::hub::Hub::builder().build();
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .websocket(hub.server_config(WsServerConfig::new()), hub.factory())
+        .unwrap();
+    let a = inet(s.local_addr());
+    let r = raw_http(
+        a,
+        "HEAD /sockloop.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r:.200}");
+    let r = raw_http(
+        a,
+        "GET /other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 404"), "{r:.200}");
 }

@@ -153,7 +153,16 @@ impl Chromium {
             if truthy {
                 return v;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for `{expr}`");
+            if Instant::now() >= deadline {
+                let page = self.eval(
+                    tab,
+                    "document.body ? document.body.innerText.slice(0, 3000) : ''",
+                );
+                panic!(
+                    "timed out waiting for `{expr}`; the page shows:\n{}",
+                    page.as_str().unwrap_or("")
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
