@@ -49,7 +49,7 @@ fn write_until_pushed_back(
 }
 
 /// A ws upgrade on a raw socket; returns the socket after the 101.
-fn ws_upgrade(s: &Server) -> TcpStream {
+pub(crate) fn ws_upgrade(s: &Server) -> TcpStream {
     let mut t = connect(s);
     t.write_all(
         b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

@@ -233,19 +233,7 @@ fn a_fragmented_message_is_counted_while_it_is_held() {
         .serve(Listen::tcp("127.0.0.1:0"))
         .websocket(WsServerConfig::new(), |_: &WsConn, _: &Request| Echo)
         .unwrap();
-    let mut t = TcpStream::connect(s.local_addr().to_string()).unwrap();
-    t.write_all(
-        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        t.read_exact(&mut b).unwrap();
-        head.push(b[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let mut t = crate::attacks::ws_upgrade(&s);
     let part = vec![b'f'; 256 << 10];
     t.write_all(&frame(false, 2, &part)).unwrap();
     for _ in 0..3 {
