@@ -245,15 +245,25 @@ impl OutQueue {
 
     /// Writes as much as the writer takes, with vectored writes. Returns bytes written;
     /// stops at `WouldBlock` (returned as Ok with what was written before it).
+    #[allow(dead_code)] // tests; the reactor uses `flush_some`
     pub(crate) fn flush_to<W: Write>(&mut self, w: &mut W) -> io::Result<usize> {
+        match self.flush_some(w) {
+            (_, Some(e)) => Err(e),
+            (n, None) => Ok(n),
+        }
+    }
+
+    /// As [`flush_to`](Self::flush_to), but what was written before an error is returned
+    /// with it: those bytes left the queue and must be uncounted all the same.
+    pub(crate) fn flush_some<W: Write>(&mut self, w: &mut W) -> (usize, Option<io::Error>) {
         let mut total = 0;
         while !self.chunks.is_empty() {
             let n = match self.write_once(w) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(0) => return (total, Some(io::ErrorKind::WriteZero.into())),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => return (total, Some(e)),
             };
             total += n;
             self.consume(n);
@@ -261,7 +271,7 @@ impl OutQueue {
         if self.chunks.is_empty() {
             release_deque(&mut self.chunks);
         }
-        Ok(total)
+        (total, None)
     }
 
     fn write_once<W: Write>(&self, w: &mut W) -> io::Result<usize> {

@@ -611,14 +611,20 @@ impl Stream {
         }
     }
 
-    /// Writes queued output. Returns plaintext bytes taken from the queue and socket bytes.
-    fn write_out(&mut self) -> io::Result<(usize, usize)> {
+    /// Writes queued output. Returns plaintext bytes taken from the queue and socket bytes
+    /// — also when an error stopped it (then with the error): what left the queue before
+    /// it must be uncounted all the same.
+    fn write_out(&mut self) -> (usize, usize, Option<io::Error>) {
         match &mut self.tls {
             None => {
-                let n = self.outq.flush_to(&mut self.sock)?;
-                Ok((n, n))
+                let (n, err) = self.outq.flush_some(&mut self.sock);
+                (n, n, err)
             }
-            Some(tls) => tls_write(tls, &mut self.outq, &mut self.sock),
+            Some(tls) => {
+                let mut done = (0, 0);
+                let err = tls_write(tls, &mut self.outq, &mut self.sock, &mut done).err();
+                (done.0, done.1, err)
+            }
         }
     }
 
@@ -658,19 +664,18 @@ impl Stream {
             return self.flush_virtual(ctx);
         }
         let had_interest = self.writable_interest;
-        match self.write_out() {
-            Ok((plain, wire)) => {
-                if plain > 0 {
-                    self.link.account(-(plain as isize));
-                    let c = &self.link.policy.counters;
-                    c.plain_out.fetch_add(plain as u64, Ordering::Relaxed);
-                }
-                if wire > 0 {
-                    let c = &self.link.policy.counters;
-                    c.bytes_out.fetch_add(wire as u64, Ordering::Relaxed);
-                }
-            }
-            Err(e) => return self.fail(ctx, CloseReason::Reset(e.to_string()), e.into()),
+        let (plain, wire, err) = self.write_out();
+        if plain > 0 {
+            self.link.account(-(plain as isize));
+            let c = &self.link.policy.counters;
+            c.plain_out.fetch_add(plain as u64, Ordering::Relaxed);
+        }
+        if wire > 0 {
+            let c = &self.link.policy.counters;
+            c.bytes_out.fetch_add(wire as u64, Ordering::Relaxed);
+        }
+        if let Some(e) = err {
+            return self.fail(ctx, CloseReason::Reset(e.to_string()), e.into());
         }
         if self.held && !self.output_pending() {
             self.held = false;
@@ -878,12 +883,14 @@ fn tls_read(
     }
 }
 
+/// Encrypts queued output and writes the records; `done` counts (plaintext taken from the
+/// queue, socket bytes written), also when an error ends it.
 fn tls_write(
     tls: &mut rustls::ServerConnection,
     outq: &mut OutQueue,
     sock: &mut StreamSock,
-) -> io::Result<(usize, usize)> {
-    let (mut plain, mut wire) = (0, 0);
+    done: &mut (usize, usize),
+) -> io::Result<()> {
     loop {
         while let Some(front) = outq.front() {
             let n = tls.writer().write(front)?;
@@ -891,22 +898,22 @@ fn tls_write(
                 break; // rustls' buffer is full: "would block"
             }
             outq.consume(n);
-            plain += n;
+            done.0 += n;
         }
         if !tls.wants_write() {
-            return Ok((plain, wire));
+            return Ok(());
         }
         while tls.wants_write() {
             match tls.write_tls(sock) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => wire += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((plain, wire)),
+                Ok(n) => done.1 += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
         if outq.is_empty() {
-            return Ok((plain, wire));
+            return Ok(());
         }
     }
 }

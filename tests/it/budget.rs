@@ -292,3 +292,34 @@ fn disconnects_tell_the_peer_why_1008_for_its_queue_1013_for_the_budget() {
         assert_eq!((got_code, got_reason.as_str()), (code, reason));
     }
 }
+
+/// A peer that resets the connection while the server writes: what the last flush wrote
+/// before the reset is uncounted like the rest (the queue and the budget go back to zero).
+#[test]
+fn a_reset_during_a_flush_leaves_nothing_counted() {
+    let rt = rt(1 << 30);
+    let s = rt
+        .serve(Listen::tcp("127.0.0.1:0"))
+        .config(ServerConfig::new().dispatch(Dispatch::Inline))
+        .stream(handler::on_data(|c: &Conn, _: &[u8]| {
+            for _ in 0..64 {
+                let _ = c.send(noise(5));
+            }
+        }))
+        .unwrap();
+    for _ in 0..20 {
+        let t = TcpStream::connect(s.local_addr().to_string()).unwrap();
+        let sock = socket2::SockRef::from(&t);
+        sock.set_recv_buffer_size(4096).unwrap();
+        (&t).write_all(b"go").unwrap();
+        let mut buf = [0u8; 1024];
+        (&t).read_exact(&mut buf).unwrap();
+        // An RST instead of a FIN: the server's next writes fail mid-flush.
+        sock.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(t);
+    }
+    wait_until("every connection closed", || s.open_connections() == 0);
+    wait_until("nothing counted", || {
+        rt.budget().used == 0 && s.stats().queued_bytes == 0
+    });
+}

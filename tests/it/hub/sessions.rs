@@ -582,17 +582,16 @@ fn replay_buffers_count_in_the_runtime_budget() {
         "budget {:?}, replay {held}",
         rt.budget()
     );
-    // The window ends: the session and its buffer go, and so does their count. (A fixed
-    // ~1.6 KB of connection queue accounting is sometimes left after such a cut, whatever
-    // the number of messages: a known leak elsewhere, under investigation, so this checks
-    // that the replay's bytes were given back, not that the budget is back to zero.)
+    // The window ends: the session and its buffer go, and so does their count, to zero.
+    // (This found a leak: bytes written by the flush that then hit the cut's reset were
+    // never uncounted from the queue and the budget.)
     wait_for(
         || (hub.stats().sessions == 0).then_some(()),
         "the session to expire",
     );
     drop(c);
     let deadline = std::time::Instant::now() + WAIT;
-    while rt.budget().used >= held {
+    while rt.budget().used != 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "budget {:?}, {:?}, {:?}",
