@@ -404,11 +404,15 @@ fn presence_across_a_cut(mode: DetachedPresence) -> (Vec<Value>, Presence) {
         || matches!(hub.presence("ann"), Presence::Online { .. }).then_some(()),
         "ann to be back",
     );
-    let heard = super::drain(&mut bob);
-    let heard = heard
+    let mut heard: Vec<Value> = super::drain(&mut bob)
         .into_iter()
         .filter(|v| v["event"] == "presence")
         .collect();
+    // Offline mode announces the return; on a loaded machine it may still be on its way.
+    let back = |h: &[Value]| h.iter().any(|v| v["data"]["online"] == json!(true));
+    if matches!(mode, DetachedPresence::Offline) && !back(&heard) {
+        heard.push(super::next_event(&mut bob, "presence"));
+    }
     (heard, away)
 }
 
