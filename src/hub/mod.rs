@@ -43,6 +43,7 @@ mod ack;
 mod api;
 pub mod browser;
 mod builder;
+pub mod cluster;
 mod conn;
 mod ctx;
 mod delivery;

@@ -1,0 +1,8 @@
+//! Clusters: several nodes, each a hub with its own server, joined by a [`Bus`] (Redis, or
+//! in-process), behaving as one server for every hub operation.
+
+mod bus;
+mod local;
+
+pub use bus::{tag_of, Bus, BusError, BusResult, Fanout, Inbox, LogRead};
+pub use local::LocalBus;
