@@ -28,13 +28,16 @@ impl Log {
     }
 }
 
+/// A subscriber's queue: its id and where its reader takes messages from.
+type SubQueue = (u64, crossbeam_channel::Sender<(u64, Vec<u8>)>);
+
 #[derive(Default)]
 struct Store {
     logs: HashMap<String, Log>,
     hashes: HashMap<String, HashMap<String, String>>,
     expiry: HashMap<String, Instant>,
     /// Channel → the inboxes' queues subscribed to it.
-    subs: HashMap<String, Vec<(u64, crossbeam_channel::Sender<(u64, Vec<u8>)>)>>,
+    subs: HashMap<String, Vec<SubQueue>>,
 }
 
 impl Store {
