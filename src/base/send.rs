@@ -32,6 +32,10 @@ pub struct Delivery {
     /// Pollers whose members are not counted above: the call could not wait for them
     /// (see [`Broadcaster::send`](crate::Broadcaster::send)). Zero for a complete report.
     pub pending: usize,
+    /// Cross-node publishes of this emit that failed (a [clustered](crate::hub::cluster) hub
+    /// whose bus was away): the members on other nodes did not get the message. Zero
+    /// otherwise.
+    pub unpublished: usize,
 }
 
 impl Delivery {
@@ -41,6 +45,7 @@ impl Delivery {
         self.closed += o.closed;
         self.evicted += o.evicted;
         self.pending += o.pending;
+        self.unpublished += o.unpublished;
     }
 }
 

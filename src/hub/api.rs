@@ -129,7 +129,7 @@ impl Hub {
             connected_at: SystemTime::now(),
         };
         ws.join_group(self.inner.all);
-        let first = {
+        let mut first = {
             let mut st = self.state();
             if let Some(cell) = &session {
                 st.sessions.insert(ws.id(), cell.clone());
@@ -148,6 +148,13 @@ impl Hub {
                 set.len() == 1
             })
         };
+        if let (Some(c), Some(u)) = (self.cluster_node(), &user) {
+            c.online(u, ws.id(), false);
+            if first {
+                // Online for the cluster only when no other node has the user.
+                first = c.remote_conns(u).map_or(true, |(a, b)| a + b == 0);
+            }
+        }
         if let (true, Some(u)) = (first, &user) {
             if self.inner.cfg.presence == PresenceScope::Everyone {
                 let data = serde_json::json!({"user": u, "online": true});
@@ -186,6 +193,9 @@ impl Hub {
                 .iter()
                 .filter_map(|room| super::rooms::remove_member(&mut st, id, room))
                 .collect();
+            if let (Some(c), Some(u)) = (self.cluster_node(), &entry.info.user) {
+                c.offline(u, id);
+            }
             let gone = entry.info.user.filter(|u| {
                 let last = st.users.get_mut(u).is_some_and(|s| {
                     s.remove(&id);
@@ -201,6 +211,11 @@ impl Hub {
             (lefts, gone)
         };
         self.ack_conn_closed(id);
+        // Offline for the cluster only when no other node has the user.
+        let gone = gone.filter(|u| {
+            self.cluster_node()
+                .is_none_or(|c| c.remote_conns(u).map_or(true, |(a, b)| a + b == 0))
+        });
         let rooms: Vec<String> = lefts.iter().map(|l| l.room.clone()).collect();
         for left in &lefts {
             self.announce_left(left, id);
@@ -379,9 +394,44 @@ impl Hub {
         v
     }
 
-    /// Whether `user` is online, and since when they are not.
+    /// Whether `user` is online, and since when they are not. On a
+    /// [clustered](super::HubBuilder::cluster) hub: on any live node (this node's view alone
+    /// when the bus is away).
     pub fn presence(&self, user: &str) -> Presence {
-        self.state().presence(user)
+        let here = self.state().presence(user);
+        let Some(c) = self.cluster_node() else {
+            return here;
+        };
+        let Ok((live, waiting)) = c.remote_conns(user) else {
+            return here;
+        };
+        match here {
+            Presence::Online { connections } => Presence::Online {
+                connections: connections + live,
+            },
+            Presence::Reconnecting { .. } | Presence::Offline { .. } | Presence::Unknown
+                if live > 0 =>
+            {
+                Presence::Online { connections: live }
+            }
+            Presence::Reconnecting { connections } => Presence::Reconnecting {
+                connections: connections + waiting,
+            },
+            _ if waiting > 0 => Presence::Reconnecting {
+                connections: waiting,
+            },
+            here => {
+                let remote = c.last_seen(user).ok().flatten();
+                let remote = remote.map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+                match (here, remote) {
+                    (Presence::Offline { last_seen }, Some(r)) => Presence::Offline {
+                        last_seen: last_seen.max(r),
+                    },
+                    (_, Some(r)) => Presence::Offline { last_seen: r },
+                    (here, None) => here,
+                }
+            }
+        }
     }
 
     /// A metadata value of a connection (any JSON value).
@@ -417,14 +467,12 @@ impl Hub {
         }
     }
 
-    /// Closes every connection of `user`; returns how many.
+    /// Closes every connection of `user`; returns how many were on this node. On a
+    /// [clustered](super::HubBuilder::cluster) hub the other nodes close theirs too (not
+    /// awaited, not counted).
     pub fn disconnect_user(&self, user: &str, code: CloseCode, reason: &str) -> usize {
-        let conns = self.state().user_peers(user);
-        for p in &conns {
-            p.ws.close(code, reason);
-            self.depart(p.id);
-        }
-        conns.len()
+        self.cluster_kick(user, code, reason);
+        self.disconnect_user_here(user, code, reason)
     }
 
     /// Graceful shutdown of the hub's server: clients get 1001 "going away", queued output

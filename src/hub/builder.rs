@@ -205,6 +205,7 @@ pub struct HubBuilder {
     on_binary: Option<BinaryFn>,
     conn_mw: Vec<crate::server::websocket::ConnMiddleware>,
     sessions: Option<super::SessionConfig>,
+    cluster: Option<(Arc<dyn super::cluster::Bus>, super::cluster::ClusterConfig)>,
 }
 
 impl std::fmt::Debug for HubBuilder {
@@ -299,6 +300,30 @@ impl HubBuilder {
         self
     }
 
+    /// Joins a cluster through `bus` (default: none, a single node). Every emit to a room,
+    /// a user, users or everyone then also reaches the other nodes' members (published once,
+    /// framed once on each node); rooms, presence and user lists are the cluster's; a user
+    /// is disconnected everywhere; sessions resume on any node (see
+    /// [`cluster`](super::cluster)).
+    ///
+    /// # Examples
+    /// ```
+    /// use sockloop::hub::cluster::{ClusterConfig, LocalBus};
+    /// use sockloop::hub::Hub;
+    /// let bus = LocalBus::new();
+    /// let a = Hub::builder().cluster(bus.handle(), ClusterConfig::new("a")).build();
+    /// let b = Hub::builder().cluster(bus.handle(), ClusterConfig::new("b")).build();
+    /// # let _ = (a, b);
+    /// ```
+    pub fn cluster(
+        mut self,
+        bus: impl super::cluster::Bus,
+        cfg: super::cluster::ClusterConfig,
+    ) -> Self {
+        self.cluster = Some((Arc::new(bus), cfg));
+        self
+    }
+
     /// Receives binary frames untouched (default: ignored).
     pub fn on_binary(mut self, f: impl Fn(&Hub, &WsConn, &[u8]) + Send + Sync + 'static) -> Self {
         self.on_binary = Some(Arc::new(f));
@@ -326,7 +351,13 @@ impl HubBuilder {
             stats: Default::default(),
             subs: Default::default(),
             sessions: super::session::Sessions::new(self.sessions),
+            cluster: self
+                .cluster
+                .map(|(bus, cfg)| Arc::new(super::cluster::node::ClusterNode::new(bus, cfg))),
         });
+        if let Some(c) = &inner.cluster {
+            super::cluster::node::start(Arc::downgrade(&inner), c);
+        }
         Hub { inner }
     }
 }

@@ -75,6 +75,8 @@ pub struct Target<'h> {
     pub(super) hub: &'h Hub,
     to: To<'h>,
     except: Vec<ConnId>,
+    /// This node's recipients only (a message heard from another node).
+    local: bool,
 }
 
 impl std::fmt::Debug for Target<'_> {
@@ -91,6 +93,7 @@ impl Hub {
             hub: self,
             to,
             except: Vec::new(),
+            local: false,
         }
     }
 
@@ -136,6 +139,48 @@ impl Hub {
 }
 
 impl<'h> Target<'h> {
+    /// This node's recipients only: no cross-node publish.
+    pub(crate) fn local(mut self) -> Self {
+        self.local = true;
+        self
+    }
+
+    /// Publishes the message to the other nodes of a clustered hub (rooms, users and
+    /// everyone; a connection or a filter is this node's only). Returns the publishes that
+    /// failed.
+    fn publish_cluster(&self, text: &str) -> usize {
+        let Some(c) = self.hub.cluster_node() else {
+            return 0;
+        };
+        if self.local {
+            return 0;
+        }
+        use super::cluster::node::Op;
+        let x: Vec<String> = self
+            .except
+            .iter()
+            .map(|id| self.hub.cluster_gid(*id))
+            .collect();
+        let m = text.to_owned();
+        let ops = match &self.to {
+            To::Room(r) => vec![Op::Room { r: r.clone(), x, m }],
+            To::User(u) => vec![Op::User { u: u.clone(), x, m }],
+            To::Users(us) => us
+                .iter()
+                .map(|u| Op::User {
+                    u: u.clone(),
+                    x: x.clone(),
+                    m: m.clone(),
+                })
+                .collect(),
+            To::All => vec![Op::All { x, m }],
+            To::Conn(_) | To::Filter(_) => return 0,
+        };
+        ops.into_iter()
+            .filter(|op| c.publish(op.clone()).is_none())
+            .count()
+    }
+
     /// Leaves out one connection (e.g. the sender).
     pub fn except(mut self, id: ConnId) -> Self {
         self.except.push(id);
@@ -180,7 +225,8 @@ impl<'h> Target<'h> {
     /// Sends an already encoded text message to every recipient.
     pub fn send_text(self, text: &str) -> Delivery {
         let attached = self.hub.inner.bcast.get().is_some();
-        let d = match &self.to {
+        let unpublished = self.publish_cluster(text);
+        let mut d = match &self.to {
             To::Room(r) if attached => {
                 self.hub.publish_message(r, text);
                 self.fan_out(Some(r), text, true)
@@ -192,6 +238,7 @@ impl<'h> Target<'h> {
             }
             _ => send_each(self.hub, &self.recipients(), text),
         };
+        d.unpublished = unpublished;
         let s = &self.hub.inner.stats;
         s.messages_out.fetch_add(d.queued as u64, Ordering::Relaxed);
         s.dropped.fetch_add(d.dropped as u64, Ordering::Relaxed);
@@ -225,11 +272,16 @@ impl<'h> Target<'h> {
             return self.send_text(text).queued;
         }
         let d = match &self.to {
-            To::Room(r) => {
-                self.hub.publish_message(r, text);
-                self.fan_out(Some(r), text, false)
+            To::Room(_) | To::All => {
+                self.publish_cluster(text);
+                match &self.to {
+                    To::Room(r) => {
+                        self.hub.publish_message(r, text);
+                        self.fan_out(Some(r), text, false)
+                    }
+                    _ => self.fan_out(None, text, false),
+                }
             }
-            To::All => self.fan_out(None, text, false),
             _ => return self.send_text(text).queued,
         };
         let s = &self.hub.inner.stats;

@@ -157,6 +157,8 @@ pub(crate) struct HubInner {
     pub(crate) subs: subscribe::Subscriptions,
     /// Sessions that survive reconnects (when configured).
     pub(crate) sessions: session::Sessions,
+    /// The cluster this hub is a node of, if any.
+    pub(crate) cluster: Option<Arc<cluster::node::ClusterNode>>,
 }
 
 /// The hub: routes envelopes to handlers and owns rooms, identities, presence and

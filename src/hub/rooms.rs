@@ -257,6 +257,15 @@ impl Hub {
                 }
             }
             users.entry(user.to_owned()).or_default().insert(id);
+            if let Some(c) = self.cluster_node() {
+                if let Some(o) = &old {
+                    c.offline(o, id);
+                }
+                c.online(user, id, false);
+                for name in &e.info.rooms {
+                    c.renamed(name, id, user);
+                }
+            }
             let mut changed = Vec::new();
             for name in &e.info.rooms {
                 let Some(r) = rooms.get_mut(name) else {
@@ -285,6 +294,14 @@ impl Hub {
     }
 
     fn push_users(&self, room: &str, users: &[String]) {
+        let all;
+        let users = match self.cluster_node() {
+            Some(_) => {
+                all = self.room_users(room);
+                &all[..]
+            }
+            None => users,
+        };
         let data = json!({"room": room, "users": users});
         self.to_room(room).emit("room:users", &data);
     }
@@ -467,8 +484,17 @@ impl Hub {
             .unwrap_or_default()
     }
 
-    /// The distinct users in a room, sorted.
+    /// The distinct users in a room, sorted. On a [clustered](super::HubBuilder::cluster)
+    /// hub: in the whole cluster (this node's alone when the bus is away).
     pub fn room_users(&self, room: &str) -> Vec<String> {
+        match self.try_room_users(room) {
+            Ok(u) => u,
+            Err(_) => self.local_room_users(room),
+        }
+    }
+
+    /// The distinct users in a room on this node, sorted.
+    pub(crate) fn local_room_users(&self, room: &str) -> Vec<String> {
         self.state()
             .rooms
             .get(room)
@@ -476,9 +502,13 @@ impl Hub {
             .unwrap_or_default()
     }
 
-    /// How many connections are in a room (0 for unknown rooms).
+    /// How many connections are in a room (0 for unknown rooms). On a
+    /// [clustered](super::HubBuilder::cluster) hub: in the whole cluster (this node's alone
+    /// when the bus is away).
     pub fn room_count(&self, room: &str) -> usize {
-        self.state().rooms.get(room).map_or(0, |r| r.members.len())
+        let here = self.state().rooms.get(room).map_or(0, |r| r.members.len());
+        let remote = self.cluster_node().map(|c| c.remote_members(room));
+        here + remote.and_then(Result::ok).map_or(0, |m| m.len())
     }
 
     /// A snapshot of one room (private ones included).

@@ -169,6 +169,13 @@ impl Hub {
         user: &Option<String>,
         joined: bool,
     ) {
+        if let Some(c) = self.cluster_node() {
+            if joined {
+                c.joined(room, conn, user.as_deref());
+            } else {
+                c.left(room, conn);
+            }
+        }
         if !self.inner.subs.wants(room) {
             return;
         }

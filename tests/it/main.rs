@@ -8,6 +8,7 @@ mod cdp;
 mod chaos;
 mod chat;
 mod clients;
+mod cluster;
 mod core;
 mod examples;
 mod hub;

@@ -74,7 +74,7 @@ impl LogRead {
 
 /// A cluster's shared store and message channel. Implementations: [`LocalBus`](super::LocalBus)
 /// (in one process: tests, and several hubs in one program) and, with the `redis` feature,
-/// [`RedisBus`](super::RedisBus). Every call may block on the network; none is made while
+/// `RedisBus` (feature `redis`). Every call may block on the network; none is made while
 /// the hub's registry lock is held.
 pub trait Bus: Send + Sync + 'static {
     /// Starts delivering what is published on `channels` to `inbox` (one subscription per

@@ -84,6 +84,9 @@ pub struct LocalBus {
     /// This handle's subscriptions (closed by `close`).
     mine: Arc<Mutex<Vec<u64>>>,
     epoch: Arc<AtomicU64>,
+    /// This handle is cut off: its calls fail and it hears nothing (a node that died, or
+    /// lost its network).
+    cut: Arc<AtomicBool>,
 }
 
 impl Default for LocalBus {
@@ -110,6 +113,7 @@ impl LocalBus {
             }),
             mine: Arc::default(),
             epoch: Arc::default(),
+            cut: Arc::default(),
         }
     }
 
@@ -119,6 +123,7 @@ impl LocalBus {
             shared: self.shared.clone(),
             mine: Arc::default(),
             epoch: Arc::default(),
+            cut: Arc::default(),
         }
     }
 
@@ -132,8 +137,21 @@ impl LocalBus {
         }
     }
 
+    /// Cuts this handle off (`true`): its calls fail and its subscriptions hear nothing, as
+    /// for a node whose process died or lost its network; `false` joins it again. The
+    /// other handles go on. For tests of a node's death.
+    pub fn set_cut(&self, cut: bool) {
+        let was = self.cut.swap(cut, Ordering::SeqCst);
+        if was && !cut {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
     fn store(&self) -> BusResult<MutexGuard<'_, Store>> {
         self.shared.commands.fetch_add(1, Ordering::Relaxed);
+        if self.cut.load(Ordering::SeqCst) {
+            return Err(BusError("this node is cut off the local store".into()));
+        }
         if self.shared.down.load(Ordering::SeqCst) {
             return Err(BusError("the local store is down".into()));
         }
@@ -154,11 +172,14 @@ impl Bus for LocalBus {
         self.mine.lock().unwrap_or_else(|e| e.into_inner()).push(id);
         self.epoch.fetch_add(1, Ordering::SeqCst);
         drop(tx);
+        let cut = self.cut.clone();
         std::thread::Builder::new()
             .name("sockloop-localbus".into())
             .spawn(move || {
                 for (pos, m) in rx {
-                    inbox(pos, &m);
+                    if !cut.load(Ordering::SeqCst) {
+                        inbox(pos, &m);
+                    }
                 }
             })
             .map_err(|e| BusError(format!("cannot start a reader: {e}")))?;

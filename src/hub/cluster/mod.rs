@@ -2,7 +2,10 @@
 //! in-process), behaving as one server for every hub operation.
 
 mod bus;
+mod glue;
 mod local;
+pub(crate) mod node;
 
 pub use bus::{tag_of, Bus, BusError, BusResult, Fanout, Inbox, LogRead};
 pub use local::LocalBus;
+pub use node::{ClusterConfig, ClusterStats};

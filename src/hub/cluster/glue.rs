@@ -1,0 +1,240 @@
+//! The hub's cluster operations: what it does with what it hears from other nodes, the
+//! cluster-wide queries, and its registry as the store should hold it.
+
+use std::sync::Arc;
+
+use super::node::{ClusterNode, ClusterStats, Op, Registry, Wire};
+use crate::hub::builder::PresenceScope;
+use crate::hub::Hub;
+use crate::proto::ws::CloseCode;
+use crate::ConnId;
+
+impl Hub {
+    pub(crate) fn cluster_node(&self) -> Option<&Arc<ClusterNode>> {
+        self.inner.cluster.as_ref()
+    }
+
+    /// The cluster-wide id of a local connection (a session's is the one it started with).
+    pub(crate) fn cluster_gid(&self, id: ConnId) -> String {
+        match self.cluster_node() {
+            Some(c) => c.gid(id),
+            None => id.0.to_string(),
+        }
+    }
+
+    /// The counters of this hub's cluster link; `None` for a hub that is not clustered.
+    ///
+    /// # Examples
+    /// ```
+    /// use sockloop::hub::cluster::{ClusterConfig, LocalBus};
+    /// use sockloop::hub::Hub;
+    /// let bus = LocalBus::new();
+    /// let hub = Hub::builder().cluster(bus.handle(), ClusterConfig::new("a")).build();
+    /// assert_eq!(hub.cluster_stats().unwrap().node, "a");
+    /// assert!(Hub::builder().build().cluster_stats().is_none());
+    /// ```
+    pub fn cluster_stats(&self) -> Option<ClusterStats> {
+        self.cluster_node().map(|c| c.stats())
+    }
+
+    /// The nodes alive in this hub's cluster (this one included), sorted; empty for a hub
+    /// that is not clustered.
+    pub fn cluster_nodes(&self) -> Vec<String> {
+        self.cluster_node()
+            .map(|c| c.live_nodes())
+            .unwrap_or_default()
+    }
+
+    /// Leaves the cluster: this node's rooms, users and heartbeat are removed from the
+    /// store (other nodes see its users go at once, without waiting for the heartbeat to
+    /// lapse) and it stops hearing the others. Call it at a graceful shutdown, after the
+    /// server stopped. Nothing for a hub that is not clustered.
+    pub fn leave_cluster(&self) {
+        if let Some(c) = self.cluster_node() {
+            c.leave();
+        }
+    }
+
+    /// A message heard from the bus (on a reader thread of the bus).
+    pub(crate) fn cluster_heard(&self, pos: u64, payload: &[u8]) {
+        let Some(c) = self.cluster_node() else {
+            return;
+        };
+        let w: Wire = match serde_json::from_slice(payload) {
+            Ok(w) => w,
+            Err(e) => {
+                log::warn!("cluster {}: unreadable bus message: {e}", c.node());
+                return;
+            }
+        };
+        if w.o == c.node() {
+            self.cluster_own(pos, w.op);
+            return;
+        }
+        c.heard();
+        match w.op {
+            Op::Room { r, m, .. } => {
+                self.cluster_sessions_heard(pos, &c.room_key(&r, "f"), &w.o, &m);
+                self.to_room(&r).local().send_text_nowait(&m);
+            }
+            Op::User { u, m, .. } => {
+                self.to_user(&u).local().send_text(&m);
+            }
+            Op::All { m, .. } => {
+                self.to_all().local().send_text_nowait(&m);
+            }
+            Op::Kick { u, c: code, why } => {
+                self.disconnect_user_here(&u, CloseCode::from(code), &why);
+            }
+            Op::Release { sid, to } => self.cluster_release(&sid, &to),
+            Op::Released { sid } => {
+                let tx = c
+                    .released
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&sid);
+                if let Some(tx) = tx {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    }
+
+    /// A message this node published, heard back.
+    fn cluster_own(&self, _pos: u64, _op: Op) {}
+
+    /// Session members catch up on a room message they missed (none yet).
+    fn cluster_sessions_heard(&self, _pos: u64, _feed: &str, _origin: &str, _text: &str) {}
+
+    /// The readers were away: sessions catch up from the feeds (none yet).
+    pub(crate) fn cluster_catch_up(&self) {}
+
+    /// Another node's client resumed session `sid` (none yet).
+    fn cluster_release(&self, _sid: &str, _to: &str) {}
+
+    /// This node's registry as the store should hold it.
+    pub(crate) fn cluster_registry(&self) -> Registry {
+        let mut reg = Registry::default();
+        let Some(c) = self.cluster_node() else {
+            return reg;
+        };
+        let st = self.state();
+        for (name, room) in &st.rooms {
+            if room.members.is_empty() {
+                continue;
+            }
+            let m = room
+                .members
+                .iter()
+                .map(|(id, u)| (c.gid(*id), u.clone().unwrap_or_default()));
+            reg.rooms.insert(name.clone(), m.collect());
+        }
+        for (user, ids) in &st.users {
+            let m = ids.iter().map(|id| {
+                let detached = st.conns.get(id).is_some_and(|e| e.detached);
+                (c.gid(*id), if detached { "d" } else { "1" }.to_owned())
+            });
+            reg.users.insert(user.clone(), m.collect());
+        }
+        reg
+    }
+
+    /// A dead node was reaped by this one: its users that are now offline everywhere are
+    /// announced, and the rooms it had members in get their new user lists.
+    pub(crate) fn cluster_node_died(&self, users: &[String], rooms: &[String]) {
+        let Some(c) = self.cluster_node() else {
+            return;
+        };
+        for room in rooms {
+            if let Ok(users) = self.try_room_users(room) {
+                let data = serde_json::json!({"room": room, "users": users});
+                self.to_room(room).emit("room:users", &data);
+            }
+        }
+        for user in users {
+            if !matches!(
+                self.presence(user),
+                crate::hub::Presence::Offline { .. } | crate::hub::Presence::Unknown
+            ) {
+                continue;
+            }
+            c.saw(user);
+            match self.inner.cfg.presence {
+                PresenceScope::Off => {}
+                // The rooms the user was in are not known here: everyone hears it.
+                PresenceScope::Everyone | PresenceScope::Rooms => {
+                    let since = std::time::SystemTime::now()
+                        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs());
+                    let data =
+                        serde_json::json!({"user": user, "online": false, "last_seen": since});
+                    if self.inner.cfg.presence == PresenceScope::Everyone {
+                        self.to_all().emit("presence", &data);
+                    } else {
+                        for room in rooms {
+                            self.to_room(room).emit("presence", &data);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The distinct users of a room across the cluster, sorted: this node's members and
+    /// the other live nodes' as the store lists them.
+    pub(crate) fn try_room_users(&self, room: &str) -> Result<Vec<String>, super::BusError> {
+        let mut set: std::collections::BTreeSet<String> =
+            self.local_room_users(room).into_iter().collect();
+        if let Some(c) = self.cluster_node() {
+            for (_, u) in c.remote_members(room)? {
+                if !u.is_empty() {
+                    set.insert(u);
+                }
+            }
+        }
+        Ok(set.into_iter().collect())
+    }
+
+    /// Closes every connection of `user` on this node; returns how many.
+    pub(crate) fn disconnect_user_here(&self, user: &str, code: CloseCode, reason: &str) -> usize {
+        let conns = self.state().user_peers(user);
+        for p in &conns {
+            p.ws.close(code, reason);
+            self.depart(p.id);
+        }
+        conns.len()
+    }
+
+    /// Asks the other nodes holding connections of `user` to close them.
+    pub(crate) fn cluster_kick(&self, user: &str, code: CloseCode, reason: &str) {
+        let Some(c) = self.cluster_node() else {
+            return;
+        };
+        let nodes = match c.bus.hgetall(&c.user_key(user, "nodes")) {
+            Ok(n) => n,
+            Err(e) => {
+                log::warn!(
+                    "cluster {}: disconnect of {user:?} on other nodes: {e}",
+                    c.node()
+                );
+                return;
+            }
+        };
+        for (node, _) in nodes {
+            if node == c.node() || !c.alive(&format!("{node}/0")) {
+                continue;
+            }
+            let op = Op::Kick {
+                u: user.to_owned(),
+                c: code.as_u16(),
+                why: reason.to_owned(),
+            };
+            if let Err(e) = c.send_to(&node, op) {
+                log::warn!(
+                    "cluster {}: disconnect of {user:?} on {node}: {e}",
+                    c.node()
+                );
+            }
+        }
+    }
+}
