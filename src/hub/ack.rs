@@ -158,7 +158,7 @@ impl Round {
             if resend && r.peer.session.as_ref().is_some_and(|c| !c.ended()) {
                 continue;
             }
-            r.last = hub.send_peer(&r.peer, frames, &self.text, &mut shared);
+            r.last = hub.send_peer(&r.peer, frames, &self.text, &mut shared, None);
             hub.count(r.last);
             st.attempts += 1;
             if r.last == SendStatus::Closed {

@@ -91,7 +91,7 @@ impl Hub {
     pub(crate) fn send_one(&self, to: &Peer, text: &str) -> SendStatus {
         let st = match &to.session {
             None => to.ws.send_text(text),
-            Some(cell) => self.session_send(cell, &std::sync::Arc::from(text), None),
+            Some(cell) => self.session_send(cell, &std::sync::Arc::from(text), None, None),
         };
         self.count(st);
         st
@@ -118,6 +118,17 @@ impl Hub {
         ws: &WsConn,
         session: Option<std::sync::Arc<super::session::SessionCell>>,
     ) {
+        self.register_as(ws, session, false);
+    }
+
+    /// [`register`](Self::register); a `detached` session (continued from another node,
+    /// until its connection takes it over) joins no delivery group yet.
+    pub(crate) fn register_as(
+        &self,
+        ws: &WsConn,
+        session: Option<std::sync::Arc<super::session::SessionCell>>,
+        detached: bool,
+    ) {
         let id = ws.identity().cloned().unwrap_or_default();
         let user = (!id.user.is_empty()).then(|| id.user.clone());
         let info = ConnInfo {
@@ -128,7 +139,9 @@ impl Hub {
             rooms: Default::default(),
             connected_at: SystemTime::now(),
         };
-        ws.join_group(self.inner.all);
+        if !detached {
+            ws.join_group(self.inner.all);
+        }
         let mut first = {
             let mut st = self.state();
             if let Some(cell) = &session {
@@ -139,7 +152,7 @@ impl Hub {
                 info,
                 created: 0,
                 session,
-                detached: false,
+                detached,
             };
             st.conns.insert(ws.id(), entry);
             user.as_ref().is_some_and(|u| {

@@ -50,12 +50,13 @@ impl Hub {
         frames: Option<&Frames>,
         text: &str,
         shared: &mut Option<Arc<str>>,
+        feed: Option<(&str, u64)>,
     ) -> SendStatus {
         match &p.session {
             None => send_to(&p.ws, frames, text),
             Some(cell) => {
                 let t = shared.get_or_insert_with(|| Arc::from(text)).clone();
-                self.session_send(cell, &t, frames)
+                self.session_send(cell, &t, frames, feed)
             }
         }
     }
@@ -77,6 +78,8 @@ pub struct Target<'h> {
     except: Vec<ConnId>,
     /// This node's recipients only (a message heard from another node).
     local: bool,
+    /// The message's place in its cluster feed (key, position), once published or heard.
+    feed: Option<(String, u64)>,
 }
 
 impl std::fmt::Debug for Target<'_> {
@@ -94,6 +97,7 @@ impl Hub {
             to,
             except: Vec::new(),
             local: false,
+            feed: None,
         }
     }
 
@@ -139,22 +143,33 @@ impl Hub {
 }
 
 impl<'h> Target<'h> {
-    /// This node's recipients only: no cross-node publish.
-    pub(crate) fn local(mut self) -> Self {
+    /// This node's recipients only, the message being at `pos` of cluster feed `feed`.
+    pub(crate) fn heard(mut self, feed: String, pos: u64) -> Self {
         self.local = true;
+        self.feed = Some((feed, pos));
         self
+    }
+
+    fn feed(&self) -> Option<(&str, u64)> {
+        self.feed.as_ref().map(|(f, p)| (f.as_str(), *p))
     }
 
     /// Publishes the message to the other nodes of a clustered hub (rooms, users and
     /// everyone; a connection or a filter is this node's only). Returns the publishes that
     /// failed.
-    fn publish_cluster(&self, text: &str) -> usize {
+    fn publish_cluster(&mut self, text: &str) -> usize {
         let Some(c) = self.hub.cluster_node() else {
             return 0;
         };
         if self.local {
             return 0;
         }
+        let feed = match &self.to {
+            To::Room(r) => Some(c.room_key(r, "f")),
+            To::User(u) => Some(c.user_key(u, "f")),
+            To::All => Some(c.all_feed()),
+            _ => None,
+        };
         use super::cluster::node::Op;
         let x: Vec<String> = self
             .except
@@ -176,6 +191,15 @@ impl<'h> Target<'h> {
             To::All => vec![Op::All { x, m }],
             To::Conn(_) | To::Filter(_) => return 0,
         };
+        if let (Some(f), [op]) = (feed, &ops[..]) {
+            return match c.publish(op.clone()) {
+                Some(pos) => {
+                    self.feed = Some((f, pos));
+                    0
+                }
+                None => 1,
+            };
+        }
         ops.into_iter()
             .filter(|op| c.publish(op.clone()).is_none())
             .count()
@@ -223,7 +247,16 @@ impl<'h> Target<'h> {
     }
 
     /// Sends an already encoded text message to every recipient.
-    pub fn send_text(self, text: &str) -> Delivery {
+    pub fn send_text(mut self, text: &str) -> Delivery {
+        if let (To::Users(us), Some(_), false) = (&self.to, self.hub.cluster_node(), self.local) {
+            // One feed per user: each user's sessions follow their own.
+            let mut d = Delivery::default();
+            for u in us {
+                let t = self.hub.to_user(u).except_all(&self.except);
+                d.add(t.send_text(text));
+            }
+            return d;
+        }
         let attached = self.hub.inner.bcast.get().is_some();
         let unpublished = self.publish_cluster(text);
         let mut d = match &self.to {
@@ -234,9 +267,9 @@ impl<'h> Target<'h> {
             To::All if attached => self.fan_out(None, text, true),
             To::Room(r) => {
                 self.hub.publish_message(r, text);
-                send_each(self.hub, &self.recipients(), text)
+                send_each(self.hub, &self.recipients(), text, self.feed())
             }
-            _ => send_each(self.hub, &self.recipients(), text),
+            _ => send_each(self.hub, &self.recipients(), text, self.feed()),
         };
         d.unpublished = unpublished;
         let s = &self.hub.inner.stats;
@@ -267,7 +300,7 @@ impl<'h> Target<'h> {
 
     /// Like [`send_text`](Self::send_text), without waiting for the pollers' counts; see
     /// [`emit_nowait`](Self::emit_nowait).
-    pub fn send_text_nowait(self, text: &str) -> usize {
+    pub fn send_text_nowait(mut self, text: &str) -> usize {
         if self.hub.inner.bcast.get().is_none() {
             return self.send_text(text).queued;
         }
@@ -332,7 +365,7 @@ impl<'h> Target<'h> {
             return f.b.send(gid, &frames, &self.except);
         }
         self.hub
-            .number_for_group(&cells, &self.except, text, &frames, |skip| {
+            .number_for_group(&cells, &self.except, text, &frames, self.feed(), |skip| {
                 f.b.send_nowait(gid, &frames, skip)
             });
         drop(st);
@@ -371,12 +404,15 @@ impl<'h> Target<'h> {
 }
 
 /// Frames `text` once (when attached) and sends it to each recipient.
-fn send_each(hub: &Hub, list: &[Peer], text: &str) -> Delivery {
+fn send_each(hub: &Hub, list: &[Peer], text: &str, feed: Option<(&str, u64)>) -> Delivery {
     let frames = hub.inner.bcast.get().map(|f| f.b.frames_text(text));
     let mut d = Delivery::default();
     let mut shared = None;
     for p in list {
-        tally(&mut d, hub.send_peer(p, frames.as_ref(), text, &mut shared));
+        tally(
+            &mut d,
+            hub.send_peer(p, frames.as_ref(), text, &mut shared, feed),
+        );
     }
     d
 }

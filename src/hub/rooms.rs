@@ -145,11 +145,15 @@ impl Hub {
                 // Numbered under its lock by every group send to the room.
                 r.sessions.insert(id, cell.clone());
             }
-            entry.ws.join_group(r.gid);
+            if !entry.detached {
+                // A detached session joins its groups when a connection takes it over.
+                entry.ws.join_group(r.gid);
+            }
             entry.info.rooms.insert(room.to_owned());
             (user, new_user.then(|| r.users()), r.notifies())
         };
         self.publish_member(room, id, &user, true);
+        self.cluster_session_joined(id, room);
         if notify {
             let data = json!({"room": room, "user": user, "conn": id.0});
             self.to_room(room).emit("room:joined", &data);
@@ -308,6 +312,7 @@ impl Hub {
 
     pub(super) fn announce_left(&self, left: &Left, id: ConnId) {
         self.publish_member(&left.room, id, &left.user, false);
+        self.cluster_session_left(id, &left.room);
         if !left.notify {
             return;
         }

@@ -164,6 +164,19 @@ impl Replay {
         self.evicted
     }
 
+    /// A buffer that continues a session's numbering elsewhere: the client received
+    /// `after` messages, `msgs` are the ones numbered after them (none evicted).
+    pub(crate) fn restore(max_bytes: usize, after: u64, msgs: Vec<Arc<str>>) -> Self {
+        let mut r = Replay::new(max_bytes.max(msgs.iter().map(|m| m.len()).sum()));
+        r.first = after + 1;
+        for m in msgs {
+            r.bytes += m.len();
+            r.buf.push_back(m);
+        }
+        r.max_bytes = max_bytes;
+        r
+    }
+
     /// Numbers and keeps `msg`; returns its sequence number and the bytes freed by
     /// evicting older unacknowledged messages to stay within the bound (`msg` itself is
     /// always kept).
@@ -292,6 +305,38 @@ impl ServerSession {
 
     pub(crate) fn sid(&self) -> &str {
         &self.sid
+    }
+
+    /// A session continued on this server after another one carried it (a cluster): the
+    /// client received `after` messages, `msgs` were numbered after them, and the other
+    /// server received `cseq` of the client's. Detached until the client's connection
+    /// takes it over (`resume(after, …)`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn restore(
+        sid: String,
+        token: String,
+        max_bytes: usize,
+        window: Duration,
+        after: u64,
+        msgs: Vec<Arc<str>>,
+        cseq: u64,
+        now: Instant,
+    ) -> Self {
+        let mut s = ServerSession::new(sid, token, max_bytes, window);
+        s.replay = Replay::restore(max_bytes, after, msgs);
+        s.replay.track(false);
+        s.inbound = Inbound {
+            received: cseq,
+            told: cseq,
+        };
+        let until = crate::base::saturating(now, window);
+        s.link = Link::Detached { since: now, until };
+        s
+    }
+
+    /// The token (a cluster stores it with the session).
+    pub(crate) fn token(&self) -> &str {
+        &self.token
     }
 
     pub(crate) fn link(&self) -> Link {
@@ -498,6 +543,23 @@ impl<T: Clone> ClientSession<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restored_session_continues_the_numbering() {
+        let now = Instant::now();
+        let msgs: Vec<Arc<str>> = vec![Arc::from("m6"), Arc::from("m7")];
+        let w = Duration::from_secs(60);
+        let mut s = ServerSession::restore("s".into(), "t".into(), 1 << 20, w, 5, msgs, 3, now);
+        assert!(matches!(s.link(), Link::Detached { .. }));
+        assert_eq!(s.replay.last(), 7);
+        assert_eq!(s.inbound.received(), 3);
+        assert_eq!(s.resume(6, now).unwrap(), vec![Arc::<str>::from("m7")]);
+        assert_eq!(s.replay.push(Arc::from("m8")).0, 8);
+        let mut g = ServerSession::restore("s".into(), "t".into(), 1 << 20, w, 5, vec![], 0, now);
+        assert_eq!(g.resume(4, now).unwrap_err(), NotRecoverable::Gap);
+        assert_eq!(g.resume(6, now).unwrap_err(), NotRecoverable::Ahead);
+        assert!(g.resume(5, now).unwrap().is_empty());
+    }
 
     fn msg(s: &str) -> Arc<str> {
         Arc::from(s)

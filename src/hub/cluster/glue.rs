@@ -16,10 +16,12 @@ impl Hub {
 
     /// The cluster-wide id of a local connection (a session's is the one it started with).
     pub(crate) fn cluster_gid(&self, id: ConnId) -> String {
-        match self.cluster_node() {
-            Some(c) => c.gid(id),
-            None => id.0.to_string(),
-        }
+        let Some(c) = self.cluster_node() else {
+            return id.0.to_string();
+        };
+        let cell = self.state().conns.get(&id).and_then(|e| e.session.clone());
+        cell.and_then(|cell| cell.cluster_gid())
+            .unwrap_or_else(|| c.gid(id))
     }
 
     /// The counters of this hub's cluster link; `None` for a hub that is not clustered.
@@ -74,14 +76,15 @@ impl Hub {
         c.heard();
         match w.op {
             Op::Room { r, m, .. } => {
-                self.cluster_sessions_heard(pos, &c.room_key(&r, "f"), &w.o, &m);
-                self.to_room(&r).local().send_text_nowait(&m);
+                let feed = c.room_key(&r, "f");
+                self.to_room(&r).heard(feed, pos).send_text_nowait(&m);
             }
             Op::User { u, m, .. } => {
-                self.to_user(&u).local().send_text(&m);
+                let feed = c.user_key(&u, "f");
+                self.to_user(&u).heard(feed, pos).send_text(&m);
             }
             Op::All { m, .. } => {
-                self.to_all().local().send_text_nowait(&m);
+                self.to_all().heard(c.all_feed(), pos).send_text_nowait(&m);
             }
             Op::Kick { u, c: code, why } => {
                 self.disconnect_user_here(&u, CloseCode::from(code), &why);
@@ -100,17 +103,9 @@ impl Hub {
         }
     }
 
-    /// A message this node published, heard back.
+    /// A message this node published, heard back: its members had it when it was
+    /// published.
     fn cluster_own(&self, _pos: u64, _op: Op) {}
-
-    /// Session members catch up on a room message they missed (none yet).
-    fn cluster_sessions_heard(&self, _pos: u64, _feed: &str, _origin: &str, _text: &str) {}
-
-    /// The readers were away: sessions catch up from the feeds (none yet).
-    pub(crate) fn cluster_catch_up(&self) {}
-
-    /// Another node's client resumed session `sid` (none yet).
-    fn cluster_release(&self, _sid: &str, _to: &str) {}
 
     /// This node's registry as the store should hold it.
     pub(crate) fn cluster_registry(&self) -> Registry {

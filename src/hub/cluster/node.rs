@@ -188,6 +188,8 @@ enum RegOp {
         user: String,
         gid: String,
     },
+    /// Remove keys (a session that ended).
+    Forget(Vec<String>),
     /// Rewrite this node's whole registry from the hub's state.
     Resync,
     /// Remove this node from the registry (it leaves the cluster).
@@ -282,7 +284,6 @@ impl ClusterNode {
         format!("{}:{{n:{node}}}:{part}", self.ns())
     }
 
-    #[allow(dead_code)] // sessions across nodes come next
     pub(crate) fn session_key(&self, sid: &str, part: &str) -> String {
         format!("{}:{{s:{sid}}}:{part}", self.ns())
     }
@@ -373,6 +374,11 @@ impl ClusterNode {
             gid: self.gid(id),
             user: user.to_owned(),
         });
+    }
+
+    /// Removes keys from the store, in order with the registry writes.
+    pub(crate) fn forget(&self, keys: Vec<String>) {
+        self.queue(RegOp::Forget(keys));
     }
 
     pub(crate) fn left(&self, room: &str, id: ConnId) {
@@ -557,6 +563,10 @@ fn apply(node: &ClusterNode, op: RegOp) -> Result<(), BusError> {
             bus.hincr(&node.node_key(me, "users"), &user, -1)?;
             let t = now_secs().to_string();
             bus.hset(&node.user_key(&user, "seen"), &[("t", &t)])?;
+        }
+        RegOp::Forget(keys) => {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            bus.del(&keys)?;
         }
         RegOp::Resync | RegOp::Leave_ => {}
     }

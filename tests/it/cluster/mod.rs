@@ -3,13 +3,14 @@
 //! server for every hub operation, over real WebSocket clients.
 
 mod ops;
+mod sessions;
 
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sockloop::client::ws::WsClient;
 use sockloop::hub::cluster::{Bus, ClusterConfig};
-use sockloop::hub::{Ctx, Hub, PresenceScope};
+use sockloop::hub::{Ctx, Hub, PresenceScope, SessionConfig};
 use sockloop::{Runtime, Server};
 
 use crate::hub::{base, connect, recv_json, rt, serve};
@@ -26,7 +27,16 @@ pub struct Node {
 /// emits `said` to the room except the sender), `tell` (data `{user, text}`: emits `told`
 /// to the user), `shout` (emits `shouted` to everyone).
 pub fn node(bus: impl Bus, cfg: ClusterConfig) -> Node {
-    let hub = base()
+    node_with(bus, cfg, None)
+}
+
+/// [`node`], with sessions when `sessions` is given.
+pub fn node_with(bus: impl Bus, cfg: ClusterConfig, sessions: Option<SessionConfig>) -> Node {
+    let mut b = base();
+    if let Some(s) = sessions {
+        b = b.sessions(s);
+    }
+    let hub = b
         .config(sockloop::hub::HubConfig::new().presence(PresenceScope::Everyone))
         .on("say", |ctx: &mut Ctx| {
             let v: Value = ctx.data()?;

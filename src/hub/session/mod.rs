@@ -6,6 +6,8 @@
 //! replay, resume decision, window) is `proto::session`; this file does the hub's side.
 //! Transport-neutral: it sees only the [`WsConn`] the server hands the hub.
 
+mod cluster;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -136,6 +138,8 @@ struct Slot {
     closed: Option<(CloseCode, String)>,
     /// `on_disconnect` ran.
     reported: bool,
+    /// In a cluster: the session's record in the store.
+    cl: Option<Box<cluster::ClSlot>>,
 }
 
 impl Slot {
@@ -378,8 +382,10 @@ impl Hub {
                 last: ws.clone(),
                 closed: None,
                 reported: false,
+                cl: None,
             }),
         });
+        self.cluster_session_started(&cell);
         self.sessions().by_sid().insert(sid, cell.clone());
         cell
     }
@@ -394,7 +400,13 @@ impl Hub {
         seq: u64,
     ) -> Result<Arc<SessionCell>, NotRecoverable> {
         let cell = self.sessions().by_sid().get(sid).cloned();
-        let cell = cell.ok_or_else(|| self.forgotten(sid))?;
+        let cell = match cell {
+            Some(c) => c,
+            None if self.cluster_node().is_some() => {
+                return self.cluster_resume(ws, sid, token, seq);
+            }
+            None => return Err(self.forgotten(sid)),
+        };
         let user = ws
             .identity()
             .map(|i| i.user.clone())
@@ -481,6 +493,7 @@ impl Hub {
         except: &[ConnId],
         text: &str,
         frames: &Frames,
+        feed: Option<(&str, u64)>,
         send: impl FnOnce(&[ConnId]),
     ) {
         let shared: Arc<str> = Arc::from(text);
@@ -490,11 +503,22 @@ impl Hub {
         for (cell, slot) in cells.iter().zip(slots.iter_mut()) {
             let current = slot.conn.as_ref().map(|w| w.id());
             if except.contains(&cell.id) || slot.engine.link() == Link::Ended {
+                if let Some((f, p)) = feed {
+                    self.cluster_step(slot, f, p);
+                }
                 skip.extend(current);
                 continue;
             }
+            if let Some((f, p)) = feed {
+                if !self.cluster_step(slot, f, p) {
+                    // Heard already (a gap filled from the feed brought it).
+                    skip.extend(current);
+                    continue;
+                }
+            }
             let before = slot.engine.replay.evicted();
-            let (_, f) = slot.engine.replay.push(shared.clone());
+            let (seq, f) = slot.engine.replay.push(shared.clone());
+            self.cluster_persist(slot, seq, text, feed);
             freed += f;
             evicted += slot.engine.replay.evicted() - before;
             added += shared.len();
@@ -523,14 +547,15 @@ impl Hub {
     }
 
     /// Numbers and keeps `text` in a session's replay buffer, within the bounds.
-    fn keep(&self, slot: &mut Slot, text: &Arc<str>) {
+    fn keep(&self, slot: &mut Slot, text: &Arc<str>) -> u64 {
         let evicted = slot.engine.replay.evicted();
-        let (_, freed) = slot.engine.replay.push(text.clone());
+        let (seq, freed) = slot.engine.replay.push(text.clone());
         self.sessions().add_bytes(text.len());
         self.sessions().sub_bytes(freed);
         let n = slot.engine.replay.evicted() - evicted;
         self.sessions().evicted.fetch_add(n, Ordering::Relaxed);
         self.enforce_total(slot);
+        seq
     }
 
     /// A connection that reads but never acknowledges is closed, so the session's
@@ -566,6 +591,9 @@ impl Hub {
         let detached = cell.lock().engine.link() != Link::Attached;
         let was = std::mem::replace(&mut e.detached, detached);
         let (user, rooms) = (e.info.user.clone(), e.info.rooms.clone());
+        if let (Some(c), Some(u), true) = (self.cluster_node(), &user, was != detached) {
+            c.online(u, id, detached);
+        }
         if !offline || was == detached {
             return true;
         }
@@ -607,6 +635,7 @@ impl Hub {
         cell: &SessionCell,
         text: &Arc<str>,
         frames: Option<&Frames>,
+        feed: Option<(&str, u64)>,
     ) -> SendStatus {
         let own;
         let frames = match frames {
@@ -620,14 +649,32 @@ impl Hub {
         if slot.engine.link() == Link::Ended {
             return SendStatus::Closed;
         }
-        self.keep(&mut slot, text);
+        if let Some((f, p)) = feed {
+            if !self.cluster_step(&mut slot, f, p) {
+                return SendStatus::Queued;
+            }
+        }
+        self.deliver_locked(&mut slot, text, frames, feed);
+        SendStatus::Queued
+    }
+
+    /// Numbers, keeps (and in a cluster stores) one message under the session's lock, then
+    /// queues it to the connection carrying the session, if any.
+    fn deliver_locked(
+        &self,
+        slot: &mut Slot,
+        text: &Arc<str>,
+        frames: Option<&Frames>,
+        feed: Option<(&str, u64)>,
+    ) {
+        let seq = self.keep(slot, text);
+        self.cluster_persist(slot, seq, text, feed);
         let Some(ws) = slot.conn.clone() else {
-            return SendStatus::Queued;
+            return;
         };
         let st = super::delivery::send_to(&ws, frames, text);
         self.overflowed(&ws, st);
-        self.check_in_flight(&mut slot);
-        SendStatus::Queued
+        self.check_in_flight(slot);
     }
 
     /// The hub-wide bound: the session being sent to gives up its oldest messages.
@@ -758,6 +805,7 @@ impl Hub {
             slot.engine.end();
             let freed = slot.engine.replay.ack(u64::MAX);
             self.sessions().sub_bytes(freed);
+            self.cluster_session_ended(&mut slot);
             (slot.engine.sid().to_owned(), expired)
         };
         self.sessions().by_sid().remove(&sid);

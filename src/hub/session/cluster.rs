@@ -1,0 +1,524 @@
+//! Sessions across the nodes of a cluster: every numbered message is written to the
+//! session's log in the store before it goes on the wire (so the log always holds what
+//! the client can have seen), together with the session's count and its place in each feed
+//! it follows (its rooms, its user, everyone). A client resuming on another node — its
+//! node alive (the session is released to the new one) or dead (`kill -9`) — gets the log's
+//! messages after its count, then what the feeds hold after the session's places: all or
+//! nothing, as on one node.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{SessionCell, Slot};
+use crate::hub::cluster::node::{Op, Wire};
+use crate::hub::Hub;
+use crate::proto::session::{Link, NotRecoverable, ServerSession};
+use crate::proto::ws::CloseCode;
+use crate::{ConnId, WsConn};
+
+/// How long a resume waits for the node that has the session to release it.
+const RELEASE_WAIT: Duration = Duration::from_secs(3);
+
+/// Feed entries read at once when filling a gap or catching up.
+const FILL_MAX: usize = 10_000;
+
+/// A session's side of the cluster.
+pub(crate) struct ClSlot {
+    /// The session's id in the cluster: the `node/conn` it started as (except lists of
+    /// the messages it sent carry it).
+    gid: String,
+    /// Feed key → the last position handled.
+    cursors: HashMap<String, u64>,
+    /// A write to the store failed: the log may lack messages the client got, so a resume
+    /// on another node is not recoverable (this node still serves it).
+    broken: bool,
+    /// Released to another node: its record stays in the store.
+    moved: bool,
+}
+
+impl SessionCell {
+    /// The session's id in the cluster, when it is clustered.
+    pub(crate) fn cluster_gid(&self) -> Option<String> {
+        self.lock().cl.as_ref().map(|cl| cl.gid.clone())
+    }
+}
+
+impl Hub {
+    fn session_ttl(&self) -> Duration {
+        let window = self.inner.sessions.cfg.unwrap_or_default().window;
+        let dead = self
+            .cluster_node()
+            .map_or(Duration::ZERO, |c| c.cfg.dead_after);
+        window + dead * 2 + Duration::from_secs(5)
+    }
+
+    /// A feed's last position (0 when empty or the store is away).
+    fn feed_head(&self, feed: &str) -> u64 {
+        let Some(c) = self.cluster_node() else {
+            return 0;
+        };
+        c.bus.read(feed, u64::MAX - 1, 1).map_or(0, |r| r.head)
+    }
+
+    /// A new session: its record in the store, and its places in its user's and
+    /// everyone's feeds.
+    pub(crate) fn cluster_session_started(&self, cell: &SessionCell) {
+        let Some(c) = self.cluster_node() else { return };
+        let mut cursors = HashMap::new();
+        let all = c.all_feed();
+        cursors.insert(all.clone(), self.feed_head(&all));
+        if let Some(u) = &cell.user {
+            let f = c.user_key(u, "f");
+            cursors.insert(f.clone(), self.feed_head(&f));
+        }
+        let mut slot = cell.lock();
+        let gid = c.gid(cell.id);
+        let sid = slot.engine.sid().to_owned();
+        let token = slot.engine.token().to_owned();
+        let user = cell.user.clone().unwrap_or_default();
+        let fields = [
+            ("tok", token.as_str()),
+            ("user", user.as_str()),
+            ("gid", gid.as_str()),
+            ("node", c.node()),
+            ("seq", "0"),
+            ("cseq", "0"),
+            ("rooms", "[]"),
+        ];
+        let (h, q) = (c.session_key(&sid, "h"), c.session_key(&sid, "q"));
+        let broken = match c.bus.append(&q, &[], 1, &h, &fields, self.session_ttl()) {
+            Ok(()) => false,
+            Err(e) => {
+                log::warn!("cluster {}: session {sid} not stored: {e}", c.node());
+                true
+            }
+        };
+        slot.cl = Some(Box::new(ClSlot {
+            gid,
+            cursors,
+            broken,
+            moved: false,
+        }));
+    }
+
+    /// Whether a message at `pos` of `feed` is new to the session: one heard already (a
+    /// gap filled from the feed brought it) is not; one past a gap first brings the
+    /// messages in between from the feed.
+    pub(super) fn cluster_step(&self, slot: &mut Slot, feed: &str, pos: u64) -> bool {
+        let Some(cl) = slot.cl.as_mut() else {
+            return true;
+        };
+        match cl.cursors.get(feed).copied() {
+            Some(cur) if pos <= cur => false,
+            Some(cur) if pos > cur + 1 => {
+                self.cluster_fill(slot, feed, cur, Some(pos));
+                if let Some(cl) = slot.cl.as_mut() {
+                    cl.cursors.insert(feed.to_owned(), pos);
+                }
+                true
+            }
+            _ => {
+                cl.cursors.insert(feed.to_owned(), pos);
+                true
+            }
+        }
+    }
+
+    /// Delivers to the session what `feed` holds after `cur` (up to `upto`, exclusive),
+    /// minus what it sent itself.
+    fn cluster_fill(&self, slot: &mut Slot, feed: &str, cur: u64, upto: Option<u64>) {
+        let Some(c) = self.cluster_node() else { return };
+        let want = upto.map_or(FILL_MAX, |u| (u - cur - 1) as usize);
+        let read = c.bus.read(feed, cur, want.min(FILL_MAX));
+        let Some(cl) = slot.cl.as_mut() else { return };
+        let read = match read {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("cluster {}: {feed} not read: {e}", c.node());
+                cl.broken = true;
+                return;
+            }
+        };
+        if read.head < cur {
+            // The feed started over (the store lost its data): what came between is lost.
+            cl.broken = true;
+            cl.cursors.insert(feed.to_owned(), read.head);
+            return;
+        }
+        let complete = read.complete_after(cur)
+            && read
+                .entries
+                .iter()
+                .enumerate()
+                .all(|(i, (p, _))| *p == cur + 1 + i as u64);
+        if !complete || upto.is_some_and(|u| read.entries.len() as u64 != u - cur - 1) {
+            log::warn!("cluster {}: {feed} lacks entries after {cur}", c.node());
+            cl.broken = true;
+        }
+        let gid = cl.gid.clone();
+        for (p, payload) in read.entries {
+            let Ok(w) = serde_json::from_slice::<Wire>(&payload) else {
+                continue;
+            };
+            let (x, m) = match w.op {
+                Op::Room { x, m, .. } | Op::User { x, m, .. } | Op::All { x, m } => (x, m),
+                _ => continue,
+            };
+            if let Some(cl) = slot.cl.as_mut() {
+                cl.cursors.insert(feed.to_owned(), p);
+            }
+            if x.contains(&gid) {
+                continue;
+            }
+            let text: Arc<str> = Arc::from(m);
+            let frames = self.frames_for(&text);
+            self.deliver_locked(slot, &text, frames.as_ref(), Some((feed, p)));
+        }
+    }
+
+    /// Writes one numbered message to the session's log, with its count, the client's
+    /// count and its place in `feed`, before it goes on the wire.
+    pub(super) fn cluster_persist(
+        &self,
+        slot: &mut Slot,
+        seq: u64,
+        text: &str,
+        feed: Option<(&str, u64)>,
+    ) {
+        let Some(c) = self.cluster_node() else { return };
+        let ttl = self.session_ttl();
+        let sid = slot.engine.sid().to_owned();
+        let cseq = slot.engine.inbound.received().to_string();
+        let Some(cl) = slot.cl.as_mut() else { return };
+        let seq_s = seq.to_string();
+        let mut owned: Vec<(String, String)> = vec![("seq".into(), seq_s), ("cseq".into(), cseq)];
+        if let Some((f, p)) = feed {
+            let e = cl.cursors.entry(f.to_owned()).or_insert(0);
+            *e = (*e).max(p);
+            owned.push((format!("c:{f}"), p.to_string()));
+        }
+        if cl.broken {
+            owned.push(("broken".into(), "1".into()));
+        }
+        let fields: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let (h, q) = (c.session_key(&sid, "h"), c.session_key(&sid, "q"));
+        let entry = [(seq, text.as_bytes())];
+        if let Err(e) = c
+            .bus
+            .append(&q, &entry, c.cfg.session_log_len, &h, &fields, ttl)
+        {
+            if !cl.broken {
+                log::warn!("cluster {}: session {sid} not stored: {e}", c.node());
+            }
+            cl.broken = true;
+        }
+    }
+
+    /// A session ended here (its window, or the server): its record goes, unless it was
+    /// released to another node.
+    pub(super) fn cluster_session_ended(&self, slot: &mut Slot) {
+        let (Some(c), Some(cl)) = (self.cluster_node(), slot.cl.as_ref()) else {
+            return;
+        };
+        if cl.moved {
+            return;
+        }
+        let sid = slot.engine.sid();
+        c.forget(vec![c.session_key(sid, "h"), c.session_key(sid, "q")]);
+    }
+
+    /// A session member joined a room: its record lists its rooms, and it follows the
+    /// room's feed from now.
+    pub(crate) fn cluster_session_joined(&self, id: ConnId, room: &str) {
+        let Some(c) = self.cluster_node() else { return };
+        let cell = self.state().conns.get(&id).and_then(|e| e.session.clone());
+        let Some(cell) = cell else { return };
+        let feed = c.room_key(room, "f");
+        let head = self.feed_head(&feed);
+        {
+            let mut slot = cell.lock();
+            if let Some(cl) = slot.cl.as_mut() {
+                // A session continued from another node keeps its place.
+                cl.cursors.entry(feed).or_insert(head);
+            }
+        }
+        self.cluster_session_rooms(id);
+    }
+
+    /// A session member left a room: its record's rooms follow, and it no longer follows
+    /// the room's feed.
+    pub(crate) fn cluster_session_left(&self, id: ConnId, room: &str) {
+        let Some(c) = self.cluster_node() else { return };
+        let cell = self.state().conns.get(&id).and_then(|e| e.session.clone());
+        if let Some(cell) = cell {
+            if let Some(cl) = cell.lock().cl.as_mut() {
+                cl.cursors.remove(&c.room_key(room, "f"));
+            }
+        }
+        self.cluster_session_rooms(id);
+    }
+
+    fn cluster_session_rooms(&self, id: ConnId) {
+        let Some(c) = self.cluster_node() else { return };
+        let (cell, rooms) = {
+            let st = self.state();
+            let Some(e) = st.conns.get(&id) else { return };
+            let Some(cell) = e.session.clone() else {
+                return;
+            };
+            (cell, e.info.rooms.iter().cloned().collect::<Vec<String>>())
+        };
+        let sid = cell.lock().engine.sid().to_owned();
+        let rooms = serde_json::to_string(&rooms).unwrap_or_else(|_| "[]".into());
+        let (h, q) = (c.session_key(&sid, "h"), c.session_key(&sid, "q"));
+        let fields = [("rooms", rooms.as_str())];
+        if let Err(e) = c.bus.append(&q, &[], 1, &h, &fields, self.session_ttl()) {
+            log::warn!(
+                "cluster {}: session {sid}'s rooms not stored: {e}",
+                c.node()
+            );
+            if let Some(cl) = cell.lock().cl.as_mut() {
+                cl.broken = true;
+            }
+        }
+    }
+
+    /// The readers were away (or the store restarted): every session catches up on its
+    /// feeds.
+    pub(crate) fn cluster_catch_up(&self) {
+        let cells: Vec<Arc<SessionCell>> = self.state().sessions.values().cloned().collect();
+        for cell in cells {
+            let mut slot = cell.lock();
+            if slot.engine.link() == Link::Ended {
+                continue;
+            }
+            let cursors: Vec<(String, u64)> = match &slot.cl {
+                Some(cl) => cl.cursors.iter().map(|(f, p)| (f.clone(), *p)).collect(),
+                None => continue,
+            };
+            for (feed, cur) in cursors {
+                self.cluster_fill(&mut slot, &feed, cur, None);
+            }
+        }
+    }
+
+    /// Another node's client resumed session `sid`: it ends here without `on_disconnect`
+    /// (its record stays for the other node), and the other node is told.
+    pub(crate) fn cluster_release(&self, sid: &str, to: &str) {
+        let Some(c) = self.cluster_node() else { return };
+        let cell = self.sessions().by_sid().get(sid).cloned();
+        if let Some(cell) = cell {
+            let conn = {
+                let mut slot = cell.lock();
+                if let Some(cl) = slot.cl.as_mut() {
+                    cl.moved = true;
+                }
+                slot.reported = true;
+                slot.conn.take()
+            };
+            self.depart(cell.id);
+            if let Some(ws) = conn {
+                ws.close(CloseCode::NORMAL, "session resumed on another node");
+            }
+        }
+        let op = Op::Released {
+            sid: sid.to_owned(),
+        };
+        if let Err(e) = c.send_to(to, op) {
+            log::warn!(
+                "cluster {}: release of {sid} not told to {to}: {e}",
+                c.node()
+            );
+        }
+    }
+
+    /// A resume of a session this node does not have: continued from its record in the
+    /// store (after the node that had it released it, or died).
+    pub(super) fn cluster_resume(
+        &self,
+        ws: &WsConn,
+        sid: &str,
+        token: &str,
+        seq: u64,
+    ) -> Result<Arc<SessionCell>, NotRecoverable> {
+        let Some(c) = self.cluster_node() else {
+            return Err(NotRecoverable::Unknown);
+        };
+        let h = c.session_key(sid, "h");
+        let load = || -> Result<HashMap<String, String>, NotRecoverable> {
+            let fields = c.bus.hgetall(&h).map_err(|e| {
+                log::warn!("cluster {}: session {sid} not loaded: {e}", c.node());
+                NotRecoverable::Unknown
+            })?;
+            Ok(fields.into_iter().collect())
+        };
+        let rec = load()?;
+        let (Some(tok), Some(owner)) = (rec.get("tok"), rec.get("node")) else {
+            return Err(NotRecoverable::Unknown);
+        };
+        let same = tok.len() == token.len()
+            && tok
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                == 0;
+        if !same {
+            return Err(NotRecoverable::Unknown);
+        }
+        let user = ws
+            .identity()
+            .map(|i| i.user.clone())
+            .filter(|u| !u.is_empty());
+        if user.as_deref().unwrap_or_default() != rec.get("user").map_or("", |u| u.as_str()) {
+            return Err(NotRecoverable::Identity);
+        }
+        let owner = owner.clone();
+        let rec = if owner != c.node() && c.alive(&format!("{owner}/0")) {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            c.released
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(sid.to_owned(), tx);
+            let op = Op::Release {
+                sid: sid.to_owned(),
+                to: c.node().to_owned(),
+            };
+            let told = c.send_to(&owner, op).is_ok();
+            if !told || rx.recv_timeout(RELEASE_WAIT).is_err() {
+                c.released
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(sid);
+                // Alive but silent: two nodes must not number one session.
+                if c.alive(&format!("{owner}/0")) {
+                    log::warn!(
+                        "cluster {}: {owner} did not release session {sid}",
+                        c.node()
+                    );
+                    return Err(NotRecoverable::Unknown);
+                }
+            }
+            load()?
+        } else {
+            rec
+        };
+        if rec.contains_key("broken") {
+            return Err(NotRecoverable::Gap);
+        }
+        let num = |k: &str| rec.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let stored = num("seq");
+        if seq > stored {
+            return Err(NotRecoverable::Ahead);
+        }
+        let q = c.session_key(sid, "q");
+        let want = (stored - seq) as usize;
+        let log = c.bus.read(&q, seq, want).map_err(|_| NotRecoverable::Gap)?;
+        let contiguous = log.entries.len() == want
+            && log
+                .entries
+                .iter()
+                .enumerate()
+                .all(|(i, (p, _))| *p == seq + 1 + i as u64);
+        if !contiguous {
+            return Err(NotRecoverable::Gap);
+        }
+        let msgs: Vec<Arc<str>> = log
+            .entries
+            .into_iter()
+            .map(|(_, m)| Arc::from(String::from_utf8_lossy(&m).as_ref()))
+            .collect();
+        let cfg = self.sessions().cfg.unwrap_or_default();
+        let engine = ServerSession::restore(
+            sid.to_owned(),
+            token.to_owned(),
+            cfg.max_replay_bytes,
+            cfg.window,
+            seq,
+            msgs,
+            num("cseq"),
+            Instant::now(),
+        );
+        self.sessions().add_bytes(engine.replay.bytes());
+        let rooms: Vec<String> = rec
+            .get("rooms")
+            .and_then(|r| serde_json::from_str(r).ok())
+            .unwrap_or_default();
+        // The feeds it follows: its rooms', its user's and everyone's (a room it left is
+        // still listed in the record, without a place that counts).
+        let mut follows: std::collections::HashSet<String> =
+            rooms.iter().map(|r| c.room_key(r, "f")).collect();
+        follows.insert(c.all_feed());
+        if let Some(u) = &user {
+            follows.insert(c.user_key(u, "f"));
+        }
+        let cursors = rec
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("c:")?.to_owned(), v.parse().ok()?)))
+            .filter(|(f, _)| follows.contains(f))
+            .collect();
+        let gid = rec.get("gid").cloned().unwrap_or_else(|| c.gid(ws.id()));
+        let cell = Arc::new(SessionCell {
+            id: ws.id(),
+            user,
+            turn: Mutex::new(()),
+            slot: Mutex::new(Slot {
+                engine,
+                conn: None,
+                last: ws.clone(),
+                closed: None,
+                reported: false,
+                cl: Some(Box::new(ClSlot {
+                    gid,
+                    cursors,
+                    broken: false,
+                    moved: false,
+                })),
+            }),
+        });
+        self.sessions()
+            .by_sid()
+            .insert(sid.to_owned(), cell.clone());
+        // Registered detached: it joins its rooms (and their feeds) before its connection
+        // takes it over, so nothing sent meanwhile reaches the connection unnumbered.
+        self.register_as(ws, Some(cell.clone()), true);
+        for r in &rooms {
+            if let Err(e) = self.join(ws.id(), r) {
+                log::warn!(
+                    "cluster {}: session {sid} cannot rejoin {r:?}: {e}",
+                    c.node()
+                );
+            }
+        }
+        {
+            let mut slot = cell.lock();
+            let cursors: Vec<(String, u64)> = match &slot.cl {
+                Some(cl) => cl.cursors.iter().map(|(f, p)| (f.clone(), *p)).collect(),
+                None => Vec::new(),
+            };
+            for (feed, cur) in cursors {
+                self.cluster_fill(&mut slot, &feed, cur, None);
+            }
+            if slot.cl.as_ref().is_some_and(|cl| cl.broken) {
+                drop(slot);
+                self.depart(cell.id);
+                return Err(NotRecoverable::Gap);
+            }
+        }
+        let _ = c.bus.hset(&h, &[("node", c.node())]);
+        // The same takeover as on one node: `session:resumed`, the replay, the groups.
+        let old = {
+            let mut st = self.state();
+            self.take_over(&cell, ws, token, seq, &mut st)?
+        };
+        drop(old);
+        self.sessions()
+            .resumed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.set_presence(&cell);
+        Ok(cell)
+    }
+}

@@ -1,0 +1,192 @@
+//! Sessions across nodes: a client resumes on another node — its node alive (the session
+//! is released there) or dead — and gets every message after its count, once, in order.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sockloop::client::ws::{Message, WsClient};
+use sockloop::hub::cluster::LocalBus;
+use sockloop::hub::SessionConfig;
+use sockloop::ws::CloseCode;
+
+use super::{ask, cfg, eventually, member, node_with, wait_members, Node};
+use crate::hub::{dial, recv_json, send};
+use crate::util::WAIT;
+
+/// A raw session client: counts the data messages it reads (control ones are not).
+pub struct SessionClient {
+    pub c: WsClient,
+    pub sid: String,
+    pub token: String,
+    pub seq: u64,
+}
+
+impl SessionClient {
+    pub fn open(n: &Node, user: &str) -> SessionClient {
+        let mut c = dial(&n.server, &format!("user={user}&sl_session=1"));
+        let w = recv_json(&mut c);
+        assert_eq!(w["event"], "session:welcome", "{w}");
+        let d = &w["data"];
+        SessionClient {
+            c,
+            sid: d["sid"].as_str().unwrap().to_owned(),
+            token: d["token"].as_str().unwrap().to_owned(),
+            seq: d["seq"].as_u64().unwrap(),
+        }
+    }
+
+    /// Resumes on `n` from the count read so far; returns the `session:resumed` data.
+    pub fn resume(&mut self, n: &Node, user: &str) -> Value {
+        let q = format!(
+            "user={user}&sl_sid={}&sl_token={}&sl_seq={}",
+            self.sid, self.token, self.seq
+        );
+        self.c = dial(&n.server, &q);
+        let r = recv_json(&mut self.c);
+        assert_eq!(r["event"], "session:resumed", "{r}");
+        r["data"].clone()
+    }
+
+    /// The next data message (counted).
+    pub fn next(&mut self) -> Value {
+        loop {
+            let v = recv_json(&mut self.c);
+            if v["event"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("session:"))
+            {
+                continue;
+            }
+            self.seq += 1;
+            return v;
+        }
+    }
+
+    /// The next data message with this event (every one counted).
+    pub fn next_event(&mut self, event: &str) -> Value {
+        loop {
+            let v = self.next();
+            if v["event"] == event {
+                return v;
+            }
+        }
+    }
+
+    pub fn request(&mut self, id: u64, event: &str, data: Value) -> Value {
+        send(
+            &mut self.c,
+            &json!({"event": event, "id": id, "data": data}),
+        );
+        loop {
+            let v = self.next();
+            if v["ref"] == id {
+                return v;
+            }
+        }
+    }
+}
+
+fn said(v: &Value) -> u64 {
+    v["data"]["text"].as_u64().unwrap()
+}
+
+/// ann (a session on a) reads some of bob's lines, a goes away (`kill_a`: released or
+/// dead), bob goes on; ann resumes on b and reads every line after her count, once, in
+/// order.
+pub fn resume_on_the_other_node(a: &Node, b: &Node, kill_a: impl FnOnce()) {
+    let mut bob = member(b, "bob", "r");
+    let mut ann = SessionClient::open(a, "ann");
+    assert_eq!(ann.request(1, "join", json!("r"))["data"]["ok"], true);
+    wait_members(b, "r", 2);
+    for i in 1..=5u64 {
+        ask(&mut bob, 10 + i, "say", json!({"room": "r", "text": i}));
+    }
+    for i in 1..=3u64 {
+        assert_eq!(said(&ann.next_event("said")), i);
+    }
+    kill_a();
+    for i in 6..=10u64 {
+        ask(&mut bob, 10 + i, "say", json!({"room": "r", "text": i}));
+    }
+    let r = ann.resume(b, "ann");
+    assert_eq!(r["recovered"], true, "{r}");
+    let mut got = Vec::new();
+    while got.len() < 7 {
+        let v = ann.next();
+        if v["event"] == "said" {
+            got.push(said(&v));
+        }
+    }
+    assert_eq!(
+        got,
+        (4..=10).collect::<Vec<u64>>(),
+        "every line after the count, once"
+    );
+    ask(&mut bob, 30, "say", json!({"room": "r", "text": 11}));
+    assert_eq!(said(&ann.next_event("said")), 11);
+    // ann's lines reach bob from b now, and she is a member once.
+    assert_eq!(
+        ann.request(31, "say", json!({"room": "r", "text": 12}))["data"]["unpublished"],
+        0
+    );
+    eventually("two members", || b.hub.room_count("r") == 2);
+}
+
+fn sessions() -> Option<SessionConfig> {
+    Some(SessionConfig::new().window(Duration::from_secs(30)))
+}
+
+#[test]
+fn local_resume_on_a_live_node_releases_the_session() {
+    let bus = LocalBus::new();
+    let a = node_with(bus.handle(), cfg("a", "s1"), sessions());
+    let b = node_with(bus.handle(), cfg("b", "s1"), sessions());
+    resume_on_the_other_node(&a, &b, || {});
+    assert_eq!(a.hub.stats().sessions, 0, "a released it");
+    assert_eq!(b.hub.stats().sessions, 1);
+    assert!(b.hub.stats().resumed >= 1);
+}
+
+#[test]
+fn local_resume_after_the_node_died() {
+    let bus = LocalBus::new();
+    let ha = bus.handle();
+    let a = node_with(ha.clone(), cfg("a", "s2"), sessions());
+    let b = node_with(bus.handle(), cfg("b", "s2"), sessions());
+    resume_on_the_other_node(&a, &b, || {
+        // a is cut off the store at once (as by kill -9) and its sockets close.
+        ha.set_cut(true);
+        a.server.shutdown(Duration::from_millis(200));
+    });
+    assert_eq!(b.hub.stats().sessions, 1);
+}
+
+/// The connection on the node that gives the session up is closed as by a takeover.
+#[test]
+fn local_the_released_connection_is_closed() {
+    let bus = LocalBus::new();
+    let a = node_with(bus.handle(), cfg("a", "s3"), sessions());
+    let b = node_with(bus.handle(), cfg("b", "s3"), sessions());
+    let mut ann = SessionClient::open(&a, "ann");
+    ann.request(1, "join", json!("r"));
+    let mut moved = SessionClient {
+        c: dial(&b.server, ""),
+        sid: ann.sid.clone(),
+        token: ann.token.clone(),
+        seq: ann.seq,
+    };
+    assert_eq!(moved.resume(&b, "ann")["recovered"], true);
+    let mut first = ann.c;
+    loop {
+        match first.recv_timeout(WAIT) {
+            Ok(Some(Message::Close(code, reason))) => {
+                assert_eq!(code, CloseCode::NORMAL);
+                assert!(reason.contains("another node"), "{reason}");
+                break;
+            }
+            Ok(Some(_)) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    eventually("a has no session", || a.hub.stats().sessions == 0);
+}
