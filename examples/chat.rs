@@ -299,7 +299,7 @@ pub fn check_nick(nick: &str) -> Result<(), String> {
 }
 
 /// Checks a room name (a leading `#` is dropped): 1 to 32 letters, digits, `_` or `-`.
-fn room_name(raw: &str) -> Result<String, HubError> {
+pub fn room_name(raw: &str) -> Result<String, HubError> {
     let name = raw.trim().trim_start_matches('#');
     let n = name.chars().count();
     let ok = n > 0
@@ -556,7 +556,7 @@ fn origin_allowed(req: &sockloop::http::Request, allowed: &[String]) -> bool {
 
 /// The upgrade's authenticator: a same-origin page (or an allowed origin; 403 otherwise),
 /// and `?nick=` a valid nickname (400 otherwise).
-fn authenticate(
+pub fn authenticate(
     req: &sockloop::http::Request,
     allowed: &[String],
 ) -> Result<Option<Identity>, Rejection> {
@@ -625,7 +625,7 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 /// The page, `/health`, 404 for the rest; `HEAD` gets the headers without a body.
-fn http(req: &sockloop::http::Request) -> Response {
+pub fn http(req: &sockloop::http::Request) -> Response {
     let r = match req.path() {
         "/" | "/index.html" => page_headers(Response::html(PAGE)),
         "/health" => Response::text(200, "ok"),

@@ -79,6 +79,7 @@ impl Hub {
         let inline = b.server.config.dispatch == Dispatch::Inline;
         let budget = b.server.policy.counters.budget.clone();
         self.inner.sessions.set_budget(budget);
+        self.cluster_attach(&b.server);
         let _ = self.inner.bcast.set(Fanout { b, inline });
     }
 

@@ -9,6 +9,30 @@ use crate::hub::Hub;
 use crate::proto::ws::CloseCode;
 use crate::ConnId;
 
+/// Polling requests forwarded at once, at most (past it a request is answered as for an
+/// unknown session, and the client opens a new polling connection).
+const MAX_FORWARDED_POLLS: usize = 65_536;
+
+fn hex(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len() * 2);
+    for v in b {
+        s.push(char::from(b"0123456789abcdef"[usize::from(v >> 4)]));
+        s.push(char::from(b"0123456789abcdef"[usize::from(v & 15)]));
+    }
+    s
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    let d = |c: u8| (c as char).to_digit(16).map(|v| v as u8);
+    let b = s.as_bytes();
+    if b.len() % 2 != 0 {
+        return None;
+    }
+    b.chunks(2)
+        .map(|p| Some(d(p[0])? << 4 | d(p[1])?))
+        .collect()
+}
+
 impl Hub {
     pub(crate) fn cluster_node(&self) -> Option<&Arc<ClusterNode>> {
         self.inner.cluster.as_ref()
@@ -90,6 +114,25 @@ impl Hub {
                 self.disconnect_user_here(&u, CloseCode::from(code), &why);
             }
             Op::Release { sid, to } => self.cluster_release(&sid, &to),
+            Op::PollReq {
+                id,
+                sid,
+                post,
+                ack,
+                max,
+                seq,
+                b,
+            } => self.cluster_poll_request(&w.o, id, &sid, post, ack, max, seq, &b),
+            Op::PollResp { id, b } => {
+                let waiting = c
+                    .polls
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
+                if let (Some((carrier, _)), Some(bytes)) = (waiting, unhex(&b)) {
+                    crate::server::longpoll::reply(&carrier, bytes);
+                }
+            }
             Op::Released { sid } => {
                 let tx = c
                     .released
@@ -100,6 +143,118 @@ impl Hub {
                     let _ = tx.send(());
                 }
             }
+        }
+    }
+
+    /// Long-polling without sticky sessions: this node's polling session ids carry its
+    /// name, and a request for another node's session is forwarded to it over the bus and
+    /// answered from there. Called by `attach`.
+    pub(crate) fn cluster_attach(&self, server: &crate::server::ServerShared) {
+        let Some(c) = self.cluster_node() else { return };
+        let _ = server
+            .polls
+            .prefix
+            .set(format!("{}.", hex(c.node().as_bytes())));
+        let weak = std::sync::Arc::downgrade(&self.inner);
+        let fwd: crate::server::longpoll::Forwarder = Arc::new(move |sid, req, carrier| {
+            let Some(inner) = weak.upgrade() else {
+                return false;
+            };
+            Hub { inner }.cluster_forward_poll(sid, req, carrier)
+        });
+        let _ = server.polls.forward.set(fwd);
+    }
+
+    fn cluster_forward_poll(
+        &self,
+        sid: &str,
+        req: crate::server::longpoll::Forwarded,
+        carrier: crate::server::longpoll::Carrier,
+    ) -> bool {
+        use crate::server::longpoll::Forwarded;
+        let Some(c) = self.cluster_node() else {
+            return false;
+        };
+        let node = sid
+            .split_once('.')
+            .and_then(|(h, _)| unhex(h))
+            .and_then(|n| String::from_utf8(n).ok());
+        let Some(node) = node.filter(|n| n != c.node() && c.alive(&format!("{n}/0"))) else {
+            return false;
+        };
+        let id = c
+            .next_poll
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        {
+            let mut m = c.polls.lock().unwrap_or_else(|e| e.into_inner());
+            if m.len() >= MAX_FORWARDED_POLLS {
+                return false;
+            }
+            m.insert(id, (carrier, std::time::Instant::now()));
+        }
+        let (post, ack, max, seq, b) = match req {
+            Forwarded::Get { ack, max } => (false, ack, max, None, String::new()),
+            Forwarded::Post { seq, body } => (true, 0, None, seq, hex(&body)),
+        };
+        let op = Op::PollReq {
+            id,
+            sid: sid.to_owned(),
+            post,
+            ack,
+            max,
+            seq,
+            b,
+        };
+        if c.send_to(&node, op).is_err() {
+            c.polls
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            return false;
+        }
+        c.polls_forwarded
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
+
+    /// A polling request another node forwarded: handed to the session here, its answer
+    /// sent back.
+    #[allow(clippy::too_many_arguments)]
+    fn cluster_poll_request(
+        &self,
+        from: &str,
+        id: u64,
+        sid: &str,
+        post: bool,
+        ack: u64,
+        max: Option<u64>,
+        seq: Option<u64>,
+        body: &str,
+    ) {
+        use crate::server::longpoll::{self, Carrier, Forwarded, Responder};
+        let Some(c) = self.cluster_node().cloned() else {
+            return;
+        };
+        let from = from.to_owned();
+        let answer = move |bytes: Vec<u8>| {
+            let op = Op::PollResp { id, b: hex(&bytes) };
+            if let Err(e) = c.send_to(&from, op) {
+                log::warn!("cluster {}: polling answer to {from} lost: {e}", c.node());
+            }
+        };
+        let req = match post {
+            false => Forwarded::Get { ack, max },
+            true => Forwarded::Post {
+                seq,
+                body: unhex(body).unwrap_or_default(),
+            },
+        };
+        let Some(f) = self.inner.bcast.get() else {
+            return answer(longpoll::unknown_session(sid));
+        };
+        let carrier = Carrier::Remote(Responder::new(answer));
+        if !longpoll::inject(&f.b.server, sid, req, carrier.clone()) {
+            longpoll::reply(&carrier, longpoll::unknown_session(sid));
         }
     }
 
@@ -231,5 +386,15 @@ impl Hub {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_round_trips() {
+        let b = b"\x00\xffnode-a.\x10";
+        assert_eq!(super::unhex(&super::hex(b)).unwrap(), b.to_vec());
+        assert!(super::unhex("abc").is_none() && super::unhex("zz").is_none());
     }
 }

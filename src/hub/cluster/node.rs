@@ -112,6 +112,9 @@ pub struct ClusterStats {
     pub resyncs: u64,
     /// Dead nodes this node reaped.
     pub reaped: u64,
+    /// Long-polling requests for another node's sessions this node forwarded there (a
+    /// balancer without affinity sent them here).
+    pub polls_forwarded: u64,
     /// Store commands sent (all of the bus's users together, where it counts them).
     pub commands: u64,
 }
@@ -160,6 +163,25 @@ pub(crate) enum Op {
     /// Session `sid` was given up.
     #[serde(rename = "reld")]
     Released { sid: String },
+    /// A long-polling request for a session of the receiving node (`b`: the body, hex).
+    #[serde(rename = "lp")]
+    PollReq {
+        id: u64,
+        sid: String,
+        #[serde(default)]
+        post: bool,
+        #[serde(default)]
+        ack: u64,
+        #[serde(default)]
+        max: Option<u64>,
+        #[serde(default)]
+        seq: Option<u64>,
+        #[serde(default)]
+        b: String,
+    },
+    /// The answer to a forwarded long-polling request: the whole HTTP response, hex.
+    #[serde(rename = "lpr")]
+    PollResp { id: u64, b: String },
 }
 
 /// A registry write, done in order by the registry thread.
@@ -217,8 +239,12 @@ pub(crate) struct ClusterNode {
     registry_failed: AtomicU64,
     resyncs: AtomicU64,
     reaped: AtomicU64,
+    pub(crate) polls_forwarded: AtomicU64,
     /// Sessions given up to another node, awaited by the node taking them.
     pub(crate) released: Mutex<HashMap<String, crossbeam_channel::Sender<()>>>,
+    /// Long-polling requests forwarded to other nodes, awaiting their answers.
+    pub(crate) polls: Mutex<HashMap<u64, (crate::server::longpoll::Carrier, std::time::Instant)>>,
+    pub(crate) next_poll: AtomicU64,
 }
 
 fn now_ms() -> u64 {
@@ -252,7 +278,10 @@ impl ClusterNode {
             registry_failed: AtomicU64::new(0),
             resyncs: AtomicU64::new(0),
             reaped: AtomicU64::new(0),
+            polls_forwarded: AtomicU64::new(0),
             released: Mutex::default(),
+            polls: Mutex::default(),
+            next_poll: AtomicU64::new(1),
         }
     }
 
@@ -452,6 +481,7 @@ impl ClusterNode {
             registry_failed: self.registry_failed.load(Ordering::Relaxed),
             resyncs: self.resyncs.load(Ordering::Relaxed),
             reaped: self.reaped.load(Ordering::Relaxed),
+            polls_forwarded: self.polls_forwarded.load(Ordering::Relaxed),
             commands: self.bus.commands(),
         }
     }
@@ -691,6 +721,7 @@ fn heartbeat_thread(weak: Weak<HubInner>, node: Arc<ClusterNode>) {
                         Hub { inner }.cluster_catch_up();
                     }
                 }
+                node.drop_stale_polls();
                 if let Err(e) = sweep(&weak, &node, now_ms()) {
                     log::warn!("cluster {}: sweep: {e}", node.node());
                 }
@@ -766,6 +797,13 @@ impl ClusterNode {
     pub(crate) fn leave(&self) {
         self.stop.store(true, Ordering::Relaxed);
         self.queue(RegOp::Leave_);
+    }
+
+    /// Forwarded polling requests whose answer never came (their node died): dropped
+    /// after two minutes (their carriers timed out long before).
+    fn drop_stale_polls(&self) {
+        let mut m = self.polls.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(120));
     }
 
     pub(crate) fn heard(&self) {

@@ -130,6 +130,9 @@ impl Hub {
     fn cluster_fill(&self, slot: &mut Slot, feed: &str, cur: u64, upto: Option<u64>) {
         let Some(c) = self.cluster_node() else { return };
         let want = upto.map_or(FILL_MAX, |u| (u - cur - 1) as usize);
+        if want == 0 {
+            return;
+        }
         let read = c.bus.read(feed, cur, want.min(FILL_MAX));
         let Some(cl) = slot.cl.as_mut() else { return };
         let read = match read {
@@ -416,7 +419,10 @@ impl Hub {
         }
         let q = c.session_key(sid, "q");
         let want = (stored - seq) as usize;
-        let log = c.bus.read(&q, seq, want).map_err(|_| NotRecoverable::Gap)?;
+        let log = match want {
+            0 => Default::default(),
+            n => c.bus.read(&q, seq, n).map_err(|_| NotRecoverable::Gap)?,
+        };
         let contiguous = log.entries.len() == want
             && log
                 .entries

@@ -27,6 +27,7 @@ use crate::server::config::PollingConfig;
 use crate::server::dispatch::{next_conn_id, HandlerSlot};
 use crate::server::handle::{Conn, ConnInfo, ConnShared};
 use crate::server::websocket::Identity;
+use crate::server::ServerShared;
 
 /// A request for a session, from the carrier connection it arrived on.
 pub(crate) enum PollRequest {
@@ -34,14 +35,14 @@ pub(crate) enum PollRequest {
     /// `ack` is the client's cumulative acknowledgement (the last sequence number it has);
     /// `max` caps the batch's payload bytes below the server's own cap.
     Get {
-        carrier: Conn,
+        carrier: Carrier,
         ack: u64,
         max: Option<u64>,
     },
     /// A POST of records; `seq` numbers the client's batches (a repeat is answered, not
     /// delivered again).
     Post {
-        carrier: Conn,
+        carrier: Carrier,
         seq: Option<u64>,
         body: Vec<u8>,
     },
@@ -52,11 +53,102 @@ pub(crate) struct PollReply {
     pub(crate) bytes: Vec<u8>,
 }
 
-/// Sends `bytes` to a carrier (dropped quietly if it is gone: nothing is lost, the
-/// records stay unacknowledged in the session).
-pub(crate) fn reply(carrier: &Conn, bytes: Vec<u8>) {
-    let reply = Box::new(PollReply { bytes });
-    carrier.inner.command(ConnCmd::Driver(reply));
+/// Where the answer to a polling request goes: the connection it came on, or — for a
+/// request another node forwarded (a cluster, where polling needs no sticky balancer) — a
+/// responder that carries the answer back there.
+#[derive(Clone)]
+pub(crate) enum Carrier {
+    /// A connection of this server.
+    Conn(Conn),
+    /// A request forwarded from elsewhere: answered once.
+    Remote(Arc<Responder>),
+}
+
+/// Carries one answer back to where a forwarded request came from.
+pub(crate) struct Responder(Mutex<Option<Box<dyn FnOnce(Vec<u8>) + Send>>>);
+
+impl Responder {
+    pub(crate) fn new(f: impl FnOnce(Vec<u8>) + Send + 'static) -> Arc<Self> {
+        Arc::new(Responder(Mutex::new(Some(Box::new(f)))))
+    }
+
+    fn take(&self) -> Option<Box<dyn FnOnce(Vec<u8>) + Send>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl Carrier {
+    pub(crate) fn is_open(&self) -> bool {
+        match self {
+            Carrier::Conn(c) => c.is_open(),
+            Carrier::Remote(r) => r.0.lock().unwrap_or_else(|e| e.into_inner()).is_some(),
+        }
+    }
+}
+
+/// What can take an answer: a carrier connection, or a [`Carrier`].
+pub(crate) trait Replier {
+    /// Sends the answer (dropped quietly if the carrier is gone: nothing is lost, the
+    /// records stay unacknowledged in the session).
+    fn send_reply(&self, bytes: Vec<u8>);
+}
+
+impl Replier for Conn {
+    fn send_reply(&self, bytes: Vec<u8>) {
+        let reply = Box::new(PollReply { bytes });
+        self.inner.command(ConnCmd::Driver(reply));
+    }
+}
+
+impl Replier for Carrier {
+    fn send_reply(&self, bytes: Vec<u8>) {
+        match self {
+            Carrier::Conn(c) => c.send_reply(bytes),
+            Carrier::Remote(r) => {
+                if let Some(f) = r.take() {
+                    f(bytes);
+                }
+            }
+        }
+    }
+}
+
+/// Sends `bytes` to a carrier.
+pub(crate) fn reply(carrier: &impl Replier, bytes: Vec<u8>) {
+    carrier.send_reply(bytes);
+}
+
+/// A polling request as it crosses nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Forwarded {
+    /// A GET: acknowledge up to `ack`, batch at most `max` payload bytes.
+    Get { ack: u64, max: Option<u64> },
+    /// A POST of records.
+    Post { seq: Option<u64>, body: Vec<u8> },
+}
+
+/// Hands a request for session `sid` on another node to that node: true when it took it
+/// (its answer comes to the carrier later), false when `sid` is nobody's.
+pub(crate) type Forwarder = Arc<dyn Fn(&str, Forwarded, Carrier) -> bool + Send + Sync>;
+
+/// Hands a forwarded request to session `sid` of this server; false when it has none (then
+/// nothing was answered).
+pub(crate) fn inject(server: &ServerShared, sid: &str, req: Forwarded, carrier: Carrier) -> bool {
+    let Some(session) = server.polls.get(sid) else {
+        return false;
+    };
+    let request = match req {
+        Forwarded::Get { ack, max } => PollRequest::Get { carrier, ack, max },
+        Forwarded::Post { seq, body } => PollRequest::Post { carrier, seq, body },
+    };
+    session.inner.command(ConnCmd::Driver(Box::new(request)));
+    true
+}
+
+/// The answer to a request for a session nobody has.
+pub(crate) fn unknown_session(sid: &str) -> Vec<u8> {
+    let body = serde_json::json!({"error": "unknown session", "sid": sid});
+    response(400, "application/json", body.to_string())
 }
 
 /// A response with this status, content type and body (never cached).
@@ -79,6 +171,11 @@ pub(crate) fn error(status: u16, text: &str) -> Vec<u8> {
 #[derive(Default)]
 pub(crate) struct Sessions {
     map: Mutex<HashMap<Box<str>, Conn>>,
+    /// Put before every new session id (a cluster node's name, so other nodes can forward
+    /// its requests).
+    pub(crate) prefix: std::sync::OnceLock<String>,
+    /// Where requests for sessions this server does not have go (a cluster's other nodes).
+    pub(crate) forward: std::sync::OnceLock<Forwarder>,
 }
 
 impl Sessions {
@@ -127,17 +224,16 @@ pub(crate) fn route(carrier: &Conn, req: &Request) -> Route {
         .polls
         .get(sid)
         .filter(|s| s.inner.state.load(Ordering::Acquire) != crate::reactor::STATE_CLOSED);
-    let Some(session) = session else {
-        let body = serde_json::json!({"error": "unknown session", "sid": sid});
-        return Route::Answer(response(400, "application/json", body.to_string()));
-    };
     let num = |name: &str| req.query_param(name).map(|v| v.parse::<u64>().ok());
+    let Some(session) = session else {
+        return forward(carrier, sid, req, num);
+    };
     let request = match req.method() {
         "GET" => match (num("ack"), num("max")) {
             (Some(None), _) => return Route::Answer(error(400, "ack must be a decimal number")),
             (_, Some(None)) => return Route::Answer(error(400, "max must be a decimal number")),
             (ack, max) => PollRequest::Get {
-                carrier: carrier.clone(),
+                carrier: Carrier::Conn(carrier.clone()),
                 ack: ack.flatten().unwrap_or(0),
                 max: max.flatten(),
             },
@@ -145,7 +241,7 @@ pub(crate) fn route(carrier: &Conn, req: &Request) -> Route {
         "POST" => match num("seq") {
             Some(None) => return Route::Answer(error(400, "seq must be a decimal number")),
             seq => PollRequest::Post {
-                carrier: carrier.clone(),
+                carrier: Carrier::Conn(carrier.clone()),
                 seq: seq.flatten(),
                 body: req.body().to_vec(),
             },
@@ -154,6 +250,42 @@ pub(crate) fn route(carrier: &Conn, req: &Request) -> Route {
     };
     session.inner.command(ConnCmd::Driver(Box::new(request)));
     Route::Wait
+}
+
+/// A request for a session this server does not have: to its node (a cluster), or 400.
+fn forward(
+    carrier: &Conn,
+    sid: &str,
+    req: &Request,
+    num: impl Fn(&str) -> Option<Option<u64>>,
+) -> Route {
+    let server = carrier.server();
+    let Some(f) = server.polls.forward.get() else {
+        return Route::Answer(unknown_session(sid));
+    };
+    let fwd = match req.method() {
+        "GET" => match (num("ack"), num("max")) {
+            (Some(None), _) | (_, Some(None)) => {
+                return Route::Answer(error(400, "ack and max must be decimal numbers"))
+            }
+            (ack, max) => Forwarded::Get {
+                ack: ack.flatten().unwrap_or(0),
+                max: max.flatten(),
+            },
+        },
+        "POST" => match num("seq") {
+            Some(None) => return Route::Answer(error(400, "seq must be a decimal number")),
+            seq => Forwarded::Post {
+                seq: seq.flatten(),
+                body: req.body().to_vec(),
+            },
+        },
+        _ => return Route::Answer(error(405, "long-polling takes GET and POST")),
+    };
+    match f(sid, fwd, Carrier::Conn(carrier.clone())) {
+        true => Route::Wait,
+        false => Route::Answer(unknown_session(sid)),
+    }
 }
 
 /// A new session id: 128 bits from SipHash keyed with the process's random keys (std's
@@ -216,7 +348,8 @@ pub(crate) fn open(
         }
         let link: Arc<ConnShared> = Arc::new(Link::new(place, server.policy.clone(), info));
         let conn = Conn { inner: link };
-        let sid = new_sid();
+        let prefix = server.polls.prefix.get().map_or("", String::as_str);
+        let sid = format!("{prefix}{}", new_sid());
         server.polls.insert(&sid, conn.clone());
         let handler = HandlerSlot::new(server.inline(), &server.pool);
         let inner: Arc<Link> = conn.inner.clone();

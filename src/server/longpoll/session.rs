@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::wire::{self, Kind};
-use super::{error, reply, response, PollReply, PollRequest};
+use super::{error, reply, response, Carrier, PollReply, PollRequest};
 use crate::base::{deadline, earliest, CloseReason};
 use crate::proto::http::Request;
 use crate::proto::ws::{CloseCode, OpCode, SharedFrames};
@@ -44,7 +44,7 @@ struct Rec {
 
 /// The held GET: the connection it came on and when it is answered empty.
 struct Held {
-    carrier: Conn,
+    carrier: Carrier,
     until: Option<Instant>,
     /// The client's cap on the batch's payload bytes.
     max: Option<u64>,
@@ -69,7 +69,7 @@ pub(crate) struct Session {
     sent: usize,
     get: Option<Held>,
     /// A POST whose answer waits for the handler to catch up.
-    post: Option<Conn>,
+    post: Option<Carrier>,
     /// The last client batch number delivered.
     posts: u64,
     /// When the last GET was answered (or the session opened): the ping timeout's start.
@@ -238,7 +238,7 @@ impl Session {
         true
     }
 
-    fn on_get(&mut self, io: &mut Io<'_>, carrier: Conn, ack: u64, max: Option<u64>) {
+    fn on_get(&mut self, io: &mut Io<'_>, carrier: Carrier, ack: u64, max: Option<u64>) {
         if let Some(held) = &self.get {
             if held.carrier.is_open() {
                 return reply(
@@ -261,7 +261,7 @@ impl Session {
         }
     }
 
-    fn on_post(&mut self, io: &mut Io<'_>, carrier: Conn, seq: Option<u64>, body: &[u8]) {
+    fn on_post(&mut self, io: &mut Io<'_>, carrier: Carrier, seq: Option<u64>, body: &[u8]) {
         if let Some(held) = &self.post {
             if seq.is_none() || seq != Some(self.posts) {
                 let busy = "a POST is already pending for this session";

@@ -23,7 +23,11 @@ pub struct SessionClient {
 
 impl SessionClient {
     pub fn open(n: &Node, user: &str) -> SessionClient {
-        let mut c = dial(&n.server, &format!("user={user}&sl_session=1"));
+        Self::from_welcome(dial(&n.server, &format!("user={user}&sl_session=1")))
+    }
+
+    /// A client that asked for a session: reads its welcome.
+    pub fn from_welcome(mut c: WsClient) -> SessionClient {
         let w = recv_json(&mut c);
         assert_eq!(w["event"], "session:welcome", "{w}");
         let d = &w["data"];
@@ -189,4 +193,23 @@ fn local_the_released_connection_is_closed() {
         }
     }
     eventually("a has no session", || a.hub.stats().sessions == 0);
+}
+
+#[test]
+fn local_behind_an_alternating_proxy_over_websocket() {
+    let bus = LocalBus::new();
+    let a = node_with(bus.handle(), cfg("a", "s4"), sessions());
+    let b = node_with(bus.handle(), cfg("b", "s4"), sessions());
+    super::behind_an_alternating_proxy(&a, &b, false);
+}
+
+#[test]
+fn local_long_polling_needs_no_sticky_balancer() {
+    let bus = LocalBus::new();
+    let a = node_with(bus.handle(), cfg("a", "s5"), sessions());
+    let b = node_with(bus.handle(), cfg("b", "s5"), sessions());
+    super::behind_an_alternating_proxy(&a, &b, true);
+    let fwd = a.hub.cluster_stats().unwrap().polls_forwarded
+        + b.hub.cluster_stats().unwrap().polls_forwarded;
+    assert!(fwd > 0, "polling requests were forwarded");
 }

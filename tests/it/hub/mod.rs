@@ -44,7 +44,7 @@ pub fn base() -> HubBuilder {
 }
 
 /// The authenticator used by the tests: `?user=ann&tags=a,b`; no user, no identity.
-fn auth_config() -> WsServerConfig {
+pub fn auth_config() -> WsServerConfig {
     WsServerConfig::new().authenticator(|req| {
         let Some(user) = req.query_param("user") else {
             return Ok(None);
