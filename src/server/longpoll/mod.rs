@@ -65,14 +65,17 @@ pub(crate) enum Carrier {
 }
 
 /// Carries one answer back to where a forwarded request came from.
-pub(crate) struct Responder(Mutex<Option<Box<dyn FnOnce(Vec<u8>) + Send>>>);
+pub(crate) struct Responder(Mutex<Option<Answer>>);
+
+/// What carries one answer back.
+type Answer = Box<dyn FnOnce(Vec<u8>) + Send>;
 
 impl Responder {
     pub(crate) fn new(f: impl FnOnce(Vec<u8>) + Send + 'static) -> Arc<Self> {
         Arc::new(Responder(Mutex::new(Some(Box::new(f)))))
     }
 
-    fn take(&self) -> Option<Box<dyn FnOnce(Vec<u8>) + Send>> {
+    fn take(&self) -> Option<Answer> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
