@@ -3,6 +3,8 @@
 
 mod bus;
 mod local;
+mod ring;
 
 pub use bus::{tag_of, Bus, BusError, BusResult, Fanout, Inbox, LogRead};
 pub use local::LocalBus;
+pub use ring::Ring;
