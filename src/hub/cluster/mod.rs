@@ -3,8 +3,13 @@
 
 mod bus;
 mod local;
+#[cfg(feature = "redis")]
+mod redis;
 mod ring;
 
 pub use bus::{tag_of, Bus, BusError, BusResult, Fanout, Inbox, LogRead};
 pub use local::LocalBus;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis::{RedisBus, RedisBusConfig};
 pub use ring::Ring;
