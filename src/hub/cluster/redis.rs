@@ -236,8 +236,8 @@ impl Instance {
         }
     }
 
-    fn connect(&self, timeout: Duration) -> BusResult<Connection> {
-        let fail = |e: RedisError| BusError(format!("{}: connect: {e}", self.url));
+    fn connect(&self, what: &str, timeout: Duration) -> BusResult<Connection> {
+        let fail = |e: RedisError| BusError(format!("{}: {what}: connect: {e}", self.url));
         let c = self
             .client
             .get_connection_with_timeout(timeout)
@@ -419,7 +419,7 @@ impl RedisBus {
                 Err(e) => return Err(fail(&e)),
             }
         }
-        let mut c = inst.connect(self.inner.cfg.timeout)?;
+        let mut c = inst.connect(what, self.inner.cfg.timeout)?;
         match f(&mut c) {
             Ok(v) => {
                 inst.put(c);
@@ -605,7 +605,7 @@ impl Bus for RedisBus {
         let start = if after == 0 {
             "-".to_owned()
         } else {
-            format!("(0-{after})")
+            format!("(0-{after}")
         };
         let counter = format!("{key}:n");
         let mut inv = self.inner.read.prepare_invoke();
