@@ -411,3 +411,54 @@ fn redis_bus_detects_a_frozen_redis() {
     assert_eq!(got, vec![(pos, b"3".to_vec())]);
     bus.close();
 }
+
+fn subscribers(c: &mut redis::Connection, channel: &str) -> i64 {
+    let (_, n): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(channel)
+        .query(c)
+        .unwrap();
+    n
+}
+
+#[test]
+fn redis_bus_close_and_the_last_drop_unsubscribe_and_a_down_store_fails_fast() {
+    let mut server = RedisServer::start();
+    let mut c = direct(&server);
+    let bus = RedisBus::new(fast(&[&server.url])).unwrap();
+    let _rx = listen(&bus, &["all"]);
+    assert_eq!(subscribers(&mut c, "all"), 1);
+    let other = bus.clone();
+    drop(other);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        subscribers(&mut c, "all"),
+        1,
+        "a clone's drop keeps the bus"
+    );
+    let t = Instant::now();
+    drop(bus);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    wait_until("the reader unsubscribes", Duration::from_secs(3), || {
+        subscribers(&mut c, "all") == 0
+    });
+
+    let bus = RedisBus::new(fast(&[&server.url])).unwrap();
+    let _rx = listen(&bus, &["all"]);
+    drop(c);
+    server.stop();
+    // Readers in their backoff stop at once.
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    bus.close();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // A first subscription to a store that is away fails, and quickly.
+    let down = RedisBus::new(fast(&[&server.url])).unwrap();
+    let t = Instant::now();
+    let err = down
+        .subscribe(&["all".into()], Arc::new(|_, _| {}))
+        .unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(err.0.contains(&server.url), "{err}");
+    assert_eq!(down.epoch(), 0);
+}

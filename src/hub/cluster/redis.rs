@@ -299,9 +299,17 @@ impl Drop for Inner {
     }
 }
 
-/// The cluster bus on one or several Redis instances (feature `redis`); see the
-/// [module](self) for the layout. Clones share the connections and the subscriptions:
-/// one bus per node. Dropping the last clone closes it.
+/// The cluster bus on one or several Redis instances (feature `redis`). Clones share the
+/// connections and the subscriptions: one bus per node. Dropping the last clone closes it
+/// (an inbox that holds a clone keeps it open: call [`Bus::close`]).
+///
+/// Layout: a feed is a stream (entry id `0-<position>`, field `d`) with a counter key
+/// `<feed>:n`; a session log is a stream without a counter. Keys are spread over the
+/// instances by a [`Ring`] on their hash tag, and each command goes to the instance of its
+/// first key. Every [`subscribe`](Bus::subscribe) runs one reader per instance, a process
+/// of the crate's supervision tree restarted with the configured backoff; it pings its
+/// connection every [`ping_every`](RedisBusConfig::ping_every). On channels a message is
+/// `<position> <payload>` (position 0 for [`send`](Bus::send)).
 ///
 /// Per publish: one `EVALSHA` (`INCR`, `XADD`, then `PUBLISH` to the channel, or `HKEYS`
 /// and one `PUBLISH` per node). A connection that fails is dropped, and the next command
