@@ -89,6 +89,7 @@
 //! | 4 | [`hub`] | envelopes, router, rooms, identity, delivery |
 //! | 5 | [`metrics`] | one view over servers, hubs and supervision; the Prometheus exposition |
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod base;
 pub mod client;

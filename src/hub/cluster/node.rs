@@ -465,6 +465,17 @@ impl ClusterNode {
             .and_then(|(_, v)| v.parse().ok()))
     }
 
+    /// A node's last heartbeat as the store has it (`None`: none, or the store is away).
+    pub(crate) fn beat_of(&self, node: &str) -> Option<String> {
+        let beats = self.bus.hgetall(&self.nodes_key()).ok()?;
+        beats.into_iter().find(|(n, _)| n == node).map(|(_, t)| t)
+    }
+
+    /// How often this node's heartbeat goes.
+    pub(crate) fn heartbeat_every(&self) -> Duration {
+        (self.cfg.dead_after / 4).max(Duration::from_millis(20))
+    }
+
     pub(crate) fn live_nodes(&self) -> Vec<String> {
         let mut v: Vec<String> = self.lock_live().iter().cloned().collect();
         v.sort();
@@ -699,7 +710,7 @@ fn unregister(node: &ClusterNode, keep: &Registry) -> Result<(), BusError> {
 }
 
 fn heartbeat_thread(weak: Weak<HubInner>, node: Arc<ClusterNode>) {
-    let every = (node.cfg.dead_after / 4).max(Duration::from_millis(20));
+    let every = node.heartbeat_every();
     let mut epoch = node.bus.epoch();
     let mut subscribed = !node.dirty.load(Ordering::Relaxed);
     loop {

@@ -381,6 +381,7 @@ impl Hub {
         }
         let owner = owner.clone();
         let rec = if owner != c.node() && c.alive(&format!("{owner}/0")) {
+            let beat = c.beat_of(&owner);
             let (tx, rx) = crossbeam_channel::bounded(1);
             c.released
                 .lock()
@@ -391,19 +392,19 @@ impl Hub {
                 to: c.node().to_owned(),
             };
             let told = c.send_to(&owner, op).is_ok();
-            if !told || rx.recv_timeout(RELEASE_WAIT).is_err() {
-                c.released
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(sid);
-                // Alive but silent: two nodes must not number one session.
-                if c.alive(&format!("{owner}/0")) {
-                    log::warn!(
-                        "cluster {}: {owner} did not release session {sid}",
-                        c.node()
-                    );
+            // A live node answers at once; a dead one (kill -9) stops beating. Wait long
+            // enough for two and a half of its heartbeats to tell them apart.
+            let wait = RELEASE_WAIT.max(c.heartbeat_every() * 5 / 2);
+            if !told || rx.recv_timeout(wait).is_err() {
+                let mut m = c.released.lock().unwrap_or_else(|e| e.into_inner());
+                m.remove(sid);
+                drop(m);
+                // Still beating but silent: two nodes must not number one session.
+                if beat.is_some() && c.beat_of(&owner) != beat {
+                    log::warn!("cluster {}: {owner} did not release {sid}", c.node());
                     return Err(NotRecoverable::Unknown);
                 }
+                log::info!("cluster {}: {owner} is gone; continuing {sid}", c.node());
             }
             load()?
         } else {

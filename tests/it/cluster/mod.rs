@@ -3,6 +3,8 @@
 //! server for every hub operation, over real WebSocket clients.
 
 mod ops;
+#[cfg(feature = "redis")]
+mod redis;
 mod sessions;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

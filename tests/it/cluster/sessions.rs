@@ -66,6 +66,29 @@ impl SessionClient {
         }
     }
 
+    /// The next data message within `t`, if any (counted).
+    pub fn try_next(&mut self, t: Duration) -> Option<Value> {
+        let until = std::time::Instant::now() + t;
+        loop {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            match self.c.recv_timeout(left).unwrap() {
+                Some(Message::Text(t)) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v["event"]
+                        .as_str()
+                        .is_some_and(|e| e.starts_with("session:"))
+                    {
+                        continue;
+                    }
+                    self.seq += 1;
+                    return Some(v);
+                }
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+    }
+
     /// The next data message with this event (every one counted).
     pub fn next_event(&mut self, event: &str) -> Value {
         loop {
