@@ -212,6 +212,8 @@ enum RegOp {
     },
     /// Remove keys (a session that ended).
     Forget(Vec<String>),
+    /// Answered once every write queued before it was made.
+    Barrier(crossbeam_channel::Sender<()>),
     /// Rewrite this node's whole registry from the hub's state.
     Resync,
     /// Remove this node from the registry (it leaves the cluster).
@@ -403,6 +405,14 @@ impl ClusterNode {
             gid: self.gid(id),
             user: user.to_owned(),
         });
+    }
+
+    /// Waits (at most `timeout`) until the registry writes queued so far were made: after
+    /// it, whatever is published to a room this node just joined reaches this node.
+    pub(crate) fn flush(&self, timeout: Duration) -> bool {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.queue(RegOp::Barrier(tx));
+        rx.recv_timeout(timeout).is_ok()
     }
 
     /// Removes keys from the store, in order with the registry writes.
@@ -604,6 +614,9 @@ fn apply(node: &ClusterNode, op: RegOp) -> Result<(), BusError> {
             bus.hincr(&node.node_key(me, "users"), &user, -1)?;
             let t = now_secs().to_string();
             bus.hset(&node.user_key(&user, "seen"), &[("t", &t)])?;
+        }
+        RegOp::Barrier(tx) => {
+            let _ = tx.send(());
         }
         RegOp::Forget(keys) => {
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
