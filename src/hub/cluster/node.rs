@@ -247,7 +247,14 @@ pub(crate) struct ClusterNode {
     /// Long-polling requests forwarded to other nodes, awaiting their answers.
     pub(crate) polls: Mutex<HashMap<u64, (crate::server::longpoll::Carrier, std::time::Instant)>>,
     pub(crate) next_poll: AtomicU64,
+    /// After a failed call, publishes and session writes are skipped (counted as failed at
+    /// once) until this time (Unix ms) or the next good heartbeat: a store that hangs costs
+    /// one timeout, not one per emit, and local delivery goes on.
+    outage_until: AtomicU64,
 }
+
+/// How long calls are skipped after one failed.
+const OUTAGE_SKIP_MS: u64 = 500;
 
 fn now_ms() -> u64 {
     let d = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH);
@@ -284,6 +291,7 @@ impl ClusterNode {
             released: Mutex::default(),
             polls: Mutex::default(),
             next_poll: AtomicU64::new(1),
+            outage_until: AtomicU64::new(0),
         }
     }
 
@@ -351,8 +359,23 @@ impl ClusterNode {
         serde_json::to_vec(&w).unwrap_or_default()
     }
 
+    /// Whether the store is taken to be away right now (a call failed moments ago).
+    pub(crate) fn in_outage(&self) -> bool {
+        now_ms() < self.outage_until.load(Ordering::Relaxed)
+    }
+
+    /// A call failed: skip the next ones for a moment.
+    pub(crate) fn call_failed(&self) {
+        self.outage_until
+            .store(now_ms() + OUTAGE_SKIP_MS, Ordering::Relaxed);
+    }
+
     /// Publishes an emit; false when the bus was away.
     pub(crate) fn publish(&self, op: Op) -> Option<u64> {
+        if self.in_outage() {
+            self.unpublished.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
         let (feed, fan_hash) = match &op {
             Op::Room { r, .. } => (self.room_key(r, "f"), Some(self.room_key(r, "nodes"))),
             Op::User { u, .. } => (self.user_key(u, "f"), Some(self.user_key(u, "nodes"))),
@@ -374,6 +397,7 @@ impl ClusterNode {
             }
             Err(e) => {
                 self.unpublished.fetch_add(1, Ordering::Relaxed);
+                self.call_failed();
                 log::warn!("cluster {}: not published: {e}", self.cfg.node);
                 None
             }
@@ -733,6 +757,7 @@ fn heartbeat_thread(weak: Weak<HubInner>, node: Arc<ClusterNode>) {
         let beat = now_ms().to_string();
         match node.bus.hset(&node.nodes_key(), &[(node.node(), &beat)]) {
             Ok(()) => {
+                node.outage_until.store(0, Ordering::Relaxed);
                 if !subscribed {
                     subscribed = resubscribe(&weak, &node);
                 }

@@ -210,6 +210,10 @@ impl Hub {
             .collect();
         let (h, q) = (c.session_key(&sid, "h"), c.session_key(&sid, "q"));
         let entry = [(seq, text.as_bytes())];
+        if c.in_outage() {
+            cl.broken = true;
+            return;
+        }
         if let Err(e) = c
             .bus
             .append(&q, &entry, c.cfg.session_log_len, &h, &fields, ttl)
@@ -217,6 +221,7 @@ impl Hub {
             if !cl.broken {
                 log::warn!("cluster {}: session {sid} not stored: {e}", c.node());
             }
+            c.call_failed();
             cl.broken = true;
         }
     }
