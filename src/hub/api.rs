@@ -159,6 +159,11 @@ impl Hub {
             user.as_ref().is_some_and(|u| {
                 let set = st.users.entry(u.clone()).or_default();
                 set.insert(ws.id());
+                if set.len() == 1 {
+                    if let Some(c) = self.cluster_node() {
+                        c.forget_heard(&c.user_key(u, "f"));
+                    }
+                }
                 set.len() == 1
             })
         };

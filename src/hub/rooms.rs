@@ -140,6 +140,12 @@ impl Hub {
                 return Err(e);
             }
             let new_user = user.as_deref().is_some_and(|u| !r.has_user(u));
+            if r.members.is_empty() {
+                // The node hears the room's feed afresh from now.
+                if let Some(c) = self.cluster_node() {
+                    c.forget_heard(&c.room_key(room, "f"));
+                }
+            }
             r.members.insert(id, user.clone());
             if let Some(cell) = &entry.session {
                 // Numbered under its lock by every group send to the room.

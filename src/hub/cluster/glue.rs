@@ -93,12 +93,133 @@ impl Hub {
                 return;
             }
         };
+        let feed = match &w.op {
+            Op::Room { r, .. } => Some(c.room_key(r, "f")),
+            Op::User { u, .. } => Some(c.user_key(u, "f")),
+            Op::All { .. } => Some(c.all_feed()),
+            _ => None,
+        };
+        let _turn = feed
+            .as_ref()
+            .map(|_| c.delivering.lock().unwrap_or_else(|e| e.into_inner()));
+        if let Some(feed) = &feed {
+            if pos > 0 && !self.cluster_in_order(feed, pos) {
+                return; // brought by a gap fill already
+            }
+        }
         if w.o == c.node() {
             self.cluster_own(pos, w.op);
             return;
         }
         c.heard();
-        match w.op {
+        self.cluster_deliver(&w.o, pos, w.op);
+    }
+
+    /// Whether a message at `pos` of `feed` is new to this node; one past a gap first
+    /// brings the ones in between from the feed (published while this node's readers were
+    /// reconnecting), delivered to the members here.
+    fn cluster_in_order(&self, feed: &str, pos: u64) -> bool {
+        let Some(c) = self.cluster_node() else {
+            return true;
+        };
+        let cur = {
+            let mut m = c.heard_at.lock().unwrap_or_else(|e| e.into_inner());
+            let cur = m.get(feed).copied();
+            match cur {
+                Some(cur) if pos <= cur => return false,
+                _ => {
+                    m.insert(feed.to_owned(), pos);
+                }
+            }
+            cur
+        };
+        if let Some(cur) = cur.filter(|cur| pos > cur + 1) {
+            self.cluster_fill_node(feed, cur, pos);
+        }
+        true
+    }
+
+    /// The readers reconnected: what was published meanwhile, and nothing after it, is
+    /// brought from the feeds this node hears, for its members.
+    pub(crate) fn cluster_catch_up_node(&self) {
+        let Some(c) = self.cluster_node() else { return };
+        let _turn = c.delivering.lock().unwrap_or_else(|e| e.into_inner());
+        let feeds: Vec<(String, u64)> = {
+            let m = c.heard_at.lock().unwrap_or_else(|e| e.into_inner());
+            m.iter().map(|(f, p)| (f.clone(), *p)).collect()
+        };
+        for (feed, cur) in feeds {
+            let Ok(r) = c.bus.read(&feed, cur, 10_000) else {
+                continue;
+            };
+            if r.head < cur {
+                // The feed started over (the store lost its data).
+                c.heard_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(feed, r.head);
+                continue;
+            }
+            if let Some((last, _)) = r.entries.last() {
+                let upto = *last + 1;
+                c.heard_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(feed.clone(), *last);
+                self.cluster_fill_node(&feed, cur, upto);
+            }
+        }
+    }
+
+    /// Delivers what `feed` holds between `cur` and `upto` (exclusive) to this node's
+    /// members, but what this node published itself (its members had it then).
+    fn cluster_fill_node(&self, feed: &str, cur: u64, upto: u64) {
+        let Some(c) = self.cluster_node() else { return };
+        let want = upto - cur - 1;
+        let read = match c.bus.read(feed, cur, want as usize) {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!(
+                    "cluster {}: {want} messages of {feed} missed: {e}",
+                    c.node()
+                );
+                c.missed
+                    .fetch_add(want, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        };
+        let got = read
+            .entries
+            .iter()
+            .filter(|(p, _)| *p > cur && *p < upto)
+            .count() as u64;
+        if got < want {
+            log::warn!(
+                "cluster {}: {} messages of {feed} trimmed before heard",
+                c.node(),
+                want - got
+            );
+            c.missed
+                .fetch_add(want - got, std::sync::atomic::Ordering::Relaxed);
+        }
+        for (p, payload) in read.entries {
+            if p <= cur || p >= upto {
+                continue;
+            }
+            let Ok(w) = serde_json::from_slice::<Wire>(&payload) else {
+                continue;
+            };
+            if w.o != c.node() {
+                c.filled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.cluster_deliver(&w.o, p, w.op);
+            }
+        }
+    }
+
+    /// Delivers an operation heard from another node to the members here.
+    fn cluster_deliver(&self, origin: &str, pos: u64, op: Op) {
+        let Some(c) = self.cluster_node() else { return };
+        match op {
             Op::Room { r, m, .. } => {
                 let feed = c.room_key(&r, "f");
                 self.to_room(&r).heard(feed, pos).send_text_nowait(&m);
@@ -122,7 +243,7 @@ impl Hub {
                 max,
                 seq,
                 b,
-            } => self.cluster_poll_request(&w.o, id, &sid, post, ack, max, seq, &b),
+            } => self.cluster_poll_request(origin, id, &sid, post, ack, max, seq, &b),
             Op::PollResp { id, b } => {
                 let waiting = c
                     .polls

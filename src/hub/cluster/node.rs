@@ -115,6 +115,12 @@ pub struct ClusterStats {
     /// Long-polling requests for another node's sessions this node forwarded there (a
     /// balancer without affinity sent them here).
     pub polls_forwarded: u64,
+    /// Messages filled from the feeds: published while this node's readers were
+    /// reconnecting, got from the store's history instead.
+    pub filled: u64,
+    /// Messages this node knew it missed and could not get from the feeds any more
+    /// (trimmed by their bound): its members did not get them.
+    pub missed: u64,
     /// Store commands sent (all of the bus's users together, where it counts them).
     pub commands: u64,
 }
@@ -242,11 +248,21 @@ pub(crate) struct ClusterNode {
     resyncs: AtomicU64,
     reaped: AtomicU64,
     pub(crate) polls_forwarded: AtomicU64,
+    pub(crate) filled: AtomicU64,
     /// Sessions given up to another node, awaited by the node taking them.
     pub(crate) released: Mutex<HashMap<String, crossbeam_channel::Sender<()>>>,
     /// Long-polling requests forwarded to other nodes, awaiting their answers.
     pub(crate) polls: Mutex<HashMap<u64, (crate::server::longpoll::Carrier, std::time::Instant)>>,
     pub(crate) next_poll: AtomicU64,
+    /// Feed key → the last position this node heard (while it has members there): a
+    /// message past a gap (its readers reconnected meanwhile) first brings the ones in
+    /// between from the feed, for every local member.
+    pub(crate) heard_at: Mutex<HashMap<String, u64>>,
+    /// Held while a heard message (or a catch-up) is delivered: the readers of several
+    /// instances and the catch-up after a reconnect deliver in one order.
+    pub(crate) delivering: Mutex<()>,
+    /// Messages this node knew it missed and could not get from the feeds (trimmed).
+    pub(crate) missed: AtomicU64,
     /// After a failed call, publishes and session writes are skipped (counted as failed at
     /// once) until this time (Unix ms) or the next good heartbeat: a store that hangs costs
     /// one timeout, not one per emit, and local delivery goes on.
@@ -288,10 +304,14 @@ impl ClusterNode {
             resyncs: AtomicU64::new(0),
             reaped: AtomicU64::new(0),
             polls_forwarded: AtomicU64::new(0),
+            filled: AtomicU64::new(0),
             released: Mutex::default(),
             polls: Mutex::default(),
             next_poll: AtomicU64::new(1),
             outage_until: AtomicU64::new(0),
+            heard_at: Mutex::default(),
+            delivering: Mutex::default(),
+            missed: AtomicU64::new(0),
         }
     }
 
@@ -317,6 +337,23 @@ impl ClusterNode {
 
     fn nodes_key(&self) -> String {
         format!("{}:{{nodes}}", self.ns())
+    }
+
+    /// Nodes reaped, by name → when (a node that finds itself here was alive after all).
+    fn reaped_key(&self) -> String {
+        format!("{}:{{nodes}}:reaped", self.ns())
+    }
+
+    /// Whether another node reaped this one (and forgets it).
+    fn was_reaped(&self) -> bool {
+        let Ok(all) = self.bus.hgetall(&self.reaped_key()) else {
+            return false;
+        };
+        if !all.iter().any(|(n, _)| n == self.node()) {
+            return false;
+        }
+        let _ = self.bus.hdel(&self.reaped_key(), &[self.node()]);
+        true
     }
 
     fn node_key(&self, node: &str, part: &str) -> String {
@@ -527,6 +564,8 @@ impl ClusterNode {
             resyncs: self.resyncs.load(Ordering::Relaxed),
             reaped: self.reaped.load(Ordering::Relaxed),
             polls_forwarded: self.polls_forwarded.load(Ordering::Relaxed),
+            filled: self.filled.load(Ordering::Relaxed),
+            missed: self.missed.load(Ordering::Relaxed),
             commands: self.bus.commands(),
         }
     }
@@ -750,6 +789,10 @@ fn heartbeat_thread(weak: Weak<HubInner>, node: Arc<ClusterNode>) {
     let every = node.heartbeat_every();
     let mut epoch = node.bus.epoch();
     let mut subscribed = !node.dirty.load(Ordering::Relaxed);
+    // No reaping until then: after an outage of the store every node's heartbeat is old,
+    // and the first node back must not reap the others before they could beat again.
+    let mut grace = std::time::Instant::now() + node.cfg.dead_after;
+    let mut last_ok = std::time::Instant::now();
     loop {
         if node.stopping() || weak.strong_count() == 0 {
             return;
@@ -758,6 +801,20 @@ fn heartbeat_thread(weak: Weak<HubInner>, node: Arc<ClusterNode>) {
         match node.bus.hset(&node.nodes_key(), &[(node.node(), &beat)]) {
             Ok(()) => {
                 node.outage_until.store(0, Ordering::Relaxed);
+                // A heartbeat that failed, or took long (the store stalled): the others
+                // could not beat either, so give them a `dead_after` to do it.
+                if last_ok.elapsed() > every * 2 {
+                    grace = std::time::Instant::now() + node.cfg.dead_after;
+                }
+                last_ok = std::time::Instant::now();
+                if node.was_reaped() {
+                    // Taken for dead (it could not beat for a while): it registers again.
+                    log::warn!(
+                        "cluster {}: was reaped while alive; registering again",
+                        node.node()
+                    );
+                    node.queue(RegOp::Resync);
+                }
                 if !subscribed {
                     subscribed = resubscribe(&weak, &node);
                 }
@@ -766,12 +823,16 @@ fn heartbeat_thread(weak: Weak<HubInner>, node: Arc<ClusterNode>) {
                     epoch = e;
                     node.queue(RegOp::Resync);
                     if let Some(inner) = weak.upgrade() {
-                        // The readers were away: sessions catch up from the feeds.
-                        Hub { inner }.cluster_catch_up();
+                        // The readers were away: the node's members and its sessions
+                        // catch up from the feeds.
+                        let hub = Hub { inner };
+                        hub.cluster_catch_up_node();
+                        hub.cluster_catch_up();
                     }
                 }
                 node.drop_stale_polls();
-                if let Err(e) = sweep(&weak, &node, now_ms()) {
+                let reap = std::time::Instant::now() >= grace;
+                if let Err(e) = sweep(&weak, &node, now_ms(), reap) {
                     log::warn!("cluster {}: sweep: {e}", node.node());
                 }
             }
@@ -801,7 +862,7 @@ fn resubscribe(weak: &Weak<HubInner>, node: &Arc<ClusterNode>) -> bool {
 
 /// Reads the nodes' heartbeats: updates who is alive, and reaps the dead (one node wins
 /// each reaping).
-fn sweep(weak: &Weak<HubInner>, node: &ClusterNode, now: u64) -> Result<(), BusError> {
+fn sweep(weak: &Weak<HubInner>, node: &ClusterNode, now: u64, reap: bool) -> Result<(), BusError> {
     let beats = node.bus.hgetall(&node.nodes_key())?;
     let dead_ms = node.cfg.dead_after.as_millis() as u64;
     let mut live = HashSet::new();
@@ -816,6 +877,9 @@ fn sweep(weak: &Weak<HubInner>, node: &ClusterNode, now: u64) -> Result<(), BusE
     }
     live.insert(node.node().to_owned());
     *node.lock_live() = live;
+    if !reap {
+        return Ok(());
+    }
     for d in dead {
         let claim = format!("{}:reap:{d}", node.nodes_key());
         if !node
@@ -826,6 +890,8 @@ fn sweep(weak: &Weak<HubInner>, node: &ClusterNode, now: u64) -> Result<(), BusE
         }
         let (users, rooms) = remove_node_entries(node, &d, &Registry::default())?;
         node.bus.hdel(&node.nodes_key(), &[&d])?;
+        let t = now.to_string();
+        node.bus.hset(&node.reaped_key(), &[(&d, &t)])?;
         node.reaped.fetch_add(1, Ordering::Relaxed);
         log::info!(
             "cluster {}: node {d} is dead: reaped {} users, {} rooms",
@@ -853,6 +919,13 @@ impl ClusterNode {
     fn drop_stale_polls(&self) {
         let mut m = self.polls.lock().unwrap_or_else(|e| e.into_inner());
         m.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(120));
+    }
+
+    /// This node starts hearing `feed` afresh (its first member of a room, or first
+    /// connection of a user): what came before is not its members'.
+    pub(crate) fn forget_heard(&self, feed: &str) {
+        let mut m = self.heard_at.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(feed);
     }
 
     pub(crate) fn heard(&self) {

@@ -36,8 +36,15 @@ const SLICE: Duration = Duration::from_millis(200);
 const FIELD: &str = "d";
 
 /// KEYS: feed, its counter, [the nodes hash]. ARGV: feed length, payload, `c` (channel) or
-/// `n` (nodes), the channel or the channel prefix.
+/// `n` (nodes), the channel or the channel prefix, the deadline (Unix ms). A script that
+/// runs after its deadline does nothing and returns -1: the caller gave up on it (its
+/// command timed out, e.g. while Redis was stopped), so a publish reported as failed is
+/// never made late.
 const PUBLISH_LUA: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now > tonumber(ARGV[5]) then return -1 end
 local n = redis.call('INCR', KEYS[2])
 local id = string.format('0-%d', n)
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], id, 'd', ARGV[2])
@@ -590,12 +597,27 @@ impl Bus for RedisBus {
                 ("n", prefix)
             }
         };
+        // Three quarters of the command timeout: a script Redis runs later than that is
+        // refused, and its refusal still arrives before the caller gives up. (The nodes' and
+        // Redis's clocks must agree within that.)
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let deadline = now + (self.inner.cfg.timeout.as_millis() as u64) * 3 / 4;
         inv.arg(count(self.inner.cfg.feed_len))
             .arg(payload)
             .arg(mode)
-            .arg(target);
-        self.on(self.instance(feed), "publish (EVALSHA)", |c| {
-            inv.invoke::<u64>(c)
+            .arg(target)
+            .arg(deadline);
+        let n = self.on(self.instance(feed), "publish (EVALSHA)", |c| {
+            inv.invoke::<i64>(c)
+        })?;
+        u64::try_from(n).map_err(|_| {
+            BusError(format!(
+                "{}: publish to {feed} ran after its deadline (Redis was stalled, or its clock \
+                 is ahead of this node's): not made",
+                self.instance_of(feed)
+            ))
         })
     }
 

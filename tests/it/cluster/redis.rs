@@ -267,3 +267,30 @@ fn redis_client_behind_an_alternating_proxy_loses_nothing() {
     let (a, b) = pair(&r, "r8", s);
     behind_an_alternating_proxy(&a, &b, true);
 }
+
+/// A Redis that hangs (SIGSTOP) rather than refuses: local delivery goes on, every emit
+/// says it was not published, and once Redis answers again lines cross again.
+#[test]
+fn redis_frozen_mid_test() {
+    let r = RedisServer::start();
+    let (a, b) = pair(&r, "r9", None);
+    let mut ann = member(&a, "ann", "lobby");
+    let mut al = member(&a, "al", "lobby");
+    let mut bob = member(&b, "bob", "lobby");
+    wait_members(&a, "lobby", 3);
+    r.freeze();
+    for i in 1..=5u64 {
+        let v = ask(&mut ann, i, "say", json!({"room": "lobby", "text": i}));
+        assert_eq!(v["data"], json!({"queued": 1, "unpublished": 1}), "{v}");
+        assert_eq!(next(&mut al, "said")["data"]["text"], i);
+    }
+    assert!(a.hub.cluster_stats().unwrap().unpublished >= 5);
+    r.thaw();
+    let mut n = 10;
+    eventually("a line crosses again", || {
+        n += 1;
+        let v = ask(&mut ann, n, "say", json!({"room": "lobby", "text": n}));
+        v["data"]["unpublished"] == 0
+    });
+    assert!(next(&mut bob, "said")["data"]["text"].as_u64().unwrap() > 10);
+}
