@@ -14,6 +14,10 @@ mod examples;
 mod hub;
 mod longpoll;
 mod pool;
+#[cfg(feature = "redis")]
+mod redis_bus;
+#[cfg(feature = "redis")]
+mod redis_support;
 mod std_fit;
 mod supervise;
 #[cfg(feature = "tracing")]
