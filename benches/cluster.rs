@@ -1,7 +1,10 @@
 //! Cluster benchmark (issue 14): hubs joined through one real `redis-server` by
 //! [`RedisBus`], each node with its own runtime (1 poller, 1 handler thread), server and
-//! bus instance, as two processes would be; all of them in this process, pinned to core 1.
-//! wsbench (../shared/tools/wsbench) and `redis-server` run pinned to core 0.
+//! bus instance, as two processes would be; all of them in this process, pinned to core 1,
+//! with `redis-server` (`BENCH_REDIS_CORE`, default 1). wsbench (../shared/tools/wsbench)
+//! runs pinned to core 0. Redis on core 0 beside the two wsbench processes, which keep that
+//! core busy at 1,000 messages/s, waits for a time slice on every publish (about 3 ms): the
+//! `say` handler, which publishes synchronously, then manages ~335 messages/s.
 //!
 //! 1. **Cross-node fan-out**: 1,000 subscribers of room `bench`, 500 on node A and 500 on
 //!    node B (one `wsbench fanout` process per node), one publisher on A sending `say`
@@ -12,7 +15,7 @@
 //!
 //!    wsbench stamps each message with the time since *its own* start, so the latencies the
 //!    B process reads are off by the gap between the two processes' starts. B's process
-//!    also has a publisher, sending `clock` envelopes at 20/s that the hub does not emit:
+//!    also has a publisher, sending `clock` envelopes at 100/s that the hub does not emit:
 //!    the smallest (arrival − stamp) of each process's messages at the hub is its start
 //!    within a few tens of µs, and B's latencies are corrected by the difference (printed).
 //!    B's process starts first and listens 1.5 s longer, so its window covers A's.
@@ -64,7 +67,7 @@ const TARGET_P99_US: f64 = 50_000.0;
 // ---------------------------------------------------------------------------------------
 // redis-server
 
-/// One `redis-server` on a Unix socket in a temporary directory, pinned to core 0; killed
+/// One `redis-server` on a Unix socket in a temporary directory, pinned to `core`; killed
 /// (by its pid) when dropped.
 struct Redis {
     child: Child,
@@ -74,13 +77,13 @@ struct Redis {
 }
 
 impl Redis {
-    fn start() -> Redis {
+    fn start(core: usize) -> Redis {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let socket = dir.path().join("r.sock");
         let bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
         let log = std::fs::File::create(dir.path().join("redis.log")).expect("log file");
         let child = Command::new("taskset")
-            .args(["-c", "0"])
+            .args(["-c", &core.to_string()])
             .arg(bin)
             .args(["--port", "0", "--unixsocket"])
             .arg(&socket)
@@ -253,7 +256,12 @@ impl Node {
     /// clustered through `bus` when given. Routes: `join` (data: the room; acked), `say`
     /// (data: a text, emitted to room `bench` as `msg`), `clock` (data: a text, only
     /// looked at).
-    fn start(name: &str, bus: Option<(RedisBus, &str)>, sessions: bool, probe: &Arc<Probe>) -> Node {
+    fn start(
+        name: &str,
+        bus: Option<(RedisBus, &str)>,
+        sessions: bool,
+        probe: &Arc<Probe>,
+    ) -> Node {
         let rt = Runtime::builder()
             .name(name)
             .pollers(1)
@@ -292,9 +300,8 @@ impl Node {
         }
         let hub = b.build();
         // `?user=u` names the connection's user; no user: anonymous (wsbench).
-        let ws = WsServerConfig::new().authenticator(|req| {
-            Ok(req.query_param("user").map(Identity::user))
-        });
+        let ws = WsServerConfig::new()
+            .authenticator(|req| Ok(req.query_param("user").map(Identity::user)));
         let server = rt
             .serve(Listen::tcp("127.0.0.1:0"))
             .websocket(hub.server_config(ws), hub.factory())
@@ -344,6 +351,14 @@ const JOIN: &str = r#"{"event":"join","data":"bench"}"#;
 /// `say` envelopes around the stamp (wsbench splits `--wrap` at the first comma).
 const WRAP_SAY: &str = r#"{"data":",","event":"say"}"#;
 const WRAP_CLOCK: &str = r#"{"data":",","event":"clock"}"#;
+/// The rate of B's `clock` envelopes (not emitted: only their stamps are looked at).
+const CLOCK_RATE: u32 = 100;
+
+/// `/proc/loadavg`'s first three figures (the machine is shared).
+fn loadavg() -> String {
+    let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
 
 /// wsbench fanout arguments: `subs` subscribers joining `bench`, `pubs` publishers at
 /// `rate` wrapped by `wrap`, `secs` after `settle`.
@@ -462,7 +477,8 @@ fn steady(a: &Snap, b: &Snap) -> Steady {
     let says = b.says - a.says;
     let m = says.max(1) as f64;
     let secs = (b.at - a.at).as_secs_f64();
-    let delta = |k: &str| b.redis.get(k).copied().unwrap_or(0) - a.redis.get(k).copied().unwrap_or(0);
+    let delta =
+        |k: &str| b.redis.get(k).copied().unwrap_or(0) - a.redis.get(k).copied().unwrap_or(0);
     let total: u64 = b.redis.keys().map(|k| delta(k)).sum();
     let mut split: Vec<(String, u64)> = b
         .redis
@@ -470,7 +486,7 @@ fn steady(a: &Snap, b: &Snap) -> Steady {
         .map(|k| (k.clone(), delta(k)))
         .filter(|(_, d)| *d > 0)
         .collect();
-    split.sort_by(|x, y| y.1.cmp(&x.1));
+    split.sort_by_key(|x| std::cmp::Reverse(x.1));
     let redis_split = split
         .iter()
         .map(|(k, d)| format!("{k} {:.2}", *d as f64 / m))
@@ -539,13 +555,16 @@ fn cluster_run(
     wait_closed(&b.server);
     probe.reset();
     let half = subs / 2;
-    let args_b = args(&b.addr(), subs - half, 20, WRAP_CLOCK, 6.5, 0.5);
+    let args_b = args(&b.addr(), subs - half, CLOCK_RATE, WRAP_CLOCK, 6.5, 0.5);
     let args_a = args(&a.addr(), half, rate, WRAP_SAY, 5.0, 1.0);
     let before = probe.says.load(Ordering::Relaxed);
     // B first: its clock starts before A's, so its (uncorrected) latencies are not cut at 0.
+    let spawned_b = Instant::now();
     let wb = Bench::spawn(bin, &args_b);
     std::thread::sleep(Duration::from_millis(50));
+    let spawned_a = Instant::now();
     let wa = Bench::spawn(bin, &args_a);
+    let gap_us = (spawned_a - spawned_b).as_secs_f64() * 1e6;
     let st = steady_window(probe, before, &[a, b], Some(redis));
     let (ka, ea) = wa.finish();
     let (kb, eb) = wb.finish();
@@ -584,8 +603,19 @@ fn cluster_run(
     }
     println!(
         "  cluster run: {:.0} deliveries/s, delivered {:.2}% (A {:.2}%, B {:.2}%), \
-         A p50 {:.0} us p99 {:.0} us, B (remote) p50 {:.0} us p99 {:.0} us (B's clock offset {:.0} us removed)",
-        run.deliveries, run.pct, pct_a, pct_b, run.p50_a, run.p99_a, run.p50_b, run.p99_b, offset_us
+         A p50 {:.0} us p99 {:.0} us, B (remote) p50 {:.0} us p99 {:.0} us (B's clock offset {:.0} us \
+         removed; the spawns were {:.0} us apart); load average {}",
+        run.deliveries,
+        run.pct,
+        pct_a,
+        pct_b,
+        run.p50_a,
+        run.p99_a,
+        run.p50_b,
+        run.p99_b,
+        offset_us,
+        gap_us,
+        loadavg()
     );
     let s = &run.steady;
     println!(
@@ -619,7 +649,7 @@ fn single_run(
     if !err.trim().is_empty() {
         println!("  wsbench stderr: {}", err.trim());
     }
-    println!("  single: {}", fmt(&kv));
+    println!("  single: {} (load average {})", fmt(&kv), loadavg());
     println!(
         "       steady {} msgs: server CPU {:.0}% of a core ({})",
         st.says,
@@ -635,7 +665,15 @@ fn single_run(
     )
 }
 
-fn fanout(bin: &std::path::Path, a: &Node, b: &Node, s: &Node, redis: &Redis, probe: &Probe, summary: &mut Vec<String>) {
+fn fanout(
+    bin: &std::path::Path,
+    a: &Node,
+    b: &Node,
+    s: &Node,
+    redis: &Redis,
+    probe: &Probe,
+    summary: &mut Vec<String>,
+) {
     let runs = runs(3);
     let subs: usize = env_or("BENCH_SUBS", 1000);
     let rates: Vec<u32> = std::env::var("BENCH_RATES")
@@ -644,11 +682,29 @@ fn fanout(bin: &std::path::Path, a: &Node, b: &Node, s: &Node, redis: &Redis, pr
         .filter_map(|r| r.trim().parse().ok())
         .collect();
     for rate in rates {
-        println!("cluster fan-out, {subs} subscribers ({} on A, {} on B), 1 publisher on A, {rate}/s:", subs / 2, subs - subs / 2);
-        println!("  wsbench {}", show(&args(&a.addr(), subs / 2, rate, WRAP_SAY, 5.0, 1.0)));
-        println!("  wsbench {}", show(&args(&b.addr(), subs - subs / 2, 20, WRAP_CLOCK, 6.5, 0.5)));
+        println!(
+            "cluster fan-out, {subs} subscribers ({} on A, {} on B), 1 publisher on A, {rate}/s:",
+            subs / 2,
+            subs - subs / 2
+        );
+        println!(
+            "  wsbench {}",
+            show(&args(&a.addr(), subs / 2, rate, WRAP_SAY, 5.0, 1.0))
+        );
+        println!(
+            "  wsbench {}",
+            show(&args(
+                &b.addr(),
+                subs - subs / 2,
+                CLOCK_RATE,
+                WRAP_CLOCK,
+                6.5,
+                0.5
+            ))
+        );
         let mut c: Vec<ClusterRun> = Vec::new();
-        let (mut s_rate, mut s_pct, mut s_p50, mut s_p99, mut s_cpu) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut s_rate, mut s_pct, mut s_p50, mut s_p99, mut s_cpu) =
+            (vec![], vec![], vec![], vec![], vec![]);
         let mut ratios = Vec::new();
         for _ in 0..runs {
             let r = cluster_run(bin, a, b, redis, probe, subs, rate);
@@ -704,7 +760,11 @@ fn fanout(bin: &std::path::Path, a: &Node, b: &Node, s: &Node, redis: &Redis, pr
             let worst = med(&|r| r.p99_a).max(p99_b);
             summary.push(format!(
                 "  target p99 < 50 ms at 200/s: {} (worst side {:.1} ms)",
-                if worst < TARGET_P99_US { "MET" } else { "MISSED" },
+                if worst < TARGET_P99_US {
+                    "MET"
+                } else {
+                    "MISSED"
+                },
                 worst / 1000.0
             ));
         }
@@ -833,11 +893,12 @@ fn resume_once(a: &Node, b: &Node, n: usize, k: usize) -> Option<Duration> {
     drop(c);
     let received = a.hub.cluster_stats().map_or(0, |s| s.received);
     for i in 0..n as u64 {
-        b.hub.to_room(&room).emit("m", &json!({"i": i, "text": "x".repeat(48)}));
+        b.hub
+            .to_room(&room)
+            .emit("m", &json!({"i": i, "text": "x".repeat(48)}));
     }
-    let all_heard = eventually(|| {
-        a.hub.cluster_stats().map_or(0, |s| s.received) >= received + n as u64
-    });
+    let all_heard =
+        eventually(|| a.hub.cluster_stats().map_or(0, |s| s.received) >= received + n as u64);
     if !all_heard {
         println!("  resume: A did not hear all {n} messages");
     }
@@ -855,7 +916,11 @@ fn resume_once(a: &Node, b: &Node, n: usize, k: usize) -> Option<Duration> {
     let mut got = 0;
     while got < n {
         let v = recv_json(&mut c);
-        if !v["event"].as_str().unwrap_or_default().starts_with("session:") {
+        if !v["event"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("session:")
+        {
             got += 1;
         }
     }
@@ -900,8 +965,13 @@ fn resume(redis: &Redis, probe: &Arc<Probe>, summary: &mut Vec<String>) {
 fn main() {
     pin_to(1);
     let mut summary = Vec::new();
-    let redis = Redis::start();
-    println!("redis-server pid {} on {} (core 0)", redis.pid(), redis.socket.display());
+    let core: usize = env_or("BENCH_REDIS_CORE", 1);
+    let redis = Redis::start(core);
+    println!(
+        "redis-server pid {} on {} (core {core})",
+        redis.pid(),
+        redis.socket.display()
+    );
     let probe = Arc::new(Probe::default());
     let bus = || RedisBus::open(&redis.url).expect("RedisBus");
     let need_nodes = wanted("fanout", true) || wanted("publish", true);
