@@ -91,6 +91,8 @@ fn redis_bus_every_method_as_the_local_bus() {
     let r = bus.read("{r}:f", 0, 1).unwrap();
     assert_eq!(r.entries, vec![(1, b"one".to_vec())], "at most max");
     assert_eq!(bus.read("{r}:f", 2, 10).unwrap().entries, vec![]);
+    assert_eq!(bus.read("{r}:f", 0, usize::MAX).unwrap().entries.len(), 2);
+    assert_eq!(bus.read("{r}:f", 0, 0).unwrap().entries, vec![]);
     assert_eq!(bus.read("{r}:none", 0, 10).unwrap(), Default::default());
 
     // hincr: up, down, and a field at zero is gone.

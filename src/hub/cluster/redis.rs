@@ -520,6 +520,11 @@ fn bad_reply(what: &str, v: &Value) -> RedisError {
     ))
 }
 
+/// A count as Redis takes it (a signed 64-bit integer).
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX).min(i64::MAX as u64)
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
@@ -578,21 +583,17 @@ impl Bus for RedisBus {
         let counter = format!("{feed}:n");
         let mut inv = self.inner.publish.prepare_invoke();
         inv.key(feed).key(&counter);
-        match to {
-            Fanout::Channel(c) => {
-                inv.arg(self.inner.cfg.feed_len)
-                    .arg(payload)
-                    .arg("c")
-                    .arg(c);
-            }
+        let (mode, target) = match to {
+            Fanout::Channel(c) => ("c", c),
             Fanout::Nodes { hash, prefix } => {
                 inv.key(hash);
-                inv.arg(self.inner.cfg.feed_len)
-                    .arg(payload)
-                    .arg("n")
-                    .arg(prefix);
+                ("n", prefix)
             }
-        }
+        };
+        inv.arg(count(self.inner.cfg.feed_len))
+            .arg(payload)
+            .arg(mode)
+            .arg(target);
         self.on(self.instance(feed), "publish (EVALSHA)", |c| {
             inv.invoke::<u64>(c)
         })
@@ -617,7 +618,7 @@ impl Bus for RedisBus {
         };
         let counter = format!("{key}:n");
         let mut inv = self.inner.read.prepare_invoke();
-        inv.key(key).key(&counter).arg(start).arg(max);
+        inv.key(key).key(&counter).arg(start).arg(count(max));
         let inst = self.instance(key);
         let v = self.on(inst, "read (EVALSHA)", |c| inv.invoke::<Value>(c))?;
         parse_read(v).map_err(|e| BusError(format!("{}: read (EVALSHA): {e}", inst.url)))
@@ -635,7 +636,7 @@ impl Bus for RedisBus {
         let mut inv = self.inner.append.prepare_invoke();
         inv.key(log)
             .key(hash)
-            .arg(max_len.max(1))
+            .arg(count(max_len.max(1)))
             .arg(millis(ttl))
             .arg(entries.len());
         for (pos, payload) in entries {
