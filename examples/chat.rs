@@ -323,13 +323,15 @@ struct Message<'a> {
     text: &'a str,
 }
 
+/// `chat:say`'s data.
 #[derive(Deserialize)]
-struct Say {
+pub struct Say {
     /// The room the line was typed in: empty (or absent) when the page shows no room, where
     /// commands that name no room (`/join ROOM`, `/msg`, `/nick`, `/help`…) still work.
     #[serde(default)]
-    room: String,
-    text: String,
+    pub room: String,
+    /// The line.
+    pub text: String,
 }
 
 /// The room a command acts on by default: `room`, unless the page showed none.
@@ -340,11 +342,14 @@ fn here(room: &str) -> Result<&str, HubError> {
     Ok(room)
 }
 
+/// The data of `room:join`, `room:leave` and `room:typing`.
 #[derive(Deserialize)]
-struct RoomArg {
-    room: String,
+pub struct RoomArg {
+    /// The room.
+    pub room: String,
+    /// `room:typing` only: started (default) or stopped.
     #[serde(default = "yes")]
-    typing: bool,
+    pub typing: bool,
 }
 
 fn yes() -> bool {

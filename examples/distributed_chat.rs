@@ -39,7 +39,6 @@ mod chat;
 
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::json;
 use sockloop::hub::cluster::{ClusterConfig, RedisBus, RedisBusConfig};
 use sockloop::hub::{mw, Cleanup, Ctx, Hub, HubConfig, HubError, RoomOptions, SessionConfig};
@@ -246,24 +245,6 @@ fn tree(node: &Node, hub: &Hub) -> Result<SupervisorRef, sockloop::supervise::Sp
         .start(node)
 }
 
-#[derive(Deserialize)]
-struct Say {
-    #[serde(default)]
-    room: String,
-    text: String,
-}
-
-#[derive(Deserialize)]
-struct RoomArg {
-    room: String,
-    #[serde(default = "yes")]
-    typing: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
 fn forward_err(who: &str, e: impl std::fmt::Display) -> HubError {
     HubError::internal(format!("{who} unavailable: {e}"))
 }
@@ -283,7 +264,7 @@ pub fn hub(node: &Node, bus: RedisBus, name: &str) -> Hub {
         .sessions(SessionConfig::default())
         .cluster(bus, ClusterConfig::new(name))
         .on("chat:say", move |ctx: &mut Ctx| {
-            let s: Say = ctx.data()?;
+            let s: chat::Say = ctx.data()?;
             let conn = ctx.conn_id();
             let make = |reply| Line {
                 conn,
@@ -296,7 +277,7 @@ pub fn hub(node: &Node, bus: RedisBus, name: &str) -> Hub {
             ctx.ack(&json!({"ok": true}))
         })
         .on("room:join", move |ctx: &mut Ctx| {
-            let a: RoomArg = ctx.data()?;
+            let a: chat::RoomArg = ctx.data()?;
             let conn = ctx.conn_id();
             let (room, users) = n2
                 .call(
@@ -308,7 +289,7 @@ pub fn hub(node: &Node, bus: RedisBus, name: &str) -> Hub {
             ctx.ack(&json!({"room": room, "users": users}))
         })
         .on("room:leave", move |ctx: &mut Ctx| {
-            let a: RoomArg = ctx.data()?;
+            let a: chat::RoomArg = ctx.data()?;
             let conn = ctx.conn_id();
             let room = n3
                 .call(
@@ -320,7 +301,7 @@ pub fn hub(node: &Node, bus: RedisBus, name: &str) -> Hub {
             ctx.ack(&json!({ "room": room }))
         })
         .on("room:typing", |ctx: &mut Ctx| {
-            let a: RoomArg = ctx.data()?;
+            let a: chat::RoomArg = ctx.data()?;
             let (hub, id) = (ctx.hub(), ctx.conn_id());
             match a.typing {
                 true => hub.typing(id, &a.room)?,
