@@ -70,6 +70,10 @@ pub(crate) enum NotRecoverable {
     Ahead,
     /// The new connection's identity is not the session's.
     Identity,
+    /// Another server of a cluster still carries the session and did not give it up in
+    /// time: the connection is closed (4013) so the client tries again, never a new
+    /// session.
+    Busy,
 }
 
 impl NotRecoverable {
@@ -81,6 +85,7 @@ impl NotRecoverable {
             NotRecoverable::Gap => "gap",
             NotRecoverable::Ahead => "ahead",
             NotRecoverable::Identity => "identity",
+            NotRecoverable::Busy => "busy",
         }
     }
 }

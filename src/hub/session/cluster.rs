@@ -399,11 +399,21 @@ impl Hub {
                 sid: sid.to_owned(),
                 to: c.node().to_owned(),
             };
-            let told = c.send_to(&owner, op).is_ok();
             // A live node answers at once; a dead one (kill -9) stops beating. Wait long
-            // enough for two and a half of its heartbeats to tell them apart.
+            // enough for two and a half of its heartbeats to tell them apart, asking again
+            // every half second (a message to a node whose reader is reconnecting is lost;
+            // a repeated release is answered again).
             let wait = RELEASE_WAIT.max(c.heartbeat_every() * 5 / 2);
-            if !told || rx.recv_timeout(wait).is_err() {
+            let until = Instant::now() + wait;
+            let mut released = false;
+            while !released && Instant::now() < until {
+                let _ = c.send_to(&owner, op.clone());
+                let step = until.saturating_duration_since(Instant::now());
+                released = rx
+                    .recv_timeout(step.min(Duration::from_millis(500)))
+                    .is_ok();
+            }
+            if !released {
                 let mut m = c.released.lock().unwrap_or_else(|e| e.into_inner());
                 m.remove(sid);
                 drop(m);
@@ -411,7 +421,7 @@ impl Hub {
                 let now = c.beat_of(&owner);
                 if beat.is_some() && now.is_some() && now != beat {
                     log::warn!("cluster {}: {owner} did not release {sid}", c.node());
-                    return Err(NotRecoverable::Unknown);
+                    return Err(NotRecoverable::Busy);
                 }
                 log::info!("cluster {}: {owner} is gone; continuing {sid}", c.node());
             }

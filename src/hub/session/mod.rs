@@ -334,6 +334,14 @@ impl Hub {
             Ask::New => None,
             Ask::Resume { sid, token, seq } => match self.resume(ws, sid, token, seq) {
                 Ok(cell) => return Some(cell),
+                Err(NotRecoverable::Busy) => {
+                    // Neither continued nor replaced: the client resumes again later.
+                    ws.close(
+                        CloseCode::from(4013),
+                        "session busy on another node; resume",
+                    );
+                    return None;
+                }
                 Err(r) => {
                     self.sessions()
                         .not_recovered

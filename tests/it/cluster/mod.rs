@@ -216,7 +216,12 @@ pub fn behind_an_alternating_proxy(a: &Node, b: &Node, polling: bool) {
     assert_eq!(
         got,
         (1..=30).collect::<Vec<u64>>(),
-        "every message once, in order"
+        "every message once, in order (a: {:?} {:?}; b: {:?} {:?}; client on {:?})",
+        a.hub.stats(),
+        a.hub.cluster_stats(),
+        b.hub.stats(),
+        b.hub.cluster_stats(),
+        ann.transport()
     );
     let moved = a.hub.stats().resumed + b.hub.stats().resumed;
     let fwd = a.hub.cluster_stats().unwrap().polls_forwarded
