@@ -126,7 +126,16 @@ impl Hub {
             let mut m = c.heard_at.lock().unwrap_or_else(|e| e.into_inner());
             let cur = m.get(feed).copied();
             match cur {
-                Some(cur) if pos <= cur => return false,
+                Some(cur) if pos <= cur => {
+                    drop(m);
+                    if !c.feed_restarted(feed, cur) {
+                        return false;
+                    }
+                    // The store lost its data and the feed started over: from here on.
+                    let mut m = c.heard_at.lock().unwrap_or_else(|e| e.into_inner());
+                    m.insert(feed.to_owned(), pos);
+                    return true;
+                }
                 _ => {
                     m.insert(feed.to_owned(), pos);
                 }

@@ -921,6 +921,15 @@ impl ClusterNode {
         m.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(120));
     }
 
+    /// Whether `feed` started over below `cur` (the store restarted without its data): a
+    /// message at or below a place already heard is then new, not a repeat. One store
+    /// read, made only for such a message (a repeat after a gap fill, normally).
+    pub(crate) fn feed_restarted(&self, feed: &str, cur: u64) -> bool {
+        self.bus
+            .read(feed, u64::MAX - 1, 1)
+            .is_ok_and(|r| r.head < cur)
+    }
+
     /// This node starts hearing `feed` afresh (its first member of a room, or first
     /// connection of a user): what came before is not its members'.
     pub(crate) fn forget_heard(&self, feed: &str) {

@@ -110,7 +110,18 @@ impl Hub {
             return true;
         };
         match cl.cursors.get(feed).copied() {
-            Some(cur) if pos <= cur => false,
+            Some(cur) if pos <= cur => {
+                let restarted = self
+                    .cluster_node()
+                    .is_some_and(|c| c.feed_restarted(feed, cur));
+                if restarted {
+                    // The store lost the feed's history: what was in it may be lost for
+                    // this session, so a resume elsewhere is not recoverable.
+                    cl.broken = true;
+                    cl.cursors.insert(feed.to_owned(), pos);
+                }
+                restarted
+            }
             Some(cur) if pos > cur + 1 => {
                 self.cluster_fill(slot, feed, cur, Some(pos));
                 if let Some(cl) = slot.cl.as_mut() {
