@@ -90,6 +90,12 @@ impl NotRecoverable {
     }
 }
 
+/// Whether two tokens are equal, compared in constant time (for equal lengths).
+pub(crate) fn tokens_equal(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Server → client messages of one session, numbered implicitly, kept until acknowledged
 /// and bounded in bytes: past the bound the oldest are evicted, which makes a resume from
 /// before them [`NotRecoverable::Gap`] (never a partial replay).
@@ -350,8 +356,7 @@ impl ServerSession {
 
     /// Whether `token` is this session's (compared in constant time).
     pub(crate) fn token_matches(&self, token: &str) -> bool {
-        let (a, b) = (self.token.as_bytes(), token.as_bytes());
-        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        tokens_equal(&self.token, token)
     }
 
     /// The connection ended at `now`: the window starts. Returns when it ends and the

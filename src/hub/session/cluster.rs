@@ -382,19 +382,10 @@ impl Hub {
         let (Some(tok), Some(owner)) = (rec.get("tok"), rec.get("node")) else {
             return Err(NotRecoverable::Unknown);
         };
-        let same = tok.len() == token.len()
-            && tok
-                .bytes()
-                .zip(token.bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                == 0;
-        if !same {
+        if !crate::proto::session::tokens_equal(tok, token) {
             return Err(NotRecoverable::Unknown);
         }
-        let user = ws
-            .identity()
-            .map(|i| i.user.clone())
-            .filter(|u| !u.is_empty());
+        let user = super::session_user(ws);
         if user.as_deref().unwrap_or_default() != rec.get("user").map_or("", |u| u.as_str()) {
             return Err(NotRecoverable::Identity);
         }

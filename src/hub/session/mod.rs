@@ -272,6 +272,13 @@ fn ask(req: &Request) -> Ask<'_> {
     }
 }
 
+/// The user a session belongs to: its connection's identity's (none without one).
+fn session_user(ws: &WsConn) -> Option<String> {
+    ws.identity()
+        .map(|i| i.user.clone())
+        .filter(|u| !u.is_empty())
+}
+
 /// `n` random bytes as lowercase hex.
 fn random_hex(n: usize) -> String {
     use ring::rand::SecureRandom;
@@ -376,10 +383,7 @@ impl Hub {
         let engine = ServerSession::new(sid.clone(), token, cfg.max_replay_bytes, cfg.window);
         // First on the wire: nothing counted can be sent before the cell is registered.
         self.control(ws, wire::EV_WELCOME, &engine.welcome(false, reason));
-        let user = ws
-            .identity()
-            .map(|i| i.user.clone())
-            .filter(|u| !u.is_empty());
+        let user = session_user(ws);
         let cell = Arc::new(SessionCell {
             id: ws.id(),
             user,
@@ -415,10 +419,7 @@ impl Hub {
             }
             None => return Err(self.forgotten(sid)),
         };
-        let user = ws
-            .identity()
-            .map(|i| i.user.clone())
-            .filter(|u| !u.is_empty());
+        let user = session_user(ws);
         if user != cell.user {
             return Err(NotRecoverable::Identity);
         }
