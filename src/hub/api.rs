@@ -230,6 +230,10 @@ impl Hub {
             (lefts, gone)
         };
         self.ack_conn_closed(id);
+        if let (Some(c), Some(u)) = (self.cluster_node(), &gone) {
+            // Its last connection here: the node stops following the user's feed.
+            c.forget_heard(&c.user_key(u, "f"));
+        }
         // Offline for the cluster only when no other node has the user.
         let gone = gone.filter(|u| {
             self.cluster_node()

@@ -319,6 +319,7 @@ impl Hub {
     pub(super) fn announce_left(&self, left: &Left, id: ConnId) {
         self.publish_member(&left.room, id, &left.user, false);
         self.cluster_session_left(id, &left.room);
+        self.cluster_room_left(&left.room);
         if !left.notify {
             return;
         }

@@ -392,6 +392,21 @@ impl Hub {
     /// published.
     fn cluster_own(&self, _pos: u64, _op: Op) {}
 
+    /// A member left `room`: when it was this node's last, the node stops following the
+    /// room's feed (its place there is forgotten, so what it keeps stays bounded by the
+    /// rooms and users it has).
+    pub(crate) fn cluster_room_left(&self, room: &str) {
+        let Some(c) = self.cluster_node() else { return };
+        let empty = self
+            .state()
+            .rooms
+            .get(room)
+            .is_none_or(|r| r.members.is_empty());
+        if empty {
+            c.forget_heard(&c.room_key(room, "f"));
+        }
+    }
+
     /// This node's registry as the store should hold it.
     pub(crate) fn cluster_registry(&self) -> Registry {
         let mut reg = Registry::default();

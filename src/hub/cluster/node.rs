@@ -931,7 +931,8 @@ impl ClusterNode {
     }
 
     /// This node starts hearing `feed` afresh (its first member of a room, or first
-    /// connection of a user): what came before is not its members'.
+    /// connection of a user), or stops hearing it (its last one left): what came before
+    /// is not its members'.
     pub(crate) fn forget_heard(&self, feed: &str) {
         let mut m = self.heard_at.lock().unwrap_or_else(|e| e.into_inner());
         m.remove(feed);
