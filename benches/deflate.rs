@@ -28,7 +28,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use sockloop::client::ws::{Message, WsClient, WsClientOptions};
-use sockloop::{Dispatch, Runtime};
+use sockloop::Dispatch;
 
 /// CPU time of the calling thread (`RUSAGE_THREAD`) or of the process (`RUSAGE_SELF`), in µs.
 fn cpu_us(who: libc::c_int) -> f64 {
@@ -132,12 +132,7 @@ fn one_run(url: &str, deflate: bool, size: usize, clients: usize, depth: usize) 
 
 fn main() {
     // The server's threads inherit core 1; each client thread moves itself to core 0.
-    pin_to(1);
-    let rt = Runtime::builder()
-        .pollers(1)
-        .handler_threads(1)
-        .build()
-        .expect("runtime");
+    let rt = server_runtime();
     let server = ws_echo_server(&rt, Dispatch::Inline);
     let url = format!("ws://{}/", server.local_addr());
     let clients = env_or("DEFLATE_CLIENTS", 4usize);

@@ -141,12 +141,7 @@ fn main() {
         .split(',')
         .filter_map(|r| r.trim().parse().ok())
         .collect();
-    pin_to(1);
-    let rt = Runtime::builder()
-        .pollers(1)
-        .handler_threads(1)
-        .build()
-        .expect("runtime");
+    let rt = server_runtime();
     let cfg = chat::ChatConfig {
         addr: "127.0.0.1:0".into(),
         room_events: RoomEvents::Silent,

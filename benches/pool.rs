@@ -98,12 +98,7 @@ fn main() {
         println!("wsbench not built: cargo build --release --manifest-path ../shared/tools/wsbench/Cargo.toml");
         return;
     };
-    pin_to(1);
-    let rt = Runtime::builder()
-        .pollers(1)
-        .handler_threads(1)
-        .build()
-        .expect("runtime");
+    let rt = server_runtime();
     rt.node().set_hook(|e: &SystemEvent| {
         if let SystemEvent::Started { .. } = e {
             STARTED.fetch_add(1, Ordering::Relaxed);

@@ -51,6 +51,17 @@ pub fn pin_to(core: usize) {
     }
 }
 
+/// The benches' server runtime: one poller and one handler thread, created on core 1 (its
+/// threads inherit the placement); the caller stays pinned to core 1 until it moves itself.
+pub fn server_runtime() -> sockloop::Runtime {
+    pin_to(1);
+    sockloop::Runtime::builder()
+        .pollers(1)
+        .handler_threads(1)
+        .build()
+        .expect("runtime")
+}
+
 /// A wsbench figure (`rate=123/s` → 123.0), 0 when absent.
 pub fn field(kv: &[(String, String)], key: &str) -> f64 {
     kv.iter()
