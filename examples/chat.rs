@@ -394,10 +394,7 @@ impl Handlers {
     fn post(&self, ctx: &Ctx, room: &str, kind: &str, text: &str) -> Result<(), HubError> {
         let room = here(room)?;
         let hub = ctx.hub();
-        let member = hub
-            .conn_info(ctx.conn_id())
-            .is_some_and(|i| i.rooms.contains(room));
-        if !member {
+        if !hub.is_member(ctx.conn_id(), room) {
             return Err(HubError::forbidden(format!("you are not in #{room}")));
         }
         let from = self.me(ctx)?;
@@ -455,8 +452,7 @@ impl Handlers {
             "shrug" => self.post(ctx, room, "text", &format!("{rest} {SHRUG}")),
             "who" => {
                 let room = room_name(if rest.is_empty() { here(room)? } else { rest })?;
-                let member = ctx.hub().conn_info(ctx.conn_id());
-                if !member.is_some_and(|i| i.rooms.contains(&room)) {
+                if !ctx.hub().is_member(ctx.conn_id(), &room) {
                     return Err(HubError::forbidden(format!("you are not in #{room}")));
                 }
                 let users = ctx.hub().room_users(&room);

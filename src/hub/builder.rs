@@ -334,6 +334,8 @@ impl HubBuilder {
     /// the close check).
     pub fn build(self) -> Hub {
         let check = self.cfg.close_check;
+        let state = State::default();
+        let routes = state.routes.clone();
         let inner = Arc::new_cyclic(|weak| HubInner {
             timer: super::timer::spawn(weak.clone(), check),
             cfg: self.cfg,
@@ -343,7 +345,8 @@ impl HubBuilder {
             on_disconnect: self.on_disconnect,
             on_binary: self.on_binary,
             conn_mw: self.conn_mw,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
+            routes,
             bcast: OnceLock::new(),
             all: next_group(),
             acks: Mutex::default(),

@@ -333,42 +333,63 @@ impl<'h> Target<'h> {
             return Delivery::default();
         };
         let frames = f.b.frames_text(text);
-        let st = self.hub.state();
-        let (gid, members, cells) = match room {
+        match room {
             Some(r) => {
-                let Some(room) = st.rooms.get(r) else {
+                // The room's shard only: never the registry (see `routes.rs`).
+                let shard = self.hub.inner.routes.shard(r);
+                let Some(route) = shard.get(r) else {
                     return Delivery::default();
                 };
                 let excepted = self.except.iter();
-                let excepted = excepted.filter(|id| room.members.contains_key(id)).count();
-                let cells: Vec<Arc<SessionCell>> = room.sessions.values().cloned().collect();
-                (room.gid, room.members.len() - excepted, cells)
+                let excepted = excepted.filter(|id| route.members.contains(id)).count();
+                let (gid, members) = (route.gid, route.members.len() - excepted);
+                let cells = route.sessions.clone();
+                self.group_send(f, gid, members, &cells, &frames, text, wait, shard)
             }
             None => {
+                let st = self.hub.state();
                 let excepted = self.except.iter();
                 let excepted = excepted.filter(|id| st.conns.contains_key(id)).count();
+                let members = st.conns.len() - excepted;
                 let cells: Vec<Arc<SessionCell>> = st.sessions.values().cloned().collect();
-                (self.hub.inner.all, st.conns.len() - excepted, cells)
+                let all = self.hub.inner.all;
+                self.group_send(f, all, members, &cells, &frames, text, wait, st)
             }
-        };
+        }
+    }
+
+    /// The group send of [`fan_out`](Self::fan_out), `guard` (what made `cells` the
+    /// group's session members) held until the sessions are numbered and the send queued.
+    #[allow(clippy::too_many_arguments)]
+    fn group_send<G>(
+        &self,
+        f: &super::Fanout,
+        gid: crate::GroupId,
+        members: usize,
+        cells: &[Arc<SessionCell>],
+        frames: &Frames,
+        text: &str,
+        wait: bool,
+        guard: G,
+    ) -> Delivery {
         let counted = Delivery {
             queued: members,
             ..Delivery::default()
         };
         if cells.is_empty() {
-            drop(st);
+            drop(guard);
             if !wait || f.inline {
                 // Inline handlers run on a poller: waiting would stall it.
-                f.b.send_nowait(gid, &frames, &self.except);
+                f.b.send_nowait(gid, frames, &self.except);
                 return counted;
             }
-            return f.b.send(gid, &frames, &self.except);
+            return f.b.send(gid, frames, &self.except);
         }
         self.hub
-            .number_for_group(&cells, &self.except, text, &frames, self.feed(), |skip| {
-                f.b.send_nowait(gid, &frames, skip)
+            .number_for_group(cells, &self.except, text, frames, self.feed(), |skip| {
+                f.b.send_nowait(gid, frames, skip)
             });
-        drop(st);
+        drop(guard);
         counted
     }
 

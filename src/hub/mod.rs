@@ -53,6 +53,7 @@ pub mod mw;
 mod presence;
 mod rooms;
 mod router;
+mod routes;
 mod session;
 mod state;
 mod subscribe;
@@ -144,6 +145,9 @@ pub(crate) struct HubInner {
     /// Connection-level middleware, added to the server by `Hub::server_config`.
     pub(crate) conn_mw: Vec<crate::server::websocket::ConnMiddleware>,
     pub(crate) state: Mutex<state::State>,
+    /// The rooms' delivery view (the registry holds the same `Arc`): an emit to a room
+    /// takes one of its shards, not `state`.
+    pub(crate) routes: Arc<routes::Routes>,
     pub(crate) bcast: OnceLock<Fanout>,
     /// Every connection of the hub is in this group.
     pub(crate) all: GroupId,

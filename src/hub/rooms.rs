@@ -34,12 +34,26 @@ fn not_found(what: &str) -> HubError {
 /// Removes `id` from `room` (delivery group included); removes an emptied room per its
 /// cleanup.
 pub(super) fn remove_member(st: &mut State, id: ConnId, room: &str) -> Option<Left> {
-    let State { conns, rooms, .. } = st;
+    let State {
+        conns,
+        rooms,
+        routes,
+        ..
+    } = st;
     let r = rooms.get_mut(room)?;
     let user = r.members.remove(&id)?;
-    r.sessions.remove(&id);
+    {
+        // Out of the route and the group together (see `routes.rs`).
+        let mut shard = routes.shard(room);
+        if let Some(route) = shard.get_mut(room) {
+            route.members.remove(&id);
+            route.remove_session(id);
+        }
+        if let Some(e) = conns.get_mut(&id) {
+            e.ws.leave_group(r.gid);
+        }
+    }
     if let Some(e) = conns.get_mut(&id) {
-        e.ws.leave_group(r.gid);
         e.info.rooms.remove(room);
     }
     let user_left = user.as_deref().is_some_and(|u| !r.has_user(u));
@@ -75,7 +89,7 @@ impl Hub {
         if st.rooms.contains_key(name) {
             return Err(HubError::forbidden("the room exists"));
         }
-        st.rooms.insert(name.to_owned(), Room::new(options));
+        st.add_room(name, Room::new(options));
         Ok(())
     }
 
@@ -127,7 +141,12 @@ impl Hub {
             if !st.rooms.contains_key(room) {
                 self.create_by_join(&mut st, id, room, user.as_deref())?;
             }
-            let State { conns, rooms, .. } = &mut *st;
+            let State {
+                conns,
+                rooms,
+                routes,
+                ..
+            } = &mut *st;
             let entry = conns.get_mut(&id).ok_or_else(|| not_found("connection"))?;
             let r = rooms.get_mut(room).ok_or_else(|| not_found("room"))?;
             if r.members.contains_key(&id) {
@@ -147,13 +166,20 @@ impl Hub {
                 }
             }
             r.members.insert(id, user.clone());
-            if let Some(cell) = &entry.session {
-                // Numbered under its lock by every group send to the room.
-                r.sessions.insert(id, cell.clone());
-            }
-            if !entry.detached {
-                // A detached session joins its groups when a connection takes it over.
-                entry.ws.join_group(r.gid);
+            {
+                // Into the route and the group together (see `routes.rs`).
+                let mut shard = routes.shard(room);
+                if let Some(route) = shard.get_mut(room) {
+                    route.members.insert(id);
+                    if let Some(cell) = &entry.session {
+                        // Numbered under its lock by every group send to the room.
+                        route.add_session(cell.clone());
+                    }
+                }
+                if !entry.detached {
+                    // A detached session joins its groups when a connection takes it over.
+                    entry.ws.join_group(r.gid);
+                }
             }
             entry.info.rooms.insert(room.to_owned());
             (user, new_user.then(|| r.users()), r.notifies())
@@ -199,7 +225,7 @@ impl Hub {
         }
         let mut r = Room::new(opts);
         r.creator = Some(id);
-        st.rooms.insert(room.to_owned(), r);
+        st.add_room(room, r);
         Ok(())
     }
 
@@ -486,6 +512,22 @@ impl Hub {
                 "not allowed in this room",
             )),
         }
+    }
+
+    /// Whether connection `id` is a member of `room` (a session waiting for its client
+    /// included). Cheaper than reading [`Hub::conn_info`]`(id).rooms`: it takes one shard of
+    /// the rooms' delivery view, not the hub's registry, and copies nothing, so a message
+    /// handler can check membership on every message.
+    ///
+    /// # Examples
+    /// ```
+    /// use sockloop::hub::Hub;
+    /// use sockloop::ConnId;
+    /// let hub = Hub::builder().build();
+    /// assert!(!hub.is_member(ConnId(1), "lobby"));
+    /// ```
+    pub fn is_member(&self, id: ConnId, room: &str) -> bool {
+        self.inner.routes.is_member(id, room)
     }
 
     /// The connections in a room, in id order.

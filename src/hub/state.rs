@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
 use super::error::{ErrorCode, HubError};
+use super::routes::{Route, Routes};
 use crate::{ConnId, GroupId, WsConn};
 
 /// What the hub knows about one connection; filters see it.
@@ -184,8 +185,6 @@ pub(crate) struct Room {
     pub(crate) creator: Option<ConnId>,
     pub(crate) opts: RoomOptions,
     pub(crate) members: BTreeMap<ConnId, Option<String>>,
-    /// The members that are sessions: numbered by every group send to the room.
-    pub(crate) sessions: BTreeMap<ConnId, std::sync::Arc<super::session::SessionCell>>,
     pub(crate) roles: HashMap<String, Role>,
     pub(crate) invites: HashSet<String>,
 }
@@ -201,7 +200,6 @@ impl Room {
             creator: None,
             opts,
             members: BTreeMap::new(),
-            sessions: BTreeMap::new(),
             roles,
             invites: HashSet::new(),
         }
@@ -261,12 +259,22 @@ pub(crate) struct State {
     pub(crate) announced: HashMap<String, HashSet<String>>,
     /// Hub connections that are sessions.
     pub(crate) sessions: BTreeMap<ConnId, std::sync::Arc<super::session::SessionCell>>,
+    /// The rooms' delivery view, changed only under this registry's lock (see `routes.rs`).
+    pub(crate) routes: std::sync::Arc<Routes>,
 }
 
 impl State {
-    /// Removes a room, releasing its creator's count.
+    /// Adds a room and its route.
+    pub(crate) fn add_room(&mut self, name: &str, room: Room) {
+        let route = Route::new(room.gid);
+        self.routes.shard(name).insert(name.to_owned(), route);
+        self.rooms.insert(name.to_owned(), room);
+    }
+
+    /// Removes a room and its route, releasing its creator's count.
     pub(crate) fn remove_room(&mut self, name: &str) -> Option<Room> {
         let room = self.rooms.remove(name)?;
+        self.routes.shard(name).remove(name);
         let creator = room.creator.and_then(|c| self.conns.get_mut(&c));
         if let Some(e) = creator {
             e.created = e.created.saturating_sub(1);
