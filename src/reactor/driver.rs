@@ -177,6 +177,9 @@ pub(crate) struct Requests {
     pub(crate) hold: bool,
     /// Read again after a [`pause`](Io::pause), starting with the kept input.
     pub(crate) resume: bool,
+    /// With `close`: the peer has ended its side of the protocol (a WebSocket close frame
+    /// came), so nothing it sends from now on matters (see [`Io::close_done`]).
+    pub(crate) peer_done: bool,
 }
 
 impl<'a> Io<'a> {
@@ -293,6 +296,16 @@ impl<'a> Io<'a> {
         if self.req.close.is_none() {
             self.req.close = Some(reason);
         }
+    }
+
+    /// Like [`close`](Self::close), when the peer has ended its side of the protocol
+    /// (its WebSocket close frame came): once the output is flushed the socket is closed at
+    /// once, without the half-close and the wait for the peer's FIN, which only serve to
+    /// keep data the peer may still send from turning into a reset. Plain sockets only: a
+    /// TLS peer still sends its `close_notify`, so a TLS connection lingers as usual.
+    pub(crate) fn close_done(&mut self, reason: CloseReason) {
+        self.close(reason);
+        self.req.peer_done = true;
     }
 
     /// The driver's deadline changed.

@@ -307,7 +307,14 @@ impl Stream {
             }
         }
         match req.close {
-            Some(reason) => self.begin_close(ctx, reason),
+            Some(reason) => {
+                let step = self.begin_close(ctx, reason);
+                if req.peer_done && self.tls.is_none() && matches!(step, Step::Live) {
+                    // Nothing more to read: the flush ends it (see `Io::close_done`).
+                    let _ = self.step(|l| l.eof());
+                }
+                step
+            }
             None => Step::Live,
         }
     }

@@ -487,7 +487,9 @@ impl WsDriver {
             st.record_close(code, &reason);
             self.close_frame(io, close_reply(code), "");
         }
-        io.close(if ours {
+        // The close handshake is complete: nothing the peer sends after its close frame
+        // matters, so the socket may close once our output is flushed.
+        io.close_done(if ours {
             CloseReason::Local
         } else {
             CloseReason::PeerClosed

@@ -252,6 +252,51 @@ fn violation(s: &Server, bytes: &[u8]) -> CloseCode {
     recv_close(&mut c).0
 }
 
+/// A client-initiated close handshake on plain TCP: once its close reply is flushed the
+/// server closes the socket at once (RFC 6455 7.1.1: the server closes TCP first), without
+/// a half-close and a wait of up to `LINGER` (1 s) for a FIN the client has not sent.
+#[test]
+fn after_the_peers_close_frame_the_server_closes_without_waiting_for_its_fin() {
+    let rt = rt();
+    let s = echo_server(&rt, Dispatch::Inline, WsServerConfig::new());
+    let mut t = TcpStream::connect(s.local_addr().as_inet().unwrap()).unwrap();
+    t.write_all(upgrade_request(&format!("{KEY}Sec-WebSocket-Version: 13\r\n")).as_bytes())
+        .unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(t.read(&mut b).unwrap(), 1, "the 101 head");
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    // A masked close frame, 1000 (mask 0: the payload goes as is).
+    t.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]).unwrap();
+    // The reply, then the end of stream.
+    t.set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        match t.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("no end of stream before the linger ran out ({e}); got {got:?}"),
+        }
+    }
+    assert_eq!(got, [0x88, 0x02, 0x03, 0xe8], "the close reply, then EOF");
+    // Gone from the server while our side is still open: not half-closed and lingering
+    // (which a FIN alone, the EOF above, would also look like).
+    let until = std::time::Instant::now() + Duration::from_millis(700);
+    while s.open_connections() > 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the server lingers for a FIN after a complete close handshake"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(t);
+}
+
 #[test]
 fn close_codes() {
     let rt = rt();
