@@ -314,7 +314,10 @@ impl WsDriver {
             budget.refused_upgrade();
             return self.reject(io, 503, "server busy (memory budget)");
         }
-        let mut answer = Vec::new();
+        // One allocation for the whole 101 (~130 B, ~200 with deflate), in the request
+        // head's size class (512 B, see `http::request::build`) so it does not fragment
+        // the 256 B chunks long-lived connections use.
+        let mut answer = Vec::with_capacity(512);
         let accepted = match accept(&req, &cfg.ws, &[], &mut answer) {
             Ok(a) => a,
             Err(crate::proto::ws::WsError::Handshake { status, reason }) => {

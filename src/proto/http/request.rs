@@ -266,7 +266,11 @@ fn build(parsed: &httparse::Request<'_, '_>, body: Vec<u8>) -> Request {
     for h in parsed.headers.iter() {
         let name = req.push(h.name);
         // Invalid UTF-8 is replaced (U+FFFD), which may make the value longer than sent.
-        let value = String::from_utf8_lossy(h.value);
+        let value = match std::str::from_utf8(h.value) {
+            // The fast check first; the replacing decoder only for invalid input.
+            Ok(v) => std::borrow::Cow::Borrowed(v),
+            Err(_) => String::from_utf8_lossy(h.value),
+        };
         let value = req.push(value.trim());
         req.headers.push((name, value));
     }

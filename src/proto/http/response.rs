@@ -110,7 +110,14 @@ impl Response {
 /// Appends `HTTP/1.1 <status> <reason>\r\n`.
 pub(crate) fn write_status_line(out: &mut Vec<u8>, status: u16) {
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
+    // Three digits for every real status; no allocation (`to_string`) per response.
+    match status {
+        100..=999 => {
+            let d = |n: u16| b'0' + (n % 10) as u8;
+            out.extend_from_slice(&[d(status / 100), d(status / 10), d(status)]);
+        }
+        _ => out.extend_from_slice(status.to_string().as_bytes()),
+    }
     out.push(b' ');
     out.extend_from_slice(reason_phrase(status).as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -119,9 +126,15 @@ pub(crate) fn write_status_line(out: &mut Vec<u8>, status: u16) {
 /// Appends `name: value\r\n`, dropping CR and LF from both (no header injection).
 pub(crate) fn write_header(out: &mut Vec<u8>, name: &str, value: &str) {
     let clean = |b: &u8| *b != b'\r' && *b != b'\n';
-    out.extend(name.as_bytes().iter().filter(|b| clean(b)));
+    // Copied whole when clean (nearly always), byte by byte only to drop CR and LF.
+    let put = |out: &mut Vec<u8>, s: &[u8]| match s.iter().all(clean) {
+        true => out.extend_from_slice(s),
+        false => out.extend(s.iter().filter(|b| clean(b))),
+    };
+    out.reserve(name.len() + value.len() + 4);
+    put(out, name.as_bytes());
     out.extend_from_slice(b": ");
-    out.extend(value.as_bytes().iter().filter(|b| clean(b)));
+    put(out, value.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -181,6 +194,21 @@ mod tests {
             written(&r),
             "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn status_lines_of_every_width() {
+        for (status, line) in [
+            (101, "HTTP/1.1 101 Switching Protocols\r\n"),
+            (426, "HTTP/1.1 426 Upgrade Required\r\n"),
+            (799, "HTTP/1.1 799 Unknown\r\n"),
+            (42, "HTTP/1.1 42 Unknown\r\n"),
+            (1000, "HTTP/1.1 1000 Unknown\r\n"),
+        ] {
+            let mut out = Vec::new();
+            write_status_line(&mut out, status);
+            assert_eq!(String::from_utf8(out).unwrap(), line);
+        }
     }
 
     #[test]

@@ -34,9 +34,11 @@ pub(crate) fn accept_key(key: &str) -> String {
 
 /// Whether a header (possibly repeated) lists `token` in its comma-separated value.
 fn has_token(req: &Request, header: &str, token: &str) -> bool {
-    req.headers_all(header)
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+    let listed = |v: &str| {
+        // The common case, a value of just the token, without splitting.
+        v.eq_ignore_ascii_case(token) || v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    req.headers_all(header).any(listed)
 }
 
 /// Whether the request asks for a WebSocket (`Upgrade: websocket`); anything else goes to
