@@ -388,8 +388,8 @@ impl Poller {
 
     fn fire_timers(&mut self) {
         self.now = Instant::now();
-        while let Some(t) = self.timers.pop_due(self.now) {
-            match t.kind {
+        while let Some((kind, t)) = self.timers.pop_due(self.now) {
+            match kind {
                 TimerKind::Conn => {
                     self.on_stream(t.slot, t.gen, |c, ctx| c.timer(ctx));
                 }

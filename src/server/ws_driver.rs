@@ -1182,5 +1182,15 @@ mod size_tests {
             std::mem::size_of::<crate::server::handle::ConnShared>(),
             std::mem::size_of::<StreamConn<crate::server::stream::RawDriver>>(),
         );
+        eprintln!(
+            "HandlerSlot={} Phase={} WsSession={} ConnInfo={} Addr={} Link<()>={} Timer={}",
+            std::mem::size_of::<crate::server::dispatch::HandlerSlot>(),
+            std::mem::size_of::<super::Phase>(),
+            std::mem::size_of::<crate::proto::ws::WsSession>(),
+            std::mem::size_of::<crate::server::handle::ConnInfo>(),
+            std::mem::size_of::<crate::base::Addr>(),
+            std::mem::size_of::<crate::reactor::Link<()>>(),
+            std::mem::size_of::<crate::reactor::timer::Timer>(),
+        );
     }
 }
