@@ -16,7 +16,7 @@ use super::driver::{Accept, Driver, Io, Requests};
 use super::outq::OutQueue;
 use super::timer::TimerKind;
 use super::{Link, Place, STATE_CLOSED, STATE_CLOSING, STATE_OPEN};
-use crate::base::{Addr, CloseReason, PeerCred};
+use crate::base::{Addr, CloseReason, PeerCred, Stamp};
 use crate::proto::conn::{Action, Lifecycle, State};
 use crate::Error;
 
@@ -103,7 +103,11 @@ pub(crate) struct StreamConn<D: ?Sized + Driver = dyn Driver> {
     /// Fan-out groups this connection belongs to (none: no heap memory).
     pub(crate) groups: super::group::Groups,
     life: Lifecycle,
-    last_read: Instant,
+    /// When bytes last arrived.
+    last_read: Stamp,
+    /// A timer entry for this connection is pending at this deadline (or due this turn):
+    /// later deadlines add none, since its firing re-checks and re-arms them all.
+    armed: Option<Stamp>,
     writable_interest: bool,
     /// Reading paused until the handler thread catches up with inbound bytes.
     paused: bool,
@@ -165,7 +169,8 @@ pub(crate) fn new_stream<D: Driver>(
         outq: OutQueue::default(),
         groups: Default::default(),
         life: Lifecycle::new(now, handshake),
-        last_read: now,
+        last_read: Stamp::of(now),
+        armed: None,
         writable_interest: false,
         paused: false,
         out_paused: false,
@@ -259,7 +264,7 @@ impl Stream {
             last_read,
             ..
         } = self;
-        let mut io = Io::new(ctx.now, *last_read, link, outq, &mut req);
+        let mut io = Io::new(ctx.now, last_read.at(), link, outq, &mut req);
         let r = f(driver, &mut io);
         (r, self.apply(ctx, req))
     }
@@ -312,16 +317,24 @@ impl Stream {
         }
     }
 
-    /// Adds a timer at the next deadline of the lifecycle or (while open) the driver.
-    fn arm(&self, ctx: &mut Ctx<'_>) {
+    /// Adds a timer at the next deadline of the lifecycle or (while open) the driver,
+    /// unless one no later is already pending (one entry per idle connection, however
+    /// often it re-arms).
+    fn arm(&mut self, ctx: &mut Ctx<'_>) {
         let driver = match self.life.is_open() {
-            true => self.driver.next_deadline(self.last_read),
+            true => self.driver.next_deadline(self.last_read.at()),
             false => None,
         };
-        if let Some(at) = crate::base::earliest(self.life.poll_at(), driver) {
-            let (slot, gen) = self.slot_gen();
-            ctx.timers.add(at, slot, gen, TimerKind::Conn);
+        let Some(at) = crate::base::earliest(self.life.poll_at(), driver) else {
+            return;
+        };
+        let at = Stamp::of(at);
+        if self.armed.is_some_and(|pending| pending <= at) {
+            return;
         }
+        self.armed = Some(at);
+        let (slot, gen) = self.slot_gen();
+        ctx.timers.add(at.at(), slot, gen, TimerKind::Conn);
     }
 
     fn mark_dirty(&mut self, ctx: &mut Ctx<'_>) {
@@ -485,7 +498,7 @@ impl Stream {
         if !done || self.step(|l| l.handshake_done()) != Action::Open {
             return Step::Live;
         }
-        self.last_read = ctx.now;
+        self.last_read = Stamp::of(ctx.now);
         self.arm(ctx);
         let info = self.tls.as_deref().map(crate::tls::TlsInfo::of_server);
         let ((), step) = self.drive(ctx, |d, io| {
@@ -499,7 +512,7 @@ impl Stream {
 
     /// `n` bytes are in the read buffer: hand them (with any kept input) to the driver.
     fn input(&mut self, ctx: &mut Ctx<'_>, n: usize) -> Step {
-        self.last_read = ctx.now;
+        self.last_read = Stamp::of(ctx.now);
         let counters = &self.link.policy.counters;
         counters.plain_in.fetch_add(n as u64, Ordering::Relaxed);
         if !self.life.is_open() {
@@ -737,23 +750,25 @@ impl Stream {
         }
     }
 
-    /// A timer of this connection fired (or a stale one: every deadline is re-checked).
+    /// A timer of this connection fired (or a stale one: every deadline is re-checked, and
+    /// the next one armed).
     pub(crate) fn timer(&mut self, ctx: &mut Ctx<'_>) -> Step {
-        match self.step(|l| l.timer(ctx.now)) {
-            Action::Remove(r) => Step::Gone(r),
+        if self.armed.is_some_and(|at| at.at() <= ctx.now) {
+            self.armed = None; // popped now (or due in this same round of timers)
+        }
+        let step = match self.step(|l| l.timer(ctx.now)) {
+            Action::Remove(r) => return Step::Gone(r),
             Action::TimedOut => {
                 let ((), _) = self.drive(ctx, |d, io| d.on_error(io, Error::Timeout));
-                Step::Gone(CloseReason::HandshakeTimeout)
+                return Step::Gone(CloseReason::HandshakeTimeout);
             }
-            _ if self.life.is_open() => {
-                let ((), step) = self.drive(ctx, |d, io| d.on_timer(io));
-                if matches!(step, Step::Live) && self.life.is_open() {
-                    self.arm(ctx);
-                }
-                step
-            }
+            _ if self.life.is_open() => self.drive(ctx, |d, io| d.on_timer(io)).1,
             _ => Step::Live,
+        };
+        if matches!(step, Step::Live) {
+            self.arm(ctx);
         }
+        step
     }
 
     /// A handle's request.

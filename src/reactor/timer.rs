@@ -63,6 +63,12 @@ impl Timers {
         (self.nearest()).map(|(_, t)| t.at.at().saturating_duration_since(now))
     }
 
+    /// Entries pending (stale ones included).
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.conns.len() + self.listeners.len()
+    }
+
     /// Pops one due timer.
     pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(TimerKind, Timer)> {
         let (kind, t) = self.nearest()?;
