@@ -475,7 +475,7 @@ impl Poller {
         let Some(Entry::Stream(mut c)) = self.remove_entry(slot as usize) else {
             return;
         };
-        let groups = c.groups.take();
+        let groups = c.with_groups(|g| g.take());
         for g in groups {
             self.remove_member(g, slot, gen);
         }

@@ -96,12 +96,9 @@ pub(crate) struct Accepted {
 pub(crate) struct StreamConn<D: ?Sized + Driver = dyn Driver> {
     link: Arc<Link>,
     sock: StreamSock,
-    tls: Option<Box<rustls::ServerConnection>>,
-    /// Input kept between reads (a partial frame or request); empty when idle.
-    rbuf: Kept,
+    /// The TLS session, kept input and groups: one word, no memory while none is there.
+    cold: Option<Box<Cold>>,
     outq: OutQueue,
-    /// Fan-out groups this connection belongs to (none: no heap memory).
-    pub(crate) groups: super::group::Groups,
     life: Lifecycle,
     /// When bytes last arrived.
     last_read: Stamp,
@@ -122,26 +119,26 @@ pub(crate) struct StreamConn<D: ?Sized + Driver = dyn Driver> {
     driver: D,
 }
 
-/// Input kept between reads (a partial frame or request): one word while there is none.
+/// What few connections have, in one allocation made when the first of it is needed and
+/// freed when none is left (an idle plain connection keeps none).
 #[derive(Default)]
-#[allow(clippy::box_collection)] // one word per idle connection (a Vec is three)
-struct Kept(Option<Box<Vec<u8>>>);
+struct Cold {
+    tls: Option<Box<rustls::ServerConnection>>,
+    /// Input kept between reads (a partial frame or request).
+    kept: Vec<u8>,
+    /// Fan-out groups this connection belongs to.
+    groups: super::group::Groups,
+}
 
-impl Kept {
+impl Cold {
     fn is_empty(&self) -> bool {
-        self.0.is_none()
+        self.tls.is_none() && self.kept.is_empty() && self.groups.is_empty()
     }
+}
 
-    /// The kept bytes (empty when none), leaving none. Use [`StreamConn::unkeep`], which
-    /// uncounts them from the budget.
-    fn take(&mut self) -> Vec<u8> {
-        self.0.take().map(|b| *b).unwrap_or_default()
-    }
-
-    fn put(&mut self, v: Vec<u8>) {
-        debug_assert!(self.0.is_none());
-        self.0 = (!v.is_empty()).then(|| Box::new(v));
-    }
+/// The TLS session, if any (a function of the field, so the socket can be borrowed too).
+fn tls_of(cold: &mut Option<Box<Cold>>) -> Option<&mut rustls::ServerConnection> {
+    cold.as_mut().and_then(|c| c.tls.as_deref_mut())
 }
 
 /// A connection in the slab.
@@ -157,17 +154,21 @@ pub(crate) fn new_stream<D: Driver>(
     driver: D,
 ) -> Box<Stream> {
     let now = Instant::now();
-    let (tls, handshake) = match tls {
-        Some((t, timeout)) => (Some(Box::new(t)), Some(timeout)),
+    let (cold, handshake) = match tls {
+        Some((t, timeout)) => {
+            let cold = Cold {
+                tls: Some(Box::new(t)),
+                ..Cold::default()
+            };
+            (Some(Box::new(cold)), Some(timeout))
+        }
         None => (None, None),
     };
     Box::new(StreamConn {
         link,
         sock,
-        tls,
-        rbuf: Kept::default(),
+        cold,
         outq: OutQueue::default(),
-        groups: Default::default(),
         life: Lifecycle::new(now, handshake),
         last_read: Stamp::of(now),
         armed: None,
@@ -296,7 +297,7 @@ impl Stream {
             self.paused = false;
             // What the peer sent meanwhile: the kept part now, the socket's next turn.
             ctx.again.push(self.slot_gen());
-            if !self.rbuf.is_empty() {
+            if self.has_kept() {
                 if let Step::Gone(r) = self.refeed(ctx) {
                     return Step::Gone(r);
                 }
@@ -376,7 +377,7 @@ impl Stream {
 
     fn read_some(&mut self, buf: &mut [u8]) -> ReadOutcome {
         let counters = &self.link.policy.counters;
-        match &mut self.tls {
+        match tls_of(&mut self.cold) {
             None => match self.sock.read(buf) {
                 Ok(0) => ReadOutcome::Eof,
                 Ok(n) => {
@@ -423,7 +424,7 @@ impl Stream {
                 self.starve(ctx);
                 break;
             }
-            let plain = self.tls.is_none();
+            let plain = self.tls().is_none();
             let outcome = self.read_some(ctx.read_buf);
             if let Step::Gone(r) = self.after_handshake(ctx) {
                 return Step::Gone(r);
@@ -455,18 +456,46 @@ impl Stream {
         Step::Live
     }
 
+    fn tls(&self) -> Option<&rustls::ServerConnection> {
+        self.cold.as_ref().and_then(|c| c.tls.as_deref())
+    }
+
+    /// Frees the rarely present part once nothing is left in it.
+    fn settle_cold(&mut self) {
+        if self.cold.as_ref().is_some_and(|c| c.is_empty()) {
+            self.cold = None;
+        }
+    }
+
+    /// Runs `f` on the connection's groups (made on first use, freed when none is left).
+    pub(crate) fn with_groups<R>(&mut self, f: impl FnOnce(&mut super::group::Groups) -> R) -> R {
+        let r = f(&mut self.cold.get_or_insert_with(Box::default).groups);
+        self.settle_cold();
+        r
+    }
+
+    fn has_kept(&self) -> bool {
+        self.cold.as_ref().is_some_and(|c| !c.kept.is_empty())
+    }
+
     /// Keeps unconsumed input for the next read, counted against the memory budget.
     fn keep(&mut self, v: Vec<u8>) {
         if v.is_empty() {
             return;
         }
         self.link.policy.counters.budget.add(v.capacity());
-        self.rbuf.put(v);
+        let cold = self.cold.get_or_insert_with(Box::default);
+        debug_assert!(cold.kept.is_empty());
+        cold.kept = v;
     }
 
     /// Takes the kept input (empty when none), uncounting it from the memory budget.
     fn unkeep(&mut self) -> Vec<u8> {
-        let v = self.rbuf.take();
+        let Some(cold) = self.cold.as_mut() else {
+            return Vec::new();
+        };
+        let v = std::mem::take(&mut cold.kept);
+        self.settle_cold();
         self.link.policy.counters.budget.sub(v.capacity());
         v
     }
@@ -494,13 +523,13 @@ impl Stream {
     /// The TLS handshake just completed: the driver gets the connection.
     fn after_handshake(&mut self, ctx: &mut Ctx<'_>) -> Step {
         let done = matches!(self.life.state(), State::Handshake { .. })
-            && self.tls.as_ref().is_some_and(|t| !t.is_handshaking());
+            && self.tls().is_some_and(|t| !t.is_handshaking());
         if !done || self.step(|l| l.handshake_done()) != Action::Open {
             return Step::Live;
         }
         self.last_read = Stamp::of(ctx.now);
         self.arm(ctx);
-        let info = self.tls.as_deref().map(crate::tls::TlsInfo::of_server);
+        let info = self.tls().map(crate::tls::TlsInfo::of_server);
         let ((), step) = self.drive(ctx, |d, io| {
             if let Some(info) = info {
                 d.on_tls(info);
@@ -545,7 +574,7 @@ impl Stream {
 
     /// Hands the kept input to the driver again (after a hold).
     fn refeed(&mut self, ctx: &mut Ctx<'_>) -> Step {
-        if self.rbuf.is_empty() || !self.life.is_open() {
+        if !self.has_kept() || !self.life.is_open() {
             return Step::Live;
         }
         let mut kept = self.unkeep();
@@ -612,7 +641,7 @@ impl Stream {
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 );
-                if let Some(tls) = &mut self.tls {
+                if let Some(tls) = tls_of(&mut self.cold) {
                     tls.send_close_notify();
                 }
                 self.driver.on_closing();
@@ -628,7 +657,7 @@ impl Stream {
     /// — also when an error stopped it (then with the error): what left the queue before
     /// it must be uncounted all the same.
     fn write_out(&mut self) -> (usize, usize, Option<io::Error>) {
-        match &mut self.tls {
+        match tls_of(&mut self.cold) {
             None => {
                 let (n, err) = self.outq.flush_some(&mut self.sock);
                 (n, n, err)
@@ -642,7 +671,7 @@ impl Stream {
     }
 
     pub(crate) fn output_pending(&self) -> bool {
-        !self.outq.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+        !self.outq.is_empty() || self.tls().is_some_and(|t| t.wants_write())
     }
 
     /// Registers or drops write interest to match whether output is pending.
