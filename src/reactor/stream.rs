@@ -105,18 +105,43 @@ pub(crate) struct StreamConn<D: ?Sized + Driver = dyn Driver> {
     /// A timer entry for this connection is pending at this deadline (or due this turn):
     /// later deadlines add none, since its firing re-checks and re-arms them all.
     armed: Option<Stamp>,
-    writable_interest: bool,
+    flags: Flags,
+    driver: D,
+}
+
+/// A connection's yes/no states, one bit each.
+#[derive(Default, Clone, Copy)]
+struct Flags(u8);
+
+impl Flags {
+    /// Write interest is registered.
+    const WRITABLE_INTEREST: u8 = 1;
     /// Reading paused until the handler thread catches up with inbound bytes.
-    paused: bool,
+    const PAUSED: u8 = 1 << 1;
     /// Reading paused while the output queue is above its high-water mark.
-    out_paused: bool,
+    const OUT_PAUSED: u8 = 1 << 2;
     /// Reading held until the output queue is empty; then the kept input is fed again.
-    held: bool,
+    const HELD: u8 = 1 << 3;
     /// Reading stopped because the runtime's memory budget is spent; the poller resumes
     /// it when the budget is relieved.
-    starved: bool,
-    in_dirty: bool,
-    driver: D,
+    const STARVED: u8 = 1 << 4;
+    /// In the poller's list of connections to flush this turn.
+    const IN_DIRTY: u8 = 1 << 5;
+
+    /// Whether any of the bits in `f` is set.
+    fn has(self, f: u8) -> bool {
+        self.0 & f != 0
+    }
+
+    /// Sets or clears `f`; returns whether it was set before.
+    fn set(&mut self, f: u8, on: bool) -> bool {
+        let was = self.has(f);
+        match on {
+            true => self.0 |= f,
+            false => self.0 &= !f,
+        }
+        was
+    }
 }
 
 /// What few connections have, in one allocation made when the first of it is needed and
@@ -172,12 +197,7 @@ pub(crate) fn new_stream<D: Driver>(
         life: Lifecycle::new(now, handshake),
         last_read: Stamp::of(now),
         armed: None,
-        writable_interest: false,
-        paused: false,
-        out_paused: false,
-        held: false,
-        starved: false,
-        in_dirty: false,
+        flags: Flags::default(),
         driver,
     })
 }
@@ -277,7 +297,7 @@ impl Stream {
             if req.dirty {
                 self.mark_dirty(ctx);
                 if self.outq.len() > self.high_water() {
-                    self.out_paused = true;
+                    self.flags.set(Flags::OUT_PAUSED, true);
                 }
             }
             return Step::Live;
@@ -288,13 +308,13 @@ impl Stream {
     /// The requests beyond "output queued" (pause, hold, resume, rearm, close).
     fn apply_rare(&mut self, ctx: &mut Ctx<'_>, req: Requests) -> Step {
         if req.pause {
-            self.paused = true;
+            self.flags.set(Flags::PAUSED, true);
         }
         if req.hold && self.output_pending() {
-            self.held = true;
+            self.flags.set(Flags::HELD, true);
         }
-        if req.resume && self.paused {
-            self.paused = false;
+        if req.resume && self.flags.has(Flags::PAUSED) {
+            self.flags.set(Flags::PAUSED, false);
             // What the peer sent meanwhile: the kept part now, the socket's next turn.
             ctx.again.push(self.slot_gen());
             if self.has_kept() {
@@ -309,7 +329,7 @@ impl Stream {
         if req.dirty {
             self.mark_dirty(ctx);
             if self.outq.len() > self.high_water() {
-                self.out_paused = true;
+                self.flags.set(Flags::OUT_PAUSED, true);
             }
         }
         match req.close {
@@ -339,7 +359,7 @@ impl Stream {
     }
 
     fn mark_dirty(&mut self, ctx: &mut Ctx<'_>) {
-        if !std::mem::replace(&mut self.in_dirty, true) {
+        if !self.flags.set(Flags::IN_DIRTY, true) {
             ctx.dirty.push(self.slot_gen());
         }
     }
@@ -362,7 +382,10 @@ impl Stream {
     /// Reading goes on in every phase until end of stream (while closing, input is read and
     /// discarded so that closing never turns into a reset that loses our queued output).
     fn can_read(&self) -> bool {
-        self.life.reads() && !self.paused && !self.out_paused && !self.held
+        self.life.reads()
+            && !self
+                .flags
+                .has(Flags::PAUSED | Flags::OUT_PAUSED | Flags::HELD)
     }
 
     /// Output queued past this pauses reading (half the queue bound).
@@ -503,8 +526,8 @@ impl Stream {
     /// Stops reading while the runtime's memory budget is spent (TCP pushes back on the
     /// peer); the poller calls [`revive`](Self::revive) until it is relieved.
     fn starve(&mut self, ctx: &mut Ctx<'_>) {
-        if !self.starved {
-            self.starved = true;
+        if !self.flags.has(Flags::STARVED) {
+            self.flags.set(Flags::STARVED, true);
             self.link.policy.counters.budget.paused_read();
             ctx.starved.push(self.slot_gen());
         }
@@ -516,7 +539,7 @@ impl Stream {
             ctx.starved.push(self.slot_gen());
             return Step::Live;
         }
-        self.starved = false;
+        self.flags.set(Flags::STARVED, false);
         self.read(ctx, false)
     }
 
@@ -677,10 +700,10 @@ impl Stream {
     /// Registers or drops write interest to match whether output is pending.
     fn update_interest(&mut self, reg: &Registry) {
         let want = self.output_pending();
-        if want == self.writable_interest {
+        if want == self.flags.has(Flags::WRITABLE_INTEREST) {
             return;
         }
-        self.writable_interest = want;
+        self.flags.set(Flags::WRITABLE_INTEREST, want);
         let interest = if want {
             Interest::READABLE | Interest::WRITABLE
         } else {
@@ -698,14 +721,14 @@ impl Stream {
 
     /// Writes the connection's output; handles drained, close and write interest.
     pub(crate) fn flush(&mut self, ctx: &mut Ctx<'_>) -> Step {
-        self.in_dirty = false;
+        self.flags.set(Flags::IN_DIRTY, false);
         if !self.life.writes() {
             return Step::Live;
         }
         if self.sock.is_virtual() {
             return self.flush_virtual(ctx);
         }
-        let had_interest = self.writable_interest;
+        let had_interest = self.flags.has(Flags::WRITABLE_INTEREST);
         let (plain, wire, err) = self.write_out();
         if plain > 0 {
             self.link.account(-(plain as isize));
@@ -719,16 +742,16 @@ impl Stream {
         if let Some(e) = err {
             return self.fail(ctx, CloseReason::Reset(e.to_string()), e.into());
         }
-        if self.held && !self.output_pending() {
-            self.held = false;
+        if self.flags.has(Flags::HELD) && !self.output_pending() {
+            self.flags.set(Flags::HELD, false);
             if let Step::Gone(r) = self.refeed(ctx) {
                 return Step::Gone(r);
             }
             ctx.again.push(self.slot_gen());
         }
-        if self.out_paused && self.outq.len() <= self.low_water() {
+        if self.flags.has(Flags::OUT_PAUSED) && self.outq.len() <= self.low_water() {
             // Edge-triggered: what the peer sent meanwhile waits in the socket; read it.
-            self.out_paused = false;
+            self.flags.set(Flags::OUT_PAUSED, false);
             ctx.again.push(self.slot_gen());
         }
         let pending = self.output_pending();
@@ -803,7 +826,7 @@ impl Stream {
     /// A handle's request.
     pub(crate) fn command(&mut self, ctx: &mut Ctx<'_>, cmd: super::ConnCmd) -> Step {
         if let super::ConnCmd::Resume = cmd {
-            self.paused = false;
+            self.flags.set(Flags::PAUSED, false);
             if let (_, Step::Gone(r)) = self.drive(ctx, |d, io| d.on_resume(io)) {
                 return Step::Gone(r);
             }

@@ -1207,5 +1207,10 @@ mod size_tests {
             std::mem::size_of::<crate::reactor::Link<()>>(),
             std::mem::size_of::<crate::reactor::timer::Timer>(),
         );
+        eprintln!(
+            "Handlers={} UserHandler={}",
+            std::mem::size_of::<crate::server::dispatch::Handlers>(),
+            std::mem::size_of::<crate::server::dispatch::UserHandler>(),
+        );
     }
 }
