@@ -4,6 +4,8 @@
 //! from a small per-thread pool (each poller is one thread) when the first message is
 //! queued and given back when the last is written, as are the buffers it lets go of, so
 //! the echo path allocates nothing per message while idle connections keep no buffers.
+//! The same box holds the connection's other rarely present state ([`Extra`]: TLS session,
+//! kept input, groups), so that costs an idle connection no word of its own either.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -32,11 +34,35 @@ struct Chunk {
     counted: bool,
 }
 
-/// Pending output of one connection: one word, and no heap memory while empty.
+/// Pending output of one connection, and what else it keeps only while it has it
+/// ([`Extra`]): one word, and no heap memory while it has neither.
 #[derive(Default)]
-pub(crate) struct OutQueue(Option<Box<Queue>>);
+pub(crate) struct OutQueue(Option<Box<Heap>>);
 
-/// A non-empty queue's state (boxed, pooled per thread).
+/// What a connection has on the heap beside its output: the TLS session, input kept
+/// between reads (a partial frame or request), fan-out groups. It shares the output
+/// queue's box, so an idle plain connection keeps none of it and pays no word for it.
+#[derive(Default)]
+pub(crate) struct Extra {
+    pub(crate) tls: Option<Box<rustls::ServerConnection>>,
+    pub(crate) kept: Vec<u8>,
+    pub(crate) groups: super::group::Groups,
+}
+
+impl Extra {
+    fn is_empty(&self) -> bool {
+        self.tls.is_none() && self.kept.is_empty() && self.groups.is_empty()
+    }
+}
+
+/// The box: the queue and the extra (pooled per thread once both are empty).
+#[derive(Default)]
+struct Heap {
+    out: Queue,
+    extra: Extra,
+}
+
+/// Queued output.
 #[derive(Default)]
 struct Queue {
     chunks: VecDeque<Chunk>,
@@ -60,7 +86,7 @@ const TAIL_CAPACITY: usize = 2048;
 struct Spares {
     bufs: Vec<Vec<u8>>,
     #[allow(clippy::vec_box)] // handed out boxed: reusing a queue allocates nothing
-    queues: Vec<Box<Queue>>,
+    queues: Vec<Box<Heap>>,
 }
 
 thread_local! {
@@ -97,8 +123,8 @@ fn recycle(p: Payload) {
     }
 }
 
-/// An empty queue, recycled when one is spare.
-fn take_queue() -> Box<Queue> {
+/// An empty box, recycled when one is spare.
+fn take_heap() -> Box<Heap> {
     SPARES
         .try_with(|s| s.borrow_mut().queues.pop())
         .ok()
@@ -106,16 +132,16 @@ fn take_queue() -> Box<Queue> {
         .unwrap_or_default()
 }
 
-/// Gives an emptied queue back to the pool (with its chunk storage, if small).
-fn release_queue(mut q: Box<Queue>) {
-    debug_assert!(q.chunks.is_empty() && q.bytes == 0);
-    if q.chunks.capacity() > SPARE_DEQUE_MAX {
-        q.chunks = VecDeque::new();
+/// Gives an emptied box back to the pool (with its chunk storage, if small).
+fn release_heap(mut h: Box<Heap>) {
+    debug_assert!(h.out.chunks.is_empty() && h.out.bytes == 0 && h.extra.is_empty());
+    if h.out.chunks.capacity() > SPARE_DEQUE_MAX {
+        h.out.chunks = VecDeque::new();
     }
     let _ = SPARES.try_with(|s| {
         let mut s = s.borrow_mut();
         if s.queues.len() < SPARE_QUEUES {
-            s.queues.push(q);
+            s.queues.push(h);
         }
     });
 }
@@ -126,21 +152,38 @@ impl OutQueue {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |q| q.bytes)
+        self.0.as_ref().map_or(0, |h| h.out.bytes)
     }
 
-    /// The queue's state, made (from the pool) if it is empty.
+    /// The queue, its box made (from the pool) if there is none.
     fn open(&mut self) -> &mut Queue {
-        self.0.get_or_insert_with(take_queue)
+        &mut self.0.get_or_insert_with(take_heap).out
     }
 
-    /// Gives the state back to the pool once nothing is queued.
-    fn settle(&mut self) {
-        if self.0.as_ref().is_some_and(|q| q.chunks.is_empty()) {
-            if let Some(q) = self.0.take() {
-                release_queue(q);
+    /// Gives the box back to the pool once nothing is queued and no extra is left. Call it
+    /// after changing the [`extra`](Self::extra_mut).
+    pub(crate) fn settle(&mut self) {
+        let empty = |h: &Heap| h.out.chunks.is_empty() && h.extra.is_empty();
+        if self.0.as_deref().is_some_and(empty) {
+            if let Some(h) = self.0.take() {
+                release_heap(h);
             }
         }
+    }
+
+    /// The extra, if the box is there.
+    pub(crate) fn extra(&self) -> Option<&Extra> {
+        self.0.as_deref().map(|h| &h.extra)
+    }
+
+    /// The extra, if the box is there (nothing is made).
+    pub(crate) fn extra_if(&mut self) -> Option<&mut Extra> {
+        self.0.as_deref_mut().map(|h| &mut h.extra)
+    }
+
+    /// The extra, its box made if there is none; [`settle`](Self::settle) afterwards.
+    pub(crate) fn extra_mut(&mut self) -> &mut Extra {
+        &mut self.0.get_or_insert_with(take_heap).extra
     }
 
     /// Appends bytes. With `keep_boundary` false they are coalesced into an owned tail
@@ -174,7 +217,7 @@ impl OutQueue {
     /// holds at most `limit` bytes. Returns (messages dropped, bytes dropped).
     pub(crate) fn drop_oldest(&mut self, limit: usize) -> (u64, usize) {
         match &mut self.0 {
-            Some(q) => q.drop_oldest(limit),
+            Some(h) => h.out.drop_oldest(limit),
             None => (0, 0),
         }
     }
@@ -192,36 +235,80 @@ impl OutQueue {
     /// As [`flush_to`](Self::flush_to), but what was written before an error is returned
     /// with it: those bytes left the queue and must be uncounted all the same.
     pub(crate) fn flush_some<W: Write>(&mut self, w: &mut W) -> (usize, Option<io::Error>) {
-        let Some(q) = &mut self.0 else {
+        let Some(h) = &mut self.0 else {
             return (0, None);
         };
-        let r = q.flush_some(w);
+        let r = h.out.flush_some(w);
+        self.settle();
+        r
+    }
+
+    /// Encrypts queued output with the TLS session in the extra and writes the records;
+    /// `done` counts (plaintext taken from the queue, socket bytes written), also when an
+    /// error ends it.
+    pub(crate) fn flush_tls<W: Write>(
+        &mut self,
+        sock: &mut W,
+        done: &mut (usize, usize),
+    ) -> io::Result<()> {
+        let Some(h) = self.0.as_deref_mut() else {
+            return Ok(());
+        };
+        let Heap { out, extra } = h;
+        let Some(tls) = extra.tls.as_deref_mut() else {
+            return Ok(());
+        };
+        let r = tls_write(tls, out, sock, done);
         self.settle();
         r
     }
 
     /// Removes `n` written bytes from the front.
+    #[cfg(test)]
     pub(crate) fn consume(&mut self, n: usize) {
-        if let Some(q) = &mut self.0 {
-            q.consume(n);
+        if let Some(h) = &mut self.0 {
+            h.out.consume(n);
             self.settle();
         }
     }
 
-    /// The front chunk's unsent bytes (for writers that are not vectored, e.g. TLS).
-    pub(crate) fn front(&self) -> Option<&[u8]> {
-        self.0.as_ref().and_then(|q| q.front())
-    }
-
-    /// Drops everything; returns the bytes dropped.
+    /// Drops everything queued (the extra stays); returns the bytes dropped.
     pub(crate) fn clear(&mut self) -> usize {
-        match self.0.take() {
-            Some(mut q) => {
-                let n = q.clear();
-                release_queue(q);
-                n
+        let n = self.0.as_mut().map_or(0, |h| h.out.clear());
+        self.settle();
+        n
+    }
+}
+
+fn tls_write<W: Write>(
+    tls: &mut rustls::ServerConnection,
+    outq: &mut Queue,
+    sock: &mut W,
+    done: &mut (usize, usize),
+) -> io::Result<()> {
+    loop {
+        while let Some(front) = outq.front() {
+            let n = tls.writer().write(front)?;
+            if n == 0 {
+                break; // rustls' buffer is full: "would block"
             }
-            None => 0,
+            outq.consume(n);
+            done.0 += n;
+        }
+        if !tls.wants_write() {
+            return Ok(());
+        }
+        while tls.wants_write() {
+            match tls.write_tls(sock) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done.1 += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if outq.chunks.is_empty() {
+            return Ok(());
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use mio::{Interest, Registry};
 
 use super::driver::{Accept, Driver, Io, Requests};
-use super::outq::OutQueue;
+use super::outq::{Extra, OutQueue};
 use super::timer::TimerKind;
 use super::{Link, Place, STATE_CLOSED, STATE_CLOSING, STATE_OPEN};
 use crate::base::{Addr, CloseReason, PeerCred, Stamp};
@@ -96,8 +96,7 @@ pub(crate) struct Accepted {
 pub(crate) struct StreamConn<D: ?Sized + Driver = dyn Driver> {
     link: Arc<Link>,
     sock: StreamSock,
-    /// The TLS session, kept input and groups: one word, no memory while none is there.
-    cold: Option<Box<Cold>>,
+    /// Output, and (in the same box: see [`Extra`]) the TLS session, kept input and groups.
     outq: OutQueue,
     life: Lifecycle,
     /// When bytes last arrived.
@@ -144,28 +143,6 @@ impl Flags {
     }
 }
 
-/// What few connections have, in one allocation made when the first of it is needed and
-/// freed when none is left (an idle plain connection keeps none).
-#[derive(Default)]
-struct Cold {
-    tls: Option<Box<rustls::ServerConnection>>,
-    /// Input kept between reads (a partial frame or request).
-    kept: Vec<u8>,
-    /// Fan-out groups this connection belongs to.
-    groups: super::group::Groups,
-}
-
-impl Cold {
-    fn is_empty(&self) -> bool {
-        self.tls.is_none() && self.kept.is_empty() && self.groups.is_empty()
-    }
-}
-
-/// The TLS session, if any (a function of the field, so the socket can be borrowed too).
-fn tls_of(cold: &mut Option<Box<Cold>>) -> Option<&mut rustls::ServerConnection> {
-    cold.as_mut().and_then(|c| c.tls.as_deref_mut())
-}
-
 /// A connection in the slab.
 pub(crate) type Stream = StreamConn<dyn Driver>;
 
@@ -179,21 +156,15 @@ pub(crate) fn new_stream<D: Driver>(
     driver: D,
 ) -> Box<Stream> {
     let now = Instant::now();
-    let (cold, handshake) = match tls {
-        Some((t, timeout)) => {
-            let cold = Cold {
-                tls: Some(Box::new(t)),
-                ..Cold::default()
-            };
-            (Some(Box::new(cold)), Some(timeout))
-        }
-        None => (None, None),
-    };
+    let mut outq = OutQueue::default();
+    let handshake = tls.map(|(t, timeout)| {
+        outq.extra_mut().tls = Some(Box::new(t));
+        timeout
+    });
     Box::new(StreamConn {
         link,
         sock,
-        cold,
-        outq: OutQueue::default(),
+        outq,
         life: Lifecycle::new(now, handshake),
         last_read: Stamp::of(now),
         armed: None,
@@ -400,7 +371,7 @@ impl Stream {
 
     fn read_some(&mut self, buf: &mut [u8]) -> ReadOutcome {
         let counters = &self.link.policy.counters;
-        match tls_of(&mut self.cold) {
+        match self.outq.extra_if().and_then(|e| e.tls.as_deref_mut()) {
             None => match self.sock.read(buf) {
                 Ok(0) => ReadOutcome::Eof,
                 Ok(n) => {
@@ -480,25 +451,23 @@ impl Stream {
     }
 
     fn tls(&self) -> Option<&rustls::ServerConnection> {
-        self.cold.as_ref().and_then(|c| c.tls.as_deref())
+        self.outq.extra().and_then(|e| e.tls.as_deref())
     }
 
-    /// Frees the rarely present part once nothing is left in it.
-    fn settle_cold(&mut self) {
-        if self.cold.as_ref().is_some_and(|c| c.is_empty()) {
-            self.cold = None;
-        }
-    }
-
-    /// Runs `f` on the connection's groups (made on first use, freed when none is left).
-    pub(crate) fn with_groups<R>(&mut self, f: impl FnOnce(&mut super::group::Groups) -> R) -> R {
-        let r = f(&mut self.cold.get_or_insert_with(Box::default).groups);
-        self.settle_cold();
+    /// Runs `f` on the connection's extra (made if there is none, freed when empty).
+    fn with_extra<R>(&mut self, f: impl FnOnce(&mut Extra) -> R) -> R {
+        let r = f(self.outq.extra_mut());
+        self.outq.settle();
         r
     }
 
+    /// Runs `f` on the connection's groups.
+    pub(crate) fn with_groups<R>(&mut self, f: impl FnOnce(&mut super::group::Groups) -> R) -> R {
+        self.with_extra(|e| f(&mut e.groups))
+    }
+
     fn has_kept(&self) -> bool {
-        self.cold.as_ref().is_some_and(|c| !c.kept.is_empty())
+        self.outq.extra().is_some_and(|e| !e.kept.is_empty())
     }
 
     /// Keeps unconsumed input for the next read, counted against the memory budget.
@@ -507,18 +476,17 @@ impl Stream {
             return;
         }
         self.link.policy.counters.budget.add(v.capacity());
-        let cold = self.cold.get_or_insert_with(Box::default);
-        debug_assert!(cold.kept.is_empty());
-        cold.kept = v;
+        let extra = self.outq.extra_mut();
+        debug_assert!(extra.kept.is_empty());
+        extra.kept = v;
     }
 
     /// Takes the kept input (empty when none), uncounting it from the memory budget.
     fn unkeep(&mut self) -> Vec<u8> {
-        let Some(cold) = self.cold.as_mut() else {
+        if !self.has_kept() {
             return Vec::new();
-        };
-        let v = std::mem::take(&mut cold.kept);
-        self.settle_cold();
+        }
+        let v = self.with_extra(|e| std::mem::take(&mut e.kept));
         self.link.policy.counters.budget.sub(v.capacity());
         v
     }
@@ -664,7 +632,7 @@ impl Stream {
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 );
-                if let Some(tls) = tls_of(&mut self.cold) {
+                if let Some(tls) = self.outq.extra_if().and_then(|e| e.tls.as_deref_mut()) {
                     tls.send_close_notify();
                 }
                 self.driver.on_closing();
@@ -680,14 +648,14 @@ impl Stream {
     /// — also when an error stopped it (then with the error): what left the queue before
     /// it must be uncounted all the same.
     fn write_out(&mut self) -> (usize, usize, Option<io::Error>) {
-        match tls_of(&mut self.cold) {
+        match self.tls() {
             None => {
                 let (n, err) = self.outq.flush_some(&mut self.sock);
                 (n, n, err)
             }
-            Some(tls) => {
+            Some(_) => {
                 let mut done = (0, 0);
-                let err = tls_write(tls, &mut self.outq, &mut self.sock, &mut done).err();
+                let err = self.outq.flush_tls(&mut self.sock, &mut done).err();
                 (done.0, done.1, err)
             }
         }
@@ -946,41 +914,6 @@ fn tls_read(
         if tls.is_handshaking() && tls.wants_write() {
             // Handshake messages to send: let the caller flush them.
             let _ = tls.write_tls(sock);
-        }
-    }
-}
-
-/// Encrypts queued output and writes the records; `done` counts (plaintext taken from the
-/// queue, socket bytes written), also when an error ends it.
-fn tls_write(
-    tls: &mut rustls::ServerConnection,
-    outq: &mut OutQueue,
-    sock: &mut StreamSock,
-    done: &mut (usize, usize),
-) -> io::Result<()> {
-    loop {
-        while let Some(front) = outq.front() {
-            let n = tls.writer().write(front)?;
-            if n == 0 {
-                break; // rustls' buffer is full: "would block"
-            }
-            outq.consume(n);
-            done.0 += n;
-        }
-        if !tls.wants_write() {
-            return Ok(());
-        }
-        while tls.wants_write() {
-            match tls.write_tls(sock) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => done.1 += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if outq.is_empty() {
-            return Ok(());
         }
     }
 }
