@@ -16,27 +16,29 @@ use crate::base::{deadline, CloseReason, Stamp};
 /// How long a connection whose write side is shut waits for the peer's end of stream.
 pub const LINGER: Duration = Duration::from_secs(1);
 
-/// Where a connection is in its life. Deadlines are kept as 8-byte stamps; `eof` says the
-/// peer's end of stream was seen.
+/// Where a connection is in its life (16 bytes: what only a closing connection needs is
+/// boxed). Deadlines are kept as 8-byte stamps; `eof` says the peer's end of stream was seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     /// The TLS handshake (`None`: no deadline).
     Handshake { deadline: Option<Stamp> },
     /// The driver has the connection.
     Open { eof: bool },
-    /// Flushing queued output before shutting the write side; dropped at `deadline`.
-    Flushing {
-        reason: Box<CloseReason>,
-        deadline: Option<Stamp>,
-        eof: bool,
-    },
-    /// The write side is shut; waiting for the peer's end of stream until `deadline`.
-    Lingering {
-        reason: Box<CloseReason>,
-        deadline: Option<Stamp>,
-    },
+    /// Flushing queued output before shutting the write side; dropped at the deadline.
+    Flushing(Box<Closing>),
+    /// The write side is shut; waiting for the peer's end of stream until the deadline
+    /// (the box the flushing had, `eof` unused).
+    Lingering(Box<Closing>),
     /// Removed (terminal).
     Gone(Box<CloseReason>),
+}
+
+/// A closing connection's reason and deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closing {
+    reason: CloseReason,
+    deadline: Option<Stamp>,
+    eof: bool,
 }
 
 /// What the reactor must do after an event.
@@ -95,8 +97,9 @@ impl Lifecycle {
     /// and discarded so that a close never turns into a reset that loses queued output).
     pub fn reads(&self) -> bool {
         match self.state {
-            State::Handshake { .. } | State::Lingering { .. } => true,
-            State::Open { eof } | State::Flushing { eof, .. } => !eof,
+            State::Handshake { .. } | State::Lingering(_) => true,
+            State::Open { eof } => !eof,
+            State::Flushing(ref c) => !c.eof,
             State::Gone(_) => false,
         }
     }
@@ -105,7 +108,7 @@ impl Lifecycle {
     pub fn writes(&self) -> bool {
         matches!(
             self.state,
-            State::Handshake { .. } | State::Open { .. } | State::Flushing { .. }
+            State::Handshake { .. } | State::Open { .. } | State::Flushing(_)
         )
     }
 
@@ -113,16 +116,15 @@ impl Lifecycle {
     pub fn closing(&self) -> bool {
         matches!(
             self.state,
-            State::Flushing { .. } | State::Lingering { .. } | State::Gone(_)
+            State::Flushing(_) | State::Lingering(_) | State::Gone(_)
         )
     }
 
     /// The lifecycle's own next deadline (the driver has its own while open).
     pub fn poll_at(&self) -> Option<Instant> {
         match &self.state {
-            State::Handshake { deadline }
-            | State::Flushing { deadline, .. }
-            | State::Lingering { deadline, .. } => deadline.map(Stamp::at),
+            State::Handshake { deadline } => deadline.map(Stamp::at),
+            State::Flushing(c) | State::Lingering(c) => c.deadline.map(Stamp::at),
             State::Open { .. } | State::Gone(_) => None,
         }
     }
@@ -155,12 +157,12 @@ impl Lifecycle {
                 *eof = true;
                 Action::AskDriver
             }
-            State::Flushing { eof, .. } => {
-                *eof = true;
+            State::Flushing(c) => {
+                c.eof = true;
                 Action::None
             }
-            State::Lingering { reason, .. } => {
-                let r = (**reason).clone();
+            State::Lingering(c) => {
+                let r = c.reason.clone();
                 self.remove(r)
             }
             State::Gone(_) => Action::None,
@@ -178,11 +180,11 @@ impl Lifecycle {
         match self.state {
             State::Handshake { .. } => self.remove(reason),
             State::Open { eof } => {
-                self.go(State::Flushing {
-                    reason: Box::new(reason),
+                self.go(State::Flushing(Box::new(Closing {
+                    reason,
                     deadline: stamp(by),
                     eof,
-                });
+                })));
                 Action::StartClose
             }
             _ => Action::None,
@@ -191,17 +193,18 @@ impl Lifecycle {
 
     /// The output queue is empty (and TLS has nothing to write).
     pub fn flushed(&mut self, now: Instant) -> Action {
-        let State::Flushing { reason, eof, .. } = &self.state else {
+        let State::Flushing(c) = &mut self.state else {
             return Action::None;
         };
-        let (reason, eof) = (reason.clone(), *eof);
-        if eof {
-            return self.remove(*reason);
+        if c.eof {
+            let r = c.reason.clone();
+            return self.remove(r);
         }
-        self.go(State::Lingering {
-            reason,
-            deadline: stamp(deadline(now, LINGER)),
-        });
+        c.deadline = stamp(deadline(now, LINGER));
+        // The same box goes on into lingering.
+        if let State::Flushing(c) = std::mem::replace(&mut self.state, State::Open { eof: true }) {
+            self.go(State::Lingering(c));
+        }
         Action::ShutWrite
     }
 
@@ -216,8 +219,8 @@ impl Lifecycle {
                 self.go(State::Gone(Box::new(CloseReason::HandshakeTimeout)));
                 Action::TimedOut
             }
-            State::Flushing { reason, .. } | State::Lingering { reason, .. } => {
-                let r = (**reason).clone();
+            State::Flushing(c) | State::Lingering(c) => {
+                let r = c.reason.clone();
                 self.remove(r)
             }
             State::Open { .. } | State::Gone(_) => Action::None,
@@ -233,9 +236,8 @@ impl Lifecycle {
     #[cfg(test)]
     pub fn reason(&self) -> Option<&CloseReason> {
         match &self.state {
-            State::Flushing { reason, .. }
-            | State::Lingering { reason, .. }
-            | State::Gone(reason) => Some(&**reason),
+            State::Flushing(c) | State::Lingering(c) => Some(&c.reason),
+            State::Gone(reason) => Some(&**reason),
             _ => None,
         }
     }
@@ -262,7 +264,7 @@ mod tests {
             assert_eq!(l.poll_at(), Some(now + SEC));
             assert_eq!(l.handshake_done(), Action::Open);
             assert!(l.is_open());
-            assert_eq!(std::mem::size_of::<Lifecycle>(), 24);
+            assert_eq!(std::mem::size_of::<Lifecycle>(), 16);
             assert_eq!(l.poll_at(), None);
             assert_eq!(l.handshake_done(), Action::None);
         }

@@ -94,7 +94,7 @@ impl DatagramSock {
 impl Poller {
     /// Registers a datagram socket on this poller.
     pub(crate) fn adopt_datagram(&mut self, d: NewDatagram) -> io::Result<()> {
-        let place = self.new_place();
+        let place = self.new_other_place();
         let (slot, gen) = (place.slot, place.gen);
         let driver = (d.make)(place)?;
         let mut sock = Box::new(DatagramSock {

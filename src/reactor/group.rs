@@ -7,40 +7,40 @@ use super::poller::Poller;
 use crate::base::{ConnId, Delivery, GroupId};
 use crate::proto::ws::SharedFrames;
 
-/// The groups a connection is in: no heap memory (and one word) while it is in none.
+/// The groups a connection is in (kept in the connection's rarely present part: no memory
+/// at all while it is in none).
 #[derive(Default)]
-#[allow(clippy::box_collection)] // one word per connection while in no group (a Vec is three)
-pub(crate) struct Groups(Option<Box<Vec<GroupId>>>);
+pub(crate) struct Groups(Vec<GroupId>);
 
 impl Groups {
     /// Adds `g`; false when already a member.
     fn insert(&mut self, g: GroupId) -> bool {
-        let v = self.0.get_or_insert_with(Default::default);
-        if v.contains(&g) {
+        if self.0.contains(&g) {
             return false;
         }
-        v.push(g);
+        self.0.push(g);
         true
     }
 
     /// Removes `g`; false when not a member.
     fn remove(&mut self, g: GroupId) -> bool {
-        let Some(v) = self.0.as_mut() else {
+        let Some(i) = self.0.iter().position(|x| *x == g) else {
             return false;
         };
-        let Some(i) = v.iter().position(|x| *x == g) else {
-            return false;
-        };
-        v.swap_remove(i);
-        if v.is_empty() {
-            self.0 = None;
+        self.0.swap_remove(i);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
         }
         true
     }
 
     /// Every group, leaving none.
     pub(crate) fn take(&mut self) -> Vec<GroupId> {
-        self.0.take().map(|b| *b).unwrap_or_default()
+        std::mem::take(&mut self.0)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -48,7 +48,7 @@ impl Poller {
     pub(crate) fn group_join(&mut self, slot: u32, gen: u32, group: GroupId) {
         let mut joined = false;
         self.on_stream(slot, gen, |c, _| {
-            joined = c.groups.insert(group);
+            joined = c.with_groups(|g| g.insert(group));
             super::stream::Step::Live
         });
         if joined {
@@ -62,7 +62,7 @@ impl Poller {
     pub(crate) fn group_leave(&mut self, slot: u32, gen: u32, group: GroupId) {
         let mut left = false;
         self.on_stream(slot, gen, |c, _| {
-            left = c.groups.remove(group);
+            left = c.with_groups(|g| g.remove(group));
             super::stream::Step::Live
         });
         if left {

@@ -1,8 +1,11 @@
 //! A connection's outbound queue: whole messages in order, bounded in bytes by the caller.
 //!
-//! An empty queue holds no heap memory; the buffers a queue lets go of return to a small
-//! per-thread pool (each poller is one thread) and serve the next message, so the echo path
-//! allocates nothing per message while idle connections keep no buffers.
+//! An empty queue is one word and holds no heap memory: its state lives in a box taken
+//! from a small per-thread pool (each poller is one thread) when the first message is
+//! queued and given back when the last is written, as are the buffers it lets go of, so
+//! the echo path allocates nothing per message while idle connections keep no buffers.
+//! The same box holds the connection's other rarely present state ([`Extra`]: TLS session,
+//! kept input, groups), so that costs an idle connection no word of its own either.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -31,9 +34,37 @@ struct Chunk {
     counted: bool,
 }
 
-/// Pending output of one connection. Empty queues hold no heap memory.
+/// Pending output of one connection, and what else it keeps only while it has it
+/// ([`Extra`]): one word, and no heap memory while it has neither.
 #[derive(Default)]
-pub(crate) struct OutQueue {
+pub(crate) struct OutQueue(Option<Box<Heap>>);
+
+/// What a connection has on the heap beside its output: the TLS session, input kept
+/// between reads (a partial frame or request), fan-out groups. It shares the output
+/// queue's box, so an idle plain connection keeps none of it and pays no word for it.
+#[derive(Default)]
+pub(crate) struct Extra {
+    pub(crate) tls: Option<Box<rustls::ServerConnection>>,
+    pub(crate) kept: Vec<u8>,
+    pub(crate) groups: super::group::Groups,
+}
+
+impl Extra {
+    fn is_empty(&self) -> bool {
+        self.tls.is_none() && self.kept.is_empty() && self.groups.is_empty()
+    }
+}
+
+/// The box: the queue and the extra (pooled per thread once both are empty).
+#[derive(Default)]
+struct Heap {
+    out: Queue,
+    extra: Extra,
+}
+
+/// Queued output.
+#[derive(Default)]
+struct Queue {
     chunks: VecDeque<Chunk>,
     bytes: usize,
 }
@@ -44,17 +75,18 @@ const MAX_IOV: usize = 64;
 /// Spare buffers kept per thread, and the largest kept (bigger ones are freed).
 const SPARE_BUFS: usize = 256;
 const SPARE_BUF_MAX: usize = 16 << 10;
-/// Spare chunk deques kept per thread, and the largest capacity kept.
-const SPARE_DEQUES: usize = 256;
+/// Spare queues kept per thread, and the largest chunk capacity a kept one may have.
+const SPARE_QUEUES: usize = 256;
 const SPARE_DEQUE_MAX: usize = 16;
 /// Capacity of a fresh coalescing buffer.
 const TAIL_CAPACITY: usize = 2048;
 
-/// Buffers and chunk deques released by emptied queues on this thread.
+/// Buffers and queues released by emptied queues on this thread.
 #[derive(Default)]
 struct Spares {
     bufs: Vec<Vec<u8>>,
-    deques: Vec<VecDeque<Chunk>>,
+    #[allow(clippy::vec_box)] // handed out boxed: reusing a queue allocates nothing
+    queues: Vec<Box<Heap>>,
 }
 
 thread_local! {
@@ -91,43 +123,197 @@ fn recycle(p: Payload) {
     }
 }
 
-/// Gives an emptied deque's storage back to the pool, leaving an unallocated one.
-fn release_deque(d: &mut VecDeque<Chunk>) {
-    let d = std::mem::take(d);
-    if d.capacity() == 0 || d.capacity() > SPARE_DEQUE_MAX {
-        return;
+/// An empty box, recycled when one is spare.
+fn take_heap() -> Box<Heap> {
+    SPARES
+        .try_with(|s| s.borrow_mut().queues.pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Gives an emptied box back to the pool (with its chunk storage, if small).
+fn release_heap(mut h: Box<Heap>) {
+    debug_assert!(h.out.chunks.is_empty() && h.out.bytes == 0 && h.extra.is_empty());
+    if h.out.chunks.capacity() > SPARE_DEQUE_MAX {
+        h.out.chunks = VecDeque::new();
     }
     let _ = SPARES.try_with(|s| {
         let mut s = s.borrow_mut();
-        if s.deques.len() < SPARE_DEQUES {
-            s.deques.push(d);
+        if s.queues.len() < SPARE_QUEUES {
+            s.queues.push(h);
         }
     });
 }
 
-/// Pushes onto `d`, taking pooled storage when `d` has none.
-fn push_chunk(d: &mut VecDeque<Chunk>, c: Chunk) {
-    if d.capacity() == 0 {
-        if let Some(spare) = SPARES
-            .try_with(|s| s.borrow_mut().deques.pop())
-            .ok()
-            .flatten()
-        {
-            *d = spare;
-        }
-    }
-    d.push_back(c);
-}
-
 impl OutQueue {
     pub(crate) fn is_empty(&self) -> bool {
-        self.bytes == 0
+        self.len() == 0
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.bytes
+        self.0.as_ref().map_or(0, |h| h.out.bytes)
     }
 
+    /// The queue, its box made (from the pool) if there is none.
+    fn open(&mut self) -> &mut Queue {
+        &mut self.0.get_or_insert_with(take_heap).out
+    }
+
+    /// Gives the box back to the pool once nothing is queued and no extra is left. Call it
+    /// after changing the [`extra`](Self::extra_mut).
+    pub(crate) fn settle(&mut self) {
+        let empty = |h: &Heap| h.out.chunks.is_empty() && h.extra.is_empty();
+        if self.0.as_deref().is_some_and(empty) {
+            if let Some(h) = self.0.take() {
+                release_heap(h);
+            }
+        }
+    }
+
+    /// The extra, if the box is there.
+    pub(crate) fn extra(&self) -> Option<&Extra> {
+        self.0.as_deref().map(|h| &h.extra)
+    }
+
+    /// The extra, if the box is there (nothing is made).
+    pub(crate) fn extra_if(&mut self) -> Option<&mut Extra> {
+        self.0.as_deref_mut().map(|h| &mut h.extra)
+    }
+
+    /// The extra, its box made if there is none; [`settle`](Self::settle) afterwards.
+    pub(crate) fn extra_mut(&mut self) -> &mut Extra {
+        &mut self.0.get_or_insert_with(take_heap).extra
+    }
+
+    /// Appends bytes. With `keep_boundary` false they are coalesced into an owned tail
+    /// chunk (fewer allocations and iovecs); with true they form their own droppable message.
+    pub(crate) fn push_bytes(&mut self, data: &[u8], keep_boundary: bool) {
+        if !data.is_empty() {
+            self.open().push_bytes(data, keep_boundary);
+        }
+    }
+
+    /// Appends bytes written by `f` into an owned tail chunk (a new one with
+    /// `keep_boundary`). Returns how many bytes `f` appended.
+    pub(crate) fn append_with(
+        &mut self,
+        keep_boundary: bool,
+        f: impl FnOnce(&mut Vec<u8>),
+    ) -> usize {
+        let n = self.open().append_with(keep_boundary, f);
+        self.settle();
+        n
+    }
+
+    /// Appends a whole payload without copying.
+    pub(crate) fn push(&mut self, data: Payload, counted: bool) {
+        if !data.as_slice().is_empty() {
+            self.open().push(data, counted);
+        }
+    }
+
+    /// Drops the oldest whole counted messages not yet started on the wire until the queue
+    /// holds at most `limit` bytes. Returns (messages dropped, bytes dropped).
+    pub(crate) fn drop_oldest(&mut self, limit: usize) -> (u64, usize) {
+        match &mut self.0 {
+            Some(h) => h.out.drop_oldest(limit),
+            None => (0, 0),
+        }
+    }
+
+    /// Writes as much as the writer takes, with vectored writes. Returns bytes written;
+    /// stops at `WouldBlock` (returned as Ok with what was written before it).
+    #[allow(dead_code)] // tests; the reactor uses `flush_some`
+    pub(crate) fn flush_to<W: Write>(&mut self, w: &mut W) -> io::Result<usize> {
+        match self.flush_some(w) {
+            (_, Some(e)) => Err(e),
+            (n, None) => Ok(n),
+        }
+    }
+
+    /// As [`flush_to`](Self::flush_to), but what was written before an error is returned
+    /// with it: those bytes left the queue and must be uncounted all the same.
+    pub(crate) fn flush_some<W: Write>(&mut self, w: &mut W) -> (usize, Option<io::Error>) {
+        let Some(h) = &mut self.0 else {
+            return (0, None);
+        };
+        let r = h.out.flush_some(w);
+        self.settle();
+        r
+    }
+
+    /// Encrypts queued output with the TLS session in the extra and writes the records;
+    /// `done` counts (plaintext taken from the queue, socket bytes written), also when an
+    /// error ends it.
+    pub(crate) fn flush_tls<W: Write>(
+        &mut self,
+        sock: &mut W,
+        done: &mut (usize, usize),
+    ) -> io::Result<()> {
+        let Some(h) = self.0.as_deref_mut() else {
+            return Ok(());
+        };
+        let Heap { out, extra } = h;
+        let Some(tls) = extra.tls.as_deref_mut() else {
+            return Ok(());
+        };
+        let r = tls_write(tls, out, sock, done);
+        self.settle();
+        r
+    }
+
+    /// Removes `n` written bytes from the front.
+    #[cfg(test)]
+    pub(crate) fn consume(&mut self, n: usize) {
+        if let Some(h) = &mut self.0 {
+            h.out.consume(n);
+            self.settle();
+        }
+    }
+
+    /// Drops everything queued (the extra stays); returns the bytes dropped.
+    pub(crate) fn clear(&mut self) -> usize {
+        let n = self.0.as_mut().map_or(0, |h| h.out.clear());
+        self.settle();
+        n
+    }
+}
+
+fn tls_write<W: Write>(
+    tls: &mut rustls::ServerConnection,
+    outq: &mut Queue,
+    sock: &mut W,
+    done: &mut (usize, usize),
+) -> io::Result<()> {
+    loop {
+        while let Some(front) = outq.front() {
+            let n = tls.writer().write(front)?;
+            if n == 0 {
+                break; // rustls' buffer is full: "would block"
+            }
+            outq.consume(n);
+            done.0 += n;
+        }
+        if !tls.wants_write() {
+            return Ok(());
+        }
+        while tls.wants_write() {
+            match tls.write_tls(sock) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done.1 += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if outq.chunks.is_empty() {
+            return Ok(());
+        }
+    }
+}
+
+impl Queue {
     /// Appends bytes. With `keep_boundary` false they are coalesced into an owned tail
     /// chunk (fewer allocations and iovecs); with true they form their own droppable message.
     pub(crate) fn push_bytes(&mut self, data: &[u8], keep_boundary: bool) {
@@ -148,14 +334,11 @@ impl OutQueue {
         }
         let mut v = take_buf(data.len());
         v.extend_from_slice(data);
-        push_chunk(
-            &mut self.chunks,
-            Chunk {
-                data: Payload::Owned(v),
-                off: 0,
-                counted: keep_boundary,
-            },
-        );
+        self.chunks.push_back(Chunk {
+            data: Payload::Owned(v),
+            off: 0,
+            counted: keep_boundary,
+        });
     }
 
     /// Appends bytes written by `f` into an owned tail chunk (a new one with
@@ -180,7 +363,7 @@ impl OutQueue {
                 off: 0,
                 counted: keep_boundary,
             };
-            push_chunk(&mut self.chunks, chunk);
+            self.chunks.push_back(chunk);
         }
         let Some(Chunk {
             data: Payload::Owned(v),
@@ -196,9 +379,6 @@ impl OutQueue {
             if let Some(c) = self.chunks.pop_back() {
                 recycle(c.data);
             }
-            if self.chunks.is_empty() {
-                release_deque(&mut self.chunks);
-            }
         }
         self.bytes += n;
         n
@@ -211,14 +391,11 @@ impl OutQueue {
             return;
         }
         self.bytes += n;
-        push_chunk(
-            &mut self.chunks,
-            Chunk {
-                data,
-                off: 0,
-                counted,
-            },
-        );
+        self.chunks.push_back(Chunk {
+            data,
+            off: 0,
+            counted,
+        });
     }
 
     /// Drops the oldest whole counted messages not yet started on the wire until the queue
@@ -243,19 +420,7 @@ impl OutQueue {
         dropped
     }
 
-    /// Writes as much as the writer takes, with vectored writes. Returns bytes written;
-    /// stops at `WouldBlock` (returned as Ok with what was written before it).
-    #[allow(dead_code)] // tests; the reactor uses `flush_some`
-    pub(crate) fn flush_to<W: Write>(&mut self, w: &mut W) -> io::Result<usize> {
-        match self.flush_some(w) {
-            (_, Some(e)) => Err(e),
-            (n, None) => Ok(n),
-        }
-    }
-
-    /// As [`flush_to`](Self::flush_to), but what was written before an error is returned
-    /// with it: those bytes left the queue and must be uncounted all the same.
-    pub(crate) fn flush_some<W: Write>(&mut self, w: &mut W) -> (usize, Option<io::Error>) {
+    fn flush_some<W: Write>(&mut self, w: &mut W) -> (usize, Option<io::Error>) {
         let mut total = 0;
         while !self.chunks.is_empty() {
             let n = match self.write_once(w) {
@@ -267,9 +432,6 @@ impl OutQueue {
             };
             total += n;
             self.consume(n);
-        }
-        if self.chunks.is_empty() {
-            release_deque(&mut self.chunks);
         }
         (total, None)
     }
@@ -310,13 +472,11 @@ impl OutQueue {
         self.chunks.front().map(|c| &c.data.as_slice()[c.off..])
     }
 
-    /// Drops everything; returns the bytes dropped.
-    pub(crate) fn clear(&mut self) -> usize {
+    fn clear(&mut self) -> usize {
         let n = self.bytes;
         for c in self.chunks.drain(..) {
             recycle(c.data);
         }
-        release_deque(&mut self.chunks);
         self.bytes = 0;
         n
     }
@@ -378,5 +538,24 @@ mod tests {
         };
         q.flush_to(&mut w).unwrap();
         assert_eq!(w.out, b"aaadddd");
+    }
+
+    #[test]
+    fn an_empty_queue_is_one_word_and_gives_its_state_back() {
+        assert_eq!(std::mem::size_of::<OutQueue>(), 8);
+        let mut q = OutQueue::default();
+        q.push_bytes(b"abc", false);
+        assert!(q.0.is_some());
+        let mut w = Limited {
+            out: vec![],
+            cap: 100,
+        };
+        q.flush_to(&mut w).unwrap();
+        assert!(q.0.is_none() && q.is_empty());
+        assert_eq!(q.append_with(false, |_| {}), 0);
+        assert!(q.0.is_none(), "nothing appended: no state kept");
+        q.push_bytes(b"de", true);
+        assert_eq!(q.clear(), 2);
+        assert!(q.0.is_none());
     }
 }

@@ -20,11 +20,19 @@ const WAKER: Token = Token(usize::MAX);
 /// Size of the per-poller read buffer shared by all its connections.
 pub(crate) const READ_BUF: usize = 256 << 10;
 
-/// Everything a poller owns, one per slab slot.
+/// A listener or datagram socket, in the poller's second slab (connections have their own,
+/// whose slots are 16 bytes: a fat box and nothing else). Their slots carry [`OTHER`].
 pub(crate) enum Entry {
     Listener(Box<Listener>),
-    Stream(Box<Stream>),
     Datagram(Box<DatagramSock>),
+}
+
+/// The bit that marks a slot of the listener and datagram slab (connection slots stay
+/// below it).
+pub(crate) const OTHER: usize = 1 << 31;
+
+fn is_other(slot: usize) -> bool {
+    slot & OTHER != 0
 }
 
 pub(crate) fn token(slot: usize, gen: u32) -> Token {
@@ -40,8 +48,12 @@ pub(crate) struct Poller {
     shared: Arc<PollerShared>,
     poll: Poll,
     rx: Receiver<Command>,
-    entries: Slab<Entry>,
+    /// Stream connections (real and virtual).
+    streams: Slab<Box<Stream>>,
     gens: Vec<u32>,
+    /// Listeners and datagram sockets (slot `k | OTHER`).
+    others: Slab<Entry>,
+    other_gens: Vec<u32>,
     timers: Timers,
     read_buf: Vec<u8>,
     /// Connections with new output to flush at the end of this turn.
@@ -83,8 +95,10 @@ pub(crate) fn new_poller(index: usize) -> std::io::Result<(Poller, Arc<PollerSha
         shared: shared.clone(),
         poll,
         rx,
-        entries: Slab::with_capacity(1024),
+        streams: Slab::with_capacity(1024),
         gens: Vec::new(),
+        others: Slab::new(),
+        other_gens: Vec::new(),
         timers: Timers::default(),
         read_buf: vec![0; READ_BUF],
         dirty: Vec::new(),
@@ -144,19 +158,24 @@ impl Poller {
         }
     }
 
-    /// Reserves a slot and its next generation.
-    fn reserve(&mut self) -> (usize, u32) {
-        let slot = self.entries.vacant_key();
-        if self.gens.len() <= slot {
-            self.gens.resize(slot + 1, 0);
+    /// Reserves a slot (of a connection, or with `other` of a listener or datagram socket)
+    /// and its next generation.
+    fn reserve(&mut self, other: bool) -> (usize, u32) {
+        let (key, gens) = match other {
+            false => (self.streams.vacant_key(), &mut self.gens),
+            true => (self.others.vacant_key(), &mut self.other_gens),
+        };
+        if gens.len() <= key {
+            gens.resize(key + 1, 0);
         }
-        self.gens[slot] = self.gens[slot].wrapping_add(1);
-        (slot, self.gens[slot])
+        gens[key] = gens[key].wrapping_add(1);
+        let slot = if other { key | OTHER } else { key };
+        (slot, gens[key])
     }
 
-    /// A place for a new entry, as other layers see it.
+    /// A place for a new connection, as other layers see it.
     fn place(&mut self) -> Place {
-        let (slot, gen) = self.reserve();
+        let (slot, gen) = self.reserve(false);
         Place {
             poller: self.shared.clone(),
             slot: slot as u32,
@@ -166,10 +185,15 @@ impl Poller {
 
     /// The live generation of a slot (`None` when free).
     fn gen_of(&self, slot: usize) -> Option<u32> {
-        self.entries
-            .contains(slot)
-            .then(|| self.gens.get(slot).copied())
-            .flatten()
+        let (live, gens, key) = match is_other(slot) {
+            false => (self.streams.contains(slot), &self.gens, slot),
+            true => (
+                self.others.contains(slot & !OTHER),
+                &self.other_gens,
+                slot & !OTHER,
+            ),
+        };
+        live.then(|| gens.get(key).copied()).flatten()
     }
 
     fn register<S: mio::event::Source + ?Sized>(
@@ -193,7 +217,7 @@ impl Poller {
         f: impl FnOnce(&mut Stream, &mut Ctx<'_>) -> Step,
     ) -> bool {
         let Poller {
-            entries,
+            streams,
             gens,
             poll,
             timers,
@@ -207,7 +231,7 @@ impl Poller {
         if gens.get(slot as usize) != Some(&gen) {
             return false;
         }
-        let Some(Entry::Stream(c)) = entries.get_mut(slot as usize) else {
+        let Some(c) = streams.get_mut(slot as usize) else {
             return false;
         };
         let mut ctx = Ctx {
@@ -248,8 +272,8 @@ impl Poller {
             // this batch still has its admitted bytes uncounted.
             let links: Vec<Option<Arc<super::Link>>> = ops
                 .iter()
-                .map(|op| match self.entries.get(op.slot as usize) {
-                    Some(Entry::Stream(c)) if self.gen_of(op.slot as usize) == Some(op.gen) => {
+                .map(|op| match self.streams.get(op.slot as usize) {
+                    Some(c) if self.gen_of(op.slot as usize) == Some(op.gen) => {
                         Some(c.link().clone())
                     }
                     _ => None,
@@ -278,17 +302,22 @@ impl Poller {
         if self.gen_of(slot) != Some(gen) {
             return;
         }
-        match self.entries.get(slot) {
+        if is_other(slot) {
+            return self.other_ready(slot, gen, ev.is_writable());
+        }
+        let hangup = ev.is_read_closed() || ev.is_error();
+        let readable = ev.is_readable() || hangup;
+        let writable = ev.is_writable() || ev.is_write_closed();
+        self.on_stream(slot as u32, gen, |c, ctx| {
+            c.ready(ctx, readable, writable, !hangup)
+        });
+    }
+
+    /// Readiness (or a revisit) of a listener or datagram socket.
+    fn other_ready(&mut self, slot: usize, gen: u32, writable: bool) {
+        match self.others.get(slot & !OTHER) {
             Some(Entry::Listener(_)) => self.listener_ready(slot),
-            Some(Entry::Stream(_)) => {
-                let hangup = ev.is_read_closed() || ev.is_error();
-                let readable = ev.is_readable() || hangup;
-                let writable = ev.is_writable() || ev.is_write_closed();
-                self.on_stream(slot as u32, gen, |c, ctx| {
-                    c.ready(ctx, readable, writable, !hangup)
-                });
-            }
-            Some(Entry::Datagram(_)) => self.datagram_ready(slot as u32, gen, ev.is_writable()),
+            Some(Entry::Datagram(_)) => self.datagram_ready(slot as u32, gen, writable),
             None => {}
         }
     }
@@ -375,21 +404,19 @@ impl Poller {
             if self.gen_of(slot as usize) != Some(gen) {
                 continue;
             }
-            match self.entries.get(slot as usize) {
-                Some(Entry::Listener(_)) => self.listener_ready(slot as usize),
-                Some(Entry::Stream(_)) => {
+            match is_other(slot as usize) {
+                true => self.other_ready(slot as usize, gen, false),
+                false => {
                     self.on_stream(slot, gen, |c, ctx| c.read(ctx, false));
                 }
-                Some(Entry::Datagram(_)) => self.datagram_ready(slot, gen, false),
-                None => {}
             }
         }
     }
 
     fn fire_timers(&mut self) {
         self.now = Instant::now();
-        while let Some(t) = self.timers.pop_due(self.now) {
-            match t.kind {
+        while let Some((kind, t)) = self.timers.pop_due(self.now) {
+            match kind {
                 TimerKind::Conn => {
                     self.on_stream(t.slot, t.gen, |c, ctx| c.timer(ctx));
                 }
@@ -427,7 +454,7 @@ impl Poller {
             c.finish(&CloseReason::Reset(e.to_string()));
             return;
         }
-        let key = self.entries.insert(Entry::Stream(c));
+        let key = self.streams.insert(c);
         debug_assert_eq!(key, slot as usize);
         self.on_stream(slot, gen, |c, ctx| c.start(ctx));
     }
@@ -439,29 +466,26 @@ impl Poller {
         let Some(c) = make(place) else {
             return;
         };
-        let key = self.entries.insert(Entry::Stream(c));
+        let key = self.streams.insert(c);
         debug_assert_eq!(key, slot as usize);
         self.on_stream(slot, gen, |c, ctx| c.start(ctx));
     }
 
     fn add_listener(&mut self, mut l: Box<Listener>) -> std::io::Result<()> {
-        let (slot, gen) = self.reserve();
+        let (slot, gen) = self.reserve(true);
         self.poll
             .registry()
             .register(l.source(), token(slot, gen), Interest::READABLE)?;
-        self.entries.insert(Entry::Listener(l));
+        self.others.insert(Entry::Listener(l));
         Ok(())
     }
 
-    /// Removes the entry at `slot` and deregisters its source.
-    fn remove_entry(&mut self, slot: usize) -> Option<Entry> {
-        let mut e = self.entries.try_remove(slot)?;
+    /// Removes the listener or datagram socket at `slot` and deregisters its source.
+    fn remove_other(&mut self, slot: usize) -> Option<Entry> {
+        let mut e = self.others.try_remove(slot & !OTHER)?;
         let reg = self.poll.registry();
         let _ = match &mut e {
             Entry::Listener(l) => l.deregister(reg),
-            // A connection's socket is closed right after (its only descriptor), which
-            // takes it out of the epoll set: no `epoll_ctl(DEL)` per closed connection.
-            Entry::Stream(_) => Ok(()),
             Entry::Datagram(d) => d.deregister(reg),
         };
         Some(e)
@@ -472,10 +496,12 @@ impl Poller {
         if self.gen_of(slot as usize) != Some(gen) {
             return;
         }
-        let Some(Entry::Stream(mut c)) = self.remove_entry(slot as usize) else {
+        // A connection's socket is closed right after (its only descriptor), which takes
+        // it out of the epoll set: no `epoll_ctl(DEL)` per closed connection.
+        let Some(mut c) = self.streams.try_remove(slot as usize) else {
             return;
         };
-        let groups = c.groups.take();
+        let groups = c.with_groups(|g| g.take());
         for g in groups {
             self.remove_member(g, slot, gen);
         }
@@ -489,19 +515,17 @@ impl Poller {
 
     /// Entries of `owner`: (slot, gen) of its streams.
     fn streams_of(&self, owner: &Arc<Policy>) -> Vec<(u32, u32)> {
-        self.entries
+        self.streams
             .iter()
-            .filter_map(|(k, e)| match e {
-                Entry::Stream(c) if c.is_of(owner) => Some((k as u32, self.gens[k])),
-                _ => None,
-            })
+            .filter(|(_, c)| c.is_of(owner))
+            .map(|(k, _)| (k as u32, self.gens[k]))
             .collect()
     }
 
     /// Stops accepting for `owner` and starts draining its connections.
     fn drain(&mut self, owner: &Arc<Policy>) {
         let others: Vec<usize> = self
-            .entries
+            .others
             .iter()
             .filter_map(|(k, e)| match e {
                 Entry::Listener(l) if l.is_of(owner) => Some(k),
@@ -510,10 +534,10 @@ impl Poller {
             })
             .collect();
         for k in others {
-            if let Some(Entry::Datagram(_)) = self.entries.get(k) {
-                self.flush_datagrams(k as u32, self.gens[k]);
+            if let Some(Entry::Datagram(_)) = self.others.get(k) {
+                self.flush_datagrams((k | OTHER) as u32, self.other_gens[k]);
             }
-            self.remove_entry(k);
+            self.remove_other(k | OTHER);
         }
         for (slot, gen) in self.streams_of(owner) {
             self.on_stream(slot, gen, |c, ctx| c.shutdown(ctx));
@@ -528,16 +552,14 @@ impl Poller {
     }
 
     fn close_everything(&mut self) {
-        let slots: Vec<usize> = self.entries.iter().map(|(k, _)| k).collect();
+        let slots: Vec<usize> = self.streams.iter().map(|(k, _)| k).collect();
         for slot in slots {
             let gen = self.gens[slot];
-            match self.entries.get(slot) {
-                Some(Entry::Stream(_)) => self.finalize(slot as u32, gen, CloseReason::Shutdown),
-                Some(_) => {
-                    self.remove_entry(slot);
-                }
-                None => {}
-            }
+            self.finalize(slot as u32, gen, CloseReason::Shutdown);
+        }
+        let others: Vec<usize> = self.others.iter().map(|(k, _)| k).collect();
+        for k in others {
+            self.remove_other(k | OTHER);
         }
     }
 
@@ -555,8 +577,12 @@ impl Poller {
         &self.siblings
     }
 
+    /// The listener or datagram socket at `slot` (one with [`OTHER`]).
     pub(crate) fn entry_mut(&mut self, slot: usize) -> Option<&mut Entry> {
-        self.entries.get_mut(slot)
+        match is_other(slot) {
+            true => self.others.get_mut(slot & !OTHER),
+            false => None,
+        }
     }
 
     pub(crate) fn groups_mut(
@@ -569,8 +595,14 @@ impl Poller {
         self.gen_of(slot as usize) == Some(gen)
     }
 
-    pub(crate) fn new_place(&mut self) -> Place {
-        self.place()
+    /// A place for a new datagram socket.
+    pub(crate) fn new_other_place(&mut self) -> Place {
+        let (slot, gen) = self.reserve(true);
+        Place {
+            poller: self.shared.clone(),
+            slot: slot as u32,
+            gen,
+        }
     }
 
     pub(crate) fn registry(&self) -> &mio::Registry {
@@ -584,16 +616,17 @@ impl Poller {
         gen: u32,
         f: impl FnOnce(&mut DatagramSock, &mio::Registry),
     ) {
-        if self.gens.get(slot as usize) != Some(&gen) {
+        if !self.is_live(slot, gen) {
             return;
         }
-        if let Some(Entry::Datagram(d)) = self.entries.get_mut(slot as usize) {
+        if let Some(Entry::Datagram(d)) = self.others.get_mut(slot as usize & !OTHER) {
             f(d, self.poll.registry());
         }
     }
 
+    /// Inserts a listener or datagram socket at the slot last reserved for one.
     pub(crate) fn insert_entry(&mut self, e: Entry) {
-        self.entries.insert(e);
+        self.others.insert(e);
     }
 
     pub(crate) fn take_read_buf(&mut self) -> Vec<u8> {
@@ -610,13 +643,16 @@ impl Poller {
 
     /// Arms a timer of `kind` for the live entry at `slot`, `after` from this turn's time.
     pub(crate) fn arm_timer(&mut self, slot: usize, after: std::time::Duration, kind: TimerKind) {
-        let gen = self.gens[slot];
+        let Some(gen) = self.gen_of(slot) else {
+            return;
+        };
         let at = crate::base::saturating(self.now, after);
         self.timers.add(at, slot as u32, gen, kind);
     }
 
     pub(crate) fn again_listener(&mut self, slot: usize) {
-        let gen = self.gens[slot];
-        self.again.push((slot as u32, gen));
+        if let Some(gen) = self.gen_of(slot) {
+            self.again.push((slot as u32, gen));
+        }
     }
 }

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use mio::{Interest, Registry};
 
 use super::driver::{Accept, Driver, Io, Requests};
-use super::outq::OutQueue;
+use super::outq::{Extra, OutQueue};
 use super::timer::TimerKind;
 use super::{Link, Place, STATE_CLOSED, STATE_CLOSING, STATE_OPEN};
-use crate::base::{Addr, CloseReason, PeerCred};
+use crate::base::{Addr, CloseReason, PeerCred, Stamp};
 use crate::proto::conn::{Action, Lifecycle, State};
 use crate::Error;
 
@@ -96,47 +96,50 @@ pub(crate) struct Accepted {
 pub(crate) struct StreamConn<D: ?Sized + Driver = dyn Driver> {
     link: Arc<Link>,
     sock: StreamSock,
-    tls: Option<Box<rustls::ServerConnection>>,
-    /// Input kept between reads (a partial frame or request); empty when idle.
-    rbuf: Kept,
+    /// Output, and (in the same box: see [`Extra`]) the TLS session, kept input and groups.
     outq: OutQueue,
-    /// Fan-out groups this connection belongs to (none: no heap memory).
-    pub(crate) groups: super::group::Groups,
     life: Lifecycle,
-    last_read: Instant,
-    writable_interest: bool,
-    /// Reading paused until the handler thread catches up with inbound bytes.
-    paused: bool,
-    /// Reading paused while the output queue is above its high-water mark.
-    out_paused: bool,
-    /// Reading held until the output queue is empty; then the kept input is fed again.
-    held: bool,
-    /// Reading stopped because the runtime's memory budget is spent; the poller resumes
-    /// it when the budget is relieved.
-    starved: bool,
-    in_dirty: bool,
+    /// When bytes last arrived.
+    last_read: Stamp,
+    /// A timer entry for this connection is pending at this deadline (or due this turn):
+    /// later deadlines add none, since its firing re-checks and re-arms them all.
+    armed: Option<Stamp>,
+    flags: Flags,
     driver: D,
 }
 
-/// Input kept between reads (a partial frame or request): one word while there is none.
-#[derive(Default)]
-#[allow(clippy::box_collection)] // one word per idle connection (a Vec is three)
-struct Kept(Option<Box<Vec<u8>>>);
+/// A connection's yes/no states, one bit each.
+#[derive(Default, Clone, Copy)]
+struct Flags(u8);
 
-impl Kept {
-    fn is_empty(&self) -> bool {
-        self.0.is_none()
+impl Flags {
+    /// Write interest is registered.
+    const WRITABLE_INTEREST: u8 = 1;
+    /// Reading paused until the handler thread catches up with inbound bytes.
+    const PAUSED: u8 = 1 << 1;
+    /// Reading paused while the output queue is above its high-water mark.
+    const OUT_PAUSED: u8 = 1 << 2;
+    /// Reading held until the output queue is empty; then the kept input is fed again.
+    const HELD: u8 = 1 << 3;
+    /// Reading stopped because the runtime's memory budget is spent; the poller resumes
+    /// it when the budget is relieved.
+    const STARVED: u8 = 1 << 4;
+    /// In the poller's list of connections to flush this turn.
+    const IN_DIRTY: u8 = 1 << 5;
+
+    /// Whether any of the bits in `f` is set.
+    fn has(self, f: u8) -> bool {
+        self.0 & f != 0
     }
 
-    /// The kept bytes (empty when none), leaving none. Use [`StreamConn::unkeep`], which
-    /// uncounts them from the budget.
-    fn take(&mut self) -> Vec<u8> {
-        self.0.take().map(|b| *b).unwrap_or_default()
-    }
-
-    fn put(&mut self, v: Vec<u8>) {
-        debug_assert!(self.0.is_none());
-        self.0 = (!v.is_empty()).then(|| Box::new(v));
+    /// Sets or clears `f`; returns whether it was set before.
+    fn set(&mut self, f: u8, on: bool) -> bool {
+        let was = self.has(f);
+        match on {
+            true => self.0 |= f,
+            false => self.0 &= !f,
+        }
+        was
     }
 }
 
@@ -153,25 +156,19 @@ pub(crate) fn new_stream<D: Driver>(
     driver: D,
 ) -> Box<Stream> {
     let now = Instant::now();
-    let (tls, handshake) = match tls {
-        Some((t, timeout)) => (Some(Box::new(t)), Some(timeout)),
-        None => (None, None),
-    };
+    let mut outq = OutQueue::default();
+    let handshake = tls.map(|(t, timeout)| {
+        outq.extra_mut().tls = Some(Box::new(t));
+        timeout
+    });
     Box::new(StreamConn {
         link,
         sock,
-        tls,
-        rbuf: Kept::default(),
-        outq: OutQueue::default(),
-        groups: Default::default(),
+        outq,
         life: Lifecycle::new(now, handshake),
-        last_read: now,
-        writable_interest: false,
-        paused: false,
-        out_paused: false,
-        held: false,
-        starved: false,
-        in_dirty: false,
+        last_read: Stamp::of(now),
+        armed: None,
+        flags: Flags::default(),
         driver,
     })
 }
@@ -259,7 +256,7 @@ impl Stream {
             last_read,
             ..
         } = self;
-        let mut io = Io::new(ctx.now, *last_read, link, outq, &mut req);
+        let mut io = Io::new(ctx.now, last_read.at(), link, outq, &mut req);
         let r = f(driver, &mut io);
         (r, self.apply(ctx, req))
     }
@@ -271,7 +268,7 @@ impl Stream {
             if req.dirty {
                 self.mark_dirty(ctx);
                 if self.outq.len() > self.high_water() {
-                    self.out_paused = true;
+                    self.flags.set(Flags::OUT_PAUSED, true);
                 }
             }
             return Step::Live;
@@ -282,16 +279,16 @@ impl Stream {
     /// The requests beyond "output queued" (pause, hold, resume, rearm, close).
     fn apply_rare(&mut self, ctx: &mut Ctx<'_>, req: Requests) -> Step {
         if req.pause {
-            self.paused = true;
+            self.flags.set(Flags::PAUSED, true);
         }
         if req.hold && self.output_pending() {
-            self.held = true;
+            self.flags.set(Flags::HELD, true);
         }
-        if req.resume && self.paused {
-            self.paused = false;
+        if req.resume && self.flags.has(Flags::PAUSED) {
+            self.flags.set(Flags::PAUSED, false);
             // What the peer sent meanwhile: the kept part now, the socket's next turn.
             ctx.again.push(self.slot_gen());
-            if !self.rbuf.is_empty() {
+            if self.has_kept() {
                 if let Step::Gone(r) = self.refeed(ctx) {
                     return Step::Gone(r);
                 }
@@ -303,7 +300,7 @@ impl Stream {
         if req.dirty {
             self.mark_dirty(ctx);
             if self.outq.len() > self.high_water() {
-                self.out_paused = true;
+                self.flags.set(Flags::OUT_PAUSED, true);
             }
         }
         match req.close {
@@ -319,20 +316,28 @@ impl Stream {
         }
     }
 
-    /// Adds a timer at the next deadline of the lifecycle or (while open) the driver.
-    fn arm(&self, ctx: &mut Ctx<'_>) {
+    /// Adds a timer at the next deadline of the lifecycle or (while open) the driver,
+    /// unless one no later is already pending (one entry per idle connection, however
+    /// often it re-arms).
+    fn arm(&mut self, ctx: &mut Ctx<'_>) {
         let driver = match self.life.is_open() {
-            true => self.driver.next_deadline(self.last_read),
+            true => self.driver.next_deadline(self.last_read.at()),
             false => None,
         };
-        if let Some(at) = crate::base::earliest(self.life.poll_at(), driver) {
-            let (slot, gen) = self.slot_gen();
-            ctx.timers.add(at, slot, gen, TimerKind::Conn);
+        let Some(at) = crate::base::earliest(self.life.poll_at(), driver) else {
+            return;
+        };
+        let at = Stamp::of(at);
+        if self.armed.is_some_and(|pending| pending <= at) {
+            return;
         }
+        self.armed = Some(at);
+        let (slot, gen) = self.slot_gen();
+        ctx.timers.add(at.at(), slot, gen, TimerKind::Conn);
     }
 
     fn mark_dirty(&mut self, ctx: &mut Ctx<'_>) {
-        if !std::mem::replace(&mut self.in_dirty, true) {
+        if !self.flags.set(Flags::IN_DIRTY, true) {
             ctx.dirty.push(self.slot_gen());
         }
     }
@@ -355,7 +360,10 @@ impl Stream {
     /// Reading goes on in every phase until end of stream (while closing, input is read and
     /// discarded so that closing never turns into a reset that loses our queued output).
     fn can_read(&self) -> bool {
-        self.life.reads() && !self.paused && !self.out_paused && !self.held
+        self.life.reads()
+            && !self
+                .flags
+                .has(Flags::PAUSED | Flags::OUT_PAUSED | Flags::HELD)
     }
 
     /// Output queued past this pauses reading (half the queue bound).
@@ -370,7 +378,7 @@ impl Stream {
 
     fn read_some(&mut self, buf: &mut [u8]) -> ReadOutcome {
         let counters = &self.link.policy.counters;
-        match &mut self.tls {
+        match self.outq.extra_if().and_then(|e| e.tls.as_deref_mut()) {
             None => match self.sock.read(buf) {
                 Ok(0) => ReadOutcome::Eof,
                 Ok(n) => {
@@ -417,7 +425,7 @@ impl Stream {
                 self.starve(ctx);
                 break;
             }
-            let plain = self.tls.is_none();
+            let plain = self.tls().is_none();
             let outcome = self.read_some(ctx.read_buf);
             if let Step::Gone(r) = self.after_handshake(ctx) {
                 return Step::Gone(r);
@@ -449,18 +457,43 @@ impl Stream {
         Step::Live
     }
 
+    fn tls(&self) -> Option<&rustls::ServerConnection> {
+        self.outq.extra().and_then(|e| e.tls.as_deref())
+    }
+
+    /// Runs `f` on the connection's extra (made if there is none, freed when empty).
+    fn with_extra<R>(&mut self, f: impl FnOnce(&mut Extra) -> R) -> R {
+        let r = f(self.outq.extra_mut());
+        self.outq.settle();
+        r
+    }
+
+    /// Runs `f` on the connection's groups.
+    pub(crate) fn with_groups<R>(&mut self, f: impl FnOnce(&mut super::group::Groups) -> R) -> R {
+        self.with_extra(|e| f(&mut e.groups))
+    }
+
+    fn has_kept(&self) -> bool {
+        self.outq.extra().is_some_and(|e| !e.kept.is_empty())
+    }
+
     /// Keeps unconsumed input for the next read, counted against the memory budget.
     fn keep(&mut self, v: Vec<u8>) {
         if v.is_empty() {
             return;
         }
         self.link.policy.counters.budget.add(v.capacity());
-        self.rbuf.put(v);
+        let extra = self.outq.extra_mut();
+        debug_assert!(extra.kept.is_empty());
+        extra.kept = v;
     }
 
     /// Takes the kept input (empty when none), uncounting it from the memory budget.
     fn unkeep(&mut self) -> Vec<u8> {
-        let v = self.rbuf.take();
+        if !self.has_kept() {
+            return Vec::new();
+        }
+        let v = self.with_extra(|e| std::mem::take(&mut e.kept));
         self.link.policy.counters.budget.sub(v.capacity());
         v
     }
@@ -468,8 +501,8 @@ impl Stream {
     /// Stops reading while the runtime's memory budget is spent (TCP pushes back on the
     /// peer); the poller calls [`revive`](Self::revive) until it is relieved.
     fn starve(&mut self, ctx: &mut Ctx<'_>) {
-        if !self.starved {
-            self.starved = true;
+        if !self.flags.has(Flags::STARVED) {
+            self.flags.set(Flags::STARVED, true);
             self.link.policy.counters.budget.paused_read();
             ctx.starved.push(self.slot_gen());
         }
@@ -481,20 +514,20 @@ impl Stream {
             ctx.starved.push(self.slot_gen());
             return Step::Live;
         }
-        self.starved = false;
+        self.flags.set(Flags::STARVED, false);
         self.read(ctx, false)
     }
 
     /// The TLS handshake just completed: the driver gets the connection.
     fn after_handshake(&mut self, ctx: &mut Ctx<'_>) -> Step {
         let done = matches!(self.life.state(), State::Handshake { .. })
-            && self.tls.as_ref().is_some_and(|t| !t.is_handshaking());
+            && self.tls().is_some_and(|t| !t.is_handshaking());
         if !done || self.step(|l| l.handshake_done()) != Action::Open {
             return Step::Live;
         }
-        self.last_read = ctx.now;
+        self.last_read = Stamp::of(ctx.now);
         self.arm(ctx);
-        let info = self.tls.as_deref().map(crate::tls::TlsInfo::of_server);
+        let info = self.tls().map(crate::tls::TlsInfo::of_server);
         let ((), step) = self.drive(ctx, |d, io| {
             if let Some(info) = info {
                 d.on_tls(info);
@@ -506,7 +539,7 @@ impl Stream {
 
     /// `n` bytes are in the read buffer: hand them (with any kept input) to the driver.
     fn input(&mut self, ctx: &mut Ctx<'_>, n: usize) -> Step {
-        self.last_read = ctx.now;
+        self.last_read = Stamp::of(ctx.now);
         let counters = &self.link.policy.counters;
         counters.plain_in.fetch_add(n as u64, Ordering::Relaxed);
         if !self.life.is_open() {
@@ -539,7 +572,7 @@ impl Stream {
 
     /// Hands the kept input to the driver again (after a hold).
     fn refeed(&mut self, ctx: &mut Ctx<'_>) -> Step {
-        if self.rbuf.is_empty() || !self.life.is_open() {
+        if !self.has_kept() || !self.life.is_open() {
             return Step::Live;
         }
         let mut kept = self.unkeep();
@@ -606,7 +639,7 @@ impl Stream {
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 );
-                if let Some(tls) = &mut self.tls {
+                if let Some(tls) = self.outq.extra_if().and_then(|e| e.tls.as_deref_mut()) {
                     tls.send_close_notify();
                 }
                 self.driver.on_closing();
@@ -622,30 +655,30 @@ impl Stream {
     /// — also when an error stopped it (then with the error): what left the queue before
     /// it must be uncounted all the same.
     fn write_out(&mut self) -> (usize, usize, Option<io::Error>) {
-        match &mut self.tls {
+        match self.tls() {
             None => {
                 let (n, err) = self.outq.flush_some(&mut self.sock);
                 (n, n, err)
             }
-            Some(tls) => {
+            Some(_) => {
                 let mut done = (0, 0);
-                let err = tls_write(tls, &mut self.outq, &mut self.sock, &mut done).err();
+                let err = self.outq.flush_tls(&mut self.sock, &mut done).err();
                 (done.0, done.1, err)
             }
         }
     }
 
     pub(crate) fn output_pending(&self) -> bool {
-        !self.outq.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+        !self.outq.is_empty() || self.tls().is_some_and(|t| t.wants_write())
     }
 
     /// Registers or drops write interest to match whether output is pending.
     fn update_interest(&mut self, reg: &Registry) {
         let want = self.output_pending();
-        if want == self.writable_interest {
+        if want == self.flags.has(Flags::WRITABLE_INTEREST) {
             return;
         }
-        self.writable_interest = want;
+        self.flags.set(Flags::WRITABLE_INTEREST, want);
         let interest = if want {
             Interest::READABLE | Interest::WRITABLE
         } else {
@@ -663,14 +696,14 @@ impl Stream {
 
     /// Writes the connection's output; handles drained, close and write interest.
     pub(crate) fn flush(&mut self, ctx: &mut Ctx<'_>) -> Step {
-        self.in_dirty = false;
+        self.flags.set(Flags::IN_DIRTY, false);
         if !self.life.writes() {
             return Step::Live;
         }
         if self.sock.is_virtual() {
             return self.flush_virtual(ctx);
         }
-        let had_interest = self.writable_interest;
+        let had_interest = self.flags.has(Flags::WRITABLE_INTEREST);
         let (plain, wire, err) = self.write_out();
         if plain > 0 {
             self.link.account(-(plain as isize));
@@ -684,16 +717,16 @@ impl Stream {
         if let Some(e) = err {
             return self.fail(ctx, CloseReason::Reset(e.to_string()), e.into());
         }
-        if self.held && !self.output_pending() {
-            self.held = false;
+        if self.flags.has(Flags::HELD) && !self.output_pending() {
+            self.flags.set(Flags::HELD, false);
             if let Step::Gone(r) = self.refeed(ctx) {
                 return Step::Gone(r);
             }
             ctx.again.push(self.slot_gen());
         }
-        if self.out_paused && self.outq.len() <= self.low_water() {
+        if self.flags.has(Flags::OUT_PAUSED) && self.outq.len() <= self.low_water() {
             // Edge-triggered: what the peer sent meanwhile waits in the socket; read it.
-            self.out_paused = false;
+            self.flags.set(Flags::OUT_PAUSED, false);
             ctx.again.push(self.slot_gen());
         }
         let pending = self.output_pending();
@@ -744,29 +777,31 @@ impl Stream {
         }
     }
 
-    /// A timer of this connection fired (or a stale one: every deadline is re-checked).
+    /// A timer of this connection fired (or a stale one: every deadline is re-checked, and
+    /// the next one armed).
     pub(crate) fn timer(&mut self, ctx: &mut Ctx<'_>) -> Step {
-        match self.step(|l| l.timer(ctx.now)) {
-            Action::Remove(r) => Step::Gone(r),
+        if self.armed.is_some_and(|at| at.at() <= ctx.now) {
+            self.armed = None; // popped now (or due in this same round of timers)
+        }
+        let step = match self.step(|l| l.timer(ctx.now)) {
+            Action::Remove(r) => return Step::Gone(r),
             Action::TimedOut => {
                 let ((), _) = self.drive(ctx, |d, io| d.on_error(io, Error::Timeout));
-                Step::Gone(CloseReason::HandshakeTimeout)
+                return Step::Gone(CloseReason::HandshakeTimeout);
             }
-            _ if self.life.is_open() => {
-                let ((), step) = self.drive(ctx, |d, io| d.on_timer(io));
-                if matches!(step, Step::Live) && self.life.is_open() {
-                    self.arm(ctx);
-                }
-                step
-            }
+            _ if self.life.is_open() => self.drive(ctx, |d, io| d.on_timer(io)).1,
             _ => Step::Live,
+        };
+        if matches!(step, Step::Live) {
+            self.arm(ctx);
         }
+        step
     }
 
     /// A handle's request.
     pub(crate) fn command(&mut self, ctx: &mut Ctx<'_>, cmd: super::ConnCmd) -> Step {
         if let super::ConnCmd::Resume = cmd {
-            self.paused = false;
+            self.flags.set(Flags::PAUSED, false);
             if let (_, Step::Gone(r)) = self.drive(ctx, |d, io| d.on_resume(io)) {
                 return Step::Gone(r);
             }
@@ -886,41 +921,6 @@ fn tls_read(
         if tls.is_handshaking() && tls.wants_write() {
             // Handshake messages to send: let the caller flush them.
             let _ = tls.write_tls(sock);
-        }
-    }
-}
-
-/// Encrypts queued output and writes the records; `done` counts (plaintext taken from the
-/// queue, socket bytes written), also when an error ends it.
-fn tls_write(
-    tls: &mut rustls::ServerConnection,
-    outq: &mut OutQueue,
-    sock: &mut StreamSock,
-    done: &mut (usize, usize),
-) -> io::Result<()> {
-    loop {
-        while let Some(front) = outq.front() {
-            let n = tls.writer().write(front)?;
-            if n == 0 {
-                break; // rustls' buffer is full: "would block"
-            }
-            outq.consume(n);
-            done.0 += n;
-        }
-        if !tls.wants_write() {
-            return Ok(());
-        }
-        while tls.wants_write() {
-            match tls.write_tls(sock) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => done.1 += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if outq.is_empty() {
-            return Ok(());
         }
     }
 }

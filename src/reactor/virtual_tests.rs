@@ -173,3 +173,52 @@ fn a_close_removes_it_at_once_without_lingering() {
     assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
     poller.command(Command::Stop);
 }
+
+#[test]
+fn re_arming_a_later_deadline_keeps_one_timer_entry() {
+    let (_poller, shared) = new_poller(0).unwrap();
+    let place = super::Place {
+        poller: shared,
+        slot: 0,
+        gen: 1,
+    };
+    let link: Arc<Link<()>> = Arc::new(Link::new(place, policy(), ()));
+    let (tx, _rx) = unbounded();
+    let mut c = new_virtual(link, Probe { tx, deadline: None });
+    let poll = mio::Poll::new().unwrap();
+    let (mut buf, mut timers) = (Vec::new(), super::timer::Timers::default());
+    let (mut dirty, mut again, mut starved) = (Vec::new(), Vec::new(), Vec::new());
+    let t0 = Instant::now();
+    let mut turn =
+        |c: &mut super::stream::Stream,
+         now: Instant,
+         f: &dyn Fn(&mut super::stream::Stream, &mut super::stream::Ctx<'_>)| {
+            let mut ctx = super::stream::Ctx {
+                registry: poll.registry(),
+                read_buf: &mut buf,
+                timers: &mut timers,
+                dirty: &mut dirty,
+                again: &mut again,
+                starved: &mut starved,
+                now,
+            };
+            f(c, &mut ctx);
+            ctx.timers.len()
+        };
+    let arm = |c: &mut super::stream::Stream, ctx: &mut super::stream::Ctx<'_>| {
+        let _ = c.command(ctx, ConnCmd::Driver(Box::new("arm")));
+    };
+    // Each re-arm moves the deadline later: the first entry stands for them all.
+    for ms in 0..5 {
+        assert_eq!(turn(&mut c, t0 + Duration::from_millis(ms), &arm), 1);
+    }
+    // It fires (popped by the poller), the driver's deadline is checked and re-armed.
+    let fired = |c: &mut super::stream::Stream, ctx: &mut super::stream::Ctx<'_>| {
+        let _ = ctx.timers.pop_due(ctx.now);
+        let _ = c.timer(ctx);
+    };
+    assert_eq!(turn(&mut c, t0 + Duration::from_millis(30), &fired), 1);
+    assert_eq!(turn(&mut c, t0 + Duration::from_millis(34), &fired), 0);
+    // Nothing pending: the next deadline gets an entry again.
+    assert_eq!(turn(&mut c, t0 + Duration::from_millis(40), &arm), 1);
+}

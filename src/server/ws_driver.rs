@@ -94,18 +94,20 @@ struct WsState {
     session: WsSession,
     /// When our last ping left (a pong or any input after it proves liveness).
     ping_sent: Option<Stamp>,
-    /// The close exchanged (boxed: only closing connections pay for it).
+    /// The close exchanged or awaited (boxed: only closing connections pay for it).
     close: Option<Box<CloseInfo>>,
     /// When the message in progress (a partial frame or fragments) began.
     partial_since: Option<Stamp>,
 }
 
-/// The close code and reason exchanged (ours or the peer's), for `on_close`, and how long
-/// we wait for the peer's answer to ours.
+/// The close code and reason exchanged (ours or the peer's), for `on_close`, how long we
+/// wait for the peer's answer to ours, and the close waiting for the handler thread.
+#[derive(Default)]
 struct CloseInfo {
-    code: CloseCode,
-    reason: String,
+    exchanged: Option<(CloseCode, String)>,
     deadline: Option<Instant>,
+    /// Waiting for the handler thread to catch up before closing with this reason.
+    awaiting: Option<CloseReason>,
 }
 
 impl WsState {
@@ -113,20 +115,21 @@ impl WsState {
         self.close.as_ref().and_then(|c| c.deadline)
     }
 
+    fn close_info(&mut self) -> &mut CloseInfo {
+        self.close.get_or_insert_with(Box::default)
+    }
+
     fn record_close(&mut self, code: CloseCode, reason: &str) {
-        if self.close.is_none() {
-            self.close = Some(Box::new(CloseInfo {
-                code,
-                reason: reason.to_owned(),
-                deadline: None,
-            }));
+        let info = self.close_info();
+        if info.exchanged.is_none() {
+            info.exchanged = Some((code, reason.to_owned()));
         }
     }
 
     /// What `on_close` reports: the exchanged close, or 1006 when there was none.
     fn close_for_handler(&self) -> (CloseCode, String) {
-        match &self.close {
-            Some(c) => (c.code, c.reason.clone()),
+        match self.close.as_ref().and_then(|c| c.exchanged.as_ref()) {
+            Some((code, reason)) => (*code, reason.clone()),
             None => (CloseCode::ABNORMAL, String::new()),
         }
     }
@@ -145,8 +148,6 @@ pub(crate) struct WsDriver {
     conn: Conn,
     handler: HandlerSlot,
     phase: Phase,
-    /// Waiting for the handler thread to catch up before closing with this reason.
-    awaiting: Option<Box<CloseReason>>,
 }
 
 impl WsDriver {
@@ -162,7 +163,15 @@ impl WsDriver {
                 deadline: None,
                 requests: 0,
             },
-            awaiting: None,
+        }
+    }
+
+    /// Whether a close waits for the handler thread to catch up (see
+    /// [`close_after_handler`](Self::close_after_handler)).
+    fn awaiting(&self) -> bool {
+        match &self.phase {
+            Phase::Ws(st) => st.close.as_ref().is_some_and(|c| c.awaiting.is_some()),
+            _ => false,
         }
     }
 
@@ -539,7 +548,7 @@ impl WsDriver {
         self.close_frame(io, Some(code), reason);
         let at = deadline(io.now, self.cfg().ws.close_timeout);
         if let Phase::Ws(st) = &mut self.phase {
-            if let Some(info) = st.close.as_mut() {
+            if let Some(info) = st.close.as_mut().filter(|c| c.exchanged.is_some()) {
                 info.deadline = at;
             }
         }
@@ -548,12 +557,14 @@ impl WsDriver {
 
     /// Closes once the handler thread has handled everything it was given (at once inline).
     fn close_after_handler(&mut self, io: &mut Io<'_>, reason: CloseReason) {
-        if self.awaiting.is_some() {
+        if self.awaiting() {
             return;
         }
         let opened = matches!(self.phase, Phase::Ws(_));
         if opened && self.handler.catch_up(&self.conn) {
-            self.awaiting = Some(Box::new(reason));
+            if let Phase::Ws(st) = &mut self.phase {
+                st.close_info().awaiting = Some(reason);
+            }
         } else {
             io.close(reason);
         }
@@ -602,7 +613,7 @@ impl Driver for WsDriver {
     }
 
     fn on_input(&mut self, io: &mut Io<'_>, data: &mut [u8]) -> usize {
-        if self.awaiting.is_some() {
+        if self.awaiting() {
             return data.len();
         }
         let held = self.held_bytes();
@@ -741,8 +752,12 @@ impl Driver for WsDriver {
                 io.close(CloseReason::HandlerPanic(msg));
             }
             ConnCmd::CaughtUp => {
-                if let Some(reason) = self.awaiting.take() {
-                    io.close(*reason);
+                let awaited = match &mut self.phase {
+                    Phase::Ws(st) => st.close.as_mut().and_then(|c| c.awaiting.take()),
+                    _ => None,
+                };
+                if let Some(reason) = awaited {
+                    io.close(reason);
                 }
             }
             ConnCmd::Driver(msg) => match msg.downcast::<AuthOutcome>() {
@@ -1186,6 +1201,21 @@ mod size_tests {
             std::mem::size_of::<super::WsState>(),
             std::mem::size_of::<crate::server::handle::ConnShared>(),
             std::mem::size_of::<StreamConn<crate::server::stream::RawDriver>>(),
+        );
+        eprintln!(
+            "HandlerSlot={} Phase={} WsSession={} ConnInfo={} Addr={} Link<()>={} Timer={}",
+            std::mem::size_of::<crate::server::dispatch::HandlerSlot>(),
+            std::mem::size_of::<super::Phase>(),
+            std::mem::size_of::<crate::proto::ws::WsSession>(),
+            std::mem::size_of::<crate::server::handle::ConnInfo>(),
+            std::mem::size_of::<crate::base::Addr>(),
+            std::mem::size_of::<crate::reactor::Link<()>>(),
+            std::mem::size_of::<crate::reactor::timer::Timer>(),
+        );
+        eprintln!(
+            "Handlers={} UserHandler={}",
+            std::mem::size_of::<crate::server::dispatch::Handlers>(),
+            std::mem::size_of::<crate::server::dispatch::UserHandler>(),
         );
     }
 }

@@ -14,7 +14,7 @@
 //!
 //! # Memory
 //!
-//! An idle session is 24 bytes and owns no heap memory: reassembly buffers exist only while
+//! An idle session is 16 bytes and owns no heap memory: reassembly buffers exist only while
 //! a fragmented message is arriving, and with the default no-context-takeover compression
 //! the compressor and inflater are shared by every connection of a poller thread.
 //!

@@ -161,7 +161,7 @@ fn shrunk(mut buf: Vec<u8>) -> Vec<u8> {
 /// Largest arrived part of an incomplete text frame checked for invalid UTF-8 early.
 const EARLY_UTF8_CHECK: usize = 4 << 10;
 
-/// A message being reassembled from fragments (rare: boxed).
+/// A message being reassembled from fragments.
 struct Fragment {
     opcode: OpCode,
     compressed: bool,
@@ -169,11 +169,25 @@ struct Fragment {
     utf8: Utf8Validator,
 }
 
-/// Context-takeover (de)compressors of one connection (rare: boxed, created on first use).
+/// Context-takeover (de)compressors of one connection (created on first use).
 #[derive(Default)]
 struct DeflateState {
     compress: Option<Compress>,
     decompress: Option<Decompress>,
+}
+
+/// What few sessions hold: a message being reassembled, context-takeover (de)compressors.
+/// One box, made when the first is needed and freed when neither is left.
+#[derive(Default)]
+struct Rare {
+    frag: Option<Fragment>,
+    ctx: DeflateState,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.frag.is_none() && self.ctx.compress.is_none() && self.ctx.decompress.is_none()
+    }
 }
 
 const CLOSE_SENT: u8 = 1;
@@ -202,10 +216,9 @@ pub(crate) struct SharedFrames {
     pub deflated: Option<Arc<[u8]>>,
 }
 
-/// Per-connection receive and send state. 24 bytes; an idle session owns no heap memory.
+/// Per-connection receive and send state. 16 bytes; an idle session owns no heap memory.
 pub(crate) struct WsSession {
-    frag: Option<Box<Fragment>>,
-    ctx: Option<Box<DeflateState>>,
+    rare: Option<Box<Rare>>,
     deflate: Option<DeflateParams>,
     role: Role,
     flags: u8,
@@ -215,8 +228,7 @@ impl WsSession {
     /// A session for an open connection, with the deflate parameters from the handshake.
     pub(crate) fn new(role: Role, deflate: Option<DeflateParams>) -> Self {
         WsSession {
-            frag: None,
-            ctx: None,
+            rare: None,
             deflate,
             role,
             flags: 0,
@@ -248,12 +260,33 @@ impl WsSession {
     /// Whether a fragmented message is being reassembled (the session holds heap memory).
     #[allow(dead_code)]
     pub(crate) fn in_message(&self) -> bool {
-        self.frag.is_some()
+        self.frag().is_some()
     }
 
     /// Heap bytes held for a message being reassembled (counted in the runtime's budget).
     pub(crate) fn held_bytes(&self) -> usize {
-        self.frag.as_ref().map_or(0, |f| f.data.capacity())
+        self.frag().map_or(0, |f| f.data.capacity())
+    }
+
+    fn frag(&self) -> Option<&Fragment> {
+        self.rare.as_ref().and_then(|r| r.frag.as_ref())
+    }
+
+    fn frag_mut(&mut self) -> Option<&mut Fragment> {
+        self.rare.as_mut().and_then(|r| r.frag.as_mut())
+    }
+
+    /// The message being reassembled, leaving none (the box goes once nothing is left).
+    fn take_frag(&mut self) -> Option<Fragment> {
+        let frag = self.rare.as_mut().and_then(|r| r.frag.take());
+        if self.rare.as_ref().is_some_and(|r| r.is_empty()) {
+            self.rare = None;
+        }
+        frag
+    }
+
+    fn ctx(&mut self) -> &mut DeflateState {
+        &mut self.rare.get_or_insert_with(Box::default).ctx
     }
 
     fn rules(&self) -> Rules {
@@ -365,7 +398,7 @@ impl WsSession {
         if avail.is_empty() || avail.len() > EARLY_UTF8_CHECK || head.rsv1 {
             return Ok(());
         }
-        let mut utf8 = match (head.opcode, self.frag.as_deref()) {
+        let mut utf8 = match (head.opcode, self.frag()) {
             (OpCode::Text, None) => Utf8Validator::default(),
             (OpCode::Continuation, Some(f)) if f.opcode == OpCode::Text && !f.compressed => f.utf8,
             _ => return Ok(()),
@@ -389,11 +422,11 @@ impl WsSession {
                 limit: cfg.max_frame_size,
             });
         }
-        let so_far = match &self.frag {
+        let so_far = match self.frag() {
             Some(f) if head.opcode == OpCode::Continuation => f.data.len() as u64,
             _ => 0,
         };
-        let compressed = head.rsv1 || self.frag.as_ref().is_some_and(|f| f.compressed);
+        let compressed = head.rsv1 || self.frag().is_some_and(|f| f.compressed);
         let limit = if compressed {
             // Compressed input can exceed its output slightly (stored blocks); the exact
             // bound is applied to the inflated bytes.
@@ -426,7 +459,7 @@ impl WsSession {
             OpCode::Close => {
                 let (code, reason) = parse_close(payload)?;
                 self.flags |= CLOSE_RECEIVED;
-                self.frag = None;
+                drop(self.take_frag());
                 Ok(Some(Incoming::Close(code, reason)))
             }
         }
@@ -440,7 +473,7 @@ impl WsSession {
         cfg: &WsConfig,
         rx: &'b mut RxScratch,
     ) -> Result<Option<Incoming<'b>>, WsError> {
-        if self.frag.is_some() {
+        if self.frag().is_some() {
             return Err(WsError::protocol("new message inside a fragmented one"));
         }
         if !head.fin {
@@ -455,14 +488,14 @@ impl WsSession {
     }
 
     fn start_fragment(&mut self, head: &FrameHeader, payload: &[u8]) -> Result<(), WsError> {
-        let mut frag = Box::new(Fragment {
+        let mut frag = Fragment {
             opcode: head.opcode,
             compressed: head.rsv1,
             data: Vec::new(),
             utf8: Utf8Validator::default(),
-        });
+        };
         frag.push(payload)?;
-        self.frag = Some(frag);
+        self.rare.get_or_insert_with(Box::default).frag = Some(frag);
         Ok(())
     }
 
@@ -477,14 +510,13 @@ impl WsSession {
             return Err(WsError::protocol("RSV1 set on a continuation frame"));
         }
         let frag = self
-            .frag
-            .as_mut()
+            .frag_mut()
             .ok_or(WsError::protocol("continuation frame without a message"))?;
         frag.push(payload)?;
         if !head.fin {
             return Ok(None);
         }
-        let Some(mut frag) = self.frag.take() else {
+        let Some(mut frag) = self.take_frag() else {
             return Ok(None);
         };
         if frag.compressed {
@@ -511,7 +543,7 @@ impl WsSession {
             d.reset(false);
             d
         } else {
-            let st = self.ctx.get_or_insert_with(Box::default);
+            let st = self.ctx();
             st.decompress.get_or_insert_with(|| new_decompressor(bits))
         };
         let result = inflate_message(d, data, &mut out, cfg.max_message_size);
@@ -556,7 +588,7 @@ impl WsSession {
         let c = if no_ctx {
             tx.shared_deflater(bits, level)
         } else {
-            let st = self.ctx.get_or_insert_with(Box::default);
+            let st = self.ctx();
             st.compress
                 .get_or_insert_with(|| new_compressor(bits, level))
         };

@@ -638,7 +638,7 @@ mod encoding {
 #[test]
 fn an_idle_session_is_small() {
     assert!(
-        std::mem::size_of::<WsSession>() <= 24,
+        std::mem::size_of::<WsSession>() <= 16,
         "{}",
         std::mem::size_of::<WsSession>()
     );
