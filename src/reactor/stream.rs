@@ -306,7 +306,7 @@ impl Stream {
         match req.close {
             Some(reason) => {
                 let step = self.begin_close(ctx, reason);
-                if req.peer_done && self.tls.is_none() && matches!(step, Step::Live) {
+                if req.peer_done && self.tls().is_none() && matches!(step, Step::Live) {
                     // Nothing more to read: the flush ends it (see `Io::close_done`).
                     let _ = self.step(|l| l.eof());
                 }

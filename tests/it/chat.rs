@@ -446,7 +446,7 @@ fn a_freed_nickname_does_not_inherit_its_private_messages() {
     let chat = start(&rt);
     let (mut ann, _) = join(&chat, "ann");
     let (mut bob, _) = join(&chat, "bob");
-    // Ann's close frame; her socket lingers, but she is gone from the chat at once.
+    // Ann's close frame: she is gone from the chat at once.
     ann.send_raw(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xE8]).unwrap();
     next_where(&mut bob, "room:left", |d| d["user"] == "ann");
     say(&mut bob, "lobby", "/msg ann are you there?");
