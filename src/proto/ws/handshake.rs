@@ -26,10 +26,15 @@ pub(crate) struct Accepted {
 
 /// `Sec-WebSocket-Accept` for a key: base64(SHA-1(key + GUID)).
 pub(crate) fn accept_key(key: &str) -> String {
+    base64::encode(accept_digest(key).as_ref())
+}
+
+/// SHA-1(key + GUID), the bytes `Sec-WebSocket-Accept` encodes.
+fn accept_digest(key: &str) -> digest::Digest {
     let mut ctx = digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY);
     ctx.update(key.as_bytes());
     ctx.update(GUID.as_bytes());
-    base64::encode(ctx.finish().as_ref())
+    ctx.finish()
 }
 
 /// Whether a header (possibly repeated) lists `token` in its comma-separated value.
@@ -67,7 +72,10 @@ pub(crate) fn accept(
     write_status_line(out, 101);
     write_header(out, "Upgrade", "websocket");
     write_header(out, "Connection", "Upgrade");
-    write_header(out, "Sec-WebSocket-Accept", &accept_key(key));
+    // The accept key goes straight into the answer (base64 output needs no cleaning).
+    out.extend_from_slice(b"Sec-WebSocket-Accept: ");
+    base64::encode_to(accept_digest(key).as_ref(), out);
+    out.extend_from_slice(b"\r\n");
     if let Some((_, value)) = &deflate {
         write_header(out, "Sec-WebSocket-Extensions", value);
     }
@@ -111,8 +119,8 @@ fn validate(req: &Request) -> Result<&str, WsError> {
         .header("sec-websocket-key")
         .map(str::trim)
         .ok_or(WsError::handshake(400, "missing Sec-WebSocket-Key"))?;
-    match base64::decode(key) {
-        Some(raw) if raw.len() == 16 => Ok(key),
+    match base64::decoded_len(key) {
+        Some(16) => Ok(key),
         _ => Err(WsError::handshake(400, "invalid Sec-WebSocket-Key")),
     }
 }
