@@ -340,13 +340,6 @@ fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / MIB as f64)
 }
 
-fn wait_closed(s: &Server) {
-    let until = Instant::now() + Duration::from_secs(20);
-    while s.open_connections() > 0 && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 // ---- the attacks ----
 
 fn pipelined() -> Outcome {
@@ -359,7 +352,7 @@ fn pipelined() -> Outcome {
     let chunk = repeated(get.as_bytes(), 64 << 10);
     let ((sent, end), counted) = sampled(&rt, || flood(&mut t, &chunk, 4 * MIB));
     drop(t);
-    wait_closed(&chat.server);
+    common::wait_closed(&chat.server);
     Outcome {
         ok: true,
         detail: format!(
@@ -518,7 +511,7 @@ fn partial() -> Outcome {
         .filter(|(c, d)| *c == Some(1008) && on_time(d))
         .count();
     let longest = results.iter().map(|(_, d)| *d).max().unwrap_or_default();
-    wait_closed(&s);
+    common::wait_closed(&s);
     Outcome {
         ok: cut == CONNS && s.open_connections() == 0,
         detail: format!(

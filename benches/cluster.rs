@@ -330,14 +330,6 @@ impl Node {
     }
 }
 
-/// Waits (bounded) until the previous run's connections are gone.
-fn wait_closed(server: &Server) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.open_connections() > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Polls `f` (10 s at most); whether it came true.
 fn eventually(mut f: impl FnMut() -> bool) -> bool {
     let until = Instant::now() + Duration::from_secs(10);

@@ -74,26 +74,6 @@ fn one_run(bin: &std::path::Path, server: &sockloop::Server, args: &[String]) ->
     (rate, field(&kv, "delivered_pct"), cpu * 1e6 / delivered)
 }
 
-/// CPU time (user + system) used by this process (the server) so far.
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage fills the zeroed struct we own.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-/// Waits (bounded) until the previous run's connections are gone.
-fn wait_closed(server: &sockloop::Server) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while server.open_connections() > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The wsbench arguments of one run. The publisher's messages are `chat:say` envelopes
 /// (the prefix may hold no comma: wsbench splits `--wrap` at the first one).
 fn fanout_args(addr: &str, subs: usize, rate: u32) -> Vec<String> {

@@ -108,10 +108,7 @@ fn main() {
     for rate in rates {
         let mut v: HashMap<&str, Vec<f64>> = HashMap::new();
         for _ in 0..runs {
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while server.open_connections() > 0 && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            wait_closed(&server);
             let cpu0 = cpu_time();
             let out = std::process::Command::new(std::env::current_exe().expect("exe"))
                 .env("HUB_ROOMS_CHILD", format!("{addr},{rate},{secs}"))
@@ -150,18 +147,6 @@ fn main() {
     }
     server.shutdown(Duration::from_secs(2));
     rt.shutdown(Duration::from_secs(2));
-}
-
-/// CPU time (user + system) used by this process (the server) so far.
-fn cpu_time() -> Duration {
-    // SAFETY: getrusage fills the zeroed struct we own.
-    let ru = unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
-        ru
-    };
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// The load: one mio loop over every connection.

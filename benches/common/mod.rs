@@ -151,3 +151,23 @@ pub fn ws_echo_server(rt: &sockloop::Runtime, dispatch: sockloop::Dispatch) -> s
         )
         .expect("echo server")
 }
+
+/// Waits (bounded, 20 s) until the previous run's connections are gone.
+pub fn wait_closed(server: &sockloop::Server) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while server.open_connections() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// CPU time (user + system) this process (the in-process server) has used so far.
+pub fn cpu_time() -> std::time::Duration {
+    // SAFETY: getrusage fills the zeroed struct we own.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| std::time::Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
