@@ -28,12 +28,16 @@ impl From<RoomEvent> for Watch {
 struct Watcher {
     hub: Hub,
     out: crossbeam_channel::Sender<RoomEvent>,
+    /// Told once each instance has subscribed (a restarted one is registered before its
+    /// `init` runs).
+    ready: crossbeam_channel::Sender<()>,
 }
 
 impl Process for Watcher {
     type Msg = Watch;
     fn init(&mut self, ctx: &mut Context<Watch>) -> Result<(), sockloop::supervise::BoxError> {
         self.hub.subscribe_process("den", ctx.me().clone());
+        let _ = self.ready.send(());
         Ok(())
     }
     fn handle(&mut self, _ctx: &mut Context<Watch>, msg: Watch) -> Handled {
@@ -64,18 +68,21 @@ fn a_process_in_a_room_hears_joins_messages_and_leaves_across_a_restart() {
     let s = serve(&rt, &hub);
     let node = Node::new();
     let (tx, rx) = crossbeam_channel::unbounded();
+    let (ready_tx, ready) = crossbeam_channel::unbounded();
     let h = hub.clone();
     let sup = SupervisorSpec::new(Strategy::OneForOne)
         .child(
             ChildSpec::worker("watcher", move || Watcher {
                 hub: h.clone(),
                 out: tx.clone(),
+                ready: ready_tx.clone(),
             })
             .register_as("watcher"),
         )
         .start(&node)
         .unwrap();
 
+    ready.recv_timeout(WAIT).expect("the watcher subscribed");
     let (mut ann, ann_id) = connect(&s, "user=ann");
     request(&mut ann, &json!({"event": "join", "data": "den", "id": 1}));
     assert_eq!(
@@ -114,6 +121,7 @@ fn a_process_in_a_room_hears_joins_messages_and_leaves_across_a_restart() {
         assert!(std::time::Instant::now() < deadline, "watcher restarted");
         std::thread::sleep(Duration::from_millis(5));
     }
+    ready.recv_timeout(WAIT).expect("the restarted watcher subscribed");
     request(&mut ann, &json!({"event": "leave", "data": "den", "id": 3}));
     assert_eq!(
         next_room_event(&rx),
