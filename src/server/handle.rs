@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use crate::reactor::local::{self, Kind};
-use crate::reactor::{Admit, ConnCmd, Link, Payload, STATE_OPEN};
+use crate::reactor::{Admit, ConnCmd, Link, LinkExt, Payload, Policy, STATE_OPEN};
 use crate::server::ServerShared;
 use crate::sys::OnceBox;
 
@@ -73,6 +73,14 @@ impl ConnInfo {
     /// The rare part, made on first use (setting an identity or the TLS details).
     pub(crate) fn cold_mut(&self) -> &Cold {
         self.cold.get_or_init(Cold::default)
+    }
+}
+
+impl LinkExt for ConnInfo {
+    /// The server's policy: the one `Arc` all its connections share (its counters).
+    #[inline]
+    fn policy(&self) -> &Arc<Policy> {
+        &self.server.policy
     }
 }
 
