@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::outq::{OutQueue, Payload};
 use super::stream::{Accepted, Stream};
-use super::{ConnCmd, Link};
+use super::{ConnCmd, Link, LinkExt};
 use crate::base::{Addr, CloseReason, DropPolicy};
 use crate::proto::ws::SharedFrames;
 use crate::Error;
@@ -97,9 +97,9 @@ pub(crate) enum Admit {
 
 /// The one queue policy: decides whether `len` more bytes may be queued for `link`, and
 /// counts them when they may (and a refusal as a drop). Every send path goes through it.
-pub(crate) fn admit<X: ?Sized + Send + Sync>(link: &Link<X>, len: usize) -> Admit {
-    let limits = &link.policy.limits;
-    let counters = &link.policy.counters;
+pub(crate) fn admit<X: ?Sized + LinkExt>(link: &Link<X>, len: usize) -> Admit {
+    let policy = link.policy();
+    let (limits, counters) = (&policy.limits, &policy.counters);
     let bound = limits.max_queued_bytes;
     if len > bound {
         counters.dropped(1);
@@ -194,7 +194,7 @@ impl<'a> Io<'a> {
             now,
             last_read,
             link,
-            policy: &link.policy,
+            policy: link.policy(),
             out,
             req,
         }

@@ -49,8 +49,9 @@ pub(crate) const STATE_CLOSED: u8 = 2;
 
 /// What every thread may know of one connection: where it lives (poller, slot,
 /// generation) and the counters its handles update. `X` is the owner's extra data (the
-/// server's connection info); the reactor sees `Link<dyn Send + Sync>`.
-pub(crate) struct Link<X: ?Sized + Send + Sync = dyn Send + Sync> {
+/// server's connection info), which also provides the owner's [`Policy`] ([`LinkExt`]);
+/// the reactor sees `Link<dyn LinkExt>`.
+pub(crate) struct Link<X: ?Sized + Send + Sync = dyn LinkExt> {
     pub(crate) poller: Arc<PollerShared>,
     pub(crate) slot: u32,
     pub(crate) gen: u32,
@@ -62,9 +63,15 @@ pub(crate) struct Link<X: ?Sized + Send + Sync = dyn Send + Sync> {
     pub(crate) inbound: AtomicU32,
     /// The poller stopped reading until the handler thread catches up.
     pub(crate) paused: AtomicBool,
-    /// The owner's limits and counters.
-    pub(crate) policy: Arc<Policy>,
     pub(crate) ext: X,
+}
+
+/// What a [`Link`]'s owner keeps beside it, as the reactor needs it: the owner's limits
+/// and counters (one [`Policy`] shared by all of the owner's connections, so its counters
+/// add up; the link keeps no copy of the pointer).
+pub(crate) trait LinkExt: Send + Sync {
+    /// The owner's limits and counters.
+    fn policy(&self) -> &Arc<Policy>;
 }
 
 /// What `len` inbound bytes count in [`Link::inbound`]: their length, capped at 1 GiB.
@@ -83,7 +90,7 @@ pub(crate) struct Place {
 
 impl<X: Send + Sync> Link<X> {
     /// A link for a connection at `place`, open, with nothing queued.
-    pub(crate) fn new(place: Place, policy: Arc<Policy>, ext: X) -> Self {
+    pub(crate) fn new(place: Place, ext: X) -> Self {
         Link {
             poller: place.poller,
             slot: place.slot,
@@ -92,13 +99,12 @@ impl<X: Send + Sync> Link<X> {
             state: AtomicU8::new(STATE_OPEN),
             inbound: AtomicU32::new(0),
             paused: AtomicBool::new(false),
-            policy,
             ext,
         }
     }
 }
 
-impl<X: Send + Sync + 'static> Link<X> {
+impl<X: LinkExt + 'static> Link<X> {
     /// Sends a command about this connection to its poller.
     pub(crate) fn command(self: &Arc<Self>, cmd: ConnCmd) {
         let link: Arc<Link> = self.clone();
@@ -106,16 +112,22 @@ impl<X: Send + Sync + 'static> Link<X> {
     }
 }
 
-impl<X: ?Sized + Send + Sync> Link<X> {
+impl<X: ?Sized + LinkExt> Link<X> {
+    /// The owner's limits and counters (the very `Arc` its owner holds).
+    #[inline]
+    pub(crate) fn policy(&self) -> &Arc<Policy> {
+        self.ext.policy()
+    }
+
     /// Adjusts this connection's queued-byte count (and its owner's) by `delta`.
     pub(crate) fn account(&self, delta: isize) {
         if delta >= 0 {
             self.queued.fetch_add(delta as usize, Ordering::AcqRel);
-            self.policy.counters.add_queued(delta as usize);
+            self.policy().counters.add_queued(delta as usize);
         } else {
             self.queued
                 .fetch_sub(delta.unsigned_abs(), Ordering::AcqRel);
-            self.policy.counters.sub_queued(delta.unsigned_abs());
+            self.policy().counters.sub_queued(delta.unsigned_abs());
         }
     }
 

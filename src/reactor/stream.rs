@@ -216,7 +216,7 @@ impl Stream {
     }
 
     pub(crate) fn is_of(&self, owner: &Arc<super::Policy>) -> bool {
-        Arc::ptr_eq(&self.link.policy, owner)
+        Arc::ptr_eq(self.link.policy(), owner)
     }
 
     /// Feeds the lifecycle machine one event (logging the transition) and returns what the
@@ -368,16 +368,16 @@ impl Stream {
 
     /// Output queued past this pauses reading (half the queue bound).
     fn high_water(&self) -> usize {
-        self.link.policy.limits.max_queued_bytes / 2
+        self.link.policy().limits.max_queued_bytes / 2
     }
 
     /// Reading resumes once output is down to this (a quarter of the bound).
     fn low_water(&self) -> usize {
-        self.link.policy.limits.max_queued_bytes / 4
+        self.link.policy().limits.max_queued_bytes / 4
     }
 
     fn read_some(&mut self, buf: &mut [u8]) -> ReadOutcome {
-        let counters = &self.link.policy.counters;
+        let counters = &self.link.policy().counters;
         match self.outq.extra_if().and_then(|e| e.tls.as_deref_mut()) {
             None => match self.sock.read(buf) {
                 Ok(0) => ReadOutcome::Eof,
@@ -419,9 +419,9 @@ impl Stream {
     /// edge, and a hang-up that came before this event is excluded by the caller.
     pub(crate) fn read(&mut self, ctx: &mut Ctx<'_>, short_ok: bool) -> Step {
         let mut total = 0usize;
-        let budget = self.link.policy.limits.max_read_per_turn;
+        let budget = self.link.policy().limits.max_read_per_turn;
         while self.can_read() {
-            if self.link.policy.counters.budget.full() {
+            if self.link.policy().counters.budget.full() {
                 self.starve(ctx);
                 break;
             }
@@ -482,7 +482,7 @@ impl Stream {
         if v.is_empty() {
             return;
         }
-        self.link.policy.counters.budget.add(v.capacity());
+        self.link.policy().counters.budget.add(v.capacity());
         let extra = self.outq.extra_mut();
         debug_assert!(extra.kept.is_empty());
         extra.kept = v;
@@ -494,7 +494,7 @@ impl Stream {
             return Vec::new();
         }
         let v = self.with_extra(|e| std::mem::take(&mut e.kept));
-        self.link.policy.counters.budget.sub(v.capacity());
+        self.link.policy().counters.budget.sub(v.capacity());
         v
     }
 
@@ -503,14 +503,14 @@ impl Stream {
     fn starve(&mut self, ctx: &mut Ctx<'_>) {
         if !self.flags.has(Flags::STARVED) {
             self.flags.set(Flags::STARVED, true);
-            self.link.policy.counters.budget.paused_read();
+            self.link.policy().counters.budget.paused_read();
             ctx.starved.push(self.slot_gen());
         }
     }
 
     /// A starved connection: read again once the budget is relieved, else stay starved.
     pub(crate) fn revive(&mut self, ctx: &mut Ctx<'_>) -> Step {
-        if !self.link.policy.counters.budget.relieved() {
+        if !self.link.policy().counters.budget.relieved() {
             ctx.starved.push(self.slot_gen());
             return Step::Live;
         }
@@ -540,7 +540,7 @@ impl Stream {
     /// `n` bytes are in the read buffer: hand them (with any kept input) to the driver.
     fn input(&mut self, ctx: &mut Ctx<'_>, n: usize) -> Step {
         self.last_read = Stamp::of(ctx.now);
-        let counters = &self.link.policy.counters;
+        let counters = &self.link.policy().counters;
         counters.plain_in.fetch_add(n as u64, Ordering::Relaxed);
         if !self.life.is_open() {
             return Step::Live; // closing: input is discarded
@@ -624,7 +624,7 @@ impl Stream {
 
     /// Starts a graceful close: flush queued output, then shut down the write side.
     pub(crate) fn begin_close(&mut self, ctx: &mut Ctx<'_>, reason: CloseReason) -> Step {
-        let policy = &self.link.policy;
+        let policy = self.link.policy();
         let by = match policy.drain_until.get() {
             Some(until) => *until,
             None => crate::base::deadline(ctx.now, policy.limits.close_timeout),
@@ -707,11 +707,11 @@ impl Stream {
         let (plain, wire, err) = self.write_out();
         if plain > 0 {
             self.link.account(-(plain as isize));
-            let c = &self.link.policy.counters;
+            let c = &self.link.policy().counters;
             c.plain_out.fetch_add(plain as u64, Ordering::Relaxed);
         }
         if wire > 0 {
-            let c = &self.link.policy.counters;
+            let c = &self.link.policy().counters;
             c.bytes_out.fetch_add(wire as u64, Ordering::Relaxed);
         }
         if let Some(e) = err {
@@ -867,7 +867,7 @@ impl Stream {
         drop(self.unkeep());
         let left = self.outq.clear();
         self.link.account(-(left as isize));
-        let c = &self.link.policy.counters;
+        let c = &self.link.policy().counters;
         c.closed.fetch_add(1, Ordering::Relaxed);
         if left > 0 {
             // Queued output that never reached the peer: counted, never silent.

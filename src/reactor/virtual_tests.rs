@@ -9,7 +9,7 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use super::driver::{Driver, Io, Limits, Offer, Policy};
 use super::poller::new_poller;
 use super::stream::new_virtual;
-use super::{Command, ConnCmd, Link, PollerShared};
+use super::{Command, ConnCmd, Link, LinkExt, PollerShared};
 use crate::base::{CloseReason, DropPolicy};
 use crate::proto::ws::SharedFrames;
 
@@ -97,15 +97,24 @@ fn policy() -> Arc<Policy> {
     })
 }
 
+/// A test link's owner: no server, only its own policy.
+struct Owner(Arc<Policy>);
+
+impl LinkExt for Owner {
+    fn policy(&self) -> &Arc<Policy> {
+        &self.0
+    }
+}
+
 /// A poller thread with one virtual connection; its link and what its driver sees.
-fn start() -> (Arc<PollerShared>, Arc<Link<()>>, Receiver<Seen>) {
+fn start() -> (Arc<PollerShared>, Arc<Link<Owner>>, Receiver<Seen>) {
     let (poller, shared) = new_poller(0).unwrap();
     std::thread::spawn(move || poller.run(Vec::new()));
     let (tx, rx) = unbounded();
     let (ltx, lrx) = unbounded();
     let policy = policy();
     shared.command(Command::AddVirtual(Box::new(move |place| {
-        let link: Arc<Link<()>> = Arc::new(Link::new(place, policy, ()));
+        let link: Arc<Link<Owner>> = Arc::new(Link::new(place, Owner(policy)));
         let _ = ltx.send(link.clone());
         let probe = Probe { tx, deadline: None };
         Some(new_virtual(link, probe))
@@ -118,7 +127,7 @@ fn next(rx: &Receiver<Seen>) -> Seen {
     rx.recv_timeout(Duration::from_secs(5)).expect("an event")
 }
 
-fn cmd(link: &Arc<Link<()>>, what: &'static str) {
+fn cmd(link: &Arc<Link<Owner>>, what: &'static str) {
     link.command(ConnCmd::Driver(Box::new(what)));
 }
 
@@ -162,7 +171,7 @@ fn a_close_removes_it_at_once_without_lingering() {
         super::STATE_CLOSED
     );
     assert_eq!(
-        link.policy
+        link.policy()
             .counters
             .closed
             .load(std::sync::atomic::Ordering::Relaxed),
@@ -182,7 +191,7 @@ fn re_arming_a_later_deadline_keeps_one_timer_entry() {
         slot: 0,
         gen: 1,
     };
-    let link: Arc<Link<()>> = Arc::new(Link::new(place, policy(), ()));
+    let link: Arc<Link<Owner>> = Arc::new(Link::new(place, Owner(policy())));
     let (tx, _rx) = unbounded();
     let mut c = new_virtual(link, Probe { tx, deadline: None });
     let poll = mio::Poll::new().unwrap();

@@ -336,8 +336,8 @@ fn consumed(conn: &Conn, n: usize) {
     let sh = &conn.inner;
     let n = crate::reactor::inbound_cost(n);
     let left = sh.inbound.fetch_sub(n, Ordering::SeqCst).saturating_sub(n) as usize;
-    sh.policy.counters.budget.sub(n as usize);
-    let max = sh.policy.limits.max_inbound_pending;
+    sh.policy().counters.budget.sub(n as usize);
+    let max = sh.policy().limits.max_inbound_pending;
     if left <= max / 2
         && sh.paused.load(Ordering::SeqCst)
         && sh.paused.swap(false, Ordering::SeqCst)
@@ -422,7 +422,7 @@ impl HandlerSlot {
                 if inbound > 0 {
                     let cost = crate::reactor::inbound_cost(inbound);
                     conn.inner.inbound.fetch_add(cost, Ordering::SeqCst);
-                    conn.inner.policy.counters.budget.add(cost as usize);
+                    conn.inner.policy().counters.budget.add(cost as usize);
                 }
                 pool.dispatch(conn.id().0, job);
                 if let (true, Some(io)) = (inbound > 0, io) {
@@ -462,7 +462,7 @@ impl HandlerSlot {
 /// subtraction never runs ahead of the count).
 fn pause_if_behind(conn: &Conn, io: &mut Io<'_>) {
     let sh = &conn.inner;
-    let max = sh.policy.limits.max_inbound_pending;
+    let max = sh.policy().limits.max_inbound_pending;
     if sh.inbound.load(Ordering::SeqCst) as usize <= max {
         return;
     }

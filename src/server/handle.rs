@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use crate::reactor::local::{self, Kind};
-use crate::reactor::{Admit, ConnCmd, Link, Payload, STATE_OPEN};
+use crate::reactor::{Admit, ConnCmd, Link, LinkExt, Payload, Policy, STATE_OPEN};
 use crate::server::ServerShared;
+use crate::sys::OnceBox;
 
 /// What the server keeps about each connection, beside the reactor's [`Link`].
 pub(crate) struct ConnInfo {
@@ -20,7 +21,7 @@ pub(crate) struct ConnInfo {
     pub(crate) peer: Addr,
     /// What few connections have, in one allocation made only when used (an idle plain
     /// connection of a server bound to one address keeps none).
-    cold: OnceLock<Box<Cold>>,
+    cold: OnceBox<Cold>,
 }
 
 /// The rarely present part of [`ConnInfo`].
@@ -46,14 +47,15 @@ impl ConnInfo {
         local: Option<Addr>,
         cred: Option<PeerCred>,
     ) -> Self {
-        let cold = OnceLock::new();
-        if local.is_some() || cred.is_some() {
-            let _ = cold.set(Box::new(Cold {
+        let cold = if local.is_some() || cred.is_some() {
+            OnceBox::from(Cold {
                 local,
                 cred,
                 ..Cold::default()
-            }));
-        }
+            })
+        } else {
+            OnceBox::new()
+        };
         ConnInfo {
             id,
             span,
@@ -65,12 +67,20 @@ impl ConnInfo {
 
     /// The rare part, if any of it was set.
     pub(crate) fn cold(&self) -> Option<&Cold> {
-        self.cold.get().map(|b| &**b)
+        self.cold.get()
     }
 
     /// The rare part, made on first use (setting an identity or the TLS details).
     pub(crate) fn cold_mut(&self) -> &Cold {
-        self.cold.get_or_init(Box::default)
+        self.cold.get_or_init(Cold::default)
+    }
+}
+
+impl LinkExt for ConnInfo {
+    /// The server's policy: the one `Arc` all its connections share (its counters).
+    #[inline]
+    fn policy(&self) -> &Arc<Policy> {
+        &self.server.policy
     }
 }
 

@@ -538,7 +538,7 @@ impl Accept for Acceptor {
         let span = trace::conn_span(id, &acc.peer);
         let local = (acc.local != server.local).then_some(acc.local);
         let info = ConnInfo::new(id, span, server.clone(), acc.peer, local, acc.cred);
-        let link: Arc<ConnShared> = Arc::new(Link::new(place, server.policy.clone(), info));
+        let link: Arc<ConnShared> = Arc::new(Link::new(place, info));
         let conn = Conn {
             inner: link.clone(),
         };

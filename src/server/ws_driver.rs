@@ -906,8 +906,9 @@ mod tests {
             None,
             None,
         );
-        let link: Arc<crate::server::handle::ConnShared> =
-            Arc::new(Link::new(place, shared.policy.clone(), info));
+        let link: Arc<crate::server::handle::ConnShared> = Arc::new(Link::new(place, info));
+        // The link's policy is the server's own (its counters), not a copy.
+        assert!(Arc::ptr_eq(link.policy(), &shared.policy));
         let conn = Conn {
             inner: link.clone(),
         };

@@ -13,11 +13,15 @@
 //! | [`peer_cred`] | `SO_PEERCRED` of a Unix stream socket | `None` when the call fails |
 //! | [`UnixConnect`] | a non-blocking Unix `connect`, so a full backlog is `WouldBlock` | the OS error |
 //! | [`signal`] | SIGINT/SIGTERM as a flag and a channel | — |
+//! | [`OnceBox`] | a value boxed and set at most once, in one pointer; `get` and `get_or_init` from any thread through `&self` (racing initializers: one value wins, the others are dropped); dropping it frees the value | — |
 //!
 //! Every `unsafe` block here states why it is sound next to it; every function is safe to
 //! call from any thread.
 
+mod once_box;
 pub mod signal;
+
+pub(crate) use once_box::OnceBox;
 
 use std::ffi::CString;
 use std::io;

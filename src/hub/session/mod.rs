@@ -27,7 +27,7 @@ use crate::{ConnId, DropPolicy, Frames, SendStatus, WsConn};
 /// `in_flight` (messages sent to the connection, not yet acknowledged) bounds what may
 /// still be queued, group sends the poller has not yet admitted included.
 fn room_for(ws: &WsConn, in_flight: usize, len: usize) -> bool {
-    let bound = ws.conn().inner.policy.limits.max_queued_bytes;
+    let bound = ws.conn().inner.policy().limits.max_queued_bytes;
     let margin = (64 << 10).min(bound / 8);
     let queued = ws.conn().queued_bytes();
     queued + in_flight + len + margin <= bound
@@ -367,7 +367,7 @@ impl Hub {
     fn sessions_possible(&self, ws: &WsConn) -> bool {
         let why = match (
             self.sessions().cfg.is_some(),
-            ws.conn().inner.policy.limits.drop_policy,
+            ws.conn().inner.policy().limits.drop_policy,
         ) {
             (false, _) => "disabled",
             (true, DropPolicy::DropOldest) => "drop_oldest",

@@ -349,7 +349,7 @@ pub(crate) fn open(
         if let Some(id) = identity {
             let _ = info.cold_mut().identity.set(id);
         }
-        let link: Arc<ConnShared> = Arc::new(Link::new(place, server.policy.clone(), info));
+        let link: Arc<ConnShared> = Arc::new(Link::new(place, info));
         let conn = Conn { inner: link };
         let prefix = server.polls.prefix.get().map_or("", String::as_str);
         let sid = format!("{prefix}{}", new_sid());

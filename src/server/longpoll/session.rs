@@ -138,14 +138,14 @@ impl Session {
     /// Under drop-oldest, drops the oldest records not yet sent while over the bound.
     fn enforce_drop_oldest(&mut self) {
         let link = &self.conn.inner;
-        if link.policy.limits.drop_policy != crate::DropPolicy::DropOldest {
+        if link.policy().limits.drop_policy != crate::DropPolicy::DropOldest {
             return;
         }
-        let bound = link.policy.limits.max_queued_bytes;
+        let bound = link.policy().limits.max_queued_bytes;
         while link.queued.load(Ordering::Acquire) > bound && self.out.len() > self.sent + 1 {
             if let Some(r) = self.out.remove(self.sent) {
                 link.account(-(r.admitted as isize));
-                link.policy.counters.dropped(1);
+                link.policy().counters.dropped(1);
             }
         }
     }
@@ -326,7 +326,7 @@ impl Session {
             return;
         }
         self.queue_close(code, reason);
-        let policy = &self.conn.inner.policy;
+        let policy = &self.conn.inner.policy();
         let by = match policy.drain_until.get() {
             Some(until) => *until,
             None => deadline(io.now, policy.limits.close_timeout),
@@ -556,7 +556,7 @@ impl Driver for Session {
         }
         c.inner.account(-(admitted as isize));
         if unsent > 0 {
-            let counters = &c.inner.policy.counters;
+            let counters = &c.inner.policy().counters;
             counters.discarded.fetch_add(unsent, Ordering::Relaxed);
         }
         server.report_state(c.id(), c.peer_addr(), &ConnState::Closed(reason.clone()));
