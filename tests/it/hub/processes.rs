@@ -121,7 +121,9 @@ fn a_process_in_a_room_hears_joins_messages_and_leaves_across_a_restart() {
         assert!(std::time::Instant::now() < deadline, "watcher restarted");
         std::thread::sleep(Duration::from_millis(5));
     }
-    ready.recv_timeout(WAIT).expect("the restarted watcher subscribed");
+    ready
+        .recv_timeout(WAIT)
+        .expect("the restarted watcher subscribed");
     request(&mut ann, &json!({"event": "leave", "data": "den", "id": 3}));
     assert_eq!(
         next_room_event(&rx),
