@@ -25,6 +25,16 @@ impl Stamp {
         Stamp(NonZeroU64::new(n).unwrap_or(NonZeroU64::MIN))
     }
 
+    /// Nanoseconds since the epoch (never zero).
+    pub(crate) fn nanos(self) -> u64 {
+        self.0.get()
+    }
+
+    /// The stamp `nanos` after the epoch (zero is taken as its first nanosecond).
+    pub(crate) fn from_nanos(nanos: u64) -> Stamp {
+        Stamp(NonZeroU64::new(nanos).unwrap_or(NonZeroU64::MIN))
+    }
+
     /// The instant this stamp stands for.
     pub(crate) fn at(self) -> Instant {
         let d = Duration::from_nanos(self.0.get());

@@ -99,20 +99,40 @@ pub(crate) struct StreamConn<D: ?Sized + Driver = dyn Driver> {
     /// Output, and (in the same box: see [`Extra`]) the TLS session, kept input and groups.
     outq: OutQueue,
     life: Lifecycle,
-    /// When bytes last arrived.
-    last_read: Stamp,
     /// A timer entry for this connection is pending at this deadline (or due this turn):
     /// later deadlines add none, since its firing re-checks and re-arms them all.
     armed: Option<Stamp>,
+    /// Yes/no states, and when bytes last arrived, in one word.
     flags: Flags,
     driver: D,
 }
 
-/// A connection's yes/no states, one bit each.
-#[derive(Default, Clone, Copy)]
-struct Flags(u8);
+/// A connection's yes/no states, one bit each in the low byte, and when bytes last
+/// arrived in the other 56 bits (a [`Stamp`] to 256 ns, which idle timeouts never miss):
+/// one word where a byte and a stamp took two, the padding of the connection's head.
+#[derive(Clone, Copy)]
+struct Flags(u64);
 
 impl Flags {
+    const BITS: u64 = 0xff;
+
+    /// No state set; bytes last arrived at `now`.
+    fn new(now: Stamp) -> Self {
+        let mut f = Flags(0);
+        f.set_last_read(now);
+        f
+    }
+
+    /// When bytes last arrived.
+    fn last_read(self) -> Stamp {
+        Stamp::from_nanos(self.0 & !Self::BITS)
+    }
+
+    /// Bytes arrived at `at`.
+    fn set_last_read(&mut self, at: Stamp) {
+        self.0 = (at.nanos() & !Self::BITS) | (self.0 & Self::BITS);
+    }
+
     /// Write interest is registered.
     const WRITABLE_INTEREST: u8 = 1;
     /// Reading paused until the handler thread catches up with inbound bytes.
@@ -129,15 +149,15 @@ impl Flags {
 
     /// Whether any of the bits in `f` is set.
     fn has(self, f: u8) -> bool {
-        self.0 & f != 0
+        self.0 & u64::from(f) != 0
     }
 
     /// Sets or clears `f`; returns whether it was set before.
     fn set(&mut self, f: u8, on: bool) -> bool {
         let was = self.has(f);
         match on {
-            true => self.0 |= f,
-            false => self.0 &= !f,
+            true => self.0 |= u64::from(f),
+            false => self.0 &= !u64::from(f),
         }
         was
     }
@@ -166,9 +186,8 @@ pub(crate) fn new_stream<D: Driver>(
         sock,
         outq,
         life: Lifecycle::new(now, handshake),
-        last_read: Stamp::of(now),
         armed: None,
-        flags: Flags::default(),
+        flags: Flags::new(Stamp::of(now)),
         driver,
     })
 }
@@ -253,10 +272,10 @@ impl Stream {
             link,
             outq,
             driver,
-            last_read,
+            flags,
             ..
         } = self;
-        let mut io = Io::new(ctx.now, last_read.at(), link, outq, &mut req);
+        let mut io = Io::new(ctx.now, flags.last_read().at(), link, outq, &mut req);
         let r = f(driver, &mut io);
         (r, self.apply(ctx, req))
     }
@@ -321,7 +340,7 @@ impl Stream {
     /// often it re-arms).
     fn arm(&mut self, ctx: &mut Ctx<'_>) {
         let driver = match self.life.is_open() {
-            true => self.driver.next_deadline(self.last_read.at()),
+            true => self.driver.next_deadline(self.flags.last_read().at()),
             false => None,
         };
         let Some(at) = crate::base::earliest(self.life.poll_at(), driver) else {
@@ -525,7 +544,7 @@ impl Stream {
         if !done || self.step(|l| l.handshake_done()) != Action::Open {
             return Step::Live;
         }
-        self.last_read = Stamp::of(ctx.now);
+        self.flags.set_last_read(Stamp::of(ctx.now));
         self.arm(ctx);
         let info = self.tls().map(crate::tls::TlsInfo::of_server);
         let ((), step) = self.drive(ctx, |d, io| {
@@ -539,7 +558,7 @@ impl Stream {
 
     /// `n` bytes are in the read buffer: hand them (with any kept input) to the driver.
     fn input(&mut self, ctx: &mut Ctx<'_>, n: usize) -> Step {
-        self.last_read = Stamp::of(ctx.now);
+        self.flags.set_last_read(Stamp::of(ctx.now));
         let counters = &self.link.policy().counters;
         counters.plain_in.fetch_add(n as u64, Ordering::Relaxed);
         if !self.life.is_open() {

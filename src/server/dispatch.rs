@@ -9,7 +9,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::pool::HandlerPool;
 use crate::base::{Addr, CloseReason, ConnId};
 use crate::proto::http::Request;
 use crate::proto::ws::CloseCode;
@@ -25,7 +24,9 @@ use crate::Error;
 /// A user handler of either protocol (a WebSocket handler keeps its `WsConn`).
 pub(crate) enum UserHandler {
     Stream(Box<dyn StreamHandler>),
-    Ws(Box<dyn WsHandler>, WsConn),
+    /// The handler's `&WsConn` is the connection's own handle, seen as one
+    /// ([`WsConn::from_conn`]): no second copy is kept.
+    Ws(Box<dyn WsHandler>),
 }
 
 /// How a connection's handler is created.
@@ -224,12 +225,12 @@ impl Handlers {
                 UserHandler::Stream(h)
             }
             (Factory::Ws(f), req) => {
-                let ws = WsConn { conn: conn.clone() };
+                let ws = WsConn::from_conn(conn);
                 let empty = Request::default();
                 let req = req.unwrap_or(&empty);
-                let mut h = f.create(&ws, req);
-                h.on_open(&ws, req);
-                UserHandler::Ws(h, ws)
+                let mut h = f.create(ws, req);
+                h.on_open(ws, req);
+                UserHandler::Ws(h)
             }
         }));
         match made {
@@ -281,15 +282,18 @@ fn call(h: &mut UserHandler, conn: &Conn, ev: Event<'_>) {
             Event::Close(r) => h.on_close(conn, r),
             _ => {}
         },
-        UserHandler::Ws(h, ws) => match ev {
-            Event::Text(t) => h.on_text(ws, t),
-            Event::Binary(b) => h.on_binary(ws, b),
-            Event::Drained => h.on_drained(ws),
-            Event::Error(e) => h.on_error(ws, e),
-            Event::WsClose(code, reason) => h.on_close(ws, code, reason),
-            Event::Close(_) => h.on_close(ws, CloseCode::ABNORMAL, ""),
-            _ => {}
-        },
+        UserHandler::Ws(h) => {
+            let ws = WsConn::from_conn(conn);
+            match ev {
+                Event::Text(t) => h.on_text(ws, t),
+                Event::Binary(b) => h.on_binary(ws, b),
+                Event::Drained => h.on_drained(ws),
+                Event::Error(e) => h.on_error(ws, e),
+                Event::WsClose(code, reason) => h.on_close(ws, code, reason),
+                Event::Close(_) => h.on_close(ws, CloseCode::ABNORMAL, ""),
+                _ => {}
+            }
+        }
     }
 }
 
@@ -347,18 +351,19 @@ fn consumed(conn: &Conn, n: usize) {
 }
 
 /// Where a connection's handler runs: inline (its handlers live in the driver) or on the
-/// pool. Both go through [`Handlers::event`].
+/// pool (its server's, reached through the connection: no pointer kept per connection).
+/// Both go through [`Handlers::event`].
 pub(crate) enum HandlerSlot {
     Inline(Handlers),
-    Threads(Arc<HandlerPool>),
+    Threads,
 }
 
 impl HandlerSlot {
-    pub(crate) fn new(inline: bool, pool: &Arc<HandlerPool>) -> Self {
+    pub(crate) fn new(inline: bool) -> Self {
         if inline {
             HandlerSlot::Inline(Handlers::default())
         } else {
-            HandlerSlot::Threads(pool.clone())
+            HandlerSlot::Threads
         }
     }
 
@@ -369,7 +374,8 @@ impl HandlerSlot {
             HandlerSlot::Inline(h) => {
                 let _ = h.event(conn, ev);
             }
-            HandlerSlot::Threads(pool) => {
+            HandlerSlot::Threads => {
+                let pool = &conn.server().pool;
                 let conn_ = conn.clone();
                 let (job, inbound) = match ev {
                     Event::Open(f, req) => (
@@ -438,9 +444,11 @@ impl HandlerSlot {
             HandlerSlot::Inline(h) => {
                 let _ = h.event(conn, Event::Error(&error));
             }
-            HandlerSlot::Threads(pool) => {
+            HandlerSlot::Threads => {
                 let conn_ = conn.clone();
-                pool.dispatch(conn.id().0, Job::Error { conn: conn_, error });
+                conn.server()
+                    .pool
+                    .dispatch(conn.id().0, Job::Error { conn: conn_, error });
             }
         }
     }
@@ -448,8 +456,10 @@ impl HandlerSlot {
     /// Queues a job that reports back once every earlier event was handled (threads only).
     pub(crate) fn catch_up(&self, conn: &Conn) -> bool {
         match self {
-            HandlerSlot::Threads(pool) => {
-                pool.dispatch(conn.id().0, Job::CatchUp { conn: conn.clone() });
+            HandlerSlot::Threads => {
+                conn.server()
+                    .pool
+                    .dispatch(conn.id().0, Job::CatchUp { conn: conn.clone() });
                 true
             }
             HandlerSlot::Inline(_) => false,

@@ -543,7 +543,7 @@ impl Accept for Acceptor {
             inner: link.clone(),
         };
         server.report_state(conn.id(), conn.peer_addr(), &ConnState::Accepted);
-        let handler = HandlerSlot::new(server.inline(), &server.pool);
+        let handler = HandlerSlot::new(server.inline());
         let link: Arc<Link> = link;
         Some(match &server.ws {
             Some(_) => {

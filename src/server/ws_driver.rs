@@ -912,7 +912,7 @@ mod tests {
         let conn = Conn {
             inner: link.clone(),
         };
-        let handler = HandlerSlot::new(true, &shared.pool);
+        let handler = HandlerSlot::new(true);
         let now = Instant::now();
         Rig {
             _rt: rt,

@@ -354,7 +354,7 @@ pub(crate) fn open(
         let prefix = server.polls.prefix.get().map_or("", String::as_str);
         let sid = format!("{prefix}{}", new_sid());
         server.polls.insert(&sid, conn.clone());
-        let handler = HandlerSlot::new(server.inline(), &server.pool);
+        let handler = HandlerSlot::new(server.inline());
         let inner: Arc<Link> = conn.inner.clone();
         let driver = session::Session::new(conn, handler, sid, carrier, req);
         Some(crate::reactor::stream::new_virtual(inner, driver))
