@@ -24,8 +24,8 @@ use crate::Error;
 /// A user handler of either protocol (a WebSocket handler keeps its `WsConn`).
 pub(crate) enum UserHandler {
     Stream(Box<dyn StreamHandler>),
-    /// The handler's `&WsConn` is the connection's own handle, seen as one
-    /// ([`WsConn::from_conn`]): no second copy is kept.
+    /// The handler's `WsConn` is made from the event's `Conn` for each call (a count
+    /// increment): keeping one here would cost every connection a word.
     Ws(Box<dyn WsHandler>),
 }
 
@@ -225,7 +225,7 @@ impl Handlers {
                 UserHandler::Stream(h)
             }
             (Factory::Ws(f), req) => {
-                let ws = WsConn::from_conn(conn);
+                let ws = &WsConn { conn: conn.clone() };
                 let empty = Request::default();
                 let req = req.unwrap_or(&empty);
                 let mut h = f.create(ws, req);
@@ -283,7 +283,7 @@ fn call(h: &mut UserHandler, conn: &Conn, ev: Event<'_>) {
             _ => {}
         },
         UserHandler::Ws(h) => {
-            let ws = WsConn::from_conn(conn);
+            let ws = &WsConn { conn: conn.clone() };
             match ev {
                 Event::Text(t) => h.on_text(ws, t),
                 Event::Binary(b) => h.on_binary(ws, b),

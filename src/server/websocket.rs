@@ -342,16 +342,6 @@ pub struct WsConn {
     pub(crate) conn: Conn,
 }
 
-impl WsConn {
-    /// A connection's handle seen as a WebSocket handle, without a copy (the handler
-    /// callbacks' `&WsConn`).
-    pub(crate) fn from_conn(conn: &Conn) -> &WsConn {
-        // SAFETY: `WsConn` is `#[repr(transparent)]` over `Conn`: same layout and
-        // validity, and the reference keeps `conn`'s lifetime.
-        unsafe { &*(conn as *const Conn).cast::<WsConn>() }
-    }
-}
-
 impl fmt::Debug for WsConn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "WsConn({})", self.conn.id())
