@@ -208,10 +208,8 @@ pub fn behind_an_alternating_proxy(a: &Node, b: &Node, polling: bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while got.len() < 30 && Instant::now() < deadline {
         match ann.recv(Duration::from_millis(50)) {
-            Some(HubEvent::Message(m)) => {
-                if m.event == "said" {
-                    got.push(m.data["text"].as_u64().unwrap());
-                }
+            Some(HubEvent::Message(m)) if m.event == "said" => {
+                got.push(m.data["text"].as_u64().unwrap());
             }
             // Shown when the test fails: where in the stream each cut and resume came.
             Some(HubEvent::State(s)) => eprintln!("ann after {:?}: {s:?}", got.last()),
