@@ -115,6 +115,25 @@ fn redis_bus_every_method_as_the_local_bus() {
     bus.hdel("{r}:h", &["y"]).unwrap();
     assert!(bus.hgetall("{r}:h").unwrap().is_empty());
 
+    // hset_if: a missing field holds "", and of two claims reading one value only the
+    // first wins.
+    assert!(bus
+        .hset_if("{r}:s", "gen", "", &[("gen", "1"), ("node", "a")])
+        .unwrap());
+    assert!(!bus
+        .hset_if("{r}:s", "gen", "", &[("gen", "1"), ("node", "b")])
+        .unwrap());
+    assert!(bus
+        .hset_if("{r}:s", "gen", "1", &[("gen", "2"), ("node", "b")])
+        .unwrap());
+    assert!(!bus.hset_if("{r}:s", "gen", "1", &[("node", "c")]).unwrap());
+    let mut h = bus.hgetall("{r}:s").unwrap();
+    h.sort();
+    assert_eq!(
+        h,
+        vec![("gen".into(), "2".into()), ("node".into(), "b".into())]
+    );
+
     // claim: once, until its ttl passes.
     assert!(bus.claim("k", "me", Duration::from_millis(300)).unwrap());
     assert!(!bus.claim("k", "you", Duration::from_secs(5)).unwrap());

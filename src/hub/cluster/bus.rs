@@ -134,6 +134,19 @@ pub trait Bus: Send + Sync + 'static {
     /// When the store is away.
     fn hset(&self, key: &str, fields: &[(&str, &str)]) -> BusResult<()>;
 
+    /// Sets `fields` of hash `key` if its field `field` holds `expect` now (a missing field
+    /// holds `""`), in one atomic step: true when it did. Two nodes racing to take one
+    /// record over both read the same `expect`; only the first of them wins.
+    ///
+    /// # Errors
+    /// When the store is away: nothing was written.
+    fn hset_if(
+        &self,
+        key: &str,
+        field: &str,
+        expect: &str,
+        fields: &[(&str, &str)],
+    ) -> BusResult<bool>;
     /// Removes fields of a hash (a hash left empty is gone).
     ///
     /// # Errors

@@ -62,6 +62,9 @@ struct Shared {
     down: AtomicBool,
     next_sub: AtomicU64,
     commands: AtomicU64,
+    /// Outages ended: part of every handle's epoch (each one's readers missed what was
+    /// published meanwhile).
+    outages: AtomicU64,
 }
 
 /// The in-process bus. Clones share one store: give a clone to each hub of the cluster.
@@ -87,6 +90,8 @@ pub struct LocalBus {
     /// This handle is cut off: its calls fail and it hears nothing (a node that died, or
     /// lost its network).
     cut: Arc<AtomicBool>,
+    /// Microseconds each of this handle's calls waits first (a store far away).
+    latency: Arc<AtomicU64>,
 }
 
 impl Default for LocalBus {
@@ -110,10 +115,12 @@ impl LocalBus {
                 down: AtomicBool::new(false),
                 next_sub: AtomicU64::new(1),
                 commands: AtomicU64::new(0),
+                outages: AtomicU64::new(0),
             }),
             mine: Arc::default(),
             epoch: Arc::default(),
             cut: Arc::default(),
+            latency: Arc::default(),
         }
     }
 
@@ -124,6 +131,7 @@ impl LocalBus {
             mine: Arc::default(),
             epoch: Arc::default(),
             cut: Arc::default(),
+            latency: Arc::default(),
         }
     }
 
@@ -133,7 +141,7 @@ impl LocalBus {
         let was = self.shared.down.swap(down, Ordering::SeqCst);
         if was && !down {
             // Readers "reconnect": every handle's epoch moves on.
-            self.epoch.fetch_add(1, Ordering::SeqCst);
+            self.shared.outages.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -147,7 +155,19 @@ impl LocalBus {
         }
     }
 
+    /// Makes each of this handle's calls wait `d` before it runs, as for a node whose store
+    /// is far away (`Duration::ZERO`: none, the default). For tests of races between
+    /// nodes.
+    pub fn set_latency(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        self.latency.store(us, Ordering::SeqCst);
+    }
+
     fn store(&self) -> BusResult<MutexGuard<'_, Store>> {
+        let us = self.latency.load(Ordering::SeqCst);
+        if us > 0 {
+            std::thread::sleep(Duration::from_micros(us));
+        }
         self.shared.commands.fetch_add(1, Ordering::Relaxed);
         if self.cut.load(Ordering::SeqCst) {
             return Err(BusError("this node is cut off the local store".into()));
@@ -196,7 +216,7 @@ impl Bus for LocalBus {
     }
 
     fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::SeqCst)
+        self.epoch.load(Ordering::SeqCst) + self.shared.outages.load(Ordering::SeqCst)
     }
 
     fn publish(&self, feed: &str, to: Fanout<'_>, payload: &[u8]) -> BusResult<u64> {
@@ -275,6 +295,26 @@ impl Bus for LocalBus {
             h.insert((*k).to_owned(), (*v).to_owned());
         }
         Ok(())
+    }
+
+    fn hset_if(
+        &self,
+        key: &str,
+        field: &str,
+        expect: &str,
+        fields: &[(&str, &str)],
+    ) -> BusResult<bool> {
+        let mut st = self.store()?;
+        st.expire_now(key);
+        let now = st.hashes.get(key).and_then(|h| h.get(field));
+        if now.map_or("", |v| v.as_str()) != expect {
+            return Ok(false);
+        }
+        let h = st.hashes.entry(key.to_owned()).or_default();
+        for (k, v) in fields {
+            h.insert((*k).to_owned(), (*v).to_owned());
+        }
+        Ok(true)
     }
 
     fn hdel(&self, key: &str, fields: &[&str]) -> BusResult<()> {
@@ -380,7 +420,19 @@ mod tests {
         assert_eq!(bus.hgetall("{r}:nodes").unwrap().len(), 1);
         assert!(bus.claim("k", "me", Duration::from_secs(5)).unwrap());
         assert!(!bus.claim("k", "you", Duration::from_secs(5)).unwrap());
+        assert!(bus.hset_if("{s}:h", "gen", "", &[("gen", "1")]).unwrap());
+        assert!(!bus.hset_if("{s}:h", "gen", "", &[("gen", "1")]).unwrap());
+        assert!(bus
+            .hset_if("{s}:h", "gen", "1", &[("gen", "2"), ("n", "b")])
+            .unwrap());
+        let mut h = bus.hgetall("{s}:h").unwrap();
+        h.sort();
+        assert_eq!(
+            h,
+            vec![("gen".into(), "2".into()), ("n".into(), "b".into())]
+        );
         bus.set_down(true);
+        assert!(bus.hset_if("{s}:h", "gen", "2", &[("gen", "3")]).is_err());
         assert!(bus.publish("{r}:f", to, b"x").is_err());
         bus.set_down(false);
         bus.append(

@@ -109,6 +109,19 @@ end
 return v
 ";
 
+/// `hset_if`: KEYS[1] the hash, ARGV[1] the field compared, ARGV[2] what it must hold
+/// (`""`: missing), then field/value pairs to set.
+const HSET_IF_LUA: &str = r"
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if (v or '') ~= ARGV[2] then
+  return 0
+end
+if #ARGV > 2 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+end
+return 1
+";
+
 /// How a [`RedisBus`] reaches its instances, bounds its feeds and recovers.
 ///
 /// # Examples
@@ -283,6 +296,7 @@ struct Inner {
     read: Script,
     append: Script,
     hincr: Script,
+    hset_if: Script,
 }
 
 impl Inner {
@@ -380,6 +394,7 @@ impl RedisBus {
                 read: Script::new(READ_LUA),
                 append: Script::new(APPEND_LUA),
                 hincr: Script::new(HINCR_LUA),
+                hset_if: Script::new(HSET_IF_LUA),
             }),
         })
     }
@@ -683,6 +698,23 @@ impl Bus for RedisBus {
         }
         self.on(self.instance(key), "HSET", |c| {
             cmd.query::<Value>(c).map(drop)
+        })
+    }
+
+    fn hset_if(
+        &self,
+        key: &str,
+        field: &str,
+        expect: &str,
+        fields: &[(&str, &str)],
+    ) -> BusResult<bool> {
+        let mut inv = self.inner.hset_if.prepare_invoke();
+        inv.key(key).arg(field).arg(expect);
+        for (k, v) in fields {
+            inv.arg(*k).arg(*v);
+        }
+        self.on(self.instance(key), "hset_if (EVALSHA)", |c| {
+            inv.invoke::<i64>(c).map(|n| n == 1)
         })
     }
 

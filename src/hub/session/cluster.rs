@@ -38,6 +38,11 @@ pub(crate) struct ClSlot {
 }
 
 impl SessionCell {
+    /// Whether the session was released to another node (it goes on there).
+    pub(crate) fn moved(&self) -> bool {
+        self.lock().cl.as_ref().is_some_and(|cl| cl.moved)
+    }
+
     /// The session's id in the cluster, when it is clustered.
     pub(crate) fn cluster_gid(&self) -> Option<String> {
         self.lock().cl.as_ref().map(|cl| cl.gid.clone())
@@ -140,6 +145,9 @@ impl Hub {
     /// minus what it sent itself.
     fn cluster_fill(&self, slot: &mut Slot, feed: &str, cur: u64, upto: Option<u64>) {
         let Some(c) = self.cluster_node() else { return };
+        if slot.engine.link() == Link::Ended {
+            return;
+        }
         let want = upto.map_or(FILL_MAX, |u| (u - cur - 1) as usize);
         if want == 0 {
             return;
@@ -205,6 +213,10 @@ impl Hub {
         let sid = slot.engine.sid().to_owned();
         let cseq = slot.engine.inbound.received().to_string();
         let Some(cl) = slot.cl.as_mut() else { return };
+        if cl.moved {
+            // Another node numbers the session now: its log is that node's.
+            return;
+        }
         let seq_s = seq.to_string();
         let mut owned: Vec<(String, String)> = vec![("seq".into(), seq_s), ("cseq".into(), cseq)];
         if let Some((f, p)) = feed {
@@ -339,6 +351,9 @@ impl Hub {
                 if let Some(cl) = slot.cl.as_mut() {
                     cl.moved = true;
                 }
+                // Ended at once, under the lock: a resume of it still under way here
+                // (registered or not yet) can no longer take it over or number for it.
+                slot.engine.end();
                 slot.reported = true;
                 slot.conn.take()
             };
@@ -390,7 +405,8 @@ impl Hub {
             return Err(NotRecoverable::Identity);
         }
         let owner = owner.clone();
-        let rec = if owner != c.node() && c.alive(&format!("{owner}/0")) {
+        let gen = rec.get("gen").cloned().unwrap_or_default();
+        if owner != c.node() && c.alive(&format!("{owner}/0")) {
             let beat = c.beat_of(&owner);
             let (tx, rx) = crossbeam_channel::bounded(1);
             c.released
@@ -427,10 +443,26 @@ impl Hub {
                 }
                 log::info!("cluster {}: {owner} is gone; continuing {sid}", c.node());
             }
-            load()?
-        } else {
-            rec
-        };
+        }
+        // Exactly one node continues the session: the one whose claim moves the record's
+        // generation on from what it read. Another resume of the same session racing this
+        // one (a client that gave up on a slow resume and tried again elsewhere) read the
+        // same generation, and is told to resume again (and then asks this node).
+        let next = gen.parse::<u64>().unwrap_or(0) + 1;
+        let claim = [("gen", next.to_string()), ("node", c.node().to_owned())];
+        let claim: Vec<(&str, &str)> = claim.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        match c.bus.hset_if(&h, "gen", &gen, &claim) {
+            Ok(true) => {}
+            Ok(false) => {
+                log::info!("cluster {}: {sid} was taken over meanwhile", c.node());
+                return Err(NotRecoverable::Busy);
+            }
+            Err(e) => {
+                log::warn!("cluster {}: session {sid} not claimed: {e}", c.node());
+                return Err(NotRecoverable::Busy);
+            }
+        }
+        let rec = load()?;
         if rec.contains_key("broken") {
             return Err(NotRecoverable::Gap);
         }
@@ -536,16 +568,21 @@ impl Hub {
                 return Err(NotRecoverable::Gap);
             }
         }
-        let _ = c.bus.hset(&h, &[("node", c.node())]);
         // The same takeover as on one node: `session:resumed`, the replay, the groups.
         let old = {
             let mut st = self.state();
-            self.take_over(&cell, ws, token, seq, &mut st)?
+            self.take_over(&cell, ws, token, seq, &mut st)
         };
-        drop(old);
-        self.sessions()
-            .resumed
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = old {
+            // Registered above: out again. Released meanwhile to a node where the client
+            // resumed again: it goes on there, and this client resumes again.
+            self.depart(cell.id);
+            return Err(if cell.moved() {
+                NotRecoverable::Busy
+            } else {
+                e
+            });
+        }
         self.set_presence(&cell);
         Ok(cell)
     }

@@ -426,12 +426,19 @@ impl Hub {
         // Lock order everywhere: the registry, then sessions (one, or many in id order).
         let old = {
             let mut st = self.state();
-            self.take_over(&cell, ws, token, seq, &mut st)?
+            self.take_over(&cell, ws, token, seq, &mut st)
         };
+        // Released meanwhile to another node, where the client is to resume.
+        let old = old.map_err(|e| {
+            if cell.moved() {
+                NotRecoverable::Busy
+            } else {
+                e
+            }
+        })?;
         if let Some(o) = old.filter(|o| o.id() != ws.id()) {
             o.close(CloseCode::NORMAL, "session resumed on another connection");
         }
-        self.sessions().resumed.fetch_add(1, Ordering::Relaxed);
         let found = self.set_presence(&cell);
         if !found {
             // Ended meanwhile (a server disconnect): nothing to continue.
@@ -460,6 +467,8 @@ impl Hub {
         let replay = replay?;
         let old = slot.conn.replace(ws.clone());
         slot.last = ws.clone();
+        // Counted before the replay goes out: whoever reads the replay sees the count.
+        self.sessions().resumed.fetch_add(1, Ordering::Relaxed);
         let mut w = slot.engine.welcome(true, None);
         // The base: the replay continues the client's count.
         w.seq = seq;

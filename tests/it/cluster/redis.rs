@@ -48,23 +48,45 @@ fn redis_presence_and_disconnect() {
     presence_and_disconnect(&a, &b);
 }
 
-/// Rooms, users and sessions spread over two Redis instances by their hash tags.
+/// Rooms, users and sessions spread over two Redis instances by their hash tags: every key
+/// is on the instance the ring names for it, and a room placed on each instance (by the
+/// ring, whatever the instances' socket paths hash to this run) makes both hold some.
 #[test]
 fn redis_two_instances() {
     let (r1, r2) = (RedisServer::start(), RedisServer::start());
     let urls = [r1.url.as_str(), r2.url.as_str()];
+    let probe = bus(&urls);
     let a = node(bus(&urls), cfg("a", "r3"));
     let b = node(bus(&urls), cfg("b", "r3"));
     emits_and_queries(&a, &b);
-    // Both instances hold some of the cluster's keys.
+    for r in [&r1, &r2] {
+        let room = (0..)
+            .map(|i| format!("spread{i}"))
+            .find(|n| probe.instance_of(&format!("r3:{{r:{n}}}:f")) == r.url)
+            .unwrap();
+        let d = a.hub.to_room(&room).emit("x", &1);
+        assert_eq!(d.unpublished, 0, "{room}'s feed written: {d:?}");
+    }
+    let mut held = Vec::new();
     for r in [&r1, &r2] {
         let out = Command::new("redis-cli")
-            .args(["-s", r.socket.to_str().unwrap(), "DBSIZE"])
+            .args(["-s", r.socket.to_str().unwrap(), "--raw", "KEYS", "*"])
             .output()
             .unwrap();
-        let n: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        assert!(n > 0, "an instance holds nothing");
+        let keys: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect();
+        for k in &keys {
+            assert_eq!(probe.instance_of(k), r.url, "{k} is on the wrong instance");
+        }
+        held.push(keys.len());
     }
+    assert!(
+        held.iter().all(|n| *n > 0),
+        "an instance holds nothing: {held:?}"
+    );
 }
 
 /// Redis restarted (empty) mid-test: publishes fail meanwhile (local delivery goes on,

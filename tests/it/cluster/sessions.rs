@@ -218,6 +218,73 @@ fn local_the_released_connection_is_closed() {
     eventually("a has no session", || a.hub.stats().sessions == 0);
 }
 
+/// What a resuming connection hears first: `session:resumed`, or the close that tells it to
+/// resume again (4013: busy elsewhere) or that the session went on elsewhere.
+fn first_word(c: &mut WsClient) -> Result<Value, (CloseCode, String)> {
+    loop {
+        match c.recv_timeout(WAIT) {
+            Ok(Some(Message::Text(t))) => return Ok(serde_json::from_str(&t).unwrap()),
+            Ok(Some(Message::Close(code, reason))) => return Err((code, reason)),
+            Ok(Some(_)) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// A client gives up on a slow resume on b (its store far away) and resumes again on a,
+/// after a released the session to b but before b took it over: exactly one node goes on
+/// with the session (two would number it apart, and the client would count one node's
+/// numbers against the other's replay).
+#[test]
+fn local_two_resumes_racing_leave_one_session() {
+    let bus = LocalBus::new();
+    let slow = bus.handle();
+    let a = node_with(bus.handle(), cfg("a", "s6"), sessions());
+    let b = node_with(slow.clone(), cfg("b", "s6"), sessions());
+    let mut ann = SessionClient::open(&a, "ann");
+    assert_eq!(ann.request(1, "join", json!("r"))["data"]["ok"], true);
+    let q = format!(
+        "user=ann&sl_sid={}&sl_token={}&sl_seq={}",
+        ann.sid, ann.token, ann.seq
+    );
+    drop(ann);
+    slow.set_latency(Duration::from_millis(30));
+    let url = format!("ws://{}/?{q}", b.server.local_addr());
+    let first = std::thread::spawn(move || {
+        let o = sockloop::client::ws::WsClientOptions::default().deflate(false);
+        let mut c = WsClient::connect(&url, o).unwrap();
+        let w = first_word(&mut c);
+        (c, w)
+    });
+    eventually("a released the session to b", || {
+        a.hub.stats().sessions == 0
+    });
+    let mut second = dial(&a.server, &q);
+    let w2 = first_word(&mut second);
+    let (_c1, w1) = first.join().unwrap();
+    slow.set_latency(Duration::ZERO);
+    let resumed = |w: &Result<Value, (CloseCode, String)>| {
+        w.as_ref().is_ok_and(|v| v["event"] == "session:resumed")
+    };
+    let busy = |w: &Result<Value, (CloseCode, String)>| {
+        w.as_ref().is_err_and(|(c, _)| *c == CloseCode::from(4013))
+    };
+    assert!(
+        resumed(&w1) || resumed(&w2),
+        "one resume went on: {w1:?} {w2:?}"
+    );
+    assert!(
+        busy(&w1) || busy(&w2),
+        "the other was told to resume again: {w1:?} {w2:?}"
+    );
+    eventually("one node has the session", || {
+        a.hub.stats().sessions + b.hub.stats().sessions == 1
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let (na, nb) = (a.hub.stats().sessions, b.hub.stats().sessions);
+    assert_eq!(na + nb, 1, "still one: a {na}, b {nb}");
+}
+
 #[test]
 fn local_behind_an_alternating_proxy_over_websocket() {
     let bus = LocalBus::new();
