@@ -9,6 +9,7 @@ mod ids;
 mod send;
 mod stamp;
 
+pub(crate) use addr::PeerAddr;
 pub use addr::{Addr, PeerCred};
 pub(crate) use budget::Budget;
 pub use budget::{BudgetStats, DEFAULT_MEMORY_BUDGET};

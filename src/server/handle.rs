@@ -18,7 +18,7 @@ pub(crate) struct ConnInfo {
     #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     pub(crate) span: crate::server::trace::ConnSpan,
     pub(crate) server: Arc<ServerShared>,
-    pub(crate) peer: Addr,
+    pub(crate) peer: crate::base::PeerAddr,
     /// What few connections have, in one allocation made only when used (an idle plain
     /// connection of a server bound to one address keeps none).
     cold: OnceBox<Cold>,
@@ -60,7 +60,7 @@ impl ConnInfo {
             id,
             span,
             server,
-            peer,
+            peer: crate::base::PeerAddr::new(peer),
             cold,
         }
     }
@@ -111,9 +111,9 @@ impl Conn {
         self.inner.ext.id
     }
 
-    /// The peer's address.
-    pub fn peer_addr(&self) -> &Addr {
-        &self.inner.ext.peer
+    /// The peer's address (kept compactly by the connection, so returned by value).
+    pub fn peer_addr(&self) -> Addr {
+        self.inner.ext.peer.get()
     }
 
     /// The local address the connection arrived on.

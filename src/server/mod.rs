@@ -542,7 +542,7 @@ impl Accept for Acceptor {
         let conn = Conn {
             inner: link.clone(),
         };
-        server.report_state(conn.id(), conn.peer_addr(), &ConnState::Accepted);
+        server.report_state(conn.id(), &conn.peer_addr(), &ConnState::Accepted);
         let handler = HandlerSlot::new(server.inline());
         let link: Arc<Link> = link;
         Some(match &server.ws {

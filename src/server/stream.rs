@@ -127,13 +127,13 @@ impl Driver for RawDriver {
     fn on_closing(&mut self) {
         let c = &self.conn;
         c.server()
-            .report_state(c.id(), c.peer_addr(), &ConnState::Closing);
+            .report_state(c.id(), &c.peer_addr(), &ConnState::Closing);
     }
 
     fn on_closed(&mut self, reason: &CloseReason) {
         let c = &self.conn;
         let server = c.server().clone();
-        server.report_state(c.id(), c.peer_addr(), &ConnState::Closed(reason.clone()));
+        server.report_state(c.id(), &c.peer_addr(), &ConnState::Closed(reason.clone()));
         self.handler.deliver(c, None, Event::Close(reason));
         server.conn_gone();
     }

@@ -359,8 +359,8 @@ impl WsConn {
         self.conn.id()
     }
 
-    /// The peer's address.
-    pub fn peer_addr(&self) -> &crate::Addr {
+    /// The peer's address (returned by value: see [`Conn::peer_addr`]).
+    pub fn peer_addr(&self) -> crate::Addr {
         self.conn.peer_addr()
     }
 

@@ -373,7 +373,7 @@ impl WsDriver {
         };
         let server = self.conn.server().clone();
         let cap = server.ws.as_ref().and_then(|w| w.max_per_ip);
-        if !server.ws_admit(self.conn.peer_addr(), cap) {
+        if !server.ws_admit(&self.conn.peer_addr(), cap) {
             return self.reject(io, 429, "too many connections from this address");
         }
         if let Some(id) = identity {
@@ -806,16 +806,16 @@ impl Driver for WsDriver {
     fn on_closing(&mut self) {
         let c = &self.conn;
         c.server()
-            .report_state(c.id(), c.peer_addr(), &ConnState::Closing);
+            .report_state(c.id(), &c.peer_addr(), &ConnState::Closing);
     }
 
     fn on_closed(&mut self, reason: &CloseReason) {
         let c = self.conn.clone();
         c.server().policy.counters.budget.sub(self.held_bytes());
         let server = c.server().clone();
-        server.report_state(c.id(), c.peer_addr(), &ConnState::Closed(reason.clone()));
+        server.report_state(c.id(), &c.peer_addr(), &ConnState::Closed(reason.clone()));
         if let Phase::Ws(st) = &self.phase {
-            server.ws_conn_gone(c.peer_addr());
+            server.ws_conn_gone(&c.peer_addr());
             let (code, why) = st.close_for_handler();
             self.handler.deliver(&c, None, Event::WsClose(code, &why));
         }

@@ -334,7 +334,7 @@ pub(crate) fn open(
         counters.closed.fetch_add(1, Ordering::Relaxed);
         return Err(error(503, "the server is at its connection limit"));
     }
-    if !server.ws_admit(carrier.peer_addr(), cap) {
+    if !server.ws_admit(&carrier.peer_addr(), cap) {
         counters.closed.fetch_add(1, Ordering::Relaxed);
         server.conn_gone();
         return Err(error(429, "too many connections from this address"));
@@ -343,7 +343,7 @@ pub(crate) fn open(
     let poller = carrier.inner.poller.clone();
     let make = move |place| {
         let id = next_conn_id();
-        let peer = carrier.peer_addr().clone();
+        let peer = carrier.peer_addr();
         let span = crate::server::trace::conn_span(id, &peer);
         let info = ConnInfo::new(id, span, server.clone(), peer, None, None);
         if let Some(id) = identity {

@@ -388,7 +388,7 @@ impl Driver for Session {
         };
         let (carrier, req) = *opening;
         let server = self.conn.server().clone();
-        server.report_state(self.conn.id(), self.conn.peer_addr(), &ConnState::Accepted);
+        server.report_state(self.conn.id(), &self.conn.peer_addr(), &ConnState::Accepted);
         reply(&carrier, handshake(&self.sid, self.cfg()));
         let factory = server.factory.clone();
         self.handler
@@ -533,7 +533,7 @@ impl Driver for Session {
     fn on_closing(&mut self) {
         let c = &self.conn;
         c.server()
-            .report_state(c.id(), c.peer_addr(), &ConnState::Closing);
+            .report_state(c.id(), &c.peer_addr(), &ConnState::Closing);
     }
 
     fn on_closed(&mut self, reason: &CloseReason) {
@@ -559,8 +559,8 @@ impl Driver for Session {
             let counters = &c.inner.policy().counters;
             counters.discarded.fetch_add(unsent, Ordering::Relaxed);
         }
-        server.report_state(c.id(), c.peer_addr(), &ConnState::Closed(reason.clone()));
-        server.ws_conn_gone(c.peer_addr());
+        server.report_state(c.id(), &c.peer_addr(), &ConnState::Closed(reason.clone()));
+        server.ws_conn_gone(&c.peer_addr());
         let (code, why) = self
             .close
             .clone()
