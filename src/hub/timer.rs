@@ -26,6 +26,9 @@ pub(crate) enum TimerCmd {
     Ack { id: u64, attempt: u32, at: Instant },
     /// Session `id` ends at `at` unless it was resumed (its epoch changed) by then.
     Session { id: ConnId, epoch: u64, at: Instant },
+    /// Session member `id` leaves the hub now (its session went on on another node; it
+    /// ended under a lock the departure cannot take).
+    Depart(ConnId),
 }
 
 /// The deadlines the thread keeps (sans-IO: the caller passes the time).
@@ -46,6 +49,8 @@ enum Due {
     Session(ConnId, u64),
     /// Look for connections whose close began.
     CloseCheck,
+    /// A session member leaves the hub.
+    Depart(ConnId),
 }
 
 impl Timers {
@@ -73,6 +78,7 @@ impl Timers {
                 self.sessions.insert((at, self.seq), (id, epoch));
                 None
             }
+            TimerCmd::Depart(id) => Some(Due::Depart(id)),
         }
     }
 
@@ -156,6 +162,7 @@ fn fire(hub: &Hub, due: Due) {
         Due::Ack(id, attempt) => hub.ack_deadline(id, attempt),
         Due::Session(id, epoch) => hub.session_expired(id, epoch),
         Due::CloseCheck => hub.depart_closing(),
+        Due::Depart(id) => hub.depart(id),
     }
 }
 

@@ -140,34 +140,62 @@ fn redis_bus_every_method_as_the_local_bus() {
     std::thread::sleep(Duration::from_millis(450));
     assert!(bus.claim("k", "you", Duration::from_secs(5)).unwrap());
 
-    // append: bounded, hash set, positions below the last one skipped, then expiry.
-    bus.append(
+    // append: bounded, hash set, positions below the last one skipped, then expiry. A
+    // fence on a missing hash writes (a new record).
+    let ttl = Duration::from_millis(400);
+    let wrote = bus.append(
         "{s}:q",
         &[(1, b"m1"), (2, b"m2"), (3, b"m3")],
         2,
         "{s}:h",
         &[("seq", "3")],
-        Duration::from_millis(400),
-    )
-    .unwrap();
+        ttl,
+        Some(("gen", "")),
+    );
+    assert!(wrote.unwrap());
     let q = bus.read("{s}:q", 0, 10).unwrap();
     assert_eq!((q.head, q.first, q.entries.len()), (3, 2, 2));
     assert!(!q.complete_after(0) && q.complete_after(1));
-    bus.append(
-        "{s}:q",
-        &[(2, b"again"), (4, b"m4")],
-        2,
-        "{s}:h",
-        &[("seq", "4")],
-        Duration::from_millis(400),
-    )
-    .unwrap();
+    let entries: &[(u64, &[u8])] = &[(2, b"again"), (4, b"m4")];
+    let wrote = bus.append("{s}:q", entries, 2, "{s}:h", &[("seq", "4")], ttl, None);
+    assert!(wrote.unwrap());
     let q = bus.read("{s}:q", 0, 10).unwrap();
     assert_eq!(q.entries, vec![(3, b"m3".to_vec()), (4, b"m4".to_vec())]);
     assert_eq!(
         bus.hgetall("{s}:h").unwrap(),
         vec![("seq".into(), "4".into())]
     );
+    // The fence: once the record's generation moved on, the old one writes nothing.
+    assert!(bus.hset_if("{s}:h", "gen", "", &[("gen", "1")]).unwrap());
+    let fenced = bus.append(
+        "{s}:q",
+        &[(5, b"m5")],
+        2,
+        "{s}:h",
+        &[("seq", "5")],
+        ttl,
+        Some(("gen", "")),
+    );
+    assert!(!fenced.unwrap(), "a stale generation is refused");
+    let q = bus.read("{s}:q", 0, 10).unwrap();
+    assert_eq!(q.head, 4, "nothing logged by the refused append");
+    let mut h = bus.hgetall("{s}:h").unwrap();
+    h.sort();
+    assert_eq!(
+        h,
+        vec![("gen".into(), "1".into()), ("seq".into(), "4".into())]
+    );
+    let wrote = bus.append(
+        "{s}:q",
+        &[(5, b"m5")],
+        2,
+        "{s}:h",
+        &[("seq", "5")],
+        ttl,
+        Some(("gen", "1")),
+    );
+    assert!(wrote.unwrap(), "the current generation writes");
+    assert_eq!(bus.read("{s}:q", 0, 10).unwrap().head, 5);
     wait_until("the session log expires", Duration::from_secs(3), || {
         bus.read("{s}:q", 0, 10).unwrap().head == 0
     });

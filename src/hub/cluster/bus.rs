@@ -114,10 +114,18 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Writes `entries` at their positions to the log `log` (bounded by `max_len` entries)
     /// and `fields` to the hash `hash`, and sets both to expire after `ttl`, in one atomic
-    /// step (both keys share a hash tag).
+    /// step (both keys share a hash tag). Returns true when it wrote.
+    ///
+    /// With `only_if` = `(field, value)`, nothing is written (and false returned) when the
+    /// hash exists and its `field` does not hold `value` (a missing field holds `""`): the
+    /// fence of a session's log, whose record names the generation allowed to write it (a
+    /// node that lost the session to another one can no longer add to its log).
     ///
     /// # Errors
     /// When the store is away: nothing was written.
+    // The log, its bound, the record, its fields, their expiry and the fence are one atomic
+    // step of the store: a struct for them would only rename the arguments.
+    #[allow(clippy::too_many_arguments)]
     fn append(
         &self,
         log: &str,
@@ -126,7 +134,8 @@ pub trait Bus: Send + Sync + 'static {
         hash: &str,
         fields: &[(&str, &str)],
         ttl: Duration,
-    ) -> BusResult<()>;
+        only_if: Option<(&str, &str)>,
+    ) -> BusResult<bool>;
 
     /// Sets fields of a hash.
     ///

@@ -269,10 +269,16 @@ impl Bus for LocalBus {
         hash: &str,
         fields: &[(&str, &str)],
         ttl: Duration,
-    ) -> BusResult<()> {
+        only_if: Option<(&str, &str)>,
+    ) -> BusResult<bool> {
         let mut st = self.store()?;
         st.expire_now(log);
         st.expire_now(hash);
+        if let (Some((f, want)), Some(h)) = (only_if, st.hashes.get(hash)) {
+            if h.get(f).map_or("", |v| v.as_str()) != want {
+                return Ok(false);
+            }
+        }
         let l = st.logs.entry(log.to_owned()).or_default();
         for (pos, p) in entries {
             l.push(*pos, p.to_vec(), max_len.max(1));
@@ -284,7 +290,7 @@ impl Bus for LocalBus {
         let until = Instant::now() + ttl;
         st.expiry.insert(log.to_owned(), until);
         st.expiry.insert(hash.to_owned(), until);
-        Ok(())
+        Ok(true)
     }
 
     fn hset(&self, key: &str, fields: &[(&str, &str)]) -> BusResult<()> {
@@ -442,6 +448,7 @@ mod tests {
             "{s}:h",
             &[("seq", "3")],
             Duration::from_secs(9),
+            None,
         )
         .unwrap();
         let q = bus.read("{s}:q", 0, 10).unwrap();

@@ -251,6 +251,9 @@ pub(crate) struct ClusterNode {
     pub(crate) filled: AtomicU64,
     /// Sessions given up to another node, awaited by the node taking them.
     pub(crate) released: Mutex<HashMap<String, crossbeam_channel::Sender<()>>>,
+    /// Sessions this node is continuing from the store now (one resume of a session at a
+    /// time); true once another node asked for it meanwhile (the resume gives up).
+    pub(crate) resuming: Mutex<HashMap<String, bool>>,
     /// Long-polling requests forwarded to other nodes, awaiting their answers.
     pub(crate) polls: Mutex<HashMap<u64, (crate::server::longpoll::Carrier, std::time::Instant)>>,
     pub(crate) next_poll: AtomicU64,
@@ -282,6 +285,11 @@ fn now_secs() -> u64 {
 }
 
 impl ClusterNode {
+    /// The sessions this node is continuing from the store now.
+    pub(crate) fn lock_resuming(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
+        self.resuming.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn new(bus: Arc<dyn Bus>, cfg: ClusterConfig) -> Self {
         let (tx, rx) = crossbeam_channel::bounded(REG_QUEUE);
         let ns = cfg.namespace.clone();
@@ -306,6 +314,7 @@ impl ClusterNode {
             polls_forwarded: AtomicU64::new(0),
             filled: AtomicU64::new(0),
             released: Mutex::default(),
+            resuming: Mutex::default(),
             polls: Mutex::default(),
             next_poll: AtomicU64::new(1),
             outage_until: AtomicU64::new(0),

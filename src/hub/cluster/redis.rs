@@ -73,16 +73,24 @@ local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 return {entries, head, last, first}
 ";
 
-/// KEYS: log, hash. ARGV: max length, ttl in ms, entry count, then position and payload of
-/// each entry, then field and value pairs. An entry at or below the log's last position is
-/// skipped (XADD would refuse it and fail the whole step).
+/// KEYS: log, hash. ARGV: max length, ttl in ms, entry count, the fence's field (`''`:
+/// none) and the value it must hold, then position and payload of each entry, then field
+/// and value pairs. An entry at or below the log's last position is skipped (XADD would
+/// refuse it and fail the whole step). Returns 0, writing nothing, when the hash exists and
+/// its fence field holds another value (a missing field holds `''`).
 const APPEND_LUA: &str = r"
+if ARGV[4] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then
+  local v = redis.call('HGET', KEYS[2], ARGV[4])
+  if (v or '') ~= ARGV[5] then
+    return 0
+  end
+end
 local last = 0
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 if #top > 0 then
   last = tonumber(string.match(top[1][1], '%-(%d+)$')) or 0
 end
-local i = 4
+local i = 6
 for k = 1, tonumber(ARGV[3]) do
   local pos = tonumber(ARGV[i])
   if pos and pos > last then
@@ -669,13 +677,17 @@ impl Bus for RedisBus {
         hash: &str,
         fields: &[(&str, &str)],
         ttl: Duration,
-    ) -> BusResult<()> {
+        only_if: Option<(&str, &str)>,
+    ) -> BusResult<bool> {
         let mut inv = self.inner.append.prepare_invoke();
+        let (fence, want) = only_if.unwrap_or_default();
         inv.key(log)
             .key(hash)
             .arg(count(max_len.max(1)))
             .arg(millis(ttl))
-            .arg(entries.len());
+            .arg(entries.len())
+            .arg(fence)
+            .arg(want);
         for (pos, payload) in entries {
             inv.arg(*pos).arg(*payload);
         }
@@ -683,7 +695,7 @@ impl Bus for RedisBus {
             inv.arg(*k).arg(*v);
         }
         self.on(self.instance(log), "append (EVALSHA)", |c| {
-            inv.invoke::<Value>(c).map(drop)
+            inv.invoke::<i64>(c).map(|n| n == 1)
         })
     }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{SessionCell, Slot};
-use crate::hub::cluster::node::{Op, Wire};
+use crate::hub::cluster::node::{ClusterNode, Op, Wire};
 use crate::hub::Hub;
 use crate::proto::session::{Link, NotRecoverable, ServerSession};
 use crate::proto::ws::CloseCode;
@@ -35,6 +35,11 @@ pub(crate) struct ClSlot {
     broken: bool,
     /// Released to another node: its record stays in the store.
     moved: bool,
+    /// The record's generation this node writes under (`""` until a node continues the
+    /// session from the store): a write under an older one is refused.
+    gen: String,
+    /// Its member's id in the hub.
+    id: ConnId,
 }
 
 impl SessionCell {
@@ -92,8 +97,12 @@ impl Hub {
             ("rooms", "[]"),
         ];
         let (h, q) = (c.session_key(&sid, "h"), c.session_key(&sid, "q"));
-        let broken = match c.bus.append(&q, &[], 1, &h, &fields, self.session_ttl()) {
-            Ok(()) => false,
+        let ttl = self.session_ttl();
+        let broken = match c
+            .bus
+            .append(&q, &[], 1, &h, &fields, ttl, Some(("gen", "")))
+        {
+            Ok(wrote) => !wrote,
             Err(e) => {
                 log::warn!("cluster {}: session {sid} not stored: {e}", c.node());
                 true
@@ -104,6 +113,8 @@ impl Hub {
             cursors,
             broken,
             moved: false,
+            gen: String::new(),
+            id: cell.id,
         }));
     }
 
@@ -200,22 +211,27 @@ impl Hub {
     }
 
     /// Writes one numbered message to the session's log, with its count, the client's
-    /// count and its place in `feed`, before it goes on the wire.
+    /// count and its place in `feed`, before it goes on the wire. False when it must not go
+    /// on the wire: another node continues the session (this node then ends it).
     pub(super) fn cluster_persist(
         &self,
         slot: &mut Slot,
         seq: u64,
         text: &str,
         feed: Option<(&str, u64)>,
-    ) {
-        let Some(c) = self.cluster_node() else { return };
+    ) -> bool {
+        let Some(c) = self.cluster_node() else {
+            return true;
+        };
         let ttl = self.session_ttl();
         let sid = slot.engine.sid().to_owned();
         let cseq = slot.engine.inbound.received().to_string();
-        let Some(cl) = slot.cl.as_mut() else { return };
+        let Some(cl) = slot.cl.as_mut() else {
+            return true;
+        };
         if cl.moved {
             // Another node numbers the session now: its log is that node's.
-            return;
+            return false;
         }
         let seq_s = seq.to_string();
         let mut owned: Vec<(String, String)> = vec![("seq".into(), seq_s), ("cseq".into(), cseq)];
@@ -235,18 +251,51 @@ impl Hub {
         let entry = [(seq, text.as_bytes())];
         if c.in_outage() {
             cl.broken = true;
+            return true;
+        }
+        let fence = Some(("gen", cl.gen.as_str()));
+        let max = c.cfg.session_log_len;
+        match c.bus.append(&q, &entry, max, &h, &fields, ttl, fence) {
+            Ok(true) => true,
+            Ok(false) => {
+                self.cluster_fenced(slot);
+                false
+            }
+            Err(e) => {
+                if !cl.broken {
+                    log::warn!("cluster {}: session {sid} not stored: {e}", c.node());
+                }
+                c.call_failed();
+                cl.broken = true;
+                true
+            }
+        }
+    }
+
+    /// The session's record names a newer generation than this node's: another node
+    /// continues the session (this one lost a race for it, or was taken for dead). It ends
+    /// here at once, without `on_disconnect`; its connection is told to resume (at the node
+    /// that has it now), and it leaves the hub off this lock (the registry's comes first).
+    fn cluster_fenced(&self, slot: &mut Slot) {
+        let Some(cl) = slot.cl.as_mut() else { return };
+        if cl.moved {
             return;
         }
-        if let Err(e) = c
-            .bus
-            .append(&q, &entry, c.cfg.session_log_len, &h, &fields, ttl)
-        {
-            if !cl.broken {
-                log::warn!("cluster {}: session {sid} not stored: {e}", c.node());
-            }
-            c.call_failed();
-            cl.broken = true;
+        cl.moved = true;
+        let id = cl.id;
+        if let Some(c) = self.cluster_node() {
+            let sid = slot.engine.sid();
+            log::warn!("cluster {}: {sid} went on on another node", c.node());
         }
+        slot.engine.end();
+        slot.reported = true;
+        if let Some(ws) = slot.conn.take() {
+            ws.close(
+                CloseCode::from(4013),
+                "session went on on another node; resume",
+            );
+        }
+        self.timer(crate::hub::timer::TimerCmd::Depart(id));
     }
 
     /// A session ended here (its window, or the server): its record goes, unless it was
@@ -306,17 +355,33 @@ impl Hub {
             };
             (cell, e.info.rooms.iter().cloned().collect::<Vec<String>>())
         };
-        let sid = cell.lock().engine.sid().to_owned();
+        let (sid, gen) = {
+            let slot = cell.lock();
+            let gen = slot
+                .cl
+                .as_ref()
+                .map(|cl| cl.gen.clone())
+                .unwrap_or_default();
+            (slot.engine.sid().to_owned(), gen)
+        };
         let rooms = serde_json::to_string(&rooms).unwrap_or_else(|_| "[]".into());
         let (h, q) = (c.session_key(&sid, "h"), c.session_key(&sid, "q"));
         let fields = [("rooms", rooms.as_str())];
-        if let Err(e) = c.bus.append(&q, &[], 1, &h, &fields, self.session_ttl()) {
-            log::warn!(
-                "cluster {}: session {sid}'s rooms not stored: {e}",
-                c.node()
-            );
-            if let Some(cl) = cell.lock().cl.as_mut() {
-                cl.broken = true;
+        let fence = Some(("gen", gen.as_str()));
+        match c
+            .bus
+            .append(&q, &[], 1, &h, &fields, self.session_ttl(), fence)
+        {
+            Ok(true) => {}
+            Ok(false) => self.cluster_fenced(&mut cell.lock()),
+            Err(e) => {
+                log::warn!(
+                    "cluster {}: session {sid}'s rooms not stored: {e}",
+                    c.node()
+                );
+                if let Some(cl) = cell.lock().cl.as_mut() {
+                    cl.broken = true;
+                }
             }
         }
     }
@@ -344,6 +409,11 @@ impl Hub {
     /// (its record stays for the other node), and the other node is told.
     pub(crate) fn cluster_release(&self, sid: &str, to: &str) {
         let Some(c) = self.cluster_node() else { return };
+        // A resume of it under way here gives up (if it claimed the record already, the
+        // other node's claim fences whatever it would still write).
+        if let Some(r) = c.lock_resuming().get_mut(sid) {
+            *r = true;
+        }
         let cell = self.sessions().by_sid().get(sid).cloned();
         if let Some(cell) = cell {
             let conn = {
@@ -384,6 +454,11 @@ impl Hub {
     ) -> Result<Arc<SessionCell>, NotRecoverable> {
         let Some(c) = self.cluster_node() else {
             return Err(NotRecoverable::Unknown);
+        };
+        // One resume of a session at a time on a node: a second one (the client gave up on
+        // the first) resumes again later, and finds the session continued or not.
+        let Some(_resuming) = Resuming::enter(c, sid) else {
+            return Err(NotRecoverable::Busy);
         };
         let h = c.session_key(sid, "h");
         let load = || -> Result<HashMap<String, String>, NotRecoverable> {
@@ -536,6 +611,8 @@ impl Hub {
                     cursors,
                     broken: false,
                     moved: false,
+                    gen: next.to_string(),
+                    id: ws.id(),
                 })),
             }),
         });
@@ -568,6 +645,12 @@ impl Hub {
                 return Err(NotRecoverable::Gap);
             }
         }
+        if c.lock_resuming().get(sid).copied().unwrap_or(false) {
+            // Asked for by another node meanwhile (the client resumed there): it goes on
+            // there, and this client resumes again.
+            self.depart(cell.id);
+            return Err(NotRecoverable::Busy);
+        }
         // The same takeover as on one node: `session:resumed`, the replay, the groups.
         let old = {
             let mut st = self.state();
@@ -585,5 +668,29 @@ impl Hub {
         }
         self.set_presence(&cell);
         Ok(cell)
+    }
+}
+
+/// A resume of a session under way on this node (see `ClusterNode::resuming`).
+struct Resuming<'a> {
+    c: &'a ClusterNode,
+    sid: &'a str,
+}
+
+impl<'a> Resuming<'a> {
+    /// None when one is under way already.
+    fn enter(c: &'a ClusterNode, sid: &'a str) -> Option<Self> {
+        let mut m = c.lock_resuming();
+        if m.contains_key(sid) {
+            return None;
+        }
+        m.insert(sid.to_owned(), false);
+        Some(Resuming { c, sid })
+    }
+}
+
+impl Drop for Resuming<'_> {
+    fn drop(&mut self) {
+        self.c.lock_resuming().remove(self.sid);
     }
 }

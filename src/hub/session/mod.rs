@@ -536,10 +536,15 @@ impl Hub {
             }
             let before = slot.engine.replay.evicted();
             let (seq, f) = slot.engine.replay.push(shared.clone());
-            self.cluster_persist(slot, seq, text, feed);
+            let stored = self.cluster_persist(slot, seq, text, feed);
             freed += f;
             evicted += slot.engine.replay.evicted() - before;
             added += shared.len();
+            if !stored {
+                // Another node continues the session: not on this node's wire.
+                skip.extend(current);
+                continue;
+            }
             let Some(ws) = slot.conn.as_ref() else {
                 continue;
             };
@@ -686,7 +691,9 @@ impl Hub {
         feed: Option<(&str, u64)>,
     ) {
         let seq = self.keep(slot, text);
-        self.cluster_persist(slot, seq, text, feed);
+        if !self.cluster_persist(slot, seq, text, feed) {
+            return;
+        }
         let Some(ws) = slot.conn.clone() else {
             return;
         };
@@ -826,7 +833,14 @@ impl Hub {
             self.cluster_session_ended(&mut slot);
             (slot.engine.sid().to_owned(), expired)
         };
-        self.sessions().by_sid().remove(&sid);
+        {
+            // Its own entry only (a cell that lost its session to a newer one here leaves
+            // the newer one's).
+            let mut by_sid = self.sessions().by_sid();
+            if by_sid.get(&sid).is_some_and(|c| std::ptr::eq(&**c, cell)) {
+                by_sid.remove(&sid);
+            }
+        }
         if expired {
             let mut t = self
                 .sessions()

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sockloop::client::ws::{Message, WsClient};
-use sockloop::hub::cluster::LocalBus;
+use sockloop::hub::cluster::{Bus, LocalBus};
 use sockloop::hub::SessionConfig;
 use sockloop::ws::CloseCode;
 
@@ -188,6 +188,44 @@ fn local_resume_after_the_node_died() {
     assert_eq!(b.hub.stats().sessions, 1);
 }
 
+/// A node cut off the store (a partition) is taken for dead; its session's client resumes
+/// on the other node. When the cut heals, the first node still holds the session (its window
+/// is open), hears the room again and numbers for it: the record's generation refuses its
+/// writes, and it ends the session there, while the client on the other node keeps getting
+/// every message once.
+#[test]
+fn local_a_node_taken_for_dead_is_fenced_off_the_session() {
+    let bus = LocalBus::new();
+    let ha = bus.handle();
+    let a = node_with(ha.clone(), cfg("a", "s8"), sessions());
+    let b = node_with(bus.handle(), cfg("b", "s8"), sessions());
+    let mut bob = member(&b, "bob", "r");
+    let mut ann = SessionClient::open(&a, "ann");
+    assert_eq!(ann.request(1, "join", json!("r"))["data"]["ok"], true);
+    wait_members(&b, "r", 2);
+    ask(&mut bob, 11, "say", json!({"room": "r", "text": 1}));
+    assert_eq!(said(&ann.next_event("said")), 1);
+    ha.set_cut(true);
+    eventually("b takes a for dead", || {
+        !b.hub.cluster_nodes().iter().any(|n| n == "a")
+    });
+    let r = ann.resume(&b, "ann");
+    assert_eq!(r["recovered"], true, "{r}");
+    assert_eq!(a.hub.stats().sessions, 1, "a still holds its copy");
+    ha.set_cut(false);
+    for i in 2..=6u64 {
+        ask(&mut bob, 10 + i, "say", json!({"room": "r", "text": i}));
+    }
+    let got: Vec<u64> = (2..=6).map(|_| said(&ann.next_event("said"))).collect();
+    assert_eq!(got, vec![2, 3, 4, 5, 6]);
+    eventually("a ended its copy", || a.hub.stats().sessions == 0);
+    // What b numbered is what the log holds: a resume on b again replays nothing twice.
+    let r = ann.resume(&b, "ann");
+    assert_eq!(r["recovered"], true, "{r}");
+    ask(&mut bob, 17, "say", json!({"room": "r", "text": 7}));
+    assert_eq!(said(&ann.next_event("said")), 7);
+}
+
 /// The connection on the node that gives the session up is closed as by a takeover.
 #[test]
 fn local_the_released_connection_is_closed() {
@@ -304,6 +342,73 @@ fn local_two_resumes_racing_leave_one_session() {
     std::thread::sleep(Duration::from_millis(200));
     let (na, nb) = (a.hub.stats().sessions, b.hub.stats().sessions);
     assert_eq!(na + nb, 1, "still one: a {na}, b {nb}");
+}
+
+/// A client resumes on b, whose store is slow; once b has claimed the session's record
+/// (and before it has the session registered), the client gives up and resumes on a. a asks
+/// b to release it, b has nothing to release yet and says so, and a takes the record over:
+/// b's resume, still under way, must give up or be fenced off the log, never go on beside
+/// a's.
+#[test]
+fn local_a_release_during_a_resume_leaves_one_session() {
+    let bus = LocalBus::new();
+    let slow = bus.handle();
+    let a = node_with(bus.handle(), cfg("a", "s7"), sessions());
+    let b = node_with(slow.clone(), cfg("b", "s7"), sessions());
+    let mut ann = SessionClient::open(&a, "ann");
+    assert_eq!(ann.request(1, "join", json!("r"))["data"]["ok"], true);
+    let mut bob = member(&a, "bob", "r");
+    let q = format!(
+        "user=ann&sl_sid={}&sl_token={}&sl_seq={}",
+        ann.sid, ann.token, ann.seq
+    );
+    let record = format!("s7:{{s:{}}}:h", ann.sid);
+    drop(ann);
+    slow.set_latency(Duration::from_millis(60));
+    let url = format!("ws://{}/?{q}", b.server.local_addr());
+    let first = std::thread::spawn(move || {
+        let o = sockloop::client::ws::WsClientOptions::default().deflate(false);
+        let mut c = WsClient::connect(&url, o).unwrap();
+        let w = first_word(&mut c);
+        (c, w)
+    });
+    let watch = bus.handle();
+    eventually("b claimed the record", || {
+        watch
+            .hgetall(&record)
+            .unwrap()
+            .iter()
+            .any(|(k, v)| k == "node" && v == "b")
+    });
+    let mut second = dial(&a.server, &q);
+    let w2 = first_word(&mut second);
+    let (mut first, w1) = first.join().unwrap();
+    slow.set_latency(Duration::ZERO);
+    let resumed = |w: &Result<Value, (CloseCode, String)>| {
+        w.as_ref().is_ok_and(|v| v["event"] == "session:resumed")
+    };
+    assert!(resumed(&w2), "the resume on a went on: {w2:?}");
+    // b's: told to resume again, or went on and was then fenced (closed with 4013).
+    match &w1 {
+        Err((code, reason)) => assert_eq!(*code, CloseCode::from(4013), "{reason}"),
+        Ok(_) => {
+            // Released by a (1000), or fenced: whatever b numbers now is refused by the
+            // record, and b ends the session (4013).
+            ask(&mut bob, 2, "say", json!({"room": "r", "text": "after"}));
+            let c1 = until_closed(&mut first).map(|c| c.0);
+            assert!(
+                c1 == Some(CloseCode::NORMAL) || c1 == Some(CloseCode::from(4013)),
+                "b's was closed: {c1:?}"
+            );
+        }
+    }
+    eventually("one node has the session", || {
+        a.hub.stats().sessions + b.hub.stats().sessions == 1
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let (na, nb) = (a.hub.stats().sessions, b.hub.stats().sessions);
+    assert_eq!((na, nb), (1, 0), "a has it, b does not");
+    eventually("b's member of r left", || b.hub.room_count("r") == 2);
 }
 
 #[test]
