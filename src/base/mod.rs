@@ -17,4 +17,4 @@ pub use close::CloseReason;
 pub use deadline::{deadline, deadline_opt, earliest, elapsed, saturating};
 pub use ids::{ConnId, GroupId};
 pub use send::{Delivery, DropPolicy, SendStatus};
-pub(crate) use stamp::Stamp;
+pub(crate) use stamp::{Stamp, Tick};

@@ -1,9 +1,10 @@
 //! Where handlers run, and the one path by which they are called.
 //!
-//! [`Handlers`] holds one key's handlers (a connection's, or a datagram socket's) and calls
-//! them for an [`Event`], containing panics. Inline dispatch calls it on the poller with
-//! borrowed data; threaded dispatch sends a [`Job`] (owned data) to the pool, whose thread
-//! calls the same [`Handlers::event`]. A panic is handled once, in [`panicked`], for both.
+//! [`event`] calls a connection's handler for an [`Event`], containing panics, wherever the
+//! handler is kept (a [`Keeper`]): in its driver's [`HandlerSlot`] (inline dispatch, on the
+//! poller, with borrowed data) or in the pool's [`Handlers`] of its key (threaded dispatch:
+//! the driver sends a [`Job`] with owned data, and the pool's thread calls the same
+//! [`event`]). A panic is handled once, in [`panicked`], for both.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -27,6 +28,71 @@ pub(crate) enum UserHandler {
     /// The handler's `WsConn` is made from the event's `Conn` for each call (a count
     /// increment): keeping one here would cost every connection a word.
     Ws(Box<dyn WsHandler>),
+}
+
+/// A user handler, borrowed for one call.
+pub(crate) enum UserRef<'a> {
+    Stream(&'a mut dyn StreamHandler),
+    Ws(&'a mut dyn WsHandler),
+}
+
+/// What keeps a connection's handler between events: the pool's [`Handlers`] (either
+/// kind), or a driver's inline slot, which holds its driver's kind only (16 bytes where a
+/// slot for either kind takes 24, in every idle inline connection).
+pub(crate) trait Keeper {
+    /// The handler, if one is kept.
+    fn user(&mut self) -> Option<UserRef<'_>>;
+    /// Keeps `h`, made by the connection's factory.
+    fn keep(&mut self, h: UserHandler);
+    /// Drops the handler (closed, or it panicked).
+    fn clear(&mut self);
+}
+
+impl Keeper for Handlers {
+    fn user(&mut self) -> Option<UserRef<'_>> {
+        match self {
+            Handlers::Stream(UserHandler::Stream(h)) => Some(UserRef::Stream(h.as_mut())),
+            Handlers::Stream(UserHandler::Ws(h)) => Some(UserRef::Ws(h.as_mut())),
+            _ => None,
+        }
+    }
+    fn keep(&mut self, h: UserHandler) {
+        *self = Handlers::Stream(h);
+    }
+    fn clear(&mut self) {
+        *self = Handlers::None;
+    }
+}
+
+impl Keeper for Option<Box<dyn WsHandler>> {
+    fn user(&mut self) -> Option<UserRef<'_>> {
+        self.as_mut().map(|h| UserRef::Ws(h.as_mut()))
+    }
+    fn keep(&mut self, h: UserHandler) {
+        match h {
+            UserHandler::Ws(h) => *self = Some(h),
+            // A WebSocket server's factory makes WebSocket handlers only.
+            UserHandler::Stream(_) => unreachable!("a stream handler for a WebSocket driver"),
+        }
+    }
+    fn clear(&mut self) {
+        *self = None;
+    }
+}
+
+impl Keeper for Option<Box<dyn StreamHandler>> {
+    fn user(&mut self) -> Option<UserRef<'_>> {
+        self.as_mut().map(|h| UserRef::Stream(h.as_mut()))
+    }
+    fn keep(&mut self, h: UserHandler) {
+        match h {
+            UserHandler::Stream(h) => *self = Some(h),
+            UserHandler::Ws(_) => unreachable!("a WebSocket handler for a stream driver"),
+        }
+    }
+    fn clear(&mut self) {
+        *self = None;
+    }
 }
 
 /// How a connection's handler is created.
@@ -195,56 +261,10 @@ impl Handlers {
         }
     }
 
-    /// Calls the handler for one event of `conn` — the one invocation path, inline and on
-    /// handler threads. A panic drops the handler and closes the connection.
+    /// Calls the handler for one event of `conn` (see [`event`]).
     pub(crate) fn event(&mut self, conn: &Conn, ev: Event<'_>) -> Ran {
-        let _call = crate::server::trace::handler_call(conn, &ev);
-        let mut ran = Ran::default();
-        if let Event::Open(factory, req) = ev {
-            return self.open(conn, factory, req);
-        }
-        let last = matches!(ev, Event::Close(_) | Event::WsClose(..));
-        if let Handlers::Stream(h) = self {
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| call(h, conn, ev))) {
-                *self = Handlers::None;
-                ran.panicked = Some(panicked(conn, describe_panic(&*p), !last));
-            }
-        }
-        if last {
-            *self = Handlers::None;
-            ran.finished = true;
-        }
-        ran
+        event(self, conn, ev)
     }
-
-    fn open(&mut self, conn: &Conn, factory: &Factory, req: Option<&Request>) -> Ran {
-        let made = catch_unwind(AssertUnwindSafe(|| match (factory, req) {
-            (Factory::Stream(f), _) => {
-                let mut h = f.create(conn);
-                h.on_open(conn);
-                UserHandler::Stream(h)
-            }
-            (Factory::Ws(f), req) => {
-                let ws = &WsConn { conn: conn.clone() };
-                let empty = Request::default();
-                let req = req.unwrap_or(&empty);
-                let mut h = f.create(ws, req);
-                h.on_open(ws, req);
-                UserHandler::Ws(h)
-            }
-        }));
-        match made {
-            Ok(h) => {
-                *self = Handlers::Stream(h);
-                Ran::default()
-            }
-            Err(p) => Ran {
-                finished: false,
-                panicked: Some(panicked(conn, describe_panic(&*p), true)),
-            },
-        }
-    }
-
     fn datagram(
         &mut self,
         sender: &DatagramSender,
@@ -273,16 +293,71 @@ impl Handlers {
     }
 }
 
-fn call(h: &mut UserHandler, conn: &Conn, ev: Event<'_>) {
+/// Calls the handler kept in `k` for one event of `conn` — the one invocation path, inline
+/// and on handler threads. A panic drops the handler and closes the connection.
+pub(crate) fn event<K: Keeper + ?Sized>(k: &mut K, conn: &Conn, ev: Event<'_>) -> Ran {
+    let _call = crate::server::trace::handler_call(conn, &ev);
+    let mut ran = Ran::default();
+    if let Event::Open(factory, req) = ev {
+        return open(k, conn, factory, req);
+    }
+    let last = matches!(ev, Event::Close(_) | Event::WsClose(..));
+    if let Some(h) = k.user() {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| call(h, conn, ev))) {
+            k.clear();
+            ran.panicked = Some(panicked(conn, describe_panic(&*p), !last));
+        }
+    }
+    if last {
+        k.clear();
+        ran.finished = true;
+    }
+    ran
+}
+
+fn open<K: Keeper + ?Sized>(
+    k: &mut K,
+    conn: &Conn,
+    factory: &Factory,
+    req: Option<&Request>,
+) -> Ran {
+    let made = catch_unwind(AssertUnwindSafe(|| match (factory, req) {
+        (Factory::Stream(f), _) => {
+            let mut h = f.create(conn);
+            h.on_open(conn);
+            UserHandler::Stream(h)
+        }
+        (Factory::Ws(f), req) => {
+            let ws = &WsConn { conn: conn.clone() };
+            let empty = Request::default();
+            let req = req.unwrap_or(&empty);
+            let mut h = f.create(ws, req);
+            h.on_open(ws, req);
+            UserHandler::Ws(h)
+        }
+    }));
+    match made {
+        Ok(h) => {
+            k.keep(h);
+            Ran::default()
+        }
+        Err(p) => Ran {
+            finished: false,
+            panicked: Some(panicked(conn, describe_panic(&*p), true)),
+        },
+    }
+}
+
+fn call(h: UserRef<'_>, conn: &Conn, ev: Event<'_>) {
     match h {
-        UserHandler::Stream(h) => match ev {
+        UserRef::Stream(h) => match ev {
             Event::Data(d) => h.on_data(conn, d),
             Event::Drained => h.on_drained(conn),
             Event::Error(e) => h.on_error(conn, e),
             Event::Close(r) => h.on_close(conn, r),
             _ => {}
         },
-        UserHandler::Ws(h) => {
+        UserRef::Ws(h) => {
             let ws = &WsConn { conn: conn.clone() };
             match ev {
                 Event::Text(t) => h.on_text(ws, t),
@@ -350,31 +425,36 @@ fn consumed(conn: &Conn, n: usize) {
     }
 }
 
-/// Where a connection's handler runs: inline (its handlers live in the driver) or on the
-/// pool (its server's, reached through the connection: no pointer kept per connection).
-/// Both go through [`Handlers::event`].
-pub(crate) enum HandlerSlot {
-    Inline(Handlers),
-    Threads,
+/// A connection's handler, as its driver keeps it: inline (the handler lives here) or on
+/// the pool (its server's: nothing is kept here). Which one is the server's
+/// [`Dispatch`](crate::Dispatch), read through the connection, so the slot is one
+/// `Option<Box<dyn …>>` of the driver's kind: 16 bytes. Both go through [`event`].
+pub(crate) struct HandlerSlot<H: ?Sized>(Option<Box<H>>);
+
+/// A WebSocket driver's handler.
+pub(crate) type WsSlot = HandlerSlot<dyn WsHandler>;
+
+/// A stream driver's handler.
+pub(crate) type StreamSlot = HandlerSlot<dyn StreamHandler>;
+
+impl<H: ?Sized> Default for HandlerSlot<H> {
+    fn default() -> Self {
+        HandlerSlot(None)
+    }
 }
 
-impl HandlerSlot {
-    pub(crate) fn new(inline: bool) -> Self {
-        if inline {
-            HandlerSlot::Inline(Handlers::default())
-        } else {
-            HandlerSlot::Threads
-        }
-    }
-
+impl<H: ?Sized> HandlerSlot<H>
+where
+    Option<Box<H>>: Keeper,
+{
     /// Hands an event to the handler: called here, or queued for the pool. Inbound bytes
     /// handed to the pool are counted, and reading pauses past the bound.
     pub(crate) fn deliver(&mut self, conn: &Conn, io: Option<&mut Io<'_>>, ev: Event<'_>) {
-        match self {
-            HandlerSlot::Inline(h) => {
-                let _ = h.event(conn, ev);
+        match conn.server().inline() {
+            true => {
+                let _ = event(&mut self.0, conn, ev);
             }
-            HandlerSlot::Threads => {
+            false => {
                 let pool = &conn.server().pool;
                 let conn_ = conn.clone();
                 let (job, inbound) = match ev {
@@ -440,11 +520,11 @@ impl HandlerSlot {
 
     /// Hands an error (owned: it goes to a handler thread as it is) to the handler.
     pub(crate) fn deliver_error(&mut self, conn: &Conn, error: Error) {
-        match self {
-            HandlerSlot::Inline(h) => {
-                let _ = h.event(conn, Event::Error(&error));
+        match conn.server().inline() {
+            true => {
+                let _ = event(&mut self.0, conn, Event::Error(&error));
             }
-            HandlerSlot::Threads => {
+            false => {
                 let conn_ = conn.clone();
                 conn.server()
                     .pool
@@ -455,15 +535,13 @@ impl HandlerSlot {
 
     /// Queues a job that reports back once every earlier event was handled (threads only).
     pub(crate) fn catch_up(&self, conn: &Conn) -> bool {
-        match self {
-            HandlerSlot::Threads => {
-                conn.server()
-                    .pool
-                    .dispatch(conn.id().0, Job::CatchUp { conn: conn.clone() });
-                true
-            }
-            HandlerSlot::Inline(_) => false,
+        if conn.server().inline() {
+            return false;
         }
+        conn.server()
+            .pool
+            .dispatch(conn.id().0, Job::CatchUp { conn: conn.clone() });
+        true
     }
 }
 

@@ -28,7 +28,7 @@ use crate::reactor::listener::Listener;
 use crate::reactor::stream::{new_stream, Accepted, Stream};
 use crate::reactor::{Accept, Command, Counters, Limits, Link, Policy};
 use crate::server::config::ServerConfig;
-use crate::server::dispatch::{next_conn_id, Factory, HandlerSlot};
+use crate::server::dispatch::{next_conn_id, Factory};
 use crate::server::handle::{Conn, ConnInfo, ConnShared};
 use crate::server::handler::{DatagramFactory, StreamFactory, StreamHandler};
 use crate::server::observe::{ConnState, Lifecycle, LogObserver, Observer, ServerStats};
@@ -543,14 +543,13 @@ impl Accept for Acceptor {
             inner: link.clone(),
         };
         server.report_state(conn.id(), &conn.peer_addr(), &ConnState::Accepted);
-        let handler = HandlerSlot::new(server.inline());
         let link: Arc<Link> = link;
         Some(match &server.ws {
             Some(_) => {
-                let driver = ws_driver::WsDriver::new(conn, handler);
+                let driver = ws_driver::WsDriver::new(conn);
                 new_stream(acc.sock, link, tls, driver)
             }
-            None => new_stream(acc.sock, link, tls, stream::RawDriver::new(conn, handler)),
+            None => new_stream(acc.sock, link, tls, stream::RawDriver::new(conn)),
         })
     }
 }

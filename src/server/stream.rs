@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use super::dispatch::{Event, HandlerSlot};
+use super::dispatch::{Event, StreamSlot};
 use super::handle::Conn;
 use super::observe::ConnState;
 use crate::base::CloseReason;
@@ -15,16 +15,16 @@ use crate::Error;
 /// A raw byte-stream connection's protocol.
 pub(crate) struct RawDriver {
     conn: Conn,
-    handler: HandlerSlot,
+    handler: StreamSlot,
     /// Waiting for the handler thread to catch up before closing with this reason.
     awaiting: Option<Box<CloseReason>>,
 }
 
 impl RawDriver {
-    pub(crate) fn new(conn: Conn, handler: HandlerSlot) -> Self {
+    pub(crate) fn new(conn: Conn) -> Self {
         RawDriver {
             conn,
-            handler,
+            handler: StreamSlot::default(),
             awaiting: None,
         }
     }

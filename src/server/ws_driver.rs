@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
-use super::dispatch::{Event, HandlerSlot};
+use super::dispatch::{Event, WsSlot};
 use super::handle::Conn;
 use super::longpoll::{self, PollReply};
 
@@ -17,7 +17,7 @@ use super::longpoll::{self, PollReply};
 mod carrier;
 use super::observe::ConnState;
 use super::websocket::WsServerConfig;
-use crate::base::{deadline, deadline_opt, earliest, elapsed, CloseReason, Stamp};
+use crate::base::{deadline, deadline_opt, earliest, elapsed, CloseReason, Stamp, Tick};
 use crate::proto::http::{parse_request, ParseOutcome, Request};
 use crate::proto::ws::handshake::{accept, is_upgrade, write_rejection};
 use crate::proto::ws::{
@@ -92,12 +92,13 @@ const MAX_PONGS_PER_INPUT: usize = 16;
 /// An upgraded connection's state.
 struct WsState {
     session: WsSession,
-    /// When our last ping left (a pong or any input after it proves liveness).
-    ping_sent: Option<Stamp>,
+    /// When our last ping left, rounded down (a pong or any input after it proves
+    /// liveness, and clears it). 4 bytes: see [`Tick`].
+    ping_sent: Option<Tick>,
     /// The close exchanged or awaited (boxed: only closing connections pay for it).
     close: Option<Box<CloseInfo>>,
-    /// When the message in progress (a partial frame or fragments) began.
-    partial_since: Option<Stamp>,
+    /// When the message in progress (a partial frame or fragments) began, rounded up.
+    partial_since: Option<Tick>,
 }
 
 /// The close code and reason exchanged (ours or the peer's), for `on_close`, how long we
@@ -146,19 +147,19 @@ fn ws_config(conn: &Conn) -> &WsServerConfig {
 /// A WebSocket server connection's protocol.
 pub(crate) struct WsDriver {
     conn: Conn,
-    handler: HandlerSlot,
+    handler: WsSlot,
     phase: Phase,
 }
 
 impl WsDriver {
-    pub(crate) fn new(conn: Conn, handler: HandlerSlot) -> Self {
+    pub(crate) fn new(conn: Conn) -> Self {
         debug_assert!(
             conn.server().ws.is_some(),
             "a WebSocket server's connection"
         );
         WsDriver {
             conn,
-            handler,
+            handler: WsSlot::default(),
             phase: Phase::Http {
                 deadline: None,
                 requests: 0,
@@ -577,7 +578,7 @@ impl WsDriver {
         let before = self.next_deadline(io.last_read);
         let at = deadline(io.now, self.cfg().ws.message_timeout);
         if let Phase::Ws(st) = &mut self.phase {
-            st.partial_since = Some(Stamp::of(io.now));
+            st.partial_since = Some(Tick::after(io.now));
         }
         if at.is_some_and(|at| before.is_none_or(|b| at < b)) {
             io.rearm();
@@ -626,9 +627,14 @@ impl Driver for WsDriver {
             now if now > held => budget.add(now - held),
             now => budget.sub(held - now),
         }
-        let Phase::Ws(st) = &self.phase else {
+        let Phase::Ws(st) = &mut self.phase else {
             return used;
         };
+        // Bytes after our ping: the peer is alive, the ping answered (a tick kept for long
+        // would read back wrong).
+        if st.ping_sent.is_some_and(|t| io.last_read > t.at(io.now)) {
+            st.ping_sent = None;
+        }
         // Input kept because reading paused is whole frames waiting, not a partial message.
         let partial = (used < data.len() && !io.req.pause) || st.session.in_message();
         match (partial, st.partial_since.is_some()) {
@@ -686,7 +692,7 @@ impl Driver for WsDriver {
         let message_timeout = ws_config(&self.conn).ws.message_timeout;
         if st
             .partial_since
-            .is_some_and(|t| elapsed(t.at(), now, message_timeout))
+            .is_some_and(|t| elapsed(t.at(now), now, message_timeout))
         {
             st.partial_since = None;
             self.close_frame(io, Some(CloseCode::POLICY), "message timeout");
@@ -697,7 +703,7 @@ impl Driver for WsDriver {
             self.close_frame(io, Some(CloseCode::AWAY), "idle timeout");
             return io.close(CloseReason::IdleTimeout);
         }
-        match st.ping_sent.map(Stamp::at) {
+        match st.ping_sent.map(|t| t.at(now)) {
             Some(sent) if sent >= io.last_read => {
                 if elapsed(sent, now, pong_timeout) {
                     self.close_frame(io, Some(CloseCode::AWAY), "pong timeout");
@@ -706,7 +712,7 @@ impl Driver for WsDriver {
             }
             _ => {
                 if ping_interval.is_some_and(|i| elapsed(io.last_read, now, i)) {
-                    st.ping_sent = Some(Stamp::of(now));
+                    st.ping_sent = Some(Tick::before(now));
                     self.frame_admitted(io, OpCode::Ping, b"", 0);
                 }
             }
@@ -830,14 +836,14 @@ impl Driver for WsDriver {
             Phase::Ws(st) => st,
         };
         let cfg = &self.cfg().ws;
-        let beat = match st.ping_sent.map(Stamp::at) {
+        let beat = match st.ping_sent.map(|t| t.at(last_read)) {
             Some(sent) if sent >= last_read => deadline(sent, cfg.pong_timeout),
             _ => deadline_opt(last_read, cfg.ping_interval),
         };
         let idle = deadline_opt(last_read, self.idle_timeout());
         let partial = st
             .partial_since
-            .and_then(|t| deadline(t.at(), cfg.message_timeout));
+            .and_then(|t| deadline(t.at(last_read), cfg.message_timeout));
         earliest(earliest(st.close_deadline(), partial), earliest(beat, idle))
     }
 
@@ -912,11 +918,10 @@ mod tests {
         let conn = Conn {
             inner: link.clone(),
         };
-        let handler = HandlerSlot::new(true);
         let now = Instant::now();
         Rig {
             _rt: rt,
-            driver: WsDriver::new(conn, handler),
+            driver: WsDriver::new(conn),
             link,
             out: OutQueue::default(),
             now,
@@ -1009,9 +1014,12 @@ mod tests {
         let (_, req) = r.call(|d, io| d.on_timer(io));
         assert!(req.close.is_none());
         assert_eq!(r.output(), vec![0x89, 0], "an empty ping");
-        assert_eq!(
-            r.driver.next_deadline(r.last_read),
-            Some(r.now + Duration::from_secs(5))
+        // The ping's time is kept to the millisecond, rounded down.
+        let at = r.driver.next_deadline(r.last_read).unwrap();
+        let due = r.now + Duration::from_secs(5);
+        assert!(
+            at <= due && due - at < Duration::from_millis(1),
+            "{at:?} {due:?}"
         );
         r.now += Duration::from_secs(5);
         let (_, req) = r.call(|d, io| d.on_timer(io));
@@ -1038,6 +1046,8 @@ mod tests {
         r.now += Duration::from_secs(4);
         let (_, req) = r.call(|d, io| d.on_timer(io));
         assert!(req.close.is_none(), "the peer spoke after our ping");
+        // The answered ping is forgotten: its 4-byte tick is never read back weeks later.
+        assert!(matches!(&r.driver.phase, Phase::Ws(st) if st.ping_sent.is_none()));
     }
 
     #[test]
@@ -1070,12 +1080,17 @@ mod tests {
         assert_eq!(used, 0, "the partial frame stays with the reactor");
         assert!(req.rearm, "10 s comes before the 30 s ping");
         assert!(req.close.is_none());
+        // The message's start is kept to the millisecond, rounded up: never early.
         let at = r.driver.next_deadline(r.last_read).unwrap();
-        assert_eq!(at, r.now + Duration::from_secs(10));
+        let due = r.now + Duration::from_secs(10);
+        assert!(
+            at >= due && at - due < Duration::from_millis(1),
+            "{at:?} {due:?}"
+        );
         r.now += Duration::from_secs(9);
         let (_, req) = r.call(|d, io| d.on_timer(io));
         assert!(req.close.is_none());
-        r.now += Duration::from_secs(1);
+        r.now = at;
         let (_, req) = r.call(|d, io| d.on_timer(io));
         assert!(matches!(req.close, Some(CloseReason::Protocol(_))));
         let out = r.output();
@@ -1205,7 +1220,7 @@ mod size_tests {
         );
         eprintln!(
             "HandlerSlot={} Phase={} WsSession={} ConnInfo={} Addr={} Link<()>={} Timer={}",
-            std::mem::size_of::<crate::server::dispatch::HandlerSlot>(),
+            std::mem::size_of::<crate::server::dispatch::WsSlot>(),
             std::mem::size_of::<super::Phase>(),
             std::mem::size_of::<crate::proto::ws::WsSession>(),
             std::mem::size_of::<crate::server::handle::ConnInfo>(),
@@ -1220,7 +1235,7 @@ mod size_tests {
         );
     }
 
-    /// The idle-memory budget of BENCHMARKS.md ("Idle memory, fourth session"): a struct
+    /// The idle-memory budget of BENCHMARKS.md ("Idle memory, fifth session"): a struct
     /// that grows past it moves a connection into a larger malloc chunk. The socket's size
     /// differs in debug builds (mio keeps a selector id), so the connection is checked in
     /// release only; the tracing span adds to the shared handle.
@@ -1231,11 +1246,11 @@ mod size_tests {
         // With the `Arc`'s two counts: 88 B, a 96 B chunk (the span takes 40 more).
         let shared = if cfg!(feature = "tracing") { 112 } else { 72 };
         assert!(std::mem::size_of::<crate::server::handle::ConnShared>() <= shared);
-        assert!(std::mem::size_of::<crate::server::dispatch::HandlerSlot>() <= 24);
-        assert!(std::mem::size_of::<super::WsDriver>() <= 72);
+        assert!(std::mem::size_of::<crate::server::dispatch::WsSlot>() <= 16);
+        assert!(std::mem::size_of::<super::WsDriver>() <= 56);
         if !cfg!(debug_assertions) {
-            // 136 B, a 144 B chunk.
-            assert!(std::mem::size_of::<StreamConn<super::WsDriver>>() <= 136);
+            // 120 B, a 128 B chunk.
+            assert!(std::mem::size_of::<StreamConn<super::WsDriver>>() <= 120);
         }
     }
 }

@@ -117,7 +117,7 @@ end
 return v
 ";
 
-/// `hset_if`: KEYS[1] the hash, ARGV[1] the field compared, ARGV[2] what it must hold
+/// `hset_if`: `KEYS[1]` the hash, `ARGV[1]` the field compared, `ARGV[2]` what it must hold
 /// (`""`: missing), then field/value pairs to set.
 const HSET_IF_LUA: &str = r"
 local v = redis.call('HGET', KEYS[1], ARGV[1])

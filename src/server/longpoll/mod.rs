@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use crate::proto::http::{Request, Response};
 use crate::reactor::{ConnCmd, Link};
 use crate::server::config::PollingConfig;
-use crate::server::dispatch::{next_conn_id, HandlerSlot};
+use crate::server::dispatch::next_conn_id;
 use crate::server::handle::{Conn, ConnInfo, ConnShared};
 use crate::server::websocket::Identity;
 use crate::server::ServerShared;
@@ -354,9 +354,8 @@ pub(crate) fn open(
         let prefix = server.polls.prefix.get().map_or("", String::as_str);
         let sid = format!("{prefix}{}", new_sid());
         server.polls.insert(&sid, conn.clone());
-        let handler = HandlerSlot::new(server.inline());
         let inner: Arc<Link> = conn.inner.clone();
-        let driver = session::Session::new(conn, handler, sid, carrier, req);
+        let driver = session::Session::new(conn, sid, carrier, req);
         Some(crate::reactor::stream::new_virtual(inner, driver))
     };
     poller.command(crate::reactor::Command::AddVirtual(Box::new(make)));

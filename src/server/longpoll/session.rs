@@ -15,7 +15,7 @@ use crate::proto::http::Request;
 use crate::proto::ws::{CloseCode, OpCode, SharedFrames};
 use crate::reactor::local;
 use crate::reactor::{admit, Admit, ConnCmd, Driver, Io, Offer, Payload};
-use crate::server::dispatch::{Event, HandlerSlot};
+use crate::server::dispatch::{Event, WsSlot};
 use crate::server::handle::Conn;
 use crate::server::observe::ConnState;
 use crate::Error;
@@ -60,7 +60,7 @@ struct Closing {
 /// A long-polling session's state (see the module docs).
 pub(crate) struct Session {
     conn: Conn,
-    handler: HandlerSlot,
+    handler: WsSlot,
     sid: String,
     /// Unacknowledged records; `out[0]` has sequence number `base`.
     out: VecDeque<Rec>,
@@ -82,16 +82,10 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(
-        conn: Conn,
-        handler: HandlerSlot,
-        sid: String,
-        carrier: Conn,
-        req: Request,
-    ) -> Self {
+    pub(crate) fn new(conn: Conn, sid: String, carrier: Conn, req: Request) -> Self {
         Session {
             conn,
-            handler,
+            handler: WsSlot::default(),
             sid,
             out: VecDeque::new(),
             base: 1,
