@@ -802,6 +802,7 @@ fn heartbeat_thread(weak: Weak<HubInner>, node: Arc<ClusterNode>) {
     // and the first node back must not reap the others before they could beat again.
     let mut grace = std::time::Instant::now() + node.cfg.dead_after;
     let mut last_ok = std::time::Instant::now();
+    let mut refreshed = std::time::Instant::now();
     loop {
         if node.stopping() || weak.strong_count() == 0 {
             return;
@@ -840,6 +841,13 @@ fn heartbeat_thread(weak: Weak<HubInner>, node: Arc<ClusterNode>) {
                     }
                 }
                 node.drop_stale_polls();
+                if let Some(inner) = weak.upgrade() {
+                    let hub = Hub { inner };
+                    if refreshed.elapsed() >= hub.cluster_refresh_every() {
+                        refreshed = std::time::Instant::now();
+                        hub.cluster_refresh_sessions();
+                    }
+                }
                 let reap = std::time::Instant::now() >= grace;
                 if let Err(e) = sweep(&weak, &node, now_ms(), reap) {
                     log::warn!("cluster {}: sweep: {e}", node.node());

@@ -405,6 +405,52 @@ impl Hub {
         }
     }
 
+    /// How often this node's session records have their expiry moved on: three times per
+    /// expiry, so a record outlives two missed refreshes.
+    pub(crate) fn cluster_refresh_every(&self) -> Duration {
+        self.session_ttl() / 3
+    }
+
+    /// Moves the expiry of every session record this node holds on (their log and record
+    /// otherwise expire one `session_ttl` after the last write: a session attached but quiet
+    /// for longer could not resume on another node). Under the record's fence, like any
+    /// write: a session another node continues meanwhile ends here.
+    pub(crate) fn cluster_refresh_sessions(&self) {
+        let Some(c) = self.cluster_node() else { return };
+        let cells: Vec<Arc<SessionCell>> = self.state().sessions.values().cloned().collect();
+        let ttl = self.session_ttl();
+        for cell in cells {
+            let (sid, gen) = {
+                let slot = cell.lock();
+                match &slot.cl {
+                    Some(cl) if !cl.moved && slot.engine.link() != Link::Ended => {
+                        (slot.engine.sid().to_owned(), cl.gen.clone())
+                    }
+                    _ => continue,
+                }
+            };
+            let (h, q) = (c.session_key(&sid, "h"), c.session_key(&sid, "q"));
+            match c
+                .bus
+                .append(&q, &[], 1, &h, &[], ttl, Some(("gen", gen.as_str())))
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    let mut slot = cell.lock();
+                    // The generation read above is still the session's: a claim by another
+                    // node refused it.
+                    if slot.cl.as_ref().is_some_and(|cl| cl.gen == gen) {
+                        self.cluster_fenced(&mut slot);
+                    }
+                }
+                Err(e) => {
+                    log::warn!("cluster {}: session records not refreshed: {e}", c.node());
+                    return;
+                }
+            }
+        }
+    }
+
     /// Another node's client resumed session `sid`: it ends here without `on_disconnect`
     /// (its record stays for the other node), and the other node is told.
     pub(crate) fn cluster_release(&self, sid: &str, to: &str) {

@@ -226,6 +226,32 @@ fn local_a_node_taken_for_dead_is_fenced_off_the_session() {
     assert_eq!(said(&ann.next_event("said")), 7);
 }
 
+/// A session attached but quiet for longer than its record's expiry (the window plus twice
+/// `dead_after` plus 5 s: 7.9 s here) still resumes on another node when its node dies:
+/// the node moves its records' expiry on while it holds them.
+#[test]
+fn local_a_quiet_session_resumes_after_its_node_died() {
+    let bus = LocalBus::new();
+    let ha = bus.handle();
+    let quick = Some(SessionConfig::new().window(Duration::from_millis(500)));
+    let a = node_with(ha.clone(), cfg("a", "s9"), quick);
+    let b = node_with(bus.handle(), cfg("b", "s9"), quick);
+    let mut bob = member(&b, "bob", "r");
+    let mut ann = SessionClient::open(&a, "ann");
+    assert_eq!(ann.request(1, "join", json!("r"))["data"]["ok"], true);
+    wait_members(&b, "r", 2);
+    ask(&mut bob, 11, "say", json!({"room": "r", "text": 1}));
+    assert_eq!(said(&ann.next_event("said")), 1);
+    // Quiet, and attached, past the record's expiry.
+    std::thread::sleep(Duration::from_secs(9));
+    ha.set_cut(true);
+    a.server.shutdown(Duration::from_millis(200));
+    ask(&mut bob, 12, "say", json!({"room": "r", "text": 2}));
+    let r = ann.resume(&b, "ann");
+    assert_eq!(r["recovered"], true, "{r}");
+    assert_eq!(said(&ann.next_event("said")), 2);
+}
+
 /// The connection on the node that gives the session up is closed as by a takeover.
 #[test]
 fn local_the_released_connection_is_closed() {
