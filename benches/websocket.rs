@@ -10,7 +10,8 @@
 //!
 //! `BENCH_RUNS` (default 3) sets the runs per figure (the median is printed), `BENCH_ONLY`
 //! a comma-separated filter (`echo8`, `echo1`, `idle`, `capacity`), `WSBENCH` the path of
-//! the wsbench binary.
+//! the wsbench binary. The idle figure comes with the table of what an idle connection holds
+//! (`sockloop::__sizes::idle_ws_sizes`) and what of the measured growth it accounts for.
 
 mod common;
 
@@ -161,9 +162,19 @@ fn idle() {
         }
     }
     if !per_conn.is_empty() {
+        let measured = median(per_conn);
         println!(
-            "idle 9000 connections: median RSS growth {:.0} bytes per connection (each run a fresh process)",
-            median(per_conn)
+            "idle 9000 connections: median RSS growth {measured:.0} bytes per connection (each run a fresh process)"
+        );
+        // Where they go: each allocation and slot of an idle connection, as malloc takes it.
+        let rows = sockloop::__sizes::idle_ws_sizes();
+        for r in &rows {
+            println!("  {:>4} B ({:>3} B struct)  {}", r.takes, r.bytes, r.what);
+        }
+        let accounted: usize = rows.iter().map(|r| r.takes).sum();
+        println!(
+            "  {accounted:>4} B accounted for; {:.0} B left (arrays' growth slack, allocator metadata)",
+            measured - accounted as f64
         );
     }
     if !slab.is_empty() {

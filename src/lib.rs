@@ -113,6 +113,9 @@ pub use server::handle::Conn;
 pub use server::handler::{self, DatagramHandler, DatagramSender, StreamHandler};
 pub use server::observe::{ConnState, Lifecycle, LogObserver, Observer, ServerStats};
 pub use server::runtime::{Runtime, RuntimeBuilder};
+/// For the idle-memory bench: what an idle connection holds (not a stable API).
+#[doc(hidden)]
+pub use server::sizes as __sizes;
 pub use server::websocket::{
     on_message, Authenticator, ConnMiddleware, HttpHook, Identity, Origins, Rejection, WsConn,
     WsFactory, WsHandler, WsMessage, WsServerConfig,

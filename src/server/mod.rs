@@ -11,6 +11,8 @@ pub(crate) mod longpoll;
 pub(crate) mod observe;
 pub(crate) mod pool;
 pub(crate) mod runtime;
+#[doc(hidden)]
+pub mod sizes;
 pub(crate) mod stream;
 pub(crate) mod trace;
 pub(crate) mod websocket;
