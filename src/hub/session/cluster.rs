@@ -207,6 +207,9 @@ impl Hub {
             let text: Arc<str> = Arc::from(m);
             let frames = self.frames_for(&text);
             self.deliver_locked(slot, &text, frames.as_ref(), Some((feed, p)));
+            if slot.engine.link() == Link::Ended {
+                return; // fenced: another node continues it
+            }
         }
     }
 
@@ -401,6 +404,37 @@ impl Hub {
             };
             for (feed, cur) in cursors {
                 self.cluster_fill(&mut slot, &feed, cur, None);
+            }
+        }
+    }
+
+    /// Whether this node still holds session `cell` in the store (a resume here is about to
+    /// continue it from memory): its record's generation is the one it wrote under. When
+    /// another node claimed it meanwhile (this node was taken for dead), the copy here ends
+    /// (fenced) and false is returned: the resume continues the session from the store, as
+    /// if it were unknown here. True when not clustered, or when the store is away (the
+    /// copy here is all there is).
+    pub(super) fn cluster_holds(&self, cell: &SessionCell) -> bool {
+        let Some(c) = self.cluster_node() else {
+            return true;
+        };
+        let (sid, gen) = {
+            let slot = cell.lock();
+            match &slot.cl {
+                Some(cl) if !cl.moved => (slot.engine.sid().to_owned(), cl.gen.clone()),
+                _ => return true,
+            }
+        };
+        let h = c.session_key(&sid, "h");
+        // A compare that writes the value it compares: true when it still holds.
+        match c.bus.hset_if(&h, "gen", &gen, &[("gen", gen.as_str())]) {
+            Ok(true) | Err(_) => true,
+            Ok(false) => {
+                let mut slot = cell.lock();
+                if slot.cl.as_ref().is_some_and(|cl| cl.gen == gen) {
+                    self.cluster_fenced(&mut slot);
+                }
+                false
             }
         }
     }

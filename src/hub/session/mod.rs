@@ -413,6 +413,11 @@ impl Hub {
     ) -> Result<Arc<SessionCell>, NotRecoverable> {
         let cell = self.sessions().by_sid().get(sid).cloned();
         let cell = match cell {
+            // Taken over by another node while this one was cut off the store: the copy
+            // here ended, and the session goes on from the store.
+            Some(c) if c.lock().engine.token_matches(token) && !self.cluster_holds(&c) => {
+                return self.cluster_resume(ws, sid, token, seq);
+            }
             Some(c) => c,
             None if self.cluster_node().is_some() => {
                 return self.cluster_resume(ws, sid, token, seq);

@@ -226,6 +226,47 @@ fn local_a_node_taken_for_dead_is_fenced_off_the_session() {
     assert_eq!(said(&ann.next_event("said")), 7);
 }
 
+/// A node cut off the store is taken for dead and its session's client resumes on the other
+/// node, which numbers on. Healed, the first node still has its copy (a count behind) until
+/// the first write under the old generation is refused (its catch-up on the feeds, or the
+/// client's resume there, which checks the record first); the client's next connection
+/// reaches it: the session is continued from the store at the client's count, never from
+/// that copy (which would be `Ahead`: not recoverable).
+#[test]
+fn local_a_stale_copy_is_not_resumed_from() {
+    let bus = LocalBus::new();
+    let ha = bus.handle();
+    let a = node_with(ha.clone(), cfg("a", "s10"), sessions());
+    let b = node_with(bus.handle(), cfg("b", "s10"), sessions());
+    let mut ann = SessionClient::open(&a, "ann");
+    let acked = ann.request(1, "say", json!({"room": "nobody", "text": 1}));
+    assert_eq!(acked["data"]["queued"], 0, "{acked}");
+    ha.set_cut(true);
+    eventually("b takes a for dead", || {
+        !b.hub.cluster_nodes().iter().any(|n| n == "a")
+    });
+    let r = ann.resume(&b, "ann");
+    assert_eq!(r["recovered"], true, "{r}");
+    // b numbers on: ann's count is past a's copy now.
+    let acked = ann.request(2, "say", json!({"room": "nobody", "text": 2}));
+    assert_eq!(acked["data"]["queued"], 0, "{acked}");
+    ha.set_cut(false);
+    eventually("a is back", || {
+        b.hub.cluster_nodes().iter().any(|n| n == "a")
+    });
+    let r = ann.resume(&a, "ann");
+    assert_eq!(r["recovered"], true, "{r}");
+    // Continued from the store at the client's count (the replay: what the move itself
+    // sent the session's rooms, numbered after it), not from a's copy, a count behind
+    // (that would be `Ahead`: not recoverable).
+    assert_eq!(r["seq"], ann.seq, "{r}");
+    let acked = ann.request(3, "say", json!({"room": "nobody", "text": 3}));
+    assert_eq!(acked["data"]["queued"], 0, "{acked}");
+    eventually("one node has the session", || {
+        a.hub.stats().sessions + b.hub.stats().sessions == 1
+    });
+}
+
 /// A session attached but quiet for longer than its record's expiry (the window plus twice
 /// `dead_after` plus 5 s: 7.9 s here) still resumes on another node when its node dies:
 /// the node moves its records' expiry on while it holds them.
