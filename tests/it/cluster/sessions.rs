@@ -262,9 +262,7 @@ fn local_a_stale_copy_is_not_resumed_from() {
     assert_eq!(r["seq"], ann.seq, "{r}");
     let acked = ann.request(3, "say", json!({"room": "nobody", "text": 3}));
     assert_eq!(acked["data"]["queued"], 0, "{acked}");
-    eventually("one node has the session", || {
-        a.hub.stats().sessions + b.hub.stats().sessions == 1
-    });
+    one_session(&a, &b);
 }
 
 /// A session attached but quiet for longer than its record's expiry (the window plus twice
@@ -325,7 +323,10 @@ fn local_the_released_connection_is_closed() {
 
 /// What a resuming connection hears first: `session:resumed`, or the close that tells it to
 /// resume again (4013: busy elsewhere) or that the session went on elsewhere.
-fn first_word(c: &mut WsClient) -> Result<Value, (CloseCode, String)> {
+/// A resuming connection's first word: a message, or the close that came instead.
+type Word = Result<Value, (CloseCode, String)>;
+
+fn first_word(c: &mut WsClient) -> Word {
     loop {
         match c.recv_timeout(WAIT) {
             Ok(Some(Message::Text(t))) => return Ok(serde_json::from_str(&t).unwrap()),
@@ -334,6 +335,53 @@ fn first_word(c: &mut WsClient) -> Result<Value, (CloseCode, String)> {
             other => panic!("{other:?}"),
         }
     }
+}
+
+/// Nodes a and b (b's store handle `slow`, to make it far away) in namespace `ns`, and ann
+/// on a with a session, in room `r`.
+fn slow_b_and_ann_on_a(ns: &str) -> (LocalBus, LocalBus, Node, Node, SessionClient) {
+    let bus = LocalBus::new();
+    let slow = bus.handle();
+    let a = node_with(bus.handle(), cfg("a", ns), sessions());
+    let b = node_with(slow.clone(), cfg("b", ns), sessions());
+    let mut ann = SessionClient::open(&a, "ann");
+    assert_eq!(ann.request(1, "join", json!("r"))["data"]["ok"], true);
+    (bus, slow, a, b, ann)
+}
+
+/// The query of a resume of `c`'s session (user `user`) at its count.
+fn resume_query(c: &SessionClient, user: &str) -> String {
+    format!(
+        "user={user}&sl_sid={}&sl_token={}&sl_seq={}",
+        c.sid, c.token, c.seq
+    )
+}
+
+/// Dials `n` with query `q` on a thread of its own: the connection and its first word.
+fn first_word_on(n: &Node, q: &str) -> std::thread::JoinHandle<(WsClient, Word)> {
+    let url = format!("ws://{}/?{q}", n.server.local_addr());
+    std::thread::spawn(move || {
+        let o = sockloop::client::ws::WsClientOptions::default().deflate(false);
+        let mut c = WsClient::connect(&url, o).unwrap();
+        let w = first_word(&mut c);
+        (c, w)
+    })
+}
+
+fn resumed(w: &Word) -> bool {
+    w.as_ref().is_ok_and(|v| v["event"] == "session:resumed")
+}
+
+/// Waits until exactly one of the two nodes has the session, checks it stays so, and
+/// returns the two counts.
+fn one_session(a: &Node, b: &Node) -> (usize, usize) {
+    eventually("one node has the session", || {
+        a.hub.stats().sessions + b.hub.stats().sessions == 1
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let (na, nb) = (a.hub.stats().sessions, b.hub.stats().sessions);
+    assert_eq!(na + nb, 1, "still one: a {na}, b {nb}");
+    (na, nb)
 }
 
 /// The close that comes within half a second, if any (messages before it are skipped).
@@ -356,25 +404,11 @@ fn until_closed(c: &mut WsClient) -> Option<(CloseCode, String)> {
 /// numbers against the other's replay).
 #[test]
 fn local_two_resumes_racing_leave_one_session() {
-    let bus = LocalBus::new();
-    let slow = bus.handle();
-    let a = node_with(bus.handle(), cfg("a", "s6"), sessions());
-    let b = node_with(slow.clone(), cfg("b", "s6"), sessions());
-    let mut ann = SessionClient::open(&a, "ann");
-    assert_eq!(ann.request(1, "join", json!("r"))["data"]["ok"], true);
-    let q = format!(
-        "user=ann&sl_sid={}&sl_token={}&sl_seq={}",
-        ann.sid, ann.token, ann.seq
-    );
+    let (_bus, slow, a, b, ann) = slow_b_and_ann_on_a("s6");
+    let q = resume_query(&ann, "ann");
     drop(ann);
     slow.set_latency(Duration::from_millis(30));
-    let url = format!("ws://{}/?{q}", b.server.local_addr());
-    let first = std::thread::spawn(move || {
-        let o = sockloop::client::ws::WsClientOptions::default().deflate(false);
-        let mut c = WsClient::connect(&url, o).unwrap();
-        let w = first_word(&mut c);
-        (c, w)
-    });
+    let first = first_word_on(&b, &q);
     eventually("a released the session to b", || {
         a.hub.stats().sessions == 0
     });
@@ -382,9 +416,6 @@ fn local_two_resumes_racing_leave_one_session() {
     let w2 = first_word(&mut second);
     let (mut first, w1) = first.join().unwrap();
     slow.set_latency(Duration::ZERO);
-    let resumed = |w: &Result<Value, (CloseCode, String)>| {
-        w.as_ref().is_ok_and(|v| v["event"] == "session:resumed")
-    };
     assert!(
         resumed(&w1) || resumed(&w2),
         "one resume went on: {w1:?} {w2:?}"
@@ -403,12 +434,7 @@ fn local_two_resumes_racing_leave_one_session() {
             "one of the two is closed: {c1:?} {c2:?}"
         );
     }
-    eventually("one node has the session", || {
-        a.hub.stats().sessions + b.hub.stats().sessions == 1
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    let (na, nb) = (a.hub.stats().sessions, b.hub.stats().sessions);
-    assert_eq!(na + nb, 1, "still one: a {na}, b {nb}");
+    one_session(&a, &b);
 }
 
 /// A client resumes on b, whose store is slow; once b has claimed the session's record
@@ -418,27 +444,13 @@ fn local_two_resumes_racing_leave_one_session() {
 /// a's.
 #[test]
 fn local_a_release_during_a_resume_leaves_one_session() {
-    let bus = LocalBus::new();
-    let slow = bus.handle();
-    let a = node_with(bus.handle(), cfg("a", "s7"), sessions());
-    let b = node_with(slow.clone(), cfg("b", "s7"), sessions());
-    let mut ann = SessionClient::open(&a, "ann");
-    assert_eq!(ann.request(1, "join", json!("r"))["data"]["ok"], true);
+    let (bus, slow, a, b, ann) = slow_b_and_ann_on_a("s7");
     let mut bob = member(&a, "bob", "r");
-    let q = format!(
-        "user=ann&sl_sid={}&sl_token={}&sl_seq={}",
-        ann.sid, ann.token, ann.seq
-    );
+    let q = resume_query(&ann, "ann");
     let record = format!("s7:{{s:{}}}:h", ann.sid);
     drop(ann);
     slow.set_latency(Duration::from_millis(60));
-    let url = format!("ws://{}/?{q}", b.server.local_addr());
-    let first = std::thread::spawn(move || {
-        let o = sockloop::client::ws::WsClientOptions::default().deflate(false);
-        let mut c = WsClient::connect(&url, o).unwrap();
-        let w = first_word(&mut c);
-        (c, w)
-    });
+    let first = first_word_on(&b, &q);
     let watch = bus.handle();
     eventually("b claimed the record", || {
         watch
@@ -451,9 +463,6 @@ fn local_a_release_during_a_resume_leaves_one_session() {
     let w2 = first_word(&mut second);
     let (mut first, w1) = first.join().unwrap();
     slow.set_latency(Duration::ZERO);
-    let resumed = |w: &Result<Value, (CloseCode, String)>| {
-        w.as_ref().is_ok_and(|v| v["event"] == "session:resumed")
-    };
     assert!(resumed(&w2), "the resume on a went on: {w2:?}");
     // b's: told to resume again, or went on and was then fenced (closed with 4013).
     match &w1 {
@@ -469,12 +478,7 @@ fn local_a_release_during_a_resume_leaves_one_session() {
             );
         }
     }
-    eventually("one node has the session", || {
-        a.hub.stats().sessions + b.hub.stats().sessions == 1
-    });
-    std::thread::sleep(Duration::from_millis(200));
-    let (na, nb) = (a.hub.stats().sessions, b.hub.stats().sessions);
-    assert_eq!((na, nb), (1, 0), "a has it, b does not");
+    assert_eq!(one_session(&a, &b), (1, 0), "a has it, b does not");
     eventually("b's member of r left", || b.hub.room_count("r") == 2);
 }
 
