@@ -454,5 +454,40 @@ mod tests {
         let q = bus.read("{s}:q", 0, 10).unwrap();
         assert_eq!((q.head, q.first, q.entries.len()), (3, 2, 2));
         assert!(!q.complete_after(0) && q.complete_after(1));
+        // The fence: `{s}:h` holds gen 2, so a writer under gen 1 writes nothing.
+        let ttl = Duration::from_secs(9);
+        let stale = bus.append(
+            "{s}:q",
+            &[(4, b"m4")],
+            2,
+            "{s}:h",
+            &[],
+            ttl,
+            Some(("gen", "1")),
+        );
+        assert!(!stale.unwrap());
+        assert_eq!(bus.read("{s}:q", 0, 10).unwrap().head, 3);
+        let current = bus.append(
+            "{s}:q",
+            &[(4, b"m4")],
+            2,
+            "{s}:h",
+            &[],
+            ttl,
+            Some(("gen", "2")),
+        );
+        assert!(current.unwrap());
+        assert_eq!(bus.read("{s}:q", 0, 10).unwrap().head, 4);
+        // A missing record is no fence (a new session's first write).
+        let new = bus.append(
+            "{t}:q",
+            &[],
+            1,
+            "{t}:h",
+            &[("seq", "0")],
+            ttl,
+            Some(("gen", "")),
+        );
+        assert!(new.unwrap());
     }
 }

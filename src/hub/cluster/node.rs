@@ -254,6 +254,9 @@ pub(crate) struct ClusterNode {
     /// Sessions this node is continuing from the store now (one resume of a session at a
     /// time); true once another node asked for it meanwhile (the resume gives up).
     pub(crate) resuming: Mutex<HashMap<String, bool>>,
+    /// A round of session-record refreshes is under way (on a thread of its own, so that a
+    /// node with many sessions never delays its heartbeat).
+    refreshing: Arc<AtomicBool>,
     /// Long-polling requests forwarded to other nodes, awaiting their answers.
     pub(crate) polls: Mutex<HashMap<u64, (crate::server::longpoll::Carrier, std::time::Instant)>>,
     pub(crate) next_poll: AtomicU64,
@@ -315,6 +318,7 @@ impl ClusterNode {
             filled: AtomicU64::new(0),
             released: Mutex::default(),
             resuming: Mutex::default(),
+            refreshing: Arc::default(),
             polls: Mutex::default(),
             next_poll: AtomicU64::new(1),
             outage_until: AtomicU64::new(0),
@@ -843,9 +847,20 @@ fn heartbeat_thread(weak: Weak<HubInner>, node: Arc<ClusterNode>) {
                 node.drop_stale_polls();
                 if let Some(inner) = weak.upgrade() {
                     let hub = Hub { inner };
-                    if refreshed.elapsed() >= hub.cluster_refresh_every() {
+                    if refreshed.elapsed() >= hub.cluster_refresh_every()
+                        && !node.refreshing.swap(true, Ordering::AcqRel)
+                    {
                         refreshed = std::time::Instant::now();
-                        hub.cluster_refresh_sessions();
+                        let busy = node.refreshing.clone();
+                        let spawned = std::thread::Builder::new()
+                            .name("sockloop-cluster-refresh".into())
+                            .spawn(move || {
+                                hub.cluster_refresh_sessions();
+                                busy.store(false, Ordering::Release);
+                            });
+                        if spawned.is_err() {
+                            node.refreshing.store(false, Ordering::Release);
+                        }
                     }
                 }
                 let reap = std::time::Instant::now() >= grace;
