@@ -119,16 +119,19 @@ impl Hub {
         ws: &WsConn,
         session: Option<std::sync::Arc<super::session::SessionCell>>,
     ) {
-        self.register_as(ws, session, false);
+        self.register_as(ws, session, false, false);
     }
 
     /// [`register`](Self::register); a `detached` session (continued from another node,
     /// until its connection takes it over) joins no delivery group yet.
+    /// `moved`: a session another node released to this one (its user never went offline,
+    /// so no `presence` is sent).
     pub(crate) fn register_as(
         &self,
         ws: &WsConn,
         session: Option<std::sync::Arc<super::session::SessionCell>>,
         detached: bool,
+        moved: bool,
     ) {
         let id = ws.identity().cloned().unwrap_or_default();
         let user = (!id.user.is_empty()).then(|| id.user.clone());
@@ -174,7 +177,7 @@ impl Hub {
                 first = c.remote_conns(u).map_or(true, |(a, b)| a + b == 0);
             }
         }
-        if let (true, Some(u)) = (first, &user) {
+        if let (true, Some(u), false) = (first, &user, moved) {
             if self.inner.cfg.presence == PresenceScope::Everyone {
                 let data = serde_json::json!({"user": u, "online": true});
                 self.to_all().except(ws.id()).emit("presence", &data);
@@ -196,6 +199,17 @@ impl Hub {
     /// when its close begins (seen by the timer's close check) or at the latest when it
     /// closed.
     pub(crate) fn depart(&self, id: ConnId) {
+        self.depart_as(id, false);
+    }
+
+    /// [`depart`](Self::depart) of a session member whose session goes on on another node:
+    /// out of the registry, its rooms and its user here, but nobody is told (no `room:left`,
+    /// no `presence` offline): for the rooms and the user it is the same member, moved.
+    pub(crate) fn depart_moved(&self, id: ConnId) {
+        self.depart_as(id, true);
+    }
+
+    fn depart_as(&self, id: ConnId, moved: bool) {
         let (lefts, gone) = {
             let mut st = self.state();
             let Some(mut entry) = st.conns.remove(&id) else {
@@ -240,10 +254,11 @@ impl Hub {
                 .is_none_or(|c| c.remote_conns(u).map_or(true, |(a, b)| a + b == 0))
         });
         let rooms: Vec<String> = lefts.iter().map(|l| l.room.clone()).collect();
-        for left in &lefts {
-            self.announce_left(left, id);
+        for mut left in lefts {
+            left.notify &= !moved;
+            self.announce_left(&left, id);
         }
-        if let Some(u) = gone {
+        if let (Some(u), false) = (gone, moved) {
             self.announce_offline(&u, &rooms);
         }
     }

@@ -16,7 +16,7 @@ pub(super) struct Left {
     user: Option<String>,
     /// The member list when the user's last connection left the room.
     users: Option<Vec<String>>,
-    notify: bool,
+    pub(super) notify: bool,
 }
 
 fn banned(until: Instant) -> HubError {
@@ -129,6 +129,12 @@ impl Hub {
     /// `forbidden` for a private or invite-only room without an invitation or role;
     /// `room_full` at capacity.
     pub fn join(&self, id: ConnId, room: &str) -> Result<(), HubError> {
+        self.join_as(id, room, false)
+    }
+
+    /// [`join`](Self::join); `moved`: a session member another node released to this one
+    /// rejoins its rooms, and nobody is told (it never left them).
+    pub(crate) fn join_as(&self, id: ConnId, room: &str, moved: bool) -> Result<(), HubError> {
         let (user, users, notify) = {
             let mut st = self.state();
             let user = st.conns.get(&id).ok_or_else(|| not_found("connection"))?;
@@ -186,6 +192,13 @@ impl Hub {
         };
         self.publish_member(room, id, &user, true);
         self.cluster_session_joined(id, room);
+        if moved {
+            if let Some(u) = &user {
+                // Announced online there already, by the node it came from.
+                self.mark_announced(id, u, room);
+            }
+            return Ok(());
+        }
         if notify {
             let data = json!({"room": room, "user": user, "conn": id.0});
             self.to_room(room).emit("room:joined", &data);
@@ -235,7 +248,22 @@ impl Hub {
         if self.inner.cfg.presence != PresenceScope::Rooms {
             return;
         }
-        let first = {
+        if self.mark_announced_in(id, user, room) {
+            let data = json!({"user": user, "online": true});
+            self.to_room(room).except(id).emit("presence", &data);
+        }
+    }
+
+    /// Records that `user` was announced online in `room` (presence in the rooms scope).
+    fn mark_announced(&self, id: ConnId, user: &str, room: &str) {
+        if self.inner.cfg.presence == PresenceScope::Rooms {
+            let _ = self.mark_announced_in(id, user, room);
+        }
+    }
+
+    /// Records it; true the first time since the user came online here.
+    fn mark_announced_in(&self, id: ConnId, user: &str, room: &str) -> bool {
+        {
             let mut st = self.state();
             let State {
                 announced, conns, ..
@@ -247,10 +275,6 @@ impl Hub {
                 set.retain(|r| now_in.as_ref().is_some_and(|n| n.contains(r)));
             }
             set.insert(room.to_owned())
-        };
-        if first {
-            let data = json!({"user": user, "online": true});
-            self.to_room(room).except(id).emit("presence", &data);
         }
     }
 

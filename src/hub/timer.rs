@@ -26,8 +26,8 @@ pub(crate) enum TimerCmd {
     Ack { id: u64, attempt: u32, at: Instant },
     /// Session `id` ends at `at` unless it was resumed (its epoch changed) by then.
     Session { id: ConnId, epoch: u64, at: Instant },
-    /// Session member `id` leaves the hub now (its session went on on another node; it
-    /// ended under a lock the departure cannot take).
+    /// Session member `id` leaves the hub now, quietly (its session went on on another
+    /// node; it ended under a lock the departure cannot take).
     Depart(ConnId),
 }
 
@@ -162,7 +162,7 @@ fn fire(hub: &Hub, due: Due) {
         Due::Ack(id, attempt) => hub.ack_deadline(id, attempt),
         Due::Session(id, epoch) => hub.session_expired(id, epoch),
         Due::CloseCheck => hub.depart_closing(),
-        Due::Depart(id) => hub.depart(id),
+        Due::Depart(id) => hub.depart_moved(id),
     }
 }
 

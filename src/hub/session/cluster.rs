@@ -507,7 +507,7 @@ impl Hub {
                 slot.reported = true;
                 slot.conn.take()
             };
-            self.depart(cell.id);
+            self.depart_moved(cell.id);
             if let Some(ws) = conn {
                 ws.close(CloseCode::NORMAL, "session resumed on another node");
             }
@@ -561,6 +561,8 @@ impl Hub {
         }
         let owner = owner.clone();
         let gen = rec.get("gen").cloned().unwrap_or_default();
+        // Released by a live node: the same member, moved (nobody is told it left or came).
+        let mut moved = false;
         if owner != c.node() && c.alive(&format!("{owner}/0")) {
             let beat = c.beat_of(&owner);
             let (tx, rx) = crossbeam_channel::bounded(1);
@@ -598,6 +600,7 @@ impl Hub {
                 }
                 log::info!("cluster {}: {owner} is gone; continuing {sid}", c.node());
             }
+            moved = released;
         }
         // Exactly one node continues the session: the one whose claim moves the record's
         // generation on from what it read. Another resume of the same session racing this
@@ -701,9 +704,9 @@ impl Hub {
             .insert(sid.to_owned(), cell.clone());
         // Registered detached: it joins its rooms (and their feeds) before its connection
         // takes it over, so nothing sent meanwhile reaches the connection unnumbered.
-        self.register_as(ws, Some(cell.clone()), true);
+        self.register_as(ws, Some(cell.clone()), true, moved);
         for r in &rooms {
-            if let Err(e) = self.join(ws.id(), r) {
+            if let Err(e) = self.join_as(ws.id(), r, moved) {
                 log::warn!(
                     "cluster {}: session {sid} cannot rejoin {r:?}: {e}",
                     c.node()
@@ -728,7 +731,7 @@ impl Hub {
         if c.lock_resuming().get(sid).copied().unwrap_or(false) {
             // Asked for by another node meanwhile (the client resumed there): it goes on
             // there, and this client resumes again.
-            self.depart(cell.id);
+            self.depart_moved(cell.id);
             return Err(NotRecoverable::Busy);
         }
         // The same takeover as on one node: `session:resumed`, the replay, the groups.
@@ -738,13 +741,13 @@ impl Hub {
         };
         if let Err(e) = old {
             // Registered above: out again. Released meanwhile to a node where the client
-            // resumed again: it goes on there, and this client resumes again.
+            // resumed again: it goes on there (quietly out), and this client resumes again.
+            if cell.moved() {
+                self.depart_moved(cell.id);
+                return Err(NotRecoverable::Busy);
+            }
             self.depart(cell.id);
-            return Err(if cell.moved() {
-                NotRecoverable::Busy
-            } else {
-                e
-            });
+            return Err(e);
         }
         self.set_presence(&cell);
         Ok(cell)

@@ -174,6 +174,49 @@ fn local_resume_on_a_live_node_releases_the_session() {
     assert!(b.hub.stats().resumed >= 1);
 }
 
+/// A session moving between two live nodes is the same member of its rooms: its room's
+/// other members hear nothing of the move (no `room:left`, `room:joined`, `room:users` or
+/// `presence`), as for a resume on one node.
+#[test]
+fn local_a_move_between_live_nodes_is_invisible_to_the_room() {
+    let bus = LocalBus::new();
+    let a = node_with(bus.handle(), cfg("a", "s11"), sessions());
+    let b = node_with(bus.handle(), cfg("b", "s11"), sessions());
+    let mut bob = member(&b, "bob", "r");
+    // Who listens: one member on the node ann leaves, one on the node she moves to.
+    let mut carol = member(&a, "carol", "r");
+    let mut dave = member(&b, "dave", "r");
+    let mut ann = SessionClient::open(&a, "ann");
+    assert_eq!(ann.request(1, "join", json!("r"))["data"]["ok"], true);
+    wait_members(&b, "r", 4);
+    wait_members(&a, "r", 4);
+    // What a listener heard up to bob's `text`.
+    fn until_said(c: &mut WsClient, text: &str) -> Vec<Value> {
+        let mut heard = Vec::new();
+        loop {
+            let v = recv_json(c);
+            if v["event"] == "said" && v["data"]["text"] == text {
+                return heard;
+            }
+            heard.push(v);
+        }
+    }
+    ask(&mut bob, 2, "say", json!({"room": "r", "text": "before"}));
+    until_said(&mut carol, "before");
+    until_said(&mut dave, "before");
+    let r = ann.resume(&b, "ann");
+    assert_eq!(r["recovered"], true, "{r}");
+    eventually("a released it", || a.hub.stats().sessions == 0);
+    ask(&mut bob, 3, "say", json!({"room": "r", "text": "after"}));
+    for (who, c) in [("carol", &mut carol), ("dave", &mut dave)] {
+        let heard = until_said(c, "after");
+        assert!(heard.is_empty(), "{who} heard of the move: {heard:?}");
+    }
+    assert_eq!(b.hub.room_count("r"), 4, "still four members");
+    assert_eq!(ann.next_event("said")["data"]["text"], "before");
+    assert_eq!(ann.next_event("said")["data"]["text"], "after");
+}
+
 #[test]
 fn local_resume_after_the_node_died() {
     let bus = LocalBus::new();
