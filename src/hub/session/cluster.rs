@@ -301,6 +301,23 @@ impl Hub {
         self.timer(crate::hub::timer::TimerCmd::Depart(id));
     }
 
+    /// The session's id and the generation this node writes it under, while it holds it
+    /// (clustered, not given up).
+    fn cluster_held(cell: &SessionCell) -> Option<(String, String)> {
+        let slot = cell.lock();
+        let cl = slot.cl.as_ref().filter(|cl| !cl.moved)?;
+        Some((slot.engine.sid().to_owned(), cl.gen.clone()))
+    }
+
+    /// A write under generation `gen` was refused: the session is fenced here, unless this
+    /// node moved to another generation meanwhile.
+    fn cluster_refused(&self, cell: &SessionCell, gen: &str) {
+        let mut slot = cell.lock();
+        if slot.cl.as_ref().is_some_and(|cl| cl.gen == gen) {
+            self.cluster_fenced(&mut slot);
+        }
+    }
+
     /// A session ended here (its window, or the server): its record goes, unless it was
     /// released to another node.
     pub(super) fn cluster_session_ended(&self, slot: &mut Slot) {
@@ -358,14 +375,8 @@ impl Hub {
             };
             (cell, e.info.rooms.iter().cloned().collect::<Vec<String>>())
         };
-        let (sid, gen) = {
-            let slot = cell.lock();
-            let gen = slot
-                .cl
-                .as_ref()
-                .map(|cl| cl.gen.clone())
-                .unwrap_or_default();
-            (slot.engine.sid().to_owned(), gen)
+        let Some((sid, gen)) = Self::cluster_held(&cell) else {
+            return;
         };
         let rooms = serde_json::to_string(&rooms).unwrap_or_else(|_| "[]".into());
         let (h, q) = (c.session_key(&sid, "h"), c.session_key(&sid, "q"));
@@ -376,7 +387,7 @@ impl Hub {
             .append(&q, &[], 1, &h, &fields, self.session_ttl(), fence)
         {
             Ok(true) => {}
-            Ok(false) => self.cluster_fenced(&mut cell.lock()),
+            Ok(false) => self.cluster_refused(&cell, &gen),
             Err(e) => {
                 log::warn!(
                     "cluster {}: session {sid}'s rooms not stored: {e}",
@@ -418,22 +429,15 @@ impl Hub {
         let Some(c) = self.cluster_node() else {
             return true;
         };
-        let (sid, gen) = {
-            let slot = cell.lock();
-            match &slot.cl {
-                Some(cl) if !cl.moved => (slot.engine.sid().to_owned(), cl.gen.clone()),
-                _ => return true,
-            }
+        let Some((sid, gen)) = Self::cluster_held(cell) else {
+            return true;
         };
         let h = c.session_key(&sid, "h");
         // A compare that writes the value it compares: true when it still holds.
         match c.bus.hset_if(&h, "gen", &gen, &[("gen", gen.as_str())]) {
             Ok(true) | Err(_) => true,
             Ok(false) => {
-                let mut slot = cell.lock();
-                if slot.cl.as_ref().is_some_and(|cl| cl.gen == gen) {
-                    self.cluster_fenced(&mut slot);
-                }
+                self.cluster_refused(cell, &gen);
                 false
             }
         }
@@ -454,14 +458,11 @@ impl Hub {
         let cells: Vec<Arc<SessionCell>> = self.state().sessions.values().cloned().collect();
         let ttl = self.session_ttl();
         for cell in cells {
-            let (sid, gen) = {
-                let slot = cell.lock();
-                match &slot.cl {
-                    Some(cl) if !cl.moved && slot.engine.link() != Link::Ended => {
-                        (slot.engine.sid().to_owned(), cl.gen.clone())
-                    }
-                    _ => continue,
-                }
+            if cell.lock().engine.link() == Link::Ended {
+                continue;
+            }
+            let Some((sid, gen)) = Self::cluster_held(&cell) else {
+                continue;
             };
             let (h, q) = (c.session_key(&sid, "h"), c.session_key(&sid, "q"));
             match c
@@ -469,14 +470,7 @@ impl Hub {
                 .append(&q, &[], 1, &h, &[], ttl, Some(("gen", gen.as_str())))
             {
                 Ok(true) => {}
-                Ok(false) => {
-                    let mut slot = cell.lock();
-                    // The generation read above is still the session's: a claim by another
-                    // node refused it.
-                    if slot.cl.as_ref().is_some_and(|cl| cl.gen == gen) {
-                        self.cluster_fenced(&mut slot);
-                    }
-                }
+                Ok(false) => self.cluster_refused(&cell, &gen),
                 Err(e) => {
                     log::warn!("cluster {}: session records not refreshed: {e}", c.node());
                     return;
